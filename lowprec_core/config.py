@@ -1,0 +1,87 @@
+"""Typed configuration with every default in one place; all models are frozen."""
+
+from __future__ import annotations
+
+from typing import Literal
+
+from pydantic import BaseModel, ConfigDict, Field, field_validator
+
+from .errors import ConfigError
+from .ops import TARGETS
+
+PRESETS: dict[str, dict[str, bool]] = {
+    # preset -> how activations are quantized; weights are always symmetric.
+    "performance": {"symmetric_activations": True},
+    "mixed": {"symmetric_activations": False},
+}
+
+
+class _Frozen(BaseModel):
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+
+class CalibrationConfig(_Frozen):
+    """How calibration data is fed: batch size for a single-.npz source, and a sample cap."""
+
+    batch_size: int = Field(default=16, ge=1)
+    max_samples: int | None = Field(default=None, ge=1)
+
+
+class QuantConfig(_Frozen):
+    """What to quantize and how. ``ignore`` holds node names or op types left in float."""
+
+    preset: str = "mixed"
+    target: str = "cpu"
+    ignore: tuple[str, ...] = ()
+    per_channel: bool = True
+    fuse_activations: bool = True
+
+    @field_validator("preset")
+    @classmethod
+    def _known_preset(cls, value: str) -> str:
+        if value not in PRESETS:
+            raise ValueError(f"unknown preset {value!r}; expected one of: {', '.join(PRESETS)}")
+        return value
+
+    @field_validator("target")
+    @classmethod
+    def _known_target(cls, value: str) -> str:
+        if value not in TARGETS:
+            raise ValueError(f"unknown target {value!r}; expected one of: {', '.join(TARGETS)}")
+        return value
+
+    @property
+    def symmetric_activations(self) -> bool:
+        return PRESETS[self.preset]["symmetric_activations"]
+
+
+class ValidationConfig(_Frozen):
+    metric: Literal["top1", "agreement", "cosine", "mse"] = "agreement"
+    max_drop: float = Field(default=0.01, ge=0.0)
+    batch_size: int = Field(default=32, ge=1)
+
+
+class BenchmarkConfig(_Frozen):
+    batches: tuple[int, ...] = (1, 8)
+    threads: tuple[int, ...] = (1,)
+    warmup: int = Field(default=5, ge=0)
+    repeats: int = Field(default=30, ge=3)
+
+    @field_validator("batches", "threads")
+    @classmethod
+    def _positive(cls, value: tuple[int, ...]) -> tuple[int, ...]:
+        if not value or any(v < 1 for v in value):
+            raise ValueError(f"expected positive integers, got {list(value)}")
+        return value
+
+
+def build(model_cls: type[_Frozen], **values: object) -> _Frozen:
+    """Build a config, turning pydantic's error into a one-line ConfigError."""
+    from pydantic import ValidationError
+
+    try:
+        return model_cls(**values)
+    except ValidationError as err:
+        first = err.errors()[0]
+        where = ".".join(str(p) for p in first["loc"]) or model_cls.__name__
+        raise ConfigError(f"{where}: {first['msg'].removeprefix('Value error, ')}") from None

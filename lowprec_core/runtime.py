@@ -1,0 +1,56 @@
+"""The only importer of onnxruntime: building sessions with explicit threads and providers."""
+
+from __future__ import annotations
+
+import onnx
+import onnxruntime as ort
+
+from .errors import ModelError
+
+PROVIDERS = ["CPUExecutionProvider"]
+OPTIMIZATION = {
+    "disabled": ort.GraphOptimizationLevel.ORT_DISABLE_ALL,
+    "basic": ort.GraphOptimizationLevel.ORT_ENABLE_BASIC,
+    "extended": ort.GraphOptimizationLevel.ORT_ENABLE_EXTENDED,
+    "all": ort.GraphOptimizationLevel.ORT_ENABLE_ALL,
+}
+
+
+def session(
+    model: onnx.ModelProto | bytes | str,
+    *,
+    threads: int | None = None,
+    optimization: str = "all",
+    optimized_model_path: str | None = None,
+) -> ort.InferenceSession:
+    """An InferenceSession on the CPU provider; failures become ModelError."""
+    options = ort.SessionOptions()
+    options.graph_optimization_level = OPTIMIZATION[optimization]
+    options.log_severity_level = 3
+    if threads is not None:
+        options.intra_op_num_threads = threads
+        options.inter_op_num_threads = 1
+    if optimized_model_path:
+        options.optimized_model_filepath = optimized_model_path
+    source = model.SerializeToString() if isinstance(model, onnx.ModelProto) else model
+    try:
+        return ort.InferenceSession(source, sess_options=options, providers=PROVIDERS)
+    except Exception as err:  # ORT raises its own Fail/InvalidGraph/... types
+        first = str(err).strip().splitlines()[0] if str(err).strip() else err.__class__.__name__
+        raise ModelError(f"ONNX Runtime cannot load the model: {first}") from None
+
+
+def version() -> str:
+    return ort.__version__
+
+
+NUMPY_OF_ORT = {
+    "tensor(float)": "float32",
+    "tensor(double)": "float64",
+    "tensor(float16)": "float16",
+    "tensor(int64)": "int64",
+    "tensor(int32)": "int32",
+    "tensor(int8)": "int8",
+    "tensor(uint8)": "uint8",
+    "tensor(bool)": "bool",
+}
