@@ -1,0 +1,245 @@
+"""The public operations: each takes paths or URIs, composes the modules below, returns a report.
+
+No computation lives here; every step is a call into a module with one job.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import tempfile
+import time
+from collections.abc import Iterable, Mapping, Sequence
+from pathlib import Path
+
+import numpy as np
+import onnx
+from pydantic import BaseModel
+
+from . import benchmark as _bench
+from . import registry, runtime
+from .calibration.collect import collect
+from .calibration.stats import Statistics, load_statistics
+from .config import BenchmarkConfig, CalibrationConfig, QuantConfig
+from .data import DataSource, input_specs, iter_feeds, load_labels
+from .errors import ConfigError, GateFailed
+from .model_io import LoadedModel, file_sha256, load_model, prepare, save_model
+from .quantize.default import quantize_model
+from .quantize.planner import QuantPlan, statistic_tensors
+from .storage import localize
+from .validate import ValidationReport, compare
+
+log = logging.getLogger(__name__)
+
+PathOrUri = str | os.PathLike[str]
+META_PREFIX = "lowprec."
+
+
+class QuantizeReport(BaseModel):
+    source: str
+    source_sha256: str
+    output: str
+    output_sha256: str
+    fp32_bytes: int
+    int8_bytes: int
+    calibration_samples: int
+    seconds: float
+    plan: QuantPlan
+
+
+def calibrate(
+    model: PathOrUri,
+    data: PathOrUri | Iterable[Mapping[str, np.ndarray]],
+    out_dir: PathOrUri,
+    *,
+    config: CalibrationConfig = CalibrationConfig(),
+    target: str = "cpu",
+) -> Statistics:
+    """One streaming pass over `data`; writes stats.json + stats.npz into out_dir."""
+    with tempfile.TemporaryDirectory(prefix="lowprec-") as tmp:
+        loaded = load_model(localize(model, tmp))
+        prepared = prepare(loaded.proto)
+        stats = _collect(loaded, prepared, _local_data(data, tmp), config, target)
+        stats.save(out_dir)
+    return stats
+
+
+def quantize(
+    model: PathOrUri,
+    out: PathOrUri,
+    *,
+    data: PathOrUri | Iterable[Mapping[str, np.ndarray]] | None = None,
+    stats: PathOrUri | None = None,
+    config: QuantConfig = QuantConfig(),
+    calibration: CalibrationConfig = CalibrationConfig(),
+    report: PathOrUri | None = None,
+) -> QuantizeReport:
+    """FP32 model -> INT8 QDQ model at `out`; calibrates from `data` unless `stats` is given."""
+    started = time.perf_counter()
+    with tempfile.TemporaryDirectory(prefix="lowprec-") as tmp:
+        loaded = load_model(localize(model, tmp))
+        prepared = prepare(loaded.proto)
+        if stats is not None:
+            statistics = load_statistics(localize(stats, tmp), model_sha256=loaded.sha256)
+        elif data is not None:
+            statistics = _collect(loaded, prepared, _local_data(data, tmp), calibration, config.target)
+        else:
+            raise ConfigError("quantize needs calibration data (--data) or statistics (--stats)")
+        int8, plan = quantize_model(prepared, statistics, config)
+        _stamp(int8, loaded.sha256, config)
+        runtime.session(int8.SerializeToString())  # a model ORT cannot load never reaches disk
+        digest = save_model(int8, out)
+    result = QuantizeReport(
+        source=str(model),
+        source_sha256=loaded.sha256,
+        output=str(out),
+        output_sha256=digest,
+        fp32_bytes=loaded.path.stat().st_size,
+        int8_bytes=Path(out).stat().st_size,
+        calibration_samples=statistics.samples,
+        seconds=round(time.perf_counter() - started, 3),
+        plan=plan,
+    )
+    if report is not None:
+        _write_json(report, result)
+    return result
+
+
+def validate(
+    fp32: PathOrUri,
+    int8: PathOrUri,
+    data: PathOrUri | Iterable[Mapping[str, np.ndarray]],
+    *,
+    metric: str,
+    max_drop: float = 0.01,
+    labels: PathOrUri | None = None,
+    batch_size: int = 32,
+    report: PathOrUri | None = None,
+    gate: bool = False,
+) -> ValidationReport:
+    """Score INT8 against FP32; with gate=True a failed check raises GateFailed (after the report)."""
+    with tempfile.TemporaryDirectory(prefix="lowprec-") as tmp:
+        reference = load_model(localize(fp32, tmp))
+        candidate = load_model(localize(int8, tmp))
+        label_array = load_labels(localize(labels, tmp)) if labels is not None else None
+        feeds = iter_feeds(_local_data(data, tmp), input_specs(reference.proto), batch_size=batch_size)
+        result = compare(
+            reference.path.read_bytes(),
+            candidate.path.read_bytes(),
+            feeds,
+            metric=metric,
+            max_drop=max_drop,
+            labels=label_array,
+        )
+    if report is not None:
+        _write_json(report, result)
+    if gate and not result.passed:
+        raise GateFailed(
+            f"{metric} drop {result.drop:.4f} exceeds the maximum {max_drop:.4f} "
+            f"(FP32 {result.reference_score:.4f}, INT8 {result.candidate_score:.4f})"
+        )
+    return result
+
+
+def benchmark(
+    fp32: PathOrUri,
+    int8: PathOrUri,
+    *,
+    config: BenchmarkConfig = BenchmarkConfig(),
+    data: PathOrUri | None = None,
+    report: PathOrUri | None = None,
+) -> _bench.BenchmarkReport:
+    """Latency of FP32 and INT8, interleaved in this process; sample rows from `data` if given."""
+    with tempfile.TemporaryDirectory(prefix="lowprec-") as tmp:
+        reference = load_model(localize(fp32, tmp))
+        candidate = load_model(localize(int8, tmp))
+        specs = input_specs(reference.proto)
+        sample = next(iter_feeds(localize(data, tmp), specs, batch_size=1)) if data is not None else None
+        result = _bench.run(reference.path.read_bytes(), candidate.path.read_bytes(), specs, config, sample=sample)
+    if report is not None:
+        _write_json(report, result)
+    return result
+
+
+def publish(
+    int8: PathOrUri,
+    registry_uri: str,
+    name: str,
+    *,
+    source: PathOrUri | None = None,
+    attach: Sequence[PathOrUri] = (),
+) -> tuple[str, registry.Manifest]:
+    """Push the INT8 model and attachments (files, or folders of them) to the registry."""
+    with tempfile.TemporaryDirectory(prefix="lowprec-") as tmp:
+        int8_path = localize(int8, tmp)
+        model = load_model(int8_path)
+        meta = {p.key: p.value for p in model.proto.metadata_props}
+        source_sha = meta.get(f"{META_PREFIX}source_sha256")
+        if source is not None:
+            actual = file_sha256(localize(source, tmp))
+            if source_sha is not None and actual != source_sha:
+                raise ConfigError(
+                    f"{int8} was quantized from a model with sha256 {source_sha[:12]}…, not from {source} ({actual[:12]}…)"
+                )
+            source_sha = actual
+        config = json.loads(meta.get(f"{META_PREFIX}config", "{}"))
+        files = {"model.onnx": Path(int8_path)}
+        for item in attach:
+            files.update(_attachment(localize(item, tmp)))
+        return registry.publish(
+            files,
+            registry_uri,
+            name,
+            source_uri=str(source) if source is not None else None,
+            source_sha256=source_sha or model.sha256,
+            config=config,
+        )
+
+
+def fetch(version_uri: str, destination: PathOrUri) -> registry.Manifest:
+    return registry.fetch(version_uri, destination)
+
+
+def _collect(loaded: LoadedModel, prepared: onnx.ModelProto, data, config: CalibrationConfig, target: str) -> Statistics:
+    feeds = iter_feeds(data, input_specs(prepared), batch_size=config.batch_size, max_samples=config.max_samples)
+    return collect(prepared, feeds, statistic_tensors(prepared, target), model_sha256=loaded.sha256)
+
+
+def _local_data(data, tmp: str):
+    if isinstance(data, (str, os.PathLike)):
+        return localize(data, tmp)
+    return data
+
+
+def _stamp(model: onnx.ModelProto, source_sha256: str, config: QuantConfig) -> None:
+    """Lineage travels inside the INT8 model: its source and the config that made it."""
+    from importlib import metadata
+
+    entries = {
+        "source_sha256": source_sha256,
+        "config": json.dumps(config.model_dump(mode="json"), sort_keys=True),
+        "version": metadata.version("lowprec"),
+    }
+    kept = [p for p in model.metadata_props if not p.key.startswith(META_PREFIX)]
+    del model.metadata_props[:]
+    model.metadata_props.extend(kept)
+    for key, value in sorted(entries.items()):
+        prop = model.metadata_props.add()
+        prop.key, prop.value = f"{META_PREFIX}{key}", value
+
+
+def _attachment(path: Path) -> dict[str, Path]:
+    if path.is_file():
+        return {f"attachments/{path.name}": path}
+    if path.is_dir():
+        return {f"{path.name}/{p.relative_to(path)}": p for p in sorted(path.rglob("*")) if p.is_file()}
+    raise ConfigError(f"cannot attach {path}: no such file or folder")
+
+
+def _write_json(path: PathOrUri, report: BaseModel) -> None:
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.tmp")
+    tmp.write_text(report.model_dump_json(indent=1))
+    os.replace(tmp, path)

@@ -1,0 +1,100 @@
+"""Timed runs of FP32 and INT8 in one process, interleaved after a warm-up -> BenchmarkReport."""
+
+from __future__ import annotations
+
+import time
+
+import numpy as np
+from pydantic import BaseModel
+
+from . import runtime
+from .config import BenchmarkConfig
+from .data import Feed, InputSpec
+from .errors import DataError
+
+
+class LatencyResult(BaseModel):
+    batch: int
+    threads: int
+    fp32_median_ms: float
+    fp32_p90_ms: float
+    int8_median_ms: float
+    int8_p90_ms: float
+    speedup: float
+
+
+class BenchmarkReport(BaseModel):
+    onnxruntime: str
+    fp32_bytes: int
+    int8_bytes: int
+    size_ratio: float
+    results: list[LatencyResult]
+
+
+def make_feed(specs: list[InputSpec], batch: int, sample: Feed | None = None, seed: int = 0) -> Feed:
+    """A feed of `batch` rows: repeats of the sample's rows when given, else seeded values."""
+    rng = np.random.default_rng(seed)
+    feed: Feed = {}
+    for spec in specs:
+        if sample is not None and spec.name in sample:
+            rows = sample[spec.name]
+            feed[spec.name] = np.ascontiguousarray(np.resize(rows, (batch, *rows.shape[1:])))
+            continue
+        dims = []
+        for axis, dim in enumerate(spec.shape):
+            if axis == 0:
+                dims.append(batch)
+            elif isinstance(dim, int) and dim > 0:
+                dims.append(dim)
+            else:
+                raise DataError(f"input {spec.name!r} has a symbolic size {dim!r} on axis {axis}; pass --data to benchmark it")
+        if np.issubdtype(spec.dtype, np.floating):
+            feed[spec.name] = rng.standard_normal(dims).astype(spec.dtype)
+        else:
+            feed[spec.name] = np.zeros(dims, dtype=spec.dtype)
+    return feed
+
+
+def run(
+    fp32: bytes,
+    int8: bytes,
+    specs: list[InputSpec],
+    config: BenchmarkConfig,
+    *,
+    sample: Feed | None = None,
+) -> BenchmarkReport:
+    results = []
+    for threads in config.threads:
+        sessions = (runtime.session(fp32, threads=threads), runtime.session(int8, threads=threads))
+        for batch in config.batches:
+            feed = make_feed(specs, batch, sample)
+            times: tuple[list[float], list[float]] = ([], [])
+            for sess in sessions:
+                for _ in range(config.warmup):
+                    sess.run(None, feed)
+            for repeat in range(config.repeats):
+                # Alternate which model goes first so drift hits both alike.
+                order = (0, 1) if repeat % 2 == 0 else (1, 0)
+                for index in order:
+                    start = time.perf_counter()
+                    sessions[index].run(None, feed)
+                    times[index].append((time.perf_counter() - start) * 1e3)
+            fp, q = (np.array(t) for t in times)
+            results.append(
+                LatencyResult(
+                    batch=batch,
+                    threads=threads,
+                    fp32_median_ms=float(np.median(fp)),
+                    fp32_p90_ms=float(np.percentile(fp, 90)),
+                    int8_median_ms=float(np.median(q)),
+                    int8_p90_ms=float(np.percentile(q, 90)),
+                    speedup=float(np.median(fp) / np.median(q)),
+                )
+            )
+    return BenchmarkReport(
+        onnxruntime=runtime.version(),
+        fp32_bytes=len(fp32),
+        int8_bytes=len(int8),
+        size_ratio=len(int8) / len(fp32),
+        results=results,
+    )

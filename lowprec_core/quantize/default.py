@@ -1,0 +1,16 @@
+"""The Default Quantization pipeline: plan from statistics, then apply the plan."""
+
+from __future__ import annotations
+
+import onnx
+
+from ..calibration.stats import Statistics
+from ..config import QuantConfig
+from .planner import QuantPlan, plan
+from .transform import apply
+
+
+def quantize_model(model: onnx.ModelProto, stats: Statistics, config: QuantConfig) -> tuple[onnx.ModelProto, QuantPlan]:
+    """Quantize a prepared model; returns the new model and the plan that made it."""
+    quant_plan = plan(model, stats, config)
+    return apply(model, quant_plan), quant_plan

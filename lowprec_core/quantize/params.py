@@ -1,0 +1,50 @@
+"""Range -> scale / zero point, and weight arrays -> integer arrays. All arithmetic in float32
+where ONNX Runtime does it, so an int32 bias matches the scale ORT expects exactly."""
+
+from __future__ import annotations
+
+import numpy as np
+
+from ..ops import integer_range
+
+
+def activation_params(minimum: float, maximum: float, dtype: type, *, symmetric: bool) -> tuple[np.float32, int]:
+    """Scale and zero point for one activation tensor. The range always includes 0."""
+    lo, hi = integer_range(dtype)
+    rmin, rmax = min(float(minimum), 0.0), max(float(maximum), 0.0)
+    if symmetric:
+        absmax = max(-rmin, rmax)
+        scale = np.float32(2.0 * absmax / (hi - lo)) if absmax > 0 else np.float32(1.0)
+        zero_point = (lo + hi + 1) // 2 if lo == 0 else 0
+        return scale, int(zero_point)
+    if rmax == rmin:
+        return np.float32(1.0), max(lo, 0)
+    scale = np.float32((rmax - rmin) / (hi - lo))
+    zero_point = int(np.clip(np.rint(lo - rmin / float(scale)), lo, hi))
+    return scale, zero_point
+
+
+def quantize_weight(weight: np.ndarray, axis: int | None, dtype: type) -> tuple[np.ndarray, np.ndarray]:
+    """Symmetric, restricted range ([-127, 127] for int8): returns (q, scale)."""
+    _, hi = integer_range(dtype)
+    w = weight.astype(np.float32)
+    if axis is None:
+        absmax = np.array(np.abs(w).max(), dtype=np.float32)
+    else:
+        reduce = tuple(i for i in range(w.ndim) if i != axis)
+        absmax = np.abs(w).max(axis=reduce).astype(np.float32)
+    scale = np.where(absmax > 0, absmax / np.float32(hi), np.float32(1.0)).astype(np.float32)
+    shape = [1] * w.ndim
+    if axis is not None:
+        shape[axis] = -1
+    q = np.clip(np.rint(w / scale.reshape(shape)), -hi, hi).astype(dtype)
+    return q, scale
+
+
+def quantize_bias(bias: np.ndarray, input_scale: np.float32, weight_scale: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """int32 bias at scale input_scale * weight_scale (per output channel)."""
+    scale = (np.float32(input_scale) * weight_scale.astype(np.float32)).astype(np.float32)
+    safe = np.where(scale > 0, scale, np.float32(1.0))
+    limit = np.iinfo(np.int32)
+    q = np.clip(np.rint(bias.astype(np.float64) / safe.astype(np.float64)), limit.min, limit.max).astype(np.int32)
+    return q, scale

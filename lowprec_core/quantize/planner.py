@@ -1,0 +1,234 @@
+"""Decide what to quantize; edit nothing. The plan is JSON: it goes into reports and diffs."""
+
+from __future__ import annotations
+
+import difflib
+import logging
+import re
+
+import numpy as np
+import onnx
+from onnx import numpy_helper
+from pydantic import BaseModel, ConfigDict
+
+from ..calibration.stats import Statistics
+from ..config import QuantConfig
+from ..errors import ConfigError
+from ..model_io import consumers, initializers
+from ..ops import FUSABLE_ACTIVATIONS, QUANTIZABLE, TARGETS
+from .params import activation_params
+
+log = logging.getLogger(__name__)
+
+
+class _Entry(BaseModel):
+    model_config = ConfigDict(frozen=True)
+
+
+class ActivationQuant(_Entry):
+    tensor: str
+    scale: float
+    zero_point: int
+    dtype: str
+
+
+class WeightQuant(_Entry):
+    initializer: str
+    axis: int | None
+    dtype: str
+
+
+class BiasQuant(_Entry):
+    node: str
+    initializer: str
+    activation: str
+    weight: str
+
+
+class FusedActivation(_Entry):
+    node: str
+    into: str
+
+
+class QuantPlan(BaseModel):
+    """Everything the transformer does, as data."""
+
+    model_sha256: str
+    config: QuantConfig
+    activations: list[ActivationQuant] = []
+    weights: list[WeightQuant] = []
+    biases: list[BiasQuant] = []
+    fused: list[FusedActivation] = []
+    nodes: list[str] = []
+    skipped: dict[str, str] = {}
+
+
+def statistic_tensors(model: onnx.ModelProto, target: str = "cpu") -> list[str]:
+    """Every tensor any plan for this model and target may need a range for.
+
+    Independent of preset and ignored scope, so one calibration serves every config.
+    """
+    graph = model.graph
+    inits = initializers(graph)
+    users = consumers(graph)
+    ops = TARGETS[target].ops
+    needed: set[str] = set()
+    for node in graph.node:
+        rule = QUANTIZABLE.get(node.op_type) if node.op_type in ops and node.domain in ("", "ai.onnx") else None
+        if rule is None or len(node.input) <= rule.weight_input or node.input[rule.weight_input] not in inits:
+            continue
+        needed.update(node.input[i] for i in rule.activation_inputs if i < len(node.input) and node.input[i])
+        needed.add(node.output[0])
+        for follower in users.get(node.output[0], []):
+            if follower.op_type in FUSABLE_ACTIVATIONS:
+                needed.add(follower.output[0])
+    return sorted(needed)
+
+
+def resolve_ignored(model: onnx.ModelProto, ignore: tuple[str, ...]) -> set[str]:
+    """Node names for entries that are node names, op types or `re:` patterns; unknown entries fail."""
+    names = [node.name for node in model.graph.node]
+    op_types = {node.op_type for node in model.graph.node}
+    ignored: set[str] = set()
+    for entry in ignore:
+        if entry.startswith("re:"):
+            try:
+                pattern = re.compile(entry[3:])
+            except re.error as err:
+                raise ConfigError(f"ignored scope {entry!r}: bad regular expression ({err})") from None
+            hits = {n for n in names if pattern.fullmatch(n)}
+            if not hits:
+                raise ConfigError(f"ignored scope {entry!r} matches no node name")
+            ignored |= hits
+        elif entry in op_types:
+            ignored |= {node.name for node in model.graph.node if node.op_type == entry}
+        elif entry in names:
+            ignored.add(entry)
+        else:
+            near = difflib.get_close_matches(entry, names + sorted(op_types), n=3)
+            hint = f"; did you mean: {', '.join(near)}" if near else ""
+            raise ConfigError(f"ignored scope {entry!r} is neither a node name nor an op type in this model{hint}")
+    return ignored
+
+
+def plan(model: onnx.ModelProto, stats: Statistics, config: QuantConfig) -> QuantPlan:
+    """Decide per node: quantize (which inputs, weights, bias, fused activation) or skip (why)."""
+    graph = model.graph
+    target = TARGETS[config.target]
+    inits = initializers(graph)
+    users = consumers(graph)
+    ignored = resolve_ignored(model, config.ignore)
+    graph_outputs = {o.name for o in graph.output}
+    float_tensors = _float_tensors(model)
+
+    activations: dict[str, ActivationQuant] = {}
+    weights: dict[str, WeightQuant] = {}
+    biases: list[BiasQuant] = []
+    fused: list[FusedActivation] = []
+    nodes: list[str] = []
+    skipped: dict[str, str] = {}
+
+    def quantize_tensor(name: str) -> None:
+        if name in activations:
+            return
+        entry = stats.require(name)
+        scale, zero_point = activation_params(
+            entry.minimum, entry.maximum, target.activation_dtype, symmetric=config.symmetric_activations
+        )
+        activations[name] = ActivationQuant(
+            tensor=name, scale=float(scale), zero_point=zero_point, dtype=np.dtype(target.activation_dtype).name
+        )
+
+    for node in graph.node:
+        rule = QUANTIZABLE.get(node.op_type)
+        if rule is None or node.domain not in ("", "ai.onnx"):
+            continue
+        if node.op_type not in target.ops:
+            skipped[node.name] = f"target {config.target!r} has no integer {node.op_type}"
+            continue
+        if node.name in ignored:
+            skipped[node.name] = "ignored scope"
+            continue
+        weight_name = node.input[rule.weight_input] if len(node.input) > rule.weight_input else ""
+        if weight_name not in inits or inits[weight_name].data_type != onnx.TensorProto.FLOAT:
+            skipped[node.name] = "weight is not a float32 constant"
+            continue
+        act_inputs = [node.input[i] for i in rule.activation_inputs if i < len(node.input) and node.input[i]]
+        not_float = [name for name in act_inputs if name not in float_tensors]
+        if not_float:
+            skipped[node.name] = f"input {not_float[0]!r} is not float32"
+            continue
+        for name in act_inputs:
+            quantize_tensor(name)
+
+        output = node.output[0]
+        followers = users.get(output, [])
+        if (
+            config.fuse_activations
+            and not config.symmetric_activations
+            and len(followers) == 1
+            and output not in graph_outputs
+            and followers[0].name not in ignored
+            and _fusable(followers[0], inits)
+        ):
+            fused.append(FusedActivation(node=followers[0].name, into=node.name))
+            quantize_tensor(followers[0].output[0])
+        else:
+            quantize_tensor(output)
+
+        weight = inits[weight_name]
+        axis = rule.channel_axis(node, len(weight.dims)) if config.per_channel and target.per_channel else None
+        weights.setdefault(
+            weight_name, WeightQuant(initializer=weight_name, axis=axis, dtype=np.dtype(target.weight_dtype).name)
+        )
+        if weights[weight_name].axis != axis:
+            raise ConfigError(f"weight {weight_name!r} is shared by nodes that need different channel axes")
+        bias_ok = rule.bias_input is not None and len(node.input) > rule.bias_input and node.input[rule.bias_input]
+        if bias_ok and target.bias_int32:
+            bias_name = node.input[rule.bias_input]
+            channels = weight.dims[axis] if axis is not None else None
+            bias = inits.get(bias_name)
+            if bias is not None and bias.data_type == onnx.TensorProto.FLOAT and len(bias.dims) == 1 and (
+                channels is None or bias.dims[0] == channels
+            ):
+                biases.append(BiasQuant(node=node.name, initializer=bias_name, activation=act_inputs[0], weight=weight_name))
+        nodes.append(node.name)
+
+    log.info("plan: %d nodes quantized, %d skipped, %d activations fused", len(nodes), len(skipped), len(fused))
+    return QuantPlan(
+        model_sha256=stats.model_sha256,
+        config=config,
+        activations=list(activations.values()),
+        weights=list(weights.values()),
+        biases=biases,
+        fused=fused,
+        nodes=nodes,
+        skipped=skipped,
+    )
+
+
+def _fusable(node: onnx.NodeProto, inits: dict[str, onnx.TensorProto]) -> bool:
+    """Relu always; Clip when its bounds are constants with lower bound <= 0 (so 0 is in range)."""
+    if node.op_type not in FUSABLE_ACTIVATIONS:
+        return False
+    if node.op_type == "Relu":
+        return True
+    lower = node.input[1] if len(node.input) > 1 else ""
+    if lower and lower not in inits:
+        return False
+    if len(node.input) > 2 and node.input[2] and node.input[2] not in inits:
+        return False
+    return not lower or float(numpy_helper.to_array(inits[lower])) <= 0.0
+
+
+def _float_tensors(model: onnx.ModelProto) -> set[str]:
+    graph = model.graph
+    values = list(graph.input) + list(graph.value_info) + list(graph.output)
+    floats = {v.name for v in values if v.type.tensor_type.elem_type == onnx.TensorProto.FLOAT}
+    known = {v.name for v in values if v.type.tensor_type.elem_type}
+    # Tensors shape inference could not type: assume float when a float op produced them.
+    for node in graph.node:
+        for out in node.output:
+            if out and out not in known:
+                floats.add(out)
+    return floats

@@ -1,0 +1,172 @@
+"""The only graph mutator: applies a QuantPlan to a copy of the model."""
+
+from __future__ import annotations
+
+import heapq
+
+import numpy as np
+import onnx
+from onnx import helper, numpy_helper
+
+from ..model_io import initializers
+from ..ops import ONNX_DTYPE
+from .params import quantize_bias, quantize_weight
+from .planner import QuantPlan
+
+_DTYPES = {"uint8": np.uint8, "int8": np.int8}
+
+
+class Names:
+    """Makes every new name once, deterministically, and never reuses one."""
+
+    def __init__(self, graph: onnx.GraphProto) -> None:
+        self.taken: set[str] = {n.name for n in graph.node}
+        self.taken |= {t for n in graph.node for t in (*n.input, *n.output)}
+        self.taken |= {i.name for i in graph.initializer} | {i.name for i in graph.input}
+
+    def new(self, base: str) -> str:
+        name, index = base, 1
+        while name in self.taken:
+            name, index = f"{base}_{index}", index + 1
+        self.taken.add(name)
+        return name
+
+
+def apply(model: onnx.ModelProto, plan: QuantPlan) -> onnx.ModelProto:
+    out = onnx.ModelProto()
+    out.CopyFrom(model)
+    graph = out.graph
+    names = Names(graph)
+    _fuse_activations(graph, plan)
+    inits = initializers(graph)
+    by_name = {node.name: node for node in graph.node}
+    new_nodes: list[onnx.NodeProto] = []
+    new_inits: list[onnx.TensorProto] = []
+    act_scale: dict[str, np.float32] = {}
+
+    for entry in plan.activations:
+        dtype = _DTYPES[entry.dtype]
+        scale = names.new(f"{entry.tensor}_scale")
+        zero = names.new(f"{entry.tensor}_zero_point")
+        new_inits += [
+            numpy_helper.from_array(np.array(entry.scale, dtype=np.float32), scale),
+            numpy_helper.from_array(np.array(entry.zero_point, dtype=dtype), zero),
+        ]
+        act_scale[entry.tensor] = np.float32(entry.scale)
+        quantized = names.new(f"{entry.tensor}_quantized")
+        source, dequantized = _reroute(graph, entry.tensor, names)
+        new_nodes.append(helper.make_node("QuantizeLinear", [source, scale, zero], [quantized], names.new(f"{entry.tensor}_QuantizeLinear")))
+        new_nodes.append(helper.make_node("DequantizeLinear", [quantized, scale, zero], [dequantized], names.new(f"{entry.tensor}_DequantizeLinear")))
+
+    weight_scale: dict[str, np.ndarray] = {}
+    weight_out: dict[str, str] = {}
+    for entry in plan.weights:
+        array = numpy_helper.to_array(inits[entry.initializer])
+        q, scale = quantize_weight(array, entry.axis, _DTYPES[entry.dtype])
+        weight_scale[entry.initializer] = scale
+        q_name, s_name, z_name = (names.new(f"{entry.initializer}_{s}") for s in ("quantized", "scale", "zero_point"))
+        new_inits += [
+            numpy_helper.from_array(q, q_name),
+            numpy_helper.from_array(scale, s_name),
+            numpy_helper.from_array(np.zeros(scale.shape, dtype=q.dtype), z_name),
+        ]
+        deq = names.new(f"{entry.initializer}_dequantized")
+        attrs = {"axis": entry.axis} if entry.axis is not None else {}
+        new_nodes.append(helper.make_node("DequantizeLinear", [q_name, s_name, z_name], [deq], names.new(f"{entry.initializer}_DequantizeLinear"), **attrs))
+        weight_out[entry.initializer] = deq
+
+    quantized_nodes = set(plan.nodes)
+    for node in graph.node:
+        if node.name in quantized_nodes:
+            for i, name in enumerate(node.input):
+                if name in weight_out:
+                    node.input[i] = weight_out[name]
+
+    for entry in plan.biases:
+        node = by_name[entry.node]
+        index = list(node.input).index(entry.initializer)
+        q, scale = quantize_bias(numpy_helper.to_array(inits[entry.initializer]), act_scale[entry.activation], weight_scale[entry.weight])
+        q_name, s_name, z_name = (names.new(f"{entry.initializer}_{s}") for s in ("quantized", "scale", "zero_point"))
+        new_inits += [
+            numpy_helper.from_array(q, q_name),
+            numpy_helper.from_array(scale, s_name),
+            numpy_helper.from_array(np.zeros(scale.shape, dtype=np.int32), z_name),
+        ]
+        deq = names.new(f"{entry.initializer}_dequantized")
+        attrs = {"axis": 0} if scale.ndim else {}
+        new_nodes.append(helper.make_node("DequantizeLinear", [q_name, s_name, z_name], [deq], names.new(f"{entry.initializer}_DequantizeLinear"), **attrs))
+        node.input[index] = deq
+
+    graph.node.extend(new_nodes)
+    graph.initializer.extend(new_inits)
+    _drop_unused_initializers(graph)
+    _topological_sort(graph)
+    return out
+
+
+def _fuse_activations(graph: onnx.GraphProto, plan: QuantPlan) -> None:
+    if not plan.fused:
+        return
+    by_name = {node.name: node for node in graph.node}
+    dropped = set()
+    for entry in plan.fused:
+        activation, producer = by_name[entry.node], by_name[entry.into]
+        producer.output[0] = activation.output[0]
+        dropped.add(entry.node)
+    keep = [node for node in graph.node if node.name not in dropped]
+    del graph.node[:]
+    graph.node.extend(keep)
+
+
+def _reroute(graph: onnx.GraphProto, tensor: str, names: Names) -> tuple[str, str]:
+    """Return (what Q reads, what DQ writes) and point every reader of `tensor` at the DQ.
+
+    A graph output keeps its name: the producer is renamed instead and the DQ writes it.
+    """
+    if tensor in {o.name for o in graph.output}:
+        source = names.new(f"{tensor}_float")
+        for node in graph.node:
+            for i, name in enumerate(node.output):
+                if name == tensor:
+                    node.output[i] = source
+        return source, tensor
+    dequantized = names.new(f"{tensor}_dequantized")
+    for node in graph.node:
+        for i, name in enumerate(node.input):
+            if name == tensor:
+                node.input[i] = dequantized
+    return tensor, dequantized
+
+
+def _drop_unused_initializers(graph: onnx.GraphProto) -> None:
+    used = {name for node in graph.node for name in node.input} | {o.name for o in graph.output}
+    keep = [init for init in graph.initializer if init.name in used]
+    del graph.initializer[:]
+    graph.initializer.extend(keep)
+
+
+def _topological_sort(graph: onnx.GraphProto) -> None:
+    """Kahn's algorithm, ties broken by position, so the order is deterministic."""
+    nodes = list(graph.node)
+    producer = {out: i for i, node in enumerate(nodes) for out in node.output if out}
+    waiting = [0] * len(nodes)
+    readers: dict[int, list[int]] = {}
+    for i, node in enumerate(nodes):
+        deps = {producer[name] for name in node.input if name in producer and producer[name] != i}
+        waiting[i] = len(deps)
+        for dep in deps:
+            readers.setdefault(dep, []).append(i)
+    ready = [i for i, count in enumerate(waiting) if count == 0]
+    heapq.heapify(ready)
+    order = []
+    while ready:
+        i = heapq.heappop(ready)
+        order.append(i)
+        for reader in readers.get(i, []):
+            waiting[reader] -= 1
+            if waiting[reader] == 0:
+                heapq.heappush(ready, reader)
+    if len(order) != len(nodes):
+        raise RuntimeError("quantized graph has a cycle; this is a lowprec bug")
+    del graph.node[:]
+    graph.node.extend(nodes[i] for i in order)
