@@ -168,9 +168,12 @@ def publish(
     name: str,
     *,
     source: PathOrUri | None = None,
-    attach: Sequence[PathOrUri] = (),
+    attach: Sequence[PathOrUri] | Mapping[str, PathOrUri] = (),
 ) -> tuple[str, registry.Manifest]:
-    """Push the INT8 model and attachments (files, or folders of them) to the registry."""
+    """Push the INT8 model and attachments (files, or folders of them) to the registry.
+
+    A sequence keeps each attachment's own name; a mapping names its place in the version.
+    """
     with tempfile.TemporaryDirectory(prefix="lowprec-") as tmp:
         int8_path = localize(int8, tmp)
         model = load_model(int8_path)
@@ -185,8 +188,9 @@ def publish(
             source_sha = actual
         config = json.loads(meta.get(f"{META_PREFIX}config", "{}"))
         files = {"model.onnx": Path(int8_path)}
-        for item in attach:
-            files.update(_attachment(localize(item, tmp)))
+        named = attach.items() if isinstance(attach, Mapping) else ((None, item) for item in attach)
+        for key, item in named:
+            files.update(_attachment(localize(item, tmp), key))
         return registry.publish(
             files,
             registry_uri,
@@ -229,11 +233,11 @@ def _stamp(model: onnx.ModelProto, source_sha256: str, config: QuantConfig) -> N
         prop.key, prop.value = f"{META_PREFIX}{key}", value
 
 
-def _attachment(path: Path) -> dict[str, Path]:
+def _attachment(path: Path, key: str | None) -> dict[str, Path]:
     if path.is_file():
-        return {f"attachments/{path.name}": path}
+        return {key or f"attachments/{path.name}": path}
     if path.is_dir():
-        return {f"{path.name}/{p.relative_to(path)}": p for p in sorted(path.rglob("*")) if p.is_file()}
+        return {f"{key or path.name}/{p.relative_to(path)}": p for p in sorted(path.rglob("*")) if p.is_file()}
     raise ConfigError(f"cannot attach {path}: no such file or folder")
 
 

@@ -129,3 +129,18 @@ def _version(package: str) -> str:
         return metadata.version(package)
     except metadata.PackageNotFoundError:
         return "not installed"
+
+
+def versions(registry: str, name: str) -> list[tuple[str, Manifest]]:
+    """Every published version of `name` as (URI, manifest), oldest first."""
+    store, prefix = open_store(registry)
+    base = "/".join(p for p in (prefix.strip("/"), name) if p)
+    found = []
+    with tempfile.TemporaryDirectory(prefix="lowprec-manifests-") as tmp:
+        for key in store.list(base + "/"):
+            if key.endswith(f"/{MANIFEST}") and key.count("/") == base.count("/") + 2:
+                local = Path(tmp) / f"{len(found)}.json"
+                store.get(key, local)
+                manifest = Manifest.model_validate_json(local.read_text())
+                found.append((f"{store.uri.rstrip('/')}/{key.rsplit('/', 1)[0]}", manifest))
+    return sorted(found, key=lambda item: (item[1].created, item[1].version))

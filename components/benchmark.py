@@ -1,0 +1,23 @@
+from kfp import dsl
+from kfp.dsl import Artifact, Input, Markdown, Model, Output
+
+from ._image import IMAGE
+
+
+@dsl.component(base_image=IMAGE, install_kfp_package=False)
+def benchmark(
+    model_uri: str,
+    int8_model: Input[Model],
+    data_uri: str,
+    batches: str,
+    report: Output[Artifact],
+    summary: Output[Markdown],
+):
+    """Latency of FP32 and INT8, interleaved in one process."""
+    import lowprec_core
+    from lowprec_core.report import benchmark_markdown
+
+    config = lowprec_core.BenchmarkConfig(batches=tuple(int(b) for b in batches.split(",")))
+    result = lowprec_core.benchmark(model_uri, int8_model.path, config=config, data=data_uri, report=report.path)
+    with open(summary.path, "w") as handle:
+        handle.write(benchmark_markdown(result))

@@ -1,0 +1,13 @@
+from kfp import dsl
+from kfp.dsl import Artifact, Output
+
+from ._image import IMAGE
+
+
+@dsl.component(base_image=IMAGE, install_kfp_package=False)
+def calibrate(model_uri: str, data_uri: str, stats: Output[Artifact]):
+    """One streaming pass over the calibration data; statistics as an artifact folder."""
+    import lowprec_core
+
+    result = lowprec_core.calibrate(model_uri, data_uri, stats.path)
+    stats.metadata.update({"model_sha256": result.model_sha256, "samples": result.samples})

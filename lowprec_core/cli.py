@@ -1,0 +1,203 @@
+"""The `lowprec` command: one sub-command per public function, no logic of its own."""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import os
+import sys
+from pathlib import Path
+
+from . import _api, registry
+from .config import PRESETS, BenchmarkConfig, CalibrationConfig, QuantConfig, build
+from .errors import ConfigError, LowprecError
+from .metrics import METRICS
+from .ops import TARGETS
+
+DEMO = Path(__file__).resolve().parent / "_demo"
+DEFAULT_REGISTRY = Path(os.environ.get("LOWPREC_HOME", Path.home() / ".local" / "share" / "lowprec")) / "registry"
+
+
+def _int_list(text: str) -> tuple[int, ...]:
+    try:
+        return tuple(int(part) for part in text.split(","))
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected comma-separated integers such as 1,8; got {text!r}") from None
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="lowprec", description="Post-training INT8 quantization of ONNX models.")
+    parser.add_argument("-v", "--verbose", action="count", default=0, help="more log output (-vv for debug)")
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    p = sub.add_parser("calibrate", help="collect activation statistics in one streaming pass")
+    p.add_argument("model")
+    p.add_argument("--data", required=True, help=".npz, folder of .npz, or s3:// URI")
+    p.add_argument("--out", required=True, help="statistics folder to write")
+    p.add_argument("--batch-size", type=int, default=CalibrationConfig().batch_size)
+    p.add_argument("--max-samples", type=int)
+    p.add_argument("--target", default="cpu", choices=sorted(TARGETS))
+
+    p = sub.add_parser("quantize", help="FP32 ONNX -> INT8 QDQ ONNX")
+    p.add_argument("model")
+    p.add_argument("--data", help="calibration data (not needed with --stats)")
+    p.add_argument("--out", required=True)
+    p.add_argument("--stats", help="statistics folder from `lowprec calibrate`")
+    p.add_argument("--preset", default=QuantConfig().preset, help=f"one of: {', '.join(PRESETS)}")
+    p.add_argument("--target", default=QuantConfig().target, help=f"one of: {', '.join(TARGETS)}")
+    p.add_argument("--ignore", nargs="+", default=[], metavar="NAME_OR_OPTYPE", help="keep these nodes in float (re:PATTERN for a regex)")
+    p.add_argument("--report", help="write the quantization report (JSON)")
+    p.add_argument("--batch-size", type=int, default=CalibrationConfig().batch_size)
+    p.add_argument("--max-samples", type=int)
+
+    p = sub.add_parser("validate", help="FP32 vs INT8 on evaluation data; exit 10 if the drop is too large")
+    p.add_argument("fp32")
+    p.add_argument("int8")
+    p.add_argument("--data", required=True)
+    p.add_argument("--labels", help=".npy of class ids (for top1)")
+    p.add_argument("--metric", required=True, help=f"one of: {', '.join(METRICS)}")
+    p.add_argument("--max-drop", type=float, default=0.01)
+    p.add_argument("--report")
+
+    p = sub.add_parser("benchmark", help="latency and size, FP32 vs INT8, interleaved")
+    p.add_argument("fp32")
+    p.add_argument("int8")
+    p.add_argument("--batch", type=_int_list, default=BenchmarkConfig().batches)
+    p.add_argument("--threads", type=_int_list, default=BenchmarkConfig().threads)
+    p.add_argument("--repeats", type=int, default=BenchmarkConfig().repeats)
+    p.add_argument("--data", help="take input rows from this data (needed for symbolic non-batch sizes)")
+    p.add_argument("--report")
+
+    p = sub.add_parser("publish", help="push an INT8 model and its files to a registry, manifest last")
+    p.add_argument("int8")
+    p.add_argument("--registry", required=True, help="file:// path or s3://bucket/prefix")
+    p.add_argument("--name", required=True)
+    p.add_argument("--source", help="the FP32 model it came from (recorded and checked)")
+    p.add_argument("--attach", nargs="+", default=[], metavar="FILE")
+
+    p = sub.add_parser("fetch", help="download a published version and verify its hashes")
+    p.add_argument("uri")
+    p.add_argument("--out", required=True)
+
+    pipe = sub.add_parser("pipeline", help="compile or run the Kubeflow pipeline").add_subparsers(dest="action", required=True)
+    p = pipe.add_parser("compile")
+    p.add_argument("--out", required=True)
+    p = pipe.add_parser("run", help="run `ptq` with kfp's local runner")
+    for name in ("model", "calib", "eval", "registry", "name"):
+        p.add_argument(f"--{name}", required=True)
+    p.add_argument("--labels", default="")
+    p.add_argument("--metric", default="agreement")
+    p.add_argument("--preset", default="mixed")
+    p.add_argument("--max-drop", type=float, default=0.01)
+    p.add_argument("--batch", default="1,8")
+
+    p = sub.add_parser("demo", help="run the whole pipeline on the bundled digit classifier")
+    p.add_argument("--registry", default=str(DEFAULT_REGISTRY))
+    return parser
+
+
+def _run(args: argparse.Namespace) -> int:
+    if args.command == "calibrate":
+        stats = _api.calibrate(
+            args.model, args.data, args.out,
+            config=build(CalibrationConfig, batch_size=args.batch_size, max_samples=args.max_samples), target=args.target,
+        )
+        print(f"statistics for {len(stats.tensors)} tensors over {stats.samples} samples -> {args.out}")
+    elif args.command == "quantize":
+        config = build(QuantConfig, preset=args.preset, target=args.target, ignore=tuple(args.ignore))
+        calibration = build(CalibrationConfig, batch_size=args.batch_size, max_samples=args.max_samples)
+        result = _api.quantize(args.model, args.out, data=args.data, stats=args.stats, config=config, calibration=calibration, report=args.report)
+        print(
+            f"{args.out}: {len(result.plan.nodes)} nodes quantized, {len(result.plan.skipped)} left in float; "
+            f"{result.int8_bytes / 1e6:.2f} MB ({result.int8_bytes / result.fp32_bytes:.0%} of FP32) in {result.seconds:.1f} s"
+        )
+    elif args.command == "validate":
+        result = _api.validate(
+            args.fp32, args.int8, args.data, metric=args.metric, max_drop=args.max_drop, labels=args.labels, report=args.report, gate=False
+        )
+        verdict = "PASS" if result.passed else "FAIL"
+        print(f"{verdict}: {result.metric} FP32 {result.reference_score:.4f}, INT8 {result.candidate_score:.4f}, drop {result.drop:.4f} (max {result.max_drop})")
+        if not result.passed:
+            return 10
+    elif args.command == "benchmark":
+        config = build(BenchmarkConfig, batches=args.batch, threads=args.threads, repeats=args.repeats)
+        result = _api.benchmark(args.fp32, args.int8, config=config, data=args.data, report=args.report)
+        from .report import benchmark_markdown
+
+        print(benchmark_markdown(result), end="")
+    elif args.command == "publish":
+        uri, manifest = _api.publish(args.int8, args.registry, args.name, source=args.source, attach=args.attach)
+        print(f"published {len(manifest.files)} files -> {uri}")
+    elif args.command == "fetch":
+        manifest = _api.fetch(args.uri, args.out)
+        print(f"fetched {manifest.name} {manifest.version}: {len(manifest.files)} files verified -> {args.out}")
+    elif args.command == "pipeline":
+        return _pipeline(args)
+    elif args.command == "demo":
+        return _demo(args.registry)
+    return 0
+
+
+def _pipeline(args: argparse.Namespace) -> int:
+    from pipelines.run import compile_pipeline, run_local  # the CLI composes the layers below it
+
+    if args.action == "compile":
+        print(f"compiled -> {compile_pipeline(args.out)}")
+        return 0
+    _check_choices(args.metric, args.preset)
+    run_local(
+        model_uri=args.model, calib_uri=args.calib, eval_uri=args.eval, registry_uri=args.registry, name=args.name,
+        preset=args.preset, metric=args.metric, labels_uri=args.labels, max_drop=args.max_drop, batches=args.batch,
+    )
+    return 0
+
+
+def _check_choices(metric: str, preset: str) -> None:
+    """Catch bad values before any task starts, not in the third container."""
+    if metric not in METRICS:
+        raise ConfigError(f"unknown metric {metric!r}; expected one of: {', '.join(METRICS)}")
+    build(QuantConfig, preset=preset)
+
+
+def _demo(registry_uri: str) -> int:
+    from pipelines.run import run_local
+
+    import json
+    import time
+
+    started = time.perf_counter()
+    run_local(
+        model_uri=str(DEMO / "digits.onnx"), calib_uri=str(DEMO / "digits_calib.npz"), eval_uri=str(DEMO / "digits_eval.npz"),
+        registry_uri=registry_uri, name="digits", metric="top1", labels_uri=str(DEMO / "digits_eval_labels.npy"),
+        max_drop=0.005, batches="1,256",
+    )
+    uri, manifest = registry.versions(registry_uri, "digits")[-1]
+    folder = Path(uri.removeprefix("file://"))
+    valid = json.loads((folder / "reports" / "validation.json").read_text())
+    bench = json.loads((folder / "reports" / "benchmark.json").read_text())
+    print()
+    print(f"digit classifier, {valid['samples']} test images:")
+    print(f"  top-1 accuracy  FP32 {valid['reference_score']:.2%}   INT8 {valid['candidate_score']:.2%}")
+    for row in bench["results"]:
+        print(f"  batch {row['batch']:>3}: FP32 {row['fp32_median_ms']:.3f} ms, INT8 {row['int8_median_ms']:.3f} ms -> {row['speedup']:.2f}x")
+    print(f"  size: {bench['fp32_bytes'] / 1e3:.0f} KB -> {bench['int8_bytes'] / 1e3:.0f} KB")
+    print(f"published {manifest.name} {manifest.version} with {len(manifest.files)} files -> {uri}")
+    print(f"(whole pipeline in {time.perf_counter() - started:.1f} s)")
+    return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = _parser().parse_args(argv)
+    level = (logging.WARNING, logging.INFO, logging.DEBUG)[min(args.verbose, 2)]
+    logging.basicConfig(level=level, format="%(levelname)s %(name)s: %(message)s")
+    try:
+        return _run(args)
+    except LowprecError as err:
+        print(f"lowprec: error: {err}", file=sys.stderr)
+        return err.exit_code
+    except KeyboardInterrupt:
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

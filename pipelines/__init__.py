@@ -1,0 +1,1 @@
+"""Pipelines: @dsl.pipeline wiring only, each with its compiled YAML beside it."""
