@@ -90,12 +90,13 @@ def quantize(
         _stamp(int8, loaded.sha256, config)
         runtime.session(int8.SerializeToString())  # a model ORT cannot load never reaches disk
         digest = save_model(int8, out)
+        fp32_bytes = loaded.path.stat().st_size
     result = QuantizeReport(
         source=str(model),
         source_sha256=loaded.sha256,
         output=str(out),
         output_sha256=digest,
-        fp32_bytes=loaded.path.stat().st_size,
+        fp32_bytes=fp32_bytes,
         int8_bytes=Path(out).stat().st_size,
         calibration_samples=statistics.samples,
         seconds=round(time.perf_counter() - started, 3),

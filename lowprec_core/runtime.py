@@ -54,3 +54,19 @@ NUMPY_OF_ORT = {
     "tensor(uint8)": "uint8",
     "tensor(bool)": "bool",
 }
+
+
+def optimized_graph(model: onnx.ModelProto | bytes | str, *, optimization: str = "extended") -> onnx.ModelProto:
+    """The graph ONNX Runtime actually runs after its fusions (QDQ groups -> integer kernels)."""
+    import os
+    import tempfile
+
+    with tempfile.TemporaryDirectory(prefix="lowprec-ort-") as tmp:
+        path = os.path.join(tmp, "optimized.onnx")
+        session(model, optimization=optimization, optimized_model_path=path)
+        return onnx.load(path)
+
+
+# Op types that run integer arithmetic on the ORT CPU provider, and their float counterparts.
+INTEGER_KERNELS = frozenset({"QLinearConv", "QLinearMatMul", "QGemm", "MatMulIntegerToFloat", "ConvInteger", "MatMulInteger", "NhwcQLinearConv", "QLinearConvTranspose"})
+FLOAT_KERNELS = frozenset({"Conv", "FusedConv", "NchwcConv", "ConvTranspose", "MatMul", "FusedMatMul", "Gemm", "FusedGemm"})

@@ -94,7 +94,8 @@ class S3Store:
             import boto3
             from botocore.config import Config
 
-            self._client = boto3.client(
+            # A fresh session per store: the default one caches credentials for the process.
+            self._client = boto3.session.Session().client(
                 "s3",
                 region_name=os.environ.get("AWS_REGION") or os.environ.get("AWS_DEFAULT_REGION") or "us-east-1",
                 config=Config(s3={"addressing_style": "path"}, retries={"max_attempts": 3, "mode": "standard"}),

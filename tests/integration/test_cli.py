@@ -1,0 +1,116 @@
+"""The `lowprec` command as a user runs it: outputs, exit codes, one-line errors, nothing half-written."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+LOWPREC = [sys.executable, "-m", "lowprec_core.cli"]
+
+
+def lowprec(*args: str | Path, env: dict | None = None) -> subprocess.CompletedProcess:
+    return subprocess.run([*LOWPREC, *map(str, args)], capture_output=True, text=True, env=env, timeout=300)
+
+
+def _one_line_error(result: subprocess.CompletedProcess, *needles: str) -> None:
+    assert result.returncode != 0
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("lowprec: error:"), result.stderr
+    for needle in needles:
+        assert needle in lines[0], lines[0]
+
+
+def test_calibrate_quantize_validate_benchmark_publish(tmp_path, demo):
+    stats, out, registry = tmp_path / "stats", tmp_path / "int8.onnx", tmp_path / "registry"
+    assert lowprec("calibrate", demo["model"], "--data", demo["calib"], "--out", stats).returncode == 0
+    result = lowprec("quantize", demo["model"], "--stats", stats, "--out", out, "--report", tmp_path / "q.json")
+    assert result.returncode == 0, result.stderr
+    assert json.loads((tmp_path / "q.json").read_text())["plan"]["nodes"]
+    result = lowprec("validate", demo["model"], out, "--data", demo["eval"], "--labels", demo["labels"],
+                     "--metric", "top1", "--max-drop", "0.005", "--report", tmp_path / "v.json")
+    assert result.returncode == 0 and result.stdout.startswith("PASS"), result.stdout + result.stderr
+    result = lowprec("benchmark", demo["model"], out, "--batch", "1,4", "--repeats", "3", "--report", tmp_path / "b.json")
+    assert result.returncode == 0, result.stderr
+    assert [r["batch"] for r in json.loads((tmp_path / "b.json").read_text())["results"]] == [1, 4]
+    result = lowprec("publish", out, "--registry", registry, "--name", "digits", "--source", demo["model"],
+                     "--attach", tmp_path / "v.json", stats)
+    assert result.returncode == 0, result.stderr
+    (version,) = list((registry / "digits").iterdir())
+    assert (version / "manifest.json").is_file() and (version / "stats" / "stats.npz").is_file()
+
+
+def test_failed_gate_exits_10(tmp_path, demo):
+    out = tmp_path / "int8.onnx"
+    assert lowprec("quantize", demo["model"], "--data", demo["calib"], "--out", out).returncode == 0
+    result = lowprec("validate", demo["model"], out, "--data", demo["eval"], "--metric", "mse", "--max-drop", "0")
+    assert result.returncode == 10 and result.stdout.startswith("FAIL")
+
+
+def test_not_an_onnx_file(tmp_path, demo):
+    bogus = tmp_path / "model.onnx"
+    bogus.write_text("this is not a protobuf\n" * 10)
+    result = lowprec("quantize", bogus, "--data", demo["calib"], "--out", tmp_path / "int8.onnx")
+    _one_line_error(result, str(bogus), "not a valid ONNX model")
+    assert result.returncode == 3
+    assert not (tmp_path / "int8.onnx").exists()
+
+
+def test_truncated_model(tmp_path, demo):
+    cut = tmp_path / "cut.onnx"
+    cut.write_bytes(demo["model"].read_bytes()[: demo["model"].stat().st_size // 2])
+    result = lowprec("quantize", cut, "--data", demo["calib"], "--out", tmp_path / "int8.onnx")
+    _one_line_error(result, str(cut))
+    assert result.returncode == 3
+    assert list(tmp_path.iterdir()) == [cut]
+
+
+def test_data_without_the_model_input(tmp_path, demo):
+    wrong = tmp_path / "wrong.npz"
+    np.savez(wrong, pixels=np.zeros((4, 1, 8, 8), np.float32))
+    result = lowprec("quantize", demo["model"], "--data", wrong, "--out", tmp_path / "int8.onnx")
+    _one_line_error(result, "missing model input 'image'")
+    assert result.returncode == 4
+    assert not (tmp_path / "int8.onnx").exists()
+
+
+@pytest.mark.parametrize(
+    ("array", "needle"),
+    [(np.zeros((4, 1, 8, 8), np.float64), "dtype float64"), (np.zeros((4, 8, 8), np.float32), "rank 3")],
+)
+def test_data_with_wrong_dtype_or_rank(tmp_path, demo, array, needle):
+    wrong = tmp_path / "wrong.npz"
+    np.savez(wrong, image=array)
+    _one_line_error(lowprec("calibrate", demo["model"], "--data", wrong, "--out", tmp_path / "stats"), "'image'", needle)
+    assert not (tmp_path / "stats" / "stats.json").exists()
+
+
+def test_unknown_preset_lists_the_choices(tmp_path, demo):
+    result = lowprec("quantize", demo["model"], "--data", demo["calib"], "--out", tmp_path / "o.onnx", "--preset", "fast")
+    _one_line_error(result, "unknown preset 'fast'", "performance, mixed")
+
+
+def test_unknown_ignored_node_suggests_near_matches(tmp_path, demo):
+    result = lowprec("quantize", demo["model"], "--data", demo["calib"], "--out", tmp_path / "o.onnx", "--ignore", "Conv_O")
+    _one_line_error(result, "'Conv_O'", "did you mean")
+
+
+def test_s3_errors_publish_nothing(tmp_path, demo, bucket, s3_env):
+    import os
+
+    client, name = bucket
+    out = tmp_path / "int8.onnx"
+    assert lowprec("quantize", demo["model"], "--data", demo["calib"], "--out", out).returncode == 0
+    result = lowprec("publish", out, "--registry", f"s3://{name}-nope/reg", "--name", "digits")
+    _one_line_error(result, f"s3://{name}-nope")
+    assert result.returncode == 6
+    bad_env = {**os.environ, "AWS_SECRET_ACCESS_KEY": "not-the-secret"}
+    result = lowprec("publish", out, "--registry", f"s3://{name}/reg", "--name", "digits", env=bad_env)
+    _one_line_error(result, "403", "check the credentials")
+    result = lowprec("quantize", f"s3://{name}/missing.onnx", "--data", demo["calib"], "--out", tmp_path / "x.onnx")
+    _one_line_error(result, f"s3://{name}/missing.onnx")
+    assert client.list_objects_v2(Bucket=name).get("KeyCount", 0) == 0

@@ -1,0 +1,85 @@
+"""Quantized models in the real ONNX Runtime: integer kernels, accuracy, determinism."""
+
+from __future__ import annotations
+
+import collections
+import importlib.util
+from pathlib import Path
+
+import numpy as np
+import onnx
+import pytest
+
+import lowprec_core as lp
+from lowprec_core.runtime import FLOAT_KERNELS, INTEGER_KERNELS, optimized_graph, session
+
+OCR = importlib.util.find_spec("rapidocr_onnxruntime")
+
+
+def _kernels(path: Path) -> collections.Counter:
+    return collections.Counter(node.op_type for node in optimized_graph(path.read_bytes()).graph.node)
+
+
+def test_demo_model_runs_entirely_in_integer_kernels(tmp_path, demo):
+    out = tmp_path / "int8.onnx"
+    report = lp.quantize(demo["model"], out, data=demo["calib"])
+    fp32_ops = collections.Counter(n.op_type for n in onnx.load(demo["model"]).graph.node)
+    kernels = _kernels(out)
+    assert sum(kernels[k] for k in FLOAT_KERNELS) == 0, kernels
+    assert kernels["QLinearConv"] == fp32_ops["Conv"] and kernels["QGemm"] == fp32_ops["Gemm"], kernels
+    assert len(report.plan.nodes) == fp32_ops["Conv"] + fp32_ops["Gemm"]
+
+
+def test_demo_accuracy_within_half_a_point(tmp_path, demo):
+    out = tmp_path / "int8.onnx"
+    lp.quantize(demo["model"], out, data=demo["calib"])
+    result = lp.validate(demo["model"], out, demo["eval"], metric="top1", labels=demo["labels"], max_drop=0.005)
+    assert result.reference_score > 0.97  # the model is real, not a stand-in
+    assert result.passed, result
+
+
+def test_quantizing_twice_gives_identical_bytes(tmp_path, demo):
+    first, second = tmp_path / "a.onnx", tmp_path / "b.onnx"
+    lp.quantize(demo["model"], first, data=demo["calib"])
+    lp.quantize(demo["model"], second, data=demo["calib"])
+    assert first.read_bytes() == second.read_bytes()
+
+
+def test_calibrate_then_quantize_from_stats_matches_one_step(tmp_path, demo):
+    lp.calibrate(demo["model"], demo["calib"], tmp_path / "stats")
+    lp.quantize(demo["model"], tmp_path / "two_step.onnx", stats=tmp_path / "stats")
+    lp.quantize(demo["model"], tmp_path / "one_step.onnx", data=demo["calib"])
+    assert (tmp_path / "two_step.onnx").read_bytes() == (tmp_path / "one_step.onnx").read_bytes()
+
+
+def test_stats_of_another_model_are_refused(tmp_path, demo):
+    lp.calibrate(demo["model"], demo["calib"], tmp_path / "stats")
+    other = onnx.load(demo["model"])
+    other.doc_string = "a different model"
+    onnx.save(other, tmp_path / "other.onnx")
+    with pytest.raises(lp.StatsError, match="belong to model sha256"):
+        lp.quantize(tmp_path / "other.onnx", tmp_path / "int8.onnx", stats=tmp_path / "stats")
+    assert not (tmp_path / "int8.onnx").exists()
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(OCR is None, reason="rapidocr-onnxruntime is installed by `make venv`")
+def test_ppocr_recognition_quantizes_to_integer_convs(tmp_path):
+    model = Path(OCR.origin).parent / "models" / "ch_PP-OCRv4_rec_infer.onnx"
+    source = onnx.load(model)
+    assert source.opset_import[0].version == 12 and any(n.op_type == "Constant" for n in source.graph.node)
+    # Structure check only (no accuracy claim): text-line-shaped inputs in the model's value range.
+    rng = np.random.default_rng(0)
+    lines = np.clip(rng.normal(0.6, 0.4, size=(4, 3, 48, 320)), -1, 1).astype(np.float32)
+    out = tmp_path / "rec_int8.onnx"
+    lp.quantize(model, out, data=[{"x": lines[:2]}, {"x": lines[2:]}])
+
+    assert out.stat().st_size <= 0.30 * model.stat().st_size
+    onnx.checker.check_model(onnx.load(out))
+    kernels = _kernels(out)
+    convs = sum(1 for n in source.graph.node if n.op_type == "Conv")
+    assert kernels["QLinearConv"] == convs, kernels
+    assert not kernels["Conv"] and not kernels["FusedConv"] and not kernels["NchwcConv"], kernels
+    assert sum(kernels[k] for k in INTEGER_KERNELS) > convs  # the MatMuls with weights too
+    outputs = session(out.read_bytes()).run(None, {"x": lines[:1]})[0]
+    assert outputs.shape[0] == 1 and np.isfinite(outputs).all()
