@@ -84,6 +84,7 @@ def prepare(model: onnx.ModelProto) -> onnx.ModelProto:
     _name_nodes(model.graph)
     _constants_to_initializers(model.graph)
     _fold_batchnorm(model.graph)
+    drop_unused_initializers(model.graph)
     if default_opset(model) < MIN_QDQ_OPSET:
         model = _upgrade_opset(model, MIN_QDQ_OPSET)
     try:
@@ -113,6 +114,24 @@ def save_model(model: onnx.ModelProto, path: str | os.PathLike[str]) -> str:
 
 def initializers(graph: onnx.GraphProto) -> dict[str, onnx.TensorProto]:
     return {init.name: init for init in graph.initializer}
+
+
+def _names_read(graph: onnx.GraphProto) -> set[str]:
+    """Every tensor name a node reads, subgraphs (If/Loop/Scan bodies) included."""
+    names = {o.name for o in graph.output}
+    for node in graph.node:
+        names.update(node.input)
+        for attribute in node.attribute:
+            for sub in (*([attribute.g] if attribute.HasField("g") else []), *attribute.graphs):
+                names |= _names_read(sub)
+    return names
+
+
+def drop_unused_initializers(graph: onnx.GraphProto) -> None:
+    used = _names_read(graph)
+    keep = [init for init in graph.initializer if init.name in used]
+    del graph.initializer[:]
+    graph.initializer.extend(keep)
 
 
 def consumers(graph: onnx.GraphProto) -> dict[str, list[onnx.NodeProto]]:

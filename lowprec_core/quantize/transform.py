@@ -8,7 +8,7 @@ import numpy as np
 import onnx
 from onnx import helper, numpy_helper
 
-from ..model_io import initializers
+from ..model_io import drop_unused_initializers, initializers
 from ..ops import ONNX_DTYPE
 from .params import quantize_bias, quantize_weight
 from .planner import QuantPlan
@@ -99,7 +99,7 @@ def apply(model: onnx.ModelProto, plan: QuantPlan) -> onnx.ModelProto:
 
     graph.node.extend(new_nodes)
     graph.initializer.extend(new_inits)
-    _drop_unused_initializers(graph)
+    drop_unused_initializers(graph)
     _topological_sort(graph)
     return out
 
@@ -136,13 +136,6 @@ def _reroute(graph: onnx.GraphProto, tensor: str, names: Names) -> tuple[str, st
             if name == tensor:
                 node.input[i] = dequantized
     return tensor, dequantized
-
-
-def _drop_unused_initializers(graph: onnx.GraphProto) -> None:
-    used = {name for node in graph.node for name in node.input} | {o.name for o in graph.output}
-    keep = [init for init in graph.initializer if init.name in used]
-    del graph.initializer[:]
-    graph.initializer.extend(keep)
 
 
 def _topological_sort(graph: onnx.GraphProto) -> None:

@@ -1,0 +1,101 @@
+"""Small seeded ONNX graphs built by code, for the logic tests."""
+
+from __future__ import annotations
+
+import numpy as np
+import onnx
+from onnx import TensorProto, helper, numpy_helper
+
+OPSET = 13
+
+
+def _model(nodes, inputs, outputs, inits, opset: int = OPSET) -> onnx.ModelProto:
+    graph = helper.make_graph(nodes, "g", inputs, outputs, [numpy_helper.from_array(v, k) for k, v in inits.items()])
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", opset)])
+    model.ir_version = 7
+    onnx.checker.check_model(model)
+    return model
+
+
+def conv_relu_conv(seed: int = 0, *, as_constants: bool = False, opset: int = OPSET) -> onnx.ModelProto:
+    """x[N,3,8,8] -> Conv(8) -> Relu -> Conv(4) -> y; optionally weights as Constant nodes."""
+    rng = np.random.default_rng(seed)
+    inits = {
+        "w1": rng.normal(0, 0.5, (8, 3, 3, 3)).astype(np.float32),
+        "b1": rng.normal(0, 0.1, 8).astype(np.float32),
+        "w2": rng.normal(0, 0.3, (4, 8, 1, 1)).astype(np.float32),
+        "b2": rng.normal(0, 0.1, 4).astype(np.float32),
+    }
+    nodes = [
+        helper.make_node("Conv", ["x", "w1", "b1"], ["c1"], "conv1", pads=[1, 1, 1, 1]),
+        helper.make_node("Relu", ["c1"], ["r1"], "relu1"),
+        helper.make_node("Conv", ["r1", "w2", "b2"], ["y"], "conv2"),
+    ]
+    if as_constants:
+        nodes = [helper.make_node("Constant", [], [k], f"const_{k}", value=numpy_helper.from_array(v, k)) for k, v in inits.items()] + nodes
+        inits = {}
+    return _model(
+        nodes,
+        [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["N", 3, 8, 8])],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, ["N", 4, 8, 8])],
+        inits,
+        opset,
+    )
+
+
+def conv_bn(seed: int = 0) -> onnx.ModelProto:
+    rng = np.random.default_rng(seed)
+    inits = {
+        "w": rng.normal(0, 0.5, (6, 2, 3, 3)).astype(np.float32),
+        "gamma": rng.uniform(0.5, 1.5, 6).astype(np.float32),
+        "beta": rng.normal(0, 0.2, 6).astype(np.float32),
+        "mean": rng.normal(0, 0.2, 6).astype(np.float32),
+        "var": rng.uniform(0.5, 2, 6).astype(np.float32),
+    }
+    nodes = [
+        helper.make_node("Conv", ["x", "w"], ["c"], "conv"),
+        helper.make_node("BatchNormalization", ["c", "gamma", "beta", "mean", "var"], ["y"], "bn", epsilon=1e-3),
+    ]
+    return _model(
+        nodes,
+        [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 2, 5, 5])],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, [1, 6, 3, 3])],
+        inits,
+    )
+
+
+def mlp(seed: int = 0, *, trans_b: int = 1) -> onnx.ModelProto:
+    """x[N,16] -> Gemm(32, transB) -> Relu -> MatMul(10) -> y."""
+    rng = np.random.default_rng(seed)
+    w1 = rng.normal(0, 0.4, (32, 16) if trans_b else (16, 32)).astype(np.float32)
+    inits = {"w1": w1, "b1": rng.normal(0, 0.1, 32).astype(np.float32), "w2": rng.normal(0, 0.3, (32, 10)).astype(np.float32)}
+    nodes = [
+        helper.make_node("Gemm", ["x", "w1", "b1"], ["h"], "gemm", transB=trans_b),
+        helper.make_node("Relu", ["h"], ["r"], "relu"),
+        helper.make_node("MatMul", ["r", "w2"], ["y"], "matmul"),
+    ]
+    return _model(
+        nodes,
+        [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["N", 16])],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, ["N", 10])],
+        inits,
+    )
+
+
+def conv_transpose(seed: int = 0) -> onnx.ModelProto:
+    rng = np.random.default_rng(seed)
+    inits = {"w": rng.normal(0, 0.5, (3, 5, 2, 2)).astype(np.float32), "b": rng.normal(0, 0.1, 5).astype(np.float32)}
+    nodes = [helper.make_node("ConvTranspose", ["x", "w", "b"], ["y"], "deconv", strides=[2, 2])]
+    return _model(
+        nodes,
+        [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["N", 3, 4, 4])],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, ["N", 5, 8, 8])],
+        inits,
+    )
+
+
+def feeds(model: onnx.ModelProto, batches: int = 4, batch: int = 2, seed: int = 1) -> list[dict[str, np.ndarray]]:
+    rng = np.random.default_rng(seed)
+    value = model.graph.input[0]
+    dims = [batch if not d.dim_value else d.dim_value for d in value.type.tensor_type.shape.dim]
+    return [{value.name: rng.normal(0, 1, dims).astype(np.float32)} for _ in range(batches)]

@@ -1,0 +1,61 @@
+import numpy as np
+import pytest
+
+from lowprec_core.data import InputSpec, iter_feeds, load_labels
+from lowprec_core.errors import DataError
+
+SPECS = [InputSpec("image", np.dtype("float32"), ("N", 1, 8, 8))]
+
+
+def test_single_npz_is_sliced_into_batches(tmp_path):
+    np.savez(tmp_path / "d.npz", image=np.zeros((10, 1, 8, 8), np.float32))
+    sizes = [f["image"].shape[0] for f in iter_feeds(tmp_path / "d.npz", SPECS, batch_size=4)]
+    assert sizes == [4, 4, 2]
+    assert [f["image"].shape[0] for f in iter_feeds(tmp_path / "d.npz", SPECS, batch_size=4, max_samples=5)] == [4, 1]
+
+
+def test_folder_of_npz_gives_one_feed_per_file_in_name_order(tmp_path):
+    for i in (2, 0, 1):
+        np.savez(tmp_path / f"{i}.npz", image=np.full((i + 1, 1, 8, 8), i, np.float32))
+    assert [int(f["image"][0, 0, 0, 0]) for f in iter_feeds(tmp_path, SPECS)] == [0, 1, 2]
+
+
+def test_iterable_of_dicts():
+    feeds = [{"image": np.ones((2, 1, 8, 8), np.float32)}] * 3
+    assert len(list(iter_feeds(feeds, SPECS))) == 3
+
+
+@pytest.mark.parametrize(
+    ("feed", "message"),
+    [
+        ({}, "missing model input 'image'"),
+        ({"image": np.zeros((1, 1, 8, 8), np.float32), "mask": np.zeros(1)}, "'mask' is not a model input"),
+        ({"image": np.zeros((1, 1, 8, 8), np.int64)}, "dtype int64; the model expects float32"),
+        ({"image": np.zeros((1, 8, 8), np.float32)}, "rank 3"),
+        ({"image": np.zeros((1, 3, 8, 8), np.float32)}, "size 3 on axis 1; the model expects 1"),
+    ],
+)
+def test_mismatches_are_named(feed, message):
+    with pytest.raises(DataError, match=message):
+        list(iter_feeds([feed], SPECS))
+
+
+def test_bad_files(tmp_path):
+    (tmp_path / "junk.npz").write_bytes(b"nope")
+    with pytest.raises(DataError, match="not a readable .npz"):
+        list(iter_feeds(tmp_path / "junk.npz", SPECS))
+    with pytest.raises(DataError, match="not found"):
+        list(iter_feeds(tmp_path / "absent.npz", SPECS))
+    np.savez(tmp_path / "ragged.npz", image=np.zeros((3, 1, 8, 8), np.float32), other=np.zeros(2))
+    with pytest.raises(DataError, match="leading batch axis"):
+        list(iter_feeds(tmp_path / "ragged.npz", SPECS))
+    with pytest.raises(DataError, match="no samples"):
+        list(iter_feeds([], SPECS))
+
+
+def test_labels_must_be_1d_integers(tmp_path):
+    np.save(tmp_path / "ok.npy", np.arange(4))
+    np.save(tmp_path / "bad.npy", np.zeros((2, 2)))
+    assert list(load_labels(tmp_path / "ok.npy")) == [0, 1, 2, 3]
+    with pytest.raises(DataError, match="1-D integer"):
+        load_labels(tmp_path / "bad.npy")

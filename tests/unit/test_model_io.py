@@ -1,0 +1,66 @@
+import numpy as np
+import onnx
+import pytest
+from onnx.reference import ReferenceEvaluator
+
+from lowprec_core.errors import ModelError
+from lowprec_core.model_io import load_model, prepare, save_model
+from lowprec_core.runtime import session
+from tests import models
+
+
+def test_constant_weights_become_initializers_and_old_opsets_upgrade():
+    model = models.conv_relu_conv(as_constants=True, opset=12)
+    prepared = prepare(model)
+    assert not any(n.op_type == "Constant" for n in prepared.graph.node)
+    assert {"w1", "b1", "w2", "b2"} <= {i.name for i in prepared.graph.initializer}
+    assert prepared.opset_import[0].version == 13
+    x = models.feeds(model)[0]
+    np.testing.assert_allclose(ReferenceEvaluator(prepared).run(None, x)[0], ReferenceEvaluator(model).run(None, x)[0], rtol=1e-5, atol=1e-6)
+
+
+def test_batchnorm_folds_into_conv_exactly():
+    model = models.conv_bn()
+    prepared = prepare(model)
+    assert [n.op_type for n in prepared.graph.node] == ["Conv"]
+    x = {"x": np.random.default_rng(0).normal(size=(1, 2, 5, 5)).astype(np.float32)}
+    # ONNX Runtime as the reference: onnx's ReferenceEvaluator BatchNormalization disagrees with it here.
+    run = lambda m: session(m, optimization="disabled").run(None, x)[0]  # noqa: E731
+    np.testing.assert_allclose(run(prepared), run(model), rtol=1e-4, atol=1e-5)
+
+
+def test_prepare_is_deterministic_and_names_nodes():
+    model = models.conv_relu_conv()
+    for node in model.graph.node:
+        node.name = ""
+    a, b = prepare(model), prepare(model)
+    assert a.SerializeToString(deterministic=True) == b.SerializeToString(deterministic=True)
+    assert all(n.name for n in a.graph.node)
+
+
+def test_load_rejects_garbage_empty_and_missing(tmp_path):
+    (tmp_path / "junk.onnx").write_bytes(b"\x00\xff" * 100)
+    (tmp_path / "empty.onnx").write_bytes(b"")
+    with pytest.raises(ModelError, match="junk.onnx"):
+        load_model(tmp_path / "junk.onnx")
+    with pytest.raises(ModelError, match="empty"):
+        load_model(tmp_path / "empty.onnx")
+    with pytest.raises(ModelError, match="not found"):
+        load_model(tmp_path / "missing.onnx")
+
+
+def test_load_rejects_a_model_the_checker_refuses(tmp_path):
+    model = models.mlp()
+    model.graph.node[0].input[1] = "no_such_tensor"
+    (tmp_path / "bad.onnx").write_bytes(model.SerializeToString())
+    with pytest.raises(ModelError, match="checker"):
+        load_model(tmp_path / "bad.onnx")
+
+
+def test_save_is_atomic_and_returns_the_sha(tmp_path):
+    import hashlib
+
+    digest = save_model(models.mlp(), tmp_path / "m.onnx")
+    assert digest == hashlib.sha256((tmp_path / "m.onnx").read_bytes()).hexdigest()
+    assert [p.name for p in tmp_path.iterdir()] == ["m.onnx"]
+    assert load_model(tmp_path / "m.onnx").sha256 == digest

@@ -1,0 +1,124 @@
+"""Plans and QDQ graphs on small seeded models, checked against onnx's ReferenceEvaluator."""
+
+from __future__ import annotations
+
+import numpy as np
+import onnx
+import pytest
+from onnx.reference import ReferenceEvaluator
+
+from lowprec_core.calibration.collect import collect
+from lowprec_core.config import QuantConfig
+from lowprec_core.errors import ConfigError
+from lowprec_core.model_io import prepare
+from lowprec_core.quantize.default import quantize_model
+from lowprec_core.quantize.planner import statistic_tensors
+from tests import models
+
+
+def _quantize(model: onnx.ModelProto, config: QuantConfig = QuantConfig(), batches=None):
+    prepared = prepare(model)
+    data = batches or models.feeds(prepared)
+    stats = collect(prepared, data, statistic_tensors(prepared), model_sha256="test")
+    int8, plan = quantize_model(prepared, stats, config)
+    onnx.checker.check_model(int8)
+    return prepared, int8, plan, data
+
+
+def _dq_axes(model: onnx.ModelProto) -> dict[str, int | None]:
+    """Weight initializer -> the axis of its DequantizeLinear."""
+    int8 = {i.name for i in model.graph.initializer if i.data_type == onnx.TensorProto.INT8}
+    axes = {}
+    for node in model.graph.node:
+        if node.op_type == "DequantizeLinear" and node.input[0] in int8:
+            attr = {a.name: a.i for a in node.attribute}
+            axes[node.input[0].removesuffix("_quantized")] = attr.get("axis")
+    return axes
+
+
+def _fake_quant(x, scale, zp, lo, hi):
+    return (np.clip(np.rint(x / scale) + zp, lo, hi) - zp) * scale
+
+
+def test_conv_relu_conv_plan_fuses_relu_and_keeps_output_name():
+    prepared, int8, plan, data = _quantize(models.conv_relu_conv())
+    assert plan.nodes == ["conv1", "conv2"]
+    assert [(f.node, f.into) for f in plan.fused] == [("relu1", "conv1")]
+    assert {a.tensor for a in plan.activations} == {"x", "r1", "y"}
+    assert [o.name for o in int8.graph.output] == ["y"]
+    assert all(n.op_type != "Relu" for n in int8.graph.node)
+    relu_out = next(a for a in plan.activations if a.tensor == "r1")
+    assert relu_out.zero_point == 0  # saturation at 0 is the ReLU
+
+
+def test_qdq_graph_matches_a_numpy_simulation():
+    prepared, int8, plan, data = _quantize(models.mlp())
+    x = data[0]["x"]
+    # The reference evaluator implements QuantizeLinear/DequantizeLinear from opset 19 on.
+    got = ReferenceEvaluator(onnx.version_converter.convert_version(int8, 19)).run(None, {"x": x})[0]
+    inits = {i.name: onnx.numpy_helper.to_array(i) for i in prepared.graph.initializer}
+    act = {a.tensor: a for a in plan.activations}
+
+    def fq(name, value):
+        return _fake_quant(value, np.float32(act[name].scale), act[name].zero_point, 0, 255)
+
+    def wq(w, axis):
+        s = np.abs(w).max(axis=1 - axis, keepdims=True) / 127
+        return np.clip(np.rint(w / s), -127, 127) * s, s.reshape(-1)
+
+    w1, s1 = wq(inits["w1"], 0)  # transB=1: output channels on axis 0
+    xq = fq("x", x)
+    b1 = np.rint(inits["b1"] / (np.float32(act["x"].scale) * s1)) * (np.float32(act["x"].scale) * s1)
+    h = fq("r", np.maximum(xq @ w1.T + b1, 0))
+    w2, _ = wq(inits["w2"], 1)  # MatMul: last axis of B
+    expected = fq("y", h @ w2)
+    np.testing.assert_allclose(got, expected, atol=2 * act["y"].scale)
+    reference = ReferenceEvaluator(prepared).run(None, {"x": x})[0]
+    assert np.abs(got - reference).max() < 0.05 * np.abs(reference).max()
+
+
+@pytest.mark.parametrize(
+    ("build", "expected"),
+    [
+        (models.conv_relu_conv, {"w1": 0, "w2": 0}),
+        (lambda: models.mlp(trans_b=1), {"w1": 0, "w2": 1}),
+        (lambda: models.mlp(trans_b=0), {"w1": 1, "w2": 1}),
+        (models.conv_transpose, {"w": 1}),
+    ],
+)
+def test_per_channel_axis_per_op(build, expected):
+    _, int8, _, _ = _quantize(build())
+    assert _dq_axes(int8) == expected
+
+
+def test_bias_is_int32_with_the_product_scale():
+    _, int8, plan, _ = _quantize(models.conv_relu_conv())
+    inits = {i.name: onnx.numpy_helper.to_array(i) for i in int8.graph.initializer}
+    assert inits["b1_quantized"].dtype == np.int32
+    x_scale = np.float32(next(a.scale for a in plan.activations if a.tensor == "x"))
+    np.testing.assert_array_equal(inits["b1_scale"], (x_scale * inits["w1_scale"]).astype(np.float32))
+
+
+def test_per_tensor_when_per_channel_is_off():
+    _, int8, _, _ = _quantize(models.conv_relu_conv(), QuantConfig(per_channel=False))
+    assert _dq_axes(int8) == {"w1": None, "w2": None}
+
+
+def test_ignored_scope_by_name_op_type_and_pattern():
+    _, _, plan, _ = _quantize(models.conv_relu_conv(), QuantConfig(ignore=("conv2",)))
+    assert plan.nodes == ["conv1"] and plan.skipped == {"conv2": "ignored scope"}
+    _, _, plan, _ = _quantize(models.mlp(), QuantConfig(ignore=("MatMul",)))
+    assert plan.nodes == ["gemm"]
+    _, _, plan, _ = _quantize(models.conv_relu_conv(), QuantConfig(ignore=("re:conv[0-9]",)))
+    assert plan.nodes == []
+
+
+def test_unknown_ignored_entry_names_near_matches():
+    with pytest.raises(ConfigError, match="did you mean: conv1"):
+        _quantize(models.conv_relu_conv(), QuantConfig(ignore=("conv_1",)))
+
+
+def test_symmetric_preset_does_not_fuse_relu():
+    _, int8, plan, _ = _quantize(models.conv_relu_conv(), QuantConfig(preset="performance"))
+    assert plan.fused == [] and any(n.op_type == "Relu" for n in int8.graph.node)
+    assert {a.zero_point for a in plan.activations} == {128}
