@@ -135,9 +135,14 @@ def drop_unused_initializers(graph: onnx.GraphProto) -> None:
 
 
 def consumers(graph: onnx.GraphProto) -> dict[str, list[onnx.NodeProto]]:
+    """Tensor name -> nodes that read it, directly or from inside one of their subgraphs."""
     found: dict[str, list[onnx.NodeProto]] = {}
     for node in graph.node:
-        for name in node.input:
+        implicit = set()
+        for attribute in node.attribute:
+            for sub in (*([attribute.g] if attribute.HasField("g") else []), *attribute.graphs):
+                implicit |= _names_read(sub)
+        for name in dict.fromkeys([*node.input, *sorted(implicit)]):
             if name:
                 found.setdefault(name, []).append(node)
     return found
