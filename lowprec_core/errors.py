@@ -45,6 +45,12 @@ class IntegrityError(RegistryError):
     exit_code = 7
 
 
+class PipelineError(LowprecError):
+    """A pipeline task failed; its own log above says why."""
+
+    exit_code = 8
+
+
 class GateFailed(LowprecError):
     """Validation ran and the INT8 model failed the accuracy gate."""
 

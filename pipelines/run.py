@@ -4,10 +4,13 @@ from __future__ import annotations
 
 import logging
 import os
+import re
 import tempfile
 from pathlib import Path
 
 from kfp import compiler, local
+
+from lowprec_core.errors import PipelineError
 
 from .ptq import ptq
 
@@ -28,4 +31,8 @@ def run_local(*, pipeline_root: str | os.PathLike[str] | None = None, **argument
     with tempfile.TemporaryDirectory(prefix="lowprec-kfp-") as tmp:
         root = str(pipeline_root or tmp)
         local.init(runner=local.SubprocessRunner(use_venv=False), pipeline_root=root, raise_on_error=True)
-        ptq(**arguments)
+        try:
+            ptq(**arguments)
+        except RuntimeError as err:  # kfp's local runner reports a failed task this way
+            message = re.sub(r"\x1b\[[0-9;]*m", "", str(err).strip().splitlines()[0])
+            raise PipelineError(f"pipeline 'ptq' failed: {message}") from None

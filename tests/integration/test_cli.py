@@ -114,3 +114,12 @@ def test_s3_errors_publish_nothing(tmp_path, demo, bucket, s3_env):
     result = lowprec("quantize", f"s3://{name}/missing.onnx", "--data", demo["calib"], "--out", tmp_path / "x.onnx")
     _one_line_error(result, f"s3://{name}/missing.onnx")
     assert client.list_objects_v2(Bucket=name).get("KeyCount", 0) == 0
+
+
+def test_pipeline_run_failure_is_one_error_line_and_exit_8(tmp_path):
+    result = lowprec("pipeline", "run", "--model", tmp_path / "absent.onnx", "--calib", "c.npz", "--eval", "e.npz",
+                     "--registry", tmp_path / "reg", "--name", "m")
+    assert result.returncode == 8
+    assert result.stderr.strip().splitlines()[-1] == \
+        "lowprec: error: pipeline 'ptq' failed: Pipeline 'lowprec-ptq' finished with status FAILURE. Inner task failed: 'calibrate'."
+    assert not (tmp_path / "reg").exists()
