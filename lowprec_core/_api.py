@@ -121,8 +121,7 @@ def validate(
 ) -> ValidationReport:
     """Score INT8 against FP32; with gate=True a failed check raises GateFailed (after the report)."""
     with tempfile.TemporaryDirectory(prefix="lowprec-") as tmp:
-        reference = load_model(localize(fp32, tmp))
-        candidate = load_model(localize(int8, tmp))
+        reference, candidate = _load_pair(fp32, int8, tmp)
         label_array = load_labels(localize(labels, tmp)) if labels is not None else None
         feeds = iter_feeds(_local_data(data, tmp), input_specs(reference.proto), batch_size=batch_size)
         result = compare(
@@ -153,8 +152,7 @@ def benchmark(
 ) -> _bench.BenchmarkReport:
     """Latency of FP32 and INT8, interleaved in this process; sample rows from `data` if given."""
     with tempfile.TemporaryDirectory(prefix="lowprec-") as tmp:
-        reference = load_model(localize(fp32, tmp))
-        candidate = load_model(localize(int8, tmp))
+        reference, candidate = _load_pair(fp32, int8, tmp)
         specs = input_specs(reference.proto)
         sample = next(iter_feeds(localize(data, tmp), specs, batch_size=1)) if data is not None else None
         result = _bench.run(reference.path.read_bytes(), candidate.path.read_bytes(), specs, config, sample=sample)
@@ -209,6 +207,10 @@ def fetch(version_uri: str, destination: PathOrUri) -> registry.Manifest:
 def _collect(loaded: LoadedModel, prepared: onnx.ModelProto, data, config: CalibrationConfig, target: str) -> Statistics:
     feeds = iter_feeds(data, input_specs(prepared), batch_size=config.batch_size, max_samples=config.max_samples)
     return collect(prepared, feeds, statistic_tensors(prepared, target), model_sha256=loaded.sha256)
+
+
+def _load_pair(fp32: PathOrUri, int8: PathOrUri, tmp: str) -> tuple[LoadedModel, LoadedModel]:
+    return load_model(localize(fp32, tmp)), load_model(localize(int8, tmp))
 
 
 def _local_data(data, tmp: str):

@@ -64,16 +64,7 @@ def apply(model: onnx.ModelProto, plan: QuantPlan) -> onnx.ModelProto:
         array = numpy_helper.to_array(inits[entry.initializer])
         q, scale = quantize_weight(array, entry.axis, _DTYPES[entry.dtype])
         weight_scale[entry.initializer] = scale
-        q_name, s_name, z_name = (names.new(f"{entry.initializer}_{s}") for s in ("quantized", "scale", "zero_point"))
-        new_inits += [
-            numpy_helper.from_array(q, q_name),
-            numpy_helper.from_array(scale, s_name),
-            numpy_helper.from_array(np.zeros(scale.shape, dtype=q.dtype), z_name),
-        ]
-        deq = names.new(f"{entry.initializer}_dequantized")
-        attrs = {"axis": entry.axis} if entry.axis is not None else {}
-        new_nodes.append(helper.make_node("DequantizeLinear", [q_name, s_name, z_name], [deq], names.new(f"{entry.initializer}_DequantizeLinear"), **attrs))
-        weight_out[entry.initializer] = deq
+        weight_out[entry.initializer] = _dequantized_constant(names, entry.initializer, q, scale, entry.axis, new_inits, new_nodes)
 
     quantized_nodes = set(plan.nodes)
     for node in graph.node:
@@ -86,21 +77,34 @@ def apply(model: onnx.ModelProto, plan: QuantPlan) -> onnx.ModelProto:
         node = by_name[entry.node]
         index = list(node.input).index(entry.initializer)
         q, scale = quantize_bias(numpy_helper.to_array(inits[entry.initializer]), act_scale[entry.activation], weight_scale[entry.weight])
-        q_name, s_name, z_name = (names.new(f"{entry.initializer}_{s}") for s in ("quantized", "scale", "zero_point"))
-        new_inits += [
-            numpy_helper.from_array(q, q_name),
-            numpy_helper.from_array(scale, s_name),
-            numpy_helper.from_array(np.zeros(scale.shape, dtype=np.int32), z_name),
-        ]
-        deq = names.new(f"{entry.initializer}_dequantized")
-        attrs = {"axis": 0} if scale.ndim else {}
-        new_nodes.append(helper.make_node("DequantizeLinear", [q_name, s_name, z_name], [deq], names.new(f"{entry.initializer}_DequantizeLinear"), **attrs))
-        node.input[index] = deq
+        node.input[index] = _dequantized_constant(names, entry.initializer, q, scale, 0 if scale.ndim else None, new_inits, new_nodes)
 
     graph.node.extend(new_nodes)
     graph.initializer.extend(new_inits)
     drop_unused_initializers(graph)
     _topological_sort(graph)
+    return out
+
+
+def _dequantized_constant(
+    names: Names,
+    base: str,
+    q: np.ndarray,
+    scale: np.ndarray,
+    axis: int | None,
+    inits: list[onnx.TensorProto],
+    nodes: list[onnx.NodeProto],
+) -> str:
+    """An integer initializer behind a DequantizeLinear (zero point 0); returns the DQ output."""
+    q_name, s_name, z_name = (names.new(f"{base}_{suffix}") for suffix in ("quantized", "scale", "zero_point"))
+    inits += [
+        numpy_helper.from_array(q, q_name),
+        numpy_helper.from_array(scale, s_name),
+        numpy_helper.from_array(np.zeros(scale.shape, dtype=q.dtype), z_name),
+    ]
+    out = names.new(f"{base}_dequantized")
+    attrs = {"axis": axis} if axis is not None else {}
+    nodes.append(helper.make_node("DequantizeLinear", [q_name, s_name, z_name], [out], names.new(f"{base}_DequantizeLinear"), **attrs))
     return out
 
 
