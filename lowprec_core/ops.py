@@ -31,6 +31,7 @@ class OpRule:
     weight_input: int
     bias_input: int | None
     channel_axis: Callable[[onnx.NodeProto, int], int | None]
+    integer_output_required: bool  # no integer kernel with a float output exists (Conv)
 
 
 def _conv_transpose_axis(node: onnx.NodeProto, rank: int) -> int | None:
@@ -39,16 +40,22 @@ def _conv_transpose_axis(node: onnx.NodeProto, rank: int) -> int | None:
 
 
 QUANTIZABLE: dict[str, OpRule] = {
-    "Conv": OpRule((0,), 1, 2, lambda node, rank: 0),
-    "ConvTranspose": OpRule((0,), 1, 2, _conv_transpose_axis),
-    "Gemm": OpRule((0,), 1, 2, lambda node, rank: 0 if _attr(node, "transB", 0) else 1),
+    "Conv": OpRule((0,), 1, 2, lambda node, rank: 0, True),
+    "ConvTranspose": OpRule((0,), 1, 2, _conv_transpose_axis, True),
+    "Gemm": OpRule((0,), 1, 2, lambda node, rank: 0 if _attr(node, "transB", 0) else 1, False),
     # ORT's integer MatMul takes per-column scales for a 2-D B only.
-    "MatMul": OpRule((0,), 1, None, lambda node, rank: rank - 1 if rank == 2 else None),
+    "MatMul": OpRule((0,), 1, None, lambda node, rank: rank - 1 if rank == 2 else None, False),
 }
 
 # Activations that a following QuantizeLinear can absorb: with uint8 and zero point at the
 # bottom of the range, saturation *is* the activation, so the node can be dropped.
 FUSABLE_ACTIVATIONS: frozenset[str] = frozenset({"Relu", "Clip"})
+
+# Ops that only move or select values: a quantized tensor passes through them unchanged, and
+# ORT moves Q/DQ pairs across them. A quantized reader behind one counts as a quantized reader.
+TRANSPARENT: frozenset[str] = frozenset(
+    {"Reshape", "Transpose", "Flatten", "Squeeze", "Unsqueeze", "MaxPool", "Identity", "Slice", "Split", "Gather"}
+)
 
 
 @dataclass(frozen=True)

