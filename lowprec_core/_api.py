@@ -26,7 +26,7 @@ from .data import DataSource, input_specs, iter_feeds, load_labels
 from .errors import ConfigError, GateFailed
 from .model_io import LoadedModel, file_sha256, load_model, prepare, save_model
 from .quantize.default import quantize_model
-from .quantize.planner import QuantPlan, statistic_tensors
+from .quantize.planner import QuantPlan, statistic_requests
 from .storage import localize
 from .validate import ValidationReport, compare
 
@@ -206,7 +206,7 @@ def fetch(version_uri: str, destination: PathOrUri) -> registry.Manifest:
 
 def _collect(loaded: LoadedModel, prepared: onnx.ModelProto, data, config: CalibrationConfig, target: str) -> Statistics:
     feeds = iter_feeds(data, input_specs(prepared), batch_size=config.batch_size, max_samples=config.max_samples)
-    return collect(prepared, feeds, statistic_tensors(prepared, target), model_sha256=loaded.sha256)
+    return collect(prepared, feeds, statistic_requests(prepared, target), model_sha256=loaded.sha256)
 
 
 def _load_pair(fp32: PathOrUri, int8: PathOrUri, tmp: str) -> tuple[LoadedModel, LoadedModel]:

@@ -9,6 +9,10 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator
 from .errors import ConfigError
 from .ops import TARGETS
 
+# Names only: the estimators themselves live in quantize/ranges.py, which imports this module.
+ACTIVATION_ESTIMATORS = ("minmax", "mean_minmax", "quantile", "mse")
+WEIGHT_ESTIMATORS = ("minmax", "mse")
+
 PRESETS: dict[str, dict[str, bool]] = {
     # preset -> how activations are quantized; weights are always symmetric.
     "performance": {"symmetric_activations": True},
@@ -35,6 +39,9 @@ class QuantConfig(_Frozen):
     ignore: tuple[str, ...] = ()
     per_channel: bool = True
     fuse_activations: bool = True
+    activation_range: str = "minmax"
+    weight_range: str = "minmax"
+    bias_correction: bool = True
 
     @field_validator("preset")
     @classmethod
@@ -48,6 +55,20 @@ class QuantConfig(_Frozen):
     def _known_target(cls, value: str) -> str:
         if value not in TARGETS:
             raise ValueError(f"unknown target {value!r}; expected one of: {', '.join(TARGETS)}")
+        return value
+
+    @field_validator("activation_range")
+    @classmethod
+    def _known_activation_range(cls, value: str) -> str:
+        if value not in ACTIVATION_ESTIMATORS:
+            raise ValueError(f"unknown activation range estimator {value!r}; expected one of: {', '.join(ACTIVATION_ESTIMATORS)}")
+        return value
+
+    @field_validator("weight_range")
+    @classmethod
+    def _known_weight_range(cls, value: str) -> str:
+        if value not in WEIGHT_ESTIMATORS:
+            raise ValueError(f"unknown weight range estimator {value!r}; expected one of: {', '.join(WEIGHT_ESTIMATORS)}")
         return value
 
     @property

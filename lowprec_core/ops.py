@@ -32,6 +32,7 @@ class OpRule:
     bias_input: int | None
     channel_axis: Callable[[onnx.NodeProto, int], int | None]
     integer_output_required: bool  # no integer kernel with a float output exists (Conv)
+    input_channel_axis: int  # the axis of the activation input that the weight contracts over
 
 
 def _conv_transpose_axis(node: onnx.NodeProto, rank: int) -> int | None:
@@ -40,11 +41,11 @@ def _conv_transpose_axis(node: onnx.NodeProto, rank: int) -> int | None:
 
 
 QUANTIZABLE: dict[str, OpRule] = {
-    "Conv": OpRule((0,), 1, 2, lambda node, rank: 0, True),
-    "ConvTranspose": OpRule((0,), 1, 2, _conv_transpose_axis, True),
-    "Gemm": OpRule((0,), 1, 2, lambda node, rank: 0 if _attr(node, "transB", 0) else 1, False),
+    "Conv": OpRule((0,), 1, 2, lambda node, rank: 0, True, 1),
+    "ConvTranspose": OpRule((0,), 1, 2, _conv_transpose_axis, True, 1),
+    "Gemm": OpRule((0,), 1, 2, lambda node, rank: 0 if _attr(node, "transB", 0) else 1, False, -1),
     # ORT's integer MatMul takes per-column scales for a 2-D B only.
-    "MatMul": OpRule((0,), 1, None, lambda node, rank: rank - 1 if rank == 2 else None, False),
+    "MatMul": OpRule((0,), 1, None, lambda node, rank: rank - 1 if rank == 2 else None, False, -1),
 }
 
 # Activations that a following QuantizeLinear can absorb: with uint8 and zero point at the
@@ -78,10 +79,3 @@ TARGETS: dict[str, Target] = {
 def integer_range(dtype: type) -> tuple[int, int]:
     info = np.iinfo(dtype)
     return int(info.min), int(info.max)
-
-
-ONNX_DTYPE: dict[type, int] = {
-    np.uint8: onnx.TensorProto.UINT8,
-    np.int8: onnx.TensorProto.INT8,
-    np.int32: onnx.TensorProto.INT32,
-}

@@ -1,16 +1,16 @@
-"""One streaming ONNX Runtime pass that feeds every requested tensor to its observer."""
+"""One streaming ONNX Runtime pass that feeds every requested tensor to its observers."""
 
 from __future__ import annotations
 
 import logging
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 
 import onnx
 
 from .. import runtime
 from ..data import Feed
 from ..errors import DataError
-from .observers import MinMaxObserver
+from .observers import ChannelObserver, TensorObserver
 from .stats import Statistics, TensorStats
 
 log = logging.getLogger(__name__)
@@ -19,17 +19,19 @@ log = logging.getLogger(__name__)
 def collect(
     model: onnx.ModelProto,
     feeds: Iterable[Feed],
-    tensors: list[str],
+    requests: Mapping[str, int | None],
     *,
     model_sha256: str,
     threads: int | None = None,
 ) -> Statistics:
-    """Run every feed once; memory holds one batch's requested tensors, never the whole set."""
+    """Run every feed once. `requests` maps tensor -> channel axis for per-channel statistics
+    (None: tensor-wide only). Memory holds one batch's requested tensors, never the whole set."""
     graph_inputs = {i.name for i in model.graph.input}
-    probe = _with_outputs(model, [t for t in tensors if t not in graph_inputs])
+    probe = _with_outputs(model, [t for t in requests if t not in graph_inputs])
     sess = runtime.session(probe, threads=threads, optimization="basic")
     names = [o.name for o in sess.get_outputs()]
-    observers = {name: MinMaxObserver() for name in tensors}
+    observers = {name: TensorObserver() for name in requests}
+    channels = {name: ChannelObserver(axis) for name, axis in requests.items() if axis is not None}
     samples = 0
     for index, feed in enumerate(feeds):
         try:
@@ -37,17 +39,31 @@ def collect(
         except Exception as err:  # ORT's own exception types
             raise DataError(f"calibration feed {index} failed in ONNX Runtime: {str(err).splitlines()[0]}") from None
         for name, value in list(zip(names, values)) + [(n, feed[n]) for n in graph_inputs if n in feed]:
-            observer = observers.get(name)
-            if observer is not None:
-                observer.update(value)
+            if name in observers:
+                observers[name].update(value)
+                if name in channels:
+                    channels[name].update(value)
+        del values
         samples += int(next(iter(feed.values())).shape[0])
         log.debug("calibration batch %d done (%d samples)", index, samples)
-    stats = {
-        name: TensorStats(obs.minimum, obs.maximum, obs.count, obs.nonfinite)
-        for name, obs in observers.items()
-        if obs.count
-    }
-    unseen = sorted(set(tensors) - set(stats))
+    stats = {}
+    for name, obs in observers.items():
+        if not obs.count:
+            continue
+        channel = channels.get(name)
+        stats[name] = TensorStats(
+            minimum=obs.minimum,
+            maximum=obs.maximum,
+            count=obs.count,
+            nonfinite=obs.nonfinite,
+            mean_min=obs.sum_batch_min / obs.batches,
+            mean_max=obs.sum_batch_max / obs.batches,
+            radius=obs.radius,
+            histogram=obs.histogram,
+            channel_absmax=channel.absmax if channel else None,
+            channel_mean=channel.mean if channel else None,
+        )
+    unseen = sorted(set(requests) - set(stats))
     if unseen:
         log.warning("%d tensors never saw a finite value, e.g. %s", len(unseen), unseen[:3])
     return Statistics(model_sha256, samples, stats)

@@ -1,39 +1,113 @@
-"""Streaming, mergeable observers: pure numpy, O(1) memory per tensor."""
+"""Streaming, mergeable observers: pure numpy, memory independent of the number of samples."""
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+import math
+from dataclasses import dataclass, field
 
 import numpy as np
 
+HISTOGRAM_BINS = 2048
+_HISTOGRAM_SAMPLE = 1 << 18  # values per batch fed to the histogram; min/max always see all
+
 
 @dataclass
-class MinMaxObserver:
-    """Running min and max over every value seen; NaN and Inf are counted, not folded in."""
+class TensorObserver:
+    """min/max, the mean of per-batch min/max, and a histogram over [-R, R].
 
-    minimum: float = float("inf")
-    maximum: float = float("-inf")
+    R is a power of two that only grows; growing merges neighbouring bin pairs, so two
+    histograms of the same tensor always merge exactly, whatever order the batches came in.
+    NaN and Inf are counted, never folded into a range.
+    """
+
+    minimum: float = math.inf
+    maximum: float = -math.inf
+    sum_batch_min: float = 0.0
+    sum_batch_max: float = 0.0
+    batches: int = 0
     count: int = 0
     nonfinite: int = 0
+    radius: float = 0.0
+    histogram: np.ndarray = field(default_factory=lambda: np.zeros(HISTOGRAM_BINS, dtype=np.int64))
 
     def update(self, values: np.ndarray) -> None:
-        values = np.asarray(values)
+        values = np.asarray(values, dtype=np.float32).reshape(-1)
         if values.size == 0:
             return
-        finite = np.isfinite(values)
-        if not finite.all():
+        low, high = float(values.min()), float(values.max())
+        if not (math.isfinite(low) and math.isfinite(high)):  # min/max propagate NaN; Inf shows at the ends
+            finite = np.isfinite(values)
             self.nonfinite += int(values.size - finite.sum())
             values = values[finite]
             if values.size == 0:
                 return
-        self.minimum = min(self.minimum, float(values.min()))
-        self.maximum = max(self.maximum, float(values.max()))
+            low, high = float(values.min()), float(values.max())
+        self.minimum, self.maximum = min(self.minimum, low), max(self.maximum, high)
+        self.sum_batch_min += low
+        self.sum_batch_max += high
+        self.batches += 1
         self.count += int(values.size)
+        self._grow(max(-low, high))
+        if values.size > _HISTOGRAM_SAMPLE:  # a fixed stride: deterministic, and plenty for 2048 bins
+            values = values[:: math.ceil(values.size / _HISTOGRAM_SAMPLE)]
+        index = (values + np.float32(self.radius)) * np.float32(HISTOGRAM_BINS / (2 * self.radius))
+        index = np.minimum(index.astype(np.int32), HISTOGRAM_BINS - 1)  # values == R land in the top bin
+        self.histogram += np.bincount(index, minlength=HISTOGRAM_BINS)
 
-    def merge(self, other: MinMaxObserver) -> MinMaxObserver:
-        return MinMaxObserver(
+    def _grow(self, absmax: float) -> None:
+        if absmax <= self.radius:
+            return
+        target = 2.0 ** math.ceil(math.log2(absmax)) if absmax > 0 else 2.0**-20
+        if self.radius == 0.0:
+            self.radius = max(target, 2.0**-20)
+            return
+        while self.radius < target:
+            # Doubling R: the old range becomes the middle half; pairs of bins merge into one.
+            merged = self.histogram.reshape(-1, 2).sum(axis=1)
+            self.histogram = np.zeros(HISTOGRAM_BINS, dtype=np.int64)
+            quarter = HISTOGRAM_BINS // 4
+            self.histogram[quarter : quarter + merged.size] = merged
+            self.radius *= 2.0
+
+    def merge(self, other: TensorObserver) -> TensorObserver:
+        out = TensorObserver(
             min(self.minimum, other.minimum),
             max(self.maximum, other.maximum),
+            self.sum_batch_min + other.sum_batch_min,
+            self.sum_batch_max + other.sum_batch_max,
+            self.batches + other.batches,
             self.count + other.count,
             self.nonfinite + other.nonfinite,
         )
+        for part in (self, other):
+            copy = TensorObserver(radius=part.radius, histogram=part.histogram.copy())
+            copy._grow(max(self.radius, other.radius))
+            out._grow(copy.radius)
+            out.histogram += copy.histogram
+        return out
+
+
+@dataclass
+class ChannelObserver:
+    """Per-channel running max of |x| and sum of x along one axis (for SmoothQuant, bias correction)."""
+
+    axis: int
+    absmax: np.ndarray | None = None
+    total: np.ndarray | None = None
+    count: int = 0
+
+    def update(self, values: np.ndarray) -> None:
+        values = np.asarray(values, dtype=np.float32)
+        axis = self.axis % values.ndim
+        others = tuple(i for i in range(values.ndim) if i != axis)
+        if not np.isfinite(values.sum(dtype=np.float64)):
+            values = np.where(np.isfinite(values), values, np.float32(0))
+        absmax = np.maximum(values.max(axis=others), -values.min(axis=others))
+        total = values.sum(axis=others, dtype=np.float64)
+        self.absmax = absmax if self.absmax is None else np.maximum(self.absmax, absmax)
+        self.total = total if self.total is None else self.total + total
+        self.count += values.size // values.shape[axis]
+
+    @property
+    def mean(self) -> np.ndarray:
+        return self.total / max(self.count, 1)

@@ -12,7 +12,9 @@ import numpy as np
 
 from ..errors import StatsError
 
-FORMAT = "lowprec-stats/1"
+FORMAT = "lowprec-stats/2"
+_SCALARS = ("minimum", "maximum", "mean_min", "mean_max", "radius")
+_COUNTS = ("count", "nonfinite")
 
 
 @dataclass(frozen=True)
@@ -21,6 +23,23 @@ class TensorStats:
     maximum: float
     count: int
     nonfinite: int = 0
+    mean_min: float = 0.0
+    mean_max: float = 0.0
+    radius: float = 0.0
+    histogram: np.ndarray | None = None  # bins over [-radius, radius]
+    channel_absmax: np.ndarray | None = None
+    channel_mean: np.ndarray | None = None
+
+    def __eq__(self, other: object) -> bool:
+        if not isinstance(other, TensorStats):
+            return NotImplemented
+        return all(_same(getattr(self, f), getattr(other, f)) for f in self.__dataclass_fields__)
+
+
+def _same(a, b) -> bool:
+    if isinstance(a, np.ndarray) or isinstance(b, np.ndarray):
+        return a is not None and b is not None and np.array_equal(a, b)
+    return a == b
 
 
 @dataclass(frozen=True)
@@ -41,14 +60,19 @@ class Statistics:
         directory = Path(directory)
         directory.mkdir(parents=True, exist_ok=True)
         names = sorted(self.tensors)
+        stats = [self.tensors[n] for n in names]
         meta = {"format": FORMAT, "model_sha256": self.model_sha256, "samples": self.samples, "tensors": names}
-        arrays = {
-            "min": np.array([self.tensors[n].minimum for n in names], dtype=np.float64),
-            "max": np.array([self.tensors[n].maximum for n in names], dtype=np.float64),
-            "count": np.array([self.tensors[n].count for n in names], dtype=np.int64),
-            "nonfinite": np.array([self.tensors[n].nonfinite for n in names], dtype=np.int64),
-        }
-        _atomic_write(directory / "stats.npz", lambda h: np.savez(h, **arrays))
+        arrays: dict[str, np.ndarray] = {k: np.array([getattr(s, k) for s in stats], dtype=np.float64) for k in _SCALARS}
+        arrays.update({k: np.array([getattr(s, k) for s in stats], dtype=np.int64) for k in _COUNTS})
+        bins = max((s.histogram.size for s in stats if s.histogram is not None), default=0)
+        arrays["histogram"] = np.array(
+            [s.histogram if s.histogram is not None else np.zeros(bins, np.int64) for s in stats], dtype=np.int64
+        ).reshape(len(stats), bins)
+        for i, s in enumerate(stats):
+            for key in ("channel_absmax", "channel_mean"):
+                if getattr(s, key) is not None:
+                    arrays[f"{key}/{i}"] = getattr(s, key)
+        _atomic_write(directory / "stats.npz", lambda h: np.savez_compressed(h, **arrays))
         _atomic_write(directory / "stats.json", lambda h: h.write(json.dumps(meta, indent=1).encode()))
         return directory
 
@@ -60,24 +84,26 @@ def load_statistics(directory: str | os.PathLike[str], *, model_sha256: str | No
         raise StatsError(f"{directory}: not a statistics folder (expected stats.json and stats.npz)")
     try:
         meta = json.loads(meta_path.read_text())
+        if meta.get("format") != FORMAT:
+            raise StatsError(f"{directory}: statistics format {meta.get('format')!r}; expected {FORMAT!r} (recalibrate)")
         with np.load(array_path, allow_pickle=False) as archive:
-            arrays = {key: archive[key] for key in ("min", "max", "count", "nonfinite")}
-    except (OSError, ValueError, KeyError) as err:
-        raise StatsError(f"{directory}: unreadable statistics ({err})") from None
-    if meta.get("format") != FORMAT:
-        raise StatsError(f"{directory}: statistics format {meta.get('format')!r}; expected {FORMAT!r}")
+            arrays = {key: archive[key] for key in archive.files}
+        names = meta["tensors"]
+        tensors = {}
+        for i, name in enumerate(names):
+            values = {k: float(arrays[k][i]) for k in _SCALARS} | {k: int(arrays[k][i]) for k in _COUNTS}
+            histogram = arrays["histogram"][i] if arrays["histogram"].shape[1] and values["radius"] > 0 else None
+            extra = {k: arrays[f"{k}/{i}"] for k in ("channel_absmax", "channel_mean") if f"{k}/{i}" in arrays}
+            tensors[name] = TensorStats(histogram=histogram, **values, **extra)
+    except StatsError:
+        raise
+    except (OSError, ValueError, KeyError, IndexError, TypeError) as err:
+        raise StatsError(f"{directory}: unreadable statistics ({err.__class__.__name__}: {err})") from None
     if model_sha256 is not None and meta["model_sha256"] != model_sha256:
         raise StatsError(
             f"{directory}: statistics belong to model sha256 {meta['model_sha256'][:12]}…, "
             f"not to this model ({model_sha256[:12]}…)"
         )
-    names = meta["tensors"]
-    if len(names) != len(arrays["min"]):
-        raise StatsError(f"{directory}: stats.json lists {len(names)} tensors but stats.npz has {len(arrays['min'])}")
-    tensors = {
-        name: TensorStats(float(arrays["min"][i]), float(arrays["max"][i]), int(arrays["count"][i]), int(arrays["nonfinite"][i]))
-        for i, name in enumerate(names)
-    }
     return Statistics(meta["model_sha256"], int(meta["samples"]), tensors)
 
 

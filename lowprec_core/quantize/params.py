@@ -24,11 +24,17 @@ def activation_params(minimum: float, maximum: float, dtype: type, *, symmetric:
     return scale, zero_point
 
 
-def quantize_weight(weight: np.ndarray, axis: int | None, dtype: type) -> tuple[np.ndarray, np.ndarray]:
-    """Symmetric, restricted range ([-127, 127] for int8): returns (q, scale)."""
+def quantize_weight(
+    weight: np.ndarray, axis: int | None, dtype: type, clip: np.ndarray | None = None
+) -> tuple[np.ndarray, np.ndarray]:
+    """Symmetric, restricted range ([-127, 127] for int8): returns (q, scale).
+
+    `clip` replaces the per-channel |w| maximum (a range estimator's choice)."""
     _, hi = integer_range(dtype)
     w = weight.astype(np.float32)
-    if axis is None:
+    if clip is not None:
+        absmax = np.asarray(clip, dtype=np.float32).reshape(() if axis is None else -1)
+    elif axis is None:
         absmax = np.array(np.abs(w).max(), dtype=np.float32)
     else:
         reduce = tuple(i for i in range(w.ndim) if i != axis)

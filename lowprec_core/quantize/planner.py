@@ -17,6 +17,7 @@ from ..errors import ConfigError
 from ..model_io import consumers, initializers
 from ..ops import FUSABLE_ACTIVATIONS, QUANTIZABLE, TARGETS, TRANSPARENT
 from .params import activation_params
+from .ranges import activation_range
 
 log = logging.getLogger(__name__)
 
@@ -26,16 +27,22 @@ class _Entry(BaseModel):
 
 
 class ActivationQuant(_Entry):
+    """A Q/DQ pair on one tensor. `readers` lists the nodes that read the DQ output; None means
+    every reader (the tensor is the integer output of a quantized node: no float copy exists
+    once ORT fuses it). Other readers keep the float value."""
+
     tensor: str
     scale: float
     zero_point: int
     dtype: str
+    readers: list[str] | None = None
 
 
 class WeightQuant(_Entry):
     initializer: str
     axis: int | None
     dtype: str
+    estimator: str = "minmax"
 
 
 class BiasQuant(_Entry):
@@ -61,10 +68,12 @@ class QuantPlan(BaseModel):
     fused: list[FusedActivation] = []
     nodes: list[str] = []
     skipped: dict[str, str] = {}
+    corrected_biases: list[str] = []
 
 
-def statistic_tensors(model: onnx.ModelProto, target: str = "cpu") -> list[str]:
-    """Every tensor any plan for this model and target may need a range for.
+def statistic_requests(model: onnx.ModelProto, target: str = "cpu") -> dict[str, int | None]:
+    """Every tensor any plan for this model and target may need, mapped to the axis for
+    per-channel statistics (the inputs of quantizable nodes) or None (tensor-wide only).
 
     Independent of preset and ignored scope, so one calibration serves every config.
     """
@@ -72,17 +81,19 @@ def statistic_tensors(model: onnx.ModelProto, target: str = "cpu") -> list[str]:
     inits = initializers(graph)
     users = consumers(graph)
     ops = TARGETS[target].ops
-    needed: set[str] = set()
+    needed: dict[str, int | None] = {}
     for node in graph.node:
         rule = QUANTIZABLE.get(node.op_type) if node.op_type in ops and node.domain in ("", "ai.onnx") else None
         if rule is None or len(node.input) <= rule.weight_input or node.input[rule.weight_input] not in inits:
             continue
-        needed.update(node.input[i] for i in rule.activation_inputs if i < len(node.input) and node.input[i])
-        needed.add(node.output[0])
+        for i in rule.activation_inputs:
+            if i < len(node.input) and node.input[i]:
+                needed[node.input[i]] = rule.input_channel_axis
+        needed.setdefault(node.output[0], None)
         for follower in users.get(node.output[0], []):
             if follower.op_type in FUSABLE_ACTIVATIONS:
-                needed.add(follower.output[0])
-    return sorted(needed)
+                needed.setdefault(follower.output[0], None)
+    return dict(sorted(needed.items()))
 
 
 def resolve_ignored(model: onnx.ModelProto, ignore: tuple[str, ...]) -> set[str]:
@@ -150,16 +161,21 @@ def plan(model: onnx.ModelProto, stats: Statistics, config: QuantConfig) -> Quan
         )
 
     activations: dict[str, ActivationQuant] = {}
+    input_readers: dict[str, list[str]] = {}
+    for node, act_inputs, _ in chosen:
+        for name in act_inputs:
+            input_readers.setdefault(name, []).append(node.name)
 
-    def quantize_tensor(name: str) -> None:
-        if name not in activations:
-            entry = stats.require(name)
-            scale, zero_point = activation_params(
-                entry.minimum, entry.maximum, target.activation_dtype, symmetric=config.symmetric_activations
-            )
-            activations[name] = ActivationQuant(
-                tensor=name, scale=float(scale), zero_point=zero_point, dtype=np.dtype(target.activation_dtype).name
-            )
+    def quantize_tensor(name: str, *, output: bool) -> None:
+        low, high = activation_range(
+            stats.require(name), config.activation_range, target.activation_dtype, symmetric=config.symmetric_activations
+        )
+        scale, zero_point = activation_params(low, high, target.activation_dtype, symmetric=config.symmetric_activations)
+        previous = activations.get(name)
+        readers = None if output or (previous is not None and previous.readers is None) else sorted(set(input_readers[name]))
+        activations[name] = ActivationQuant(
+            tensor=name, scale=float(scale), zero_point=zero_point, dtype=np.dtype(target.activation_dtype).name, readers=readers
+        )
 
     weights: dict[str, WeightQuant] = {}
     biases: list[BiasQuant] = []
@@ -167,7 +183,7 @@ def plan(model: onnx.ModelProto, stats: Statistics, config: QuantConfig) -> Quan
     for node, act_inputs, weight_name in chosen:
         rule = QUANTIZABLE[node.op_type]
         for name in act_inputs:
-            quantize_tensor(name)
+            quantize_tensor(name, output=False)
 
         output = node.output[0]
         followers = users.get(output, [])
@@ -181,14 +197,16 @@ def plan(model: onnx.ModelProto, stats: Statistics, config: QuantConfig) -> Quan
             and (rule.integer_output_required or feeds_quantized(followers[0].output[0]))
         ):
             fused.append(FusedActivation(node=followers[0].name, into=node.name))
-            quantize_tensor(followers[0].output[0])
+            quantize_tensor(followers[0].output[0], output=True)
         elif rule.integer_output_required or feeds_quantized(output):
-            quantize_tensor(output)
+            quantize_tensor(output, output=True)
 
         weight = inits[weight_name]
         axis = rule.channel_axis(node, len(weight.dims)) if config.per_channel and target.per_channel else None
         entry = weights.setdefault(
-            weight_name, WeightQuant(initializer=weight_name, axis=axis, dtype=np.dtype(target.weight_dtype).name)
+            weight_name, WeightQuant(
+                initializer=weight_name, axis=axis, dtype=np.dtype(target.weight_dtype).name, estimator=config.weight_range
+            )
         )
         if entry.axis != axis:
             raise ConfigError(f"weight {weight_name!r} is shared by nodes that need different channel axes")

@@ -9,9 +9,10 @@ import onnx
 from onnx import helper, numpy_helper
 
 from ..model_io import drop_unused_initializers, initializers
-from ..ops import ONNX_DTYPE
+from ..ops import integer_range
 from .params import quantize_bias, quantize_weight
 from .planner import QuantPlan
+from .ranges import weight_clip
 
 _DTYPES = {"uint8": np.uint8, "int8": np.int8}
 
@@ -54,7 +55,7 @@ def apply(model: onnx.ModelProto, plan: QuantPlan) -> onnx.ModelProto:
         ]
         act_scale[entry.tensor] = np.float32(entry.scale)
         quantized = names.new(f"{entry.tensor}_quantized")
-        source, dequantized = _reroute(graph, entry.tensor, names)
+        source, dequantized = _reroute(graph, entry.tensor, names, entry.readers)
         new_nodes.append(helper.make_node("QuantizeLinear", [source, scale, zero], [quantized], names.new(f"{entry.tensor}_QuantizeLinear")))
         new_nodes.append(helper.make_node("DequantizeLinear", [quantized, scale, zero], [dequantized], names.new(f"{entry.tensor}_DequantizeLinear")))
 
@@ -62,7 +63,9 @@ def apply(model: onnx.ModelProto, plan: QuantPlan) -> onnx.ModelProto:
     weight_out: dict[str, str] = {}
     for entry in plan.weights:
         array = numpy_helper.to_array(inits[entry.initializer])
-        q, scale = quantize_weight(array, entry.axis, _DTYPES[entry.dtype])
+        dtype = _DTYPES[entry.dtype]
+        clip = weight_clip(array, entry.axis, entry.estimator, levels=2 * integer_range(dtype)[1] + 1)
+        q, scale = quantize_weight(array, entry.axis, dtype, clip)
         weight_scale[entry.initializer] = scale
         weight_out[entry.initializer] = _dequantized_constant(names, entry.initializer, q, scale, entry.axis, new_inits, new_nodes)
 
@@ -122,11 +125,22 @@ def _fuse_activations(graph: onnx.GraphProto, plan: QuantPlan) -> None:
     graph.node.extend(keep)
 
 
-def _reroute(graph: onnx.GraphProto, tensor: str, names: Names) -> tuple[str, str]:
-    """Return (what Q reads, what DQ writes) and point every reader of `tensor` at the DQ.
+def _reroute(graph: onnx.GraphProto, tensor: str, names: Names, readers: list[str] | None) -> tuple[str, str]:
+    """Return (what Q reads, what DQ writes) and point the readers of `tensor` at the DQ:
+    all of them when `readers` is None, else just those nodes.
 
-    A graph output keeps its name: the producer is renamed instead and the DQ writes it.
+    A graph output whose every reader takes the DQ keeps its name: the producer is renamed
+    instead and the DQ writes it.
     """
+    if readers is not None:
+        dequantized = names.new(f"{tensor}_dequantized")
+        chosen = set(readers)
+        for node in graph.node:
+            if node.name in chosen:
+                for i, name in enumerate(node.input):
+                    if name == tensor:
+                        node.input[i] = dequantized
+        return tensor, dequantized
     if tensor in {o.name for o in graph.output}:
         source = names.new(f"{tensor}_float")
         for node in graph.node:

@@ -1,7 +1,7 @@
 import numpy as np
 import pytest
 
-from lowprec_core.calibration.observers import MinMaxObserver
+from lowprec_core.calibration.observers import ChannelObserver, TensorObserver
 from lowprec_core.calibration.stats import Statistics, TensorStats, load_statistics
 from lowprec_core.errors import StatsError
 from lowprec_core.metrics import METRICS, agreement, cosine, drop, mse, top1
@@ -9,25 +9,49 @@ from lowprec_core.metrics import METRICS, agreement, cosine, drop, mse, top1
 
 def test_observer_streams_and_merges_like_one_pass():
     rng = np.random.default_rng(0)
-    chunks = [rng.normal(size=100) for _ in range(5)]
-    one = MinMaxObserver()
-    one.update(np.concatenate(chunks))
-    a, b = MinMaxObserver(), MinMaxObserver()
+    chunks = [rng.normal(scale=s, size=1000).astype(np.float32) for s in (0.1, 3.0, 0.5, 40.0, 1.0)]
+    one = TensorObserver()
+    for chunk in chunks:
+        one.update(chunk)
+    a, b = TensorObserver(), TensorObserver()
     for chunk in chunks[:2]:
         a.update(chunk)
     for chunk in chunks[2:]:
         b.update(chunk)
-    assert a.merge(b) == one
+    merged = a.merge(b)
+    assert (merged.minimum, merged.maximum, merged.count) == (one.minimum, one.maximum, one.count)
+    assert merged.radius == one.radius == 256.0  # the smallest power of two over max |x|
+    np.testing.assert_array_equal(merged.histogram, one.histogram)
+    assert one.histogram.sum() == 5000
+
+
+def test_histogram_bins_hold_the_right_values():
+    obs = TensorObserver()
+    obs.update(np.array([0.3, 0.3, -0.9], np.float32))
+    edges = np.linspace(-obs.radius, obs.radius, obs.histogram.size + 1)
+    filled = {round(float(edges[i]), 3): int(c) for i, c in enumerate(obs.histogram) if c}
+    assert obs.radius == 1.0 and sum(filled.values()) == 3
+    assert filled[max(k for k in filled if k <= 0.3)] == 2 and filled[max(k for k in filled if k <= -0.9)] == 1
 
 
 def test_observer_counts_nonfinite_without_using_them():
-    obs = MinMaxObserver()
+    obs = TensorObserver()
     obs.update(np.array([1.0, np.nan, -np.inf, 3.0]))
     assert (obs.minimum, obs.maximum, obs.count, obs.nonfinite) == (1.0, 3.0, 2, 2)
 
 
+def test_channel_observer_reduces_every_axis_but_one():
+    obs = ChannelObserver(axis=1)
+    obs.update(np.arange(24, dtype=np.float32).reshape(2, 3, 4) - 12)
+    np.testing.assert_array_equal(obs.absmax, [12, 8, 11])
+    np.testing.assert_allclose(obs.mean, [-4.5, -0.5, 3.5])
+
+
 def test_statistics_round_trip_and_identity(tmp_path):
-    stats = Statistics("abc", 7, {"t": TensorStats(-1.5, 2.25, 10), "u/v": TensorStats(0.0, 1e-8, 3, 1)})
+    stats = Statistics("abc", 7, {
+        "t": TensorStats(-1.5, 2.25, 10, radius=4.0, histogram=np.arange(8), channel_absmax=np.ones(3, np.float32)),
+        "u/v": TensorStats(0.0, 1e-8, 3, 1, mean_min=0.5, mean_max=0.75),
+    })
     stats.save(tmp_path)
     assert load_statistics(tmp_path, model_sha256="abc") == stats
     with pytest.raises(StatsError, match="belong to model"):

@@ -1,0 +1,62 @@
+"""The quantizers compared side by side: lowprec's default and the anchors, one function each.
+
+Each takes (model path, calibration feeds, output path, model name) and writes an INT8 model.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+
+def lowprec_default(model: Path, calib: list[dict], out: Path, name: str) -> None:
+    import lowprec_core
+
+    lowprec_core.quantize(model, out, data=calib)
+
+
+def _ort(model: Path, calib: list[dict], out: Path, *, per_channel: bool, op_types: list[str] | None) -> None:
+    from onnxruntime.quantization import CalibrationDataReader, QuantFormat, QuantType, quantize_static
+
+    class Reader(CalibrationDataReader):
+        def __init__(self) -> None:
+            self.feeds = iter(calib)
+
+        def get_next(self):
+            return next(self.feeds, None)
+
+    quantize_static(
+        str(model), str(out), Reader(), quant_format=QuantFormat.QDQ, per_channel=per_channel,
+        activation_type=QuantType.QUInt8, weight_type=QuantType.QInt8, op_types_to_quantize=op_types,
+    )
+
+
+def ort_per_tensor(model, calib, out, name):
+    _ort(model, calib, out, per_channel=False, op_types=None)
+
+
+def ort_per_channel(model, calib, out, name):
+    _ort(model, calib, out, per_channel=True, op_types=None)
+
+
+def ort_per_channel_ops(model, calib, out, name):
+    _ort(model, calib, out, per_channel=True, op_types=["Conv", "MatMul", "Gemm"])
+
+
+def nncf_default(model: Path, calib: list[dict], out: Path, name: str) -> None:
+    import nncf
+    import onnx
+
+    proto = onnx.load(model)
+    # NNCF's documented practice for transformers is model_type=TRANSFORMER; give it its best.
+    model_type = nncf.ModelType.TRANSFORMER if name == "minilm" else None
+    quantized = nncf.quantize(proto, nncf.Dataset(calib), subset_size=sum(len(next(iter(f.values()))) for f in calib), model_type=model_type)
+    onnx.save(quantized, out)
+
+
+VARIANTS = {
+    "lowprec": lowprec_default,
+    "ort-per-tensor": ort_per_tensor,
+    "ort-per-channel": ort_per_channel,
+    "ort-pc-conv/matmul/gemm": ort_per_channel_ops,
+    "nncf": nncf_default,
+}

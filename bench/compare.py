@@ -1,0 +1,172 @@
+"""lowprec's default against ORT quantize_static (three variants) and nncf.quantize, side by side.
+
+    .venv/bin/pip install -e '.[bench]'
+    .venv/bin/python -m bench.compare [--models digits,minilm,ocr_rec,ocr_det] [--variants ...] [--out bench/RESULTS.md]
+
+Each quantizer runs in a fresh process (its wall time and peak RSS are its own); then FP32 and
+every INT8 model are loaded in this process, with 1 thread each, and timed interleaved round by
+round. The table reports medians.
+"""
+
+from __future__ import annotations
+
+import argparse
+import collections
+import multiprocessing as mp
+import platform
+import resource
+import sys
+import tempfile
+import time
+import traceback
+from pathlib import Path
+
+import numpy as np
+import onnx
+import onnxruntime as ort
+
+from bench.anchors import VARIANTS
+from bench.models import MODELS
+
+
+def _quantize_child(model_name: str, variant: str, out: str, queue) -> None:
+    try:
+        bench = MODELS[model_name]()
+        calib = bench.calib
+        start = time.perf_counter()
+        VARIANTS[variant](bench.path, calib, Path(out), model_name)
+        seconds = time.perf_counter() - start
+        queue.put({"seconds": seconds, "rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024})
+    except BaseException as err:  # report any failure of an anchor as data, not a crash
+        queue.put({"error": f"{err.__class__.__name__}: {str(err).splitlines()[0] if str(err) else ''}"[:120],
+                   "trace": traceback.format_exc()})
+
+
+def quantize_in_child(model_name: str, variant: str, out: Path) -> dict:
+    ctx = mp.get_context("spawn")
+    queue = ctx.Queue()
+    proc = ctx.Process(target=_quantize_child, args=(model_name, variant, str(out), queue))
+    proc.start()
+    proc.join(timeout=1800)
+    result = queue.get() if not queue.empty() else {"error": f"exit code {proc.exitcode}"}
+    if "error" not in result:
+        try:
+            onnx.checker.check_model(str(out))
+            ort.InferenceSession(str(out), providers=["CPUExecutionProvider"])
+        except Exception as err:
+            result = {"error": f"invalid model: {str(err).splitlines()[0][:100]}"}
+    return result
+
+
+def _session(path: Path, threads: int | None) -> ort.InferenceSession:
+    options = ort.SessionOptions()
+    if threads:
+        options.intra_op_num_threads = threads
+        options.inter_op_num_threads = 1
+    return ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
+
+
+def _kernels(path: Path) -> tuple[int, int]:
+    """(integer, float) Conv/MatMul/Gemm kernels that ORT runs after its optimisation."""
+    from lowprec_core.runtime import FLOAT_KERNELS, INTEGER_KERNELS, optimized_graph
+
+    ops = collections.Counter(n.op_type for n in optimized_graph(path.read_bytes()).graph.node)
+    return sum(ops[k] for k in INTEGER_KERNELS), sum(ops[k] for k in FLOAT_KERNELS)
+
+
+def time_interleaved(paths: dict[str, Path], feed: dict, rounds: int) -> dict[str, float]:
+    sessions = {name: _session(path, threads=1) for name, path in paths.items()}
+    for sess in sessions.values():
+        for _ in range(3):
+            sess.run(None, feed)
+    times = {name: [] for name in sessions}
+    for r in range(rounds):
+        order = list(sessions) if r % 2 == 0 else list(reversed(sessions))
+        for name in order:
+            start = time.perf_counter()
+            sessions[name].run(None, feed)
+            times[name].append(time.perf_counter() - start)
+    return {name: float(np.median(t)) for name, t in times.items()}
+
+
+def run_model(model_name: str, variants: list[str], workdir: Path, rounds: int) -> list[dict]:
+    bench = MODELS[model_name]()
+    paths = {"fp32": bench.path}
+    rows = []
+    for variant in variants:
+        out = workdir / f"{model_name}-{variant.replace('/', '_')}.onnx"
+        print(f"[{model_name}] quantizing with {variant} ...", file=sys.stderr, flush=True)
+        result = quantize_in_child(model_name, variant, out)
+        row = {"model": model_name, "variant": variant, **result}
+        if "error" not in result:
+            paths[variant] = out
+            row["mb"] = out.stat().st_size / 1e6
+            row["integer_kernels"], row["float_kernels"] = _kernels(out)
+            ref, cand = _session(bench.path, None), _session(out, None)
+            row.update(bench.evaluate(lambda f: ref.run(None, f), lambda f: cand.run(None, f)))
+        rows.append(row)
+    small, large = bench.bench_batches
+    for batch in (small, large):
+        feed = {k: np.ascontiguousarray(np.resize(v, (batch, *v.shape[1:]))) for k, v in bench.sample.items()}
+        medians = time_interleaved(paths, feed, rounds if batch == small else max(rounds // 4, 10))
+        for row in rows:
+            if row["variant"] in medians:
+                row[f"speedup_b{'small' if batch == small else 'large'}"] = medians["fp32"] / medians[row["variant"]]
+    for row in rows:
+        row["fp32_mb"] = bench.path.stat().st_size / 1e6
+        row["headline"] = bench.headline
+        row["batches"] = bench.bench_batches
+    return rows
+
+
+def render(rows: list[dict], command: str) -> str:
+    cpu = platform.processor() or platform.machine()
+    flags = Path("/proc/cpuinfo").read_text() if Path("/proc/cpuinfo").exists() else ""
+    isa = "AVX512-VNNI" if "avx512_vnni" in flags else ("AVX-VNNI" if "avx_vnni" in flags else "no VNNI")
+    lines = [
+        "# lowprec vs anchors",
+        "",
+        f"Command: `{command}`",
+        "",
+        f"Machine: {mp.cpu_count()} cores ({cpu}, {isa}); onnxruntime {ort.__version__}, onnx {onnx.__version__}.",
+        "Speedups are FP32 median latency / INT8 median latency, 1 thread, timed interleaved in one process.",
+        "Kernels: integer / float Conv-MatMul-Gemm kernels that ORT runs after its graph optimisation.",
+        "",
+        "| model | variant | quality | other metrics | quant s | peak RSS MB | MB (FP32) | kernels int/float | speedup b=1 | speedup large b |",
+        "|---|---|---|---|---|---|---|---|---|---|",
+    ]
+    for row in rows:
+        if "error" in row:
+            lines.append(f"| {row['model']} | {row['variant']} | failed: {row['error']} | | | | | | | |")
+            continue
+        key = row["headline"]
+        others = ", ".join(f"{k} {row[k]:.4f}" for k in row if isinstance(row[k], float) and k not in
+                           {key, "seconds", "rss_mb", "mb", "fp32_mb", "speedup_bsmall", "speedup_blarge"})
+        lines.append(
+            f"| {row['model']} | {row['variant']} | {key} {row[key]:.4f} | {others} | {row['seconds']:.1f} | "
+            f"{row['rss_mb']:.0f} | {row['mb']:.2f} ({row['fp32_mb']:.2f}) | {row['integer_kernels']}/{row['float_kernels']} | "
+            f"{row.get('speedup_bsmall', float('nan')):.2f}x | {row.get('speedup_blarge', float('nan')):.2f}x (b={row['batches'][1]}) |"
+        )
+    return "\n".join(lines) + "\n"
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--models", default=",".join(MODELS))
+    parser.add_argument("--variants", default=",".join(VARIANTS))
+    parser.add_argument("--rounds", type=int, default=60)
+    parser.add_argument("--out", type=Path)
+    args = parser.parse_args()
+    rows = []
+    with tempfile.TemporaryDirectory(prefix="lowprec-bench-") as tmp:
+        for name in args.models.split(","):
+            rows += run_model(name, args.variants.split(","), Path(tmp), args.rounds)
+    command = "python -m bench.compare " + " ".join(sys.argv[1:])
+    text = render(rows, command.strip())
+    print(text)
+    if args.out:
+        args.out.write_text(text)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,96 @@
+"""Range estimators: tensor statistics -> the (low, high) range a quantizer covers. One table row each."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+import numpy as np
+
+from ..calibration.stats import TensorStats
+from ..errors import ConfigError
+from ..ops import integer_range
+
+OUTLIER_PROB = 1e-4
+
+
+def _minmax(stats: TensorStats, levels: int, symmetric: bool) -> tuple[float, float]:
+    return stats.minimum, stats.maximum
+
+
+def _mean_minmax(stats: TensorStats, levels: int, symmetric: bool) -> tuple[float, float]:
+    return stats.mean_min, stats.mean_max
+
+
+def _bins(stats: TensorStats) -> tuple[np.ndarray, np.ndarray]:
+    if stats.histogram is None:
+        raise ConfigError("this range estimator needs histograms; recalibrate with this version of lowprec")
+    edges = np.linspace(-stats.radius, stats.radius, stats.histogram.size + 1)
+    return (edges[:-1] + edges[1:]) / 2, stats.histogram.astype(np.float64)
+
+
+def _quantile(stats: TensorStats, levels: int, symmetric: bool, prob: float = OUTLIER_PROB) -> tuple[float, float]:
+    centres, counts = _bins(stats)
+    cdf = np.cumsum(counts) / counts.sum()
+    low = centres[min(np.searchsorted(cdf, prob), len(centres) - 1)]
+    high = centres[min(np.searchsorted(cdf, 1.0 - prob), len(centres) - 1)]
+    return max(float(low), stats.minimum), min(float(high), stats.maximum)
+
+
+def _mse(stats: TensorStats, levels: int, symmetric: bool) -> tuple[float, float]:
+    """The clipping range with the least expected squared quantization error over the histogram.
+
+    Candidates shrink each end of the observed range; inside the range the error is the
+    rounding noise (step²/12), outside it is the clipping distance.
+    """
+    centres, counts = _bins(stats)
+    keep = counts > 0
+    centres, counts = centres[keep], counts[keep]
+    lo0, hi0 = min(stats.minimum, 0.0), max(stats.maximum, 0.0)
+    if hi0 == lo0:
+        return stats.minimum, stats.maximum
+    factors = np.linspace(0.2, 1.0, 33)
+    if symmetric:
+        absmax = max(-lo0, hi0)
+        candidates = [(-absmax * f, absmax * f) for f in factors]
+    else:
+        candidates = [(lo0 * a, hi0 * b) for a in factors for b in factors]
+    lows = np.array([c[0] for c in candidates])[:, None]
+    highs = np.array([c[1] for c in candidates])[:, None]
+    step = (highs - lows) / (levels - 1)
+    clipped = np.clip(centres[None, :], lows, highs)
+    error = (centres[None, :] - clipped) ** 2 + step**2 / 12.0
+    best = int(np.argmin((error * counts[None, :]).sum(axis=1)))
+    return float(lows[best, 0]), float(highs[best, 0])
+
+
+ESTIMATORS: dict[str, Callable[[TensorStats, int, bool], tuple[float, float]]] = {
+    "minmax": _minmax,
+    "mean_minmax": _mean_minmax,
+    "quantile": _quantile,
+    "mse": _mse,
+}
+
+
+def activation_range(stats: TensorStats, estimator: str, dtype: type, *, symmetric: bool) -> tuple[float, float]:
+    lo, hi = integer_range(dtype)
+    low, high = ESTIMATORS[estimator](stats, hi - lo + 1, symmetric)
+    return low, high
+
+
+def weight_clip(weight: np.ndarray, axis: int | None, estimator: str, levels: int = 255) -> np.ndarray | None:
+    """Per-channel (or tensor) symmetric clip values for weights, or None for plain absmax."""
+    if estimator == "minmax":
+        return None
+    if estimator != "mse":
+        raise ConfigError(f"unknown weight range estimator {estimator!r}; expected one of: minmax, mse")
+    w = np.moveaxis(weight, axis, 0).reshape(weight.shape[axis], -1) if axis is not None else weight.reshape(1, -1)
+    absmax = np.abs(w).max(axis=1)
+    best = absmax.copy()
+    best_err = np.full(len(absmax), np.inf)
+    for factor in np.linspace(0.5, 1.0, 26):
+        clip = np.where(absmax > 0, absmax * factor, 1.0)
+        scale = (clip / ((levels - 1) // 2))[:, None]
+        err = ((np.clip(np.rint(w / scale), -(levels // 2), levels // 2) * scale - w) ** 2).sum(axis=1)
+        better = err < best_err
+        best[better], best_err[better] = clip[better], err[better]
+    return best.astype(np.float32)
