@@ -14,7 +14,9 @@ import onnx
 from google.protobuf.message import DecodeError
 from onnx import numpy_helper
 
+from . import simplify
 from .errors import ModelError
+from .graph import drop_unused_initializers
 
 log = logging.getLogger(__name__)
 
@@ -83,7 +85,7 @@ def prepare(model: onnx.ModelProto) -> onnx.ModelProto:
     model = _copy(model)
     _name_nodes(model.graph)
     _constants_to_initializers(model.graph)
-    _fold_batchnorm(model.graph)
+    simplify.simplify(model.graph)
     drop_unused_initializers(model.graph)
     if default_opset(model) < MIN_QDQ_OPSET:
         model = _upgrade_opset(model, MIN_QDQ_OPSET)
@@ -110,42 +112,6 @@ def save_model(model: onnx.ModelProto, path: str | os.PathLike[str]) -> str:
         Path(tmp).unlink(missing_ok=True)
         raise
     return hashlib.sha256(data).hexdigest()
-
-
-def initializers(graph: onnx.GraphProto) -> dict[str, onnx.TensorProto]:
-    return {init.name: init for init in graph.initializer}
-
-
-def _names_read(graph: onnx.GraphProto) -> set[str]:
-    """Every tensor name a node reads, subgraphs (If/Loop/Scan bodies) included."""
-    names = {o.name for o in graph.output}
-    for node in graph.node:
-        names.update(node.input)
-        for attribute in node.attribute:
-            for sub in (*([attribute.g] if attribute.HasField("g") else []), *attribute.graphs):
-                names |= _names_read(sub)
-    return names
-
-
-def drop_unused_initializers(graph: onnx.GraphProto) -> None:
-    used = _names_read(graph)
-    keep = [init for init in graph.initializer if init.name in used]
-    del graph.initializer[:]
-    graph.initializer.extend(keep)
-
-
-def consumers(graph: onnx.GraphProto) -> dict[str, list[onnx.NodeProto]]:
-    """Tensor name -> nodes that read it, directly or from inside one of their subgraphs."""
-    found: dict[str, list[onnx.NodeProto]] = {}
-    for node in graph.node:
-        implicit = set()
-        for attribute in node.attribute:
-            for sub in (*([attribute.g] if attribute.HasField("g") else []), *attribute.graphs):
-                implicit |= _names_read(sub)
-        for name in dict.fromkeys([*node.input, *sorted(implicit)]):
-            if name:
-                found.setdefault(name, []).append(node)
-    return found
 
 
 def _copy(model: onnx.ModelProto) -> onnx.ModelProto:
@@ -200,54 +166,6 @@ def _constants_to_initializers(graph: onnx.GraphProto) -> None:
     real_inputs = [inp for inp in graph.input if inp.name not in init_names]
     del graph.input[:]
     graph.input.extend(real_inputs)
-
-
-def _fold_batchnorm(graph: onnx.GraphProto) -> None:
-    inits = initializers(graph)
-    users = consumers(graph)
-    outputs = {o.name for o in graph.output}
-    removed: set[str] = set()
-    for conv in graph.node:
-        if conv.op_type != "Conv" or conv.output[0] in outputs:
-            continue
-        followers = users.get(conv.output[0], [])
-        if len(followers) != 1 or followers[0].op_type != "BatchNormalization":
-            continue
-        bn = followers[0]
-        params = [inits.get(name) for name in bn.input[1:5]]
-        if len(bn.output) != 1 or any(p is None for p in params) or conv.input[1] not in inits:
-            continue
-        if len(users.get(conv.input[1], [])) != 1:
-            continue  # a shared weight cannot absorb one BN
-        gamma, beta, mean, var = (numpy_helper.to_array(p).astype(np.float64) for p in params)
-        eps = next((a.f for a in bn.attribute if a.name == "epsilon"), 1e-5)
-        factor = gamma / np.sqrt(var + eps)
-        weight_init = inits[conv.input[1]]
-        weight = numpy_helper.to_array(weight_init).astype(np.float64)
-        shape = (-1,) + (1,) * (weight.ndim - 1)
-        new_weight = (weight * factor.reshape(shape)).astype(np.float32)
-        bias = np.zeros(weight.shape[0], dtype=np.float64)
-        if len(conv.input) > 2 and conv.input[2]:
-            if conv.input[2] not in inits or len(users.get(conv.input[2], [])) != 1:
-                continue
-            bias = numpy_helper.to_array(inits[conv.input[2]]).astype(np.float64)
-        new_bias = ((bias - mean) * factor + beta).astype(np.float32)
-        weight_init.CopyFrom(numpy_helper.from_array(new_weight, weight_init.name))
-        bias_name = conv.input[2] if len(conv.input) > 2 and conv.input[2] else f"{conv.name}_folded_bias"
-        if bias_name in inits:
-            inits[bias_name].CopyFrom(numpy_helper.from_array(new_bias, bias_name))
-        else:
-            graph.initializer.append(numpy_helper.from_array(new_bias, bias_name))
-            if len(conv.input) == 2:
-                conv.input.append(bias_name)
-            else:
-                conv.input[2] = bias_name
-        conv.output[0] = bn.output[0]
-        removed.add(bn.name)
-    if removed:
-        keep = [node for node in graph.node if node.name not in removed]
-        del graph.node[:]
-        graph.node.extend(keep)
 
 
 def _upgrade_opset(model: onnx.ModelProto, opset: int) -> onnx.ModelProto:

@@ -14,7 +14,7 @@ import onnx
 from onnx import numpy_helper
 
 from ..calibration.stats import Statistics
-from ..model_io import initializers
+from ..graph import initializers
 from ..ops import integer_range
 from .params import quantize_weight
 from .planner import QuantPlan

@@ -14,7 +14,7 @@ from pydantic import BaseModel, ConfigDict
 from ..calibration.stats import Statistics
 from ..config import QuantConfig
 from ..errors import ConfigError
-from ..model_io import consumers, initializers
+from ..graph import consumers, initializers
 from ..ops import FUSABLE_ACTIVATIONS, QUANTIZABLE, TARGETS, TRANSPARENT
 from .params import activation_params
 from .ranges import activation_range

@@ -2,13 +2,11 @@
 
 from __future__ import annotations
 
-import heapq
-
 import numpy as np
 import onnx
 from onnx import helper, numpy_helper
 
-from ..model_io import drop_unused_initializers, initializers
+from ..graph import drop_unused_initializers, initializers, topological_sort
 from ..ops import integer_range
 from .params import quantize_bias, quantize_weight
 from .planner import QuantPlan
@@ -85,7 +83,7 @@ def apply(model: onnx.ModelProto, plan: QuantPlan) -> onnx.ModelProto:
     graph.node.extend(new_nodes)
     graph.initializer.extend(new_inits)
     drop_unused_initializers(graph)
-    _topological_sort(graph)
+    topological_sort(graph)
     return out
 
 
@@ -156,28 +154,3 @@ def _reroute(graph: onnx.GraphProto, tensor: str, names: Names, readers: list[st
     return tensor, dequantized
 
 
-def _topological_sort(graph: onnx.GraphProto) -> None:
-    """Kahn's algorithm, ties broken by position, so the order is deterministic."""
-    nodes = list(graph.node)
-    producer = {out: i for i, node in enumerate(nodes) for out in node.output if out}
-    waiting = [0] * len(nodes)
-    readers: dict[int, list[int]] = {}
-    for i, node in enumerate(nodes):
-        deps = {producer[name] for name in node.input if name in producer and producer[name] != i}
-        waiting[i] = len(deps)
-        for dep in deps:
-            readers.setdefault(dep, []).append(i)
-    ready = [i for i, count in enumerate(waiting) if count == 0]
-    heapq.heapify(ready)
-    order = []
-    while ready:
-        i = heapq.heappop(ready)
-        order.append(i)
-        for reader in readers.get(i, []):
-            waiting[reader] -= 1
-            if waiting[reader] == 0:
-                heapq.heappush(ready, reader)
-    if len(order) != len(nodes):
-        raise RuntimeError("quantized graph has a cycle; this is a lowprec bug")
-    del graph.node[:]
-    graph.node.extend(nodes[i] for i in order)

@@ -1,0 +1,77 @@
+"""Small graph helpers shared by every module that reads or edits an ONNX graph."""
+
+from __future__ import annotations
+
+import heapq
+
+import onnx
+
+
+def initializers(graph: onnx.GraphProto) -> dict[str, onnx.TensorProto]:
+    return {init.name: init for init in graph.initializer}
+
+
+def names_read(graph: onnx.GraphProto) -> set[str]:
+    """Every tensor name a node reads, subgraphs (If/Loop/Scan bodies) included."""
+    names = {o.name for o in graph.output}
+    for node in graph.node:
+        names.update(node.input)
+        for attribute in node.attribute:
+            for sub in (*([attribute.g] if attribute.HasField("g") else []), *attribute.graphs):
+                names |= names_read(sub)
+    return names
+
+
+def drop_unused_initializers(graph: onnx.GraphProto) -> None:
+    used = names_read(graph)
+    keep = [init for init in graph.initializer if init.name in used]
+    del graph.initializer[:]
+    graph.initializer.extend(keep)
+
+
+def consumers(graph: onnx.GraphProto) -> dict[str, list[onnx.NodeProto]]:
+    """Tensor name -> nodes that read it, directly or from inside one of their subgraphs."""
+    found: dict[str, list[onnx.NodeProto]] = {}
+    for node in graph.node:
+        implicit = set()
+        for attribute in node.attribute:
+            for sub in (*([attribute.g] if attribute.HasField("g") else []), *attribute.graphs):
+                implicit |= names_read(sub)
+        for name in dict.fromkeys([*node.input, *sorted(implicit)]):
+            if name:
+                found.setdefault(name, []).append(node)
+    return found
+
+
+def set_nodes(graph: onnx.GraphProto, nodes: list[onnx.NodeProto]) -> None:
+    kept = [onnx.NodeProto() for _ in nodes]
+    for copy, node in zip(kept, nodes):
+        copy.CopyFrom(node)
+    del graph.node[:]
+    graph.node.extend(kept)
+
+
+def topological_sort(graph: onnx.GraphProto) -> None:
+    """Kahn's algorithm, ties broken by position, so the order is deterministic."""
+    nodes = list(graph.node)
+    producer = {out: i for i, node in enumerate(nodes) for out in node.output if out}
+    waiting = [0] * len(nodes)
+    readers: dict[int, list[int]] = {}
+    for i, node in enumerate(nodes):
+        deps = {producer[name] for name in node.input if name in producer and producer[name] != i}
+        waiting[i] = len(deps)
+        for dep in deps:
+            readers.setdefault(dep, []).append(i)
+    ready = [i for i, count in enumerate(waiting) if count == 0]
+    heapq.heapify(ready)
+    order = []
+    while ready:
+        i = heapq.heappop(ready)
+        order.append(i)
+        for reader in readers.get(i, []):
+            waiting[reader] -= 1
+            if waiting[reader] == 0:
+                heapq.heappush(ready, reader)
+    if len(order) != len(nodes):
+        raise RuntimeError("graph has a cycle after an edit; this is a lowprec bug")
+    set_nodes(graph, [nodes[i] for i in order])

@@ -1,0 +1,227 @@
+"""Float-exact graph simplifications run before calibration: fewer ops, fewer places to quantize.
+
+- BatchNormalization after a Conv folds into the Conv.
+- Per-channel or scalar Mul/Add constants around a Conv fold into its weight and bias
+  (PaddleOCR's PP-LCNet puts a learnable affine around every activation).
+- x * clip(x + 3, 0, 6) / 6, a decomposed HardSwish, becomes x * HardSigmoid(x).
+
+Each rewrite keeps the FP32 function (up to float rounding); tests compare them in ORT.
+"""
+
+from __future__ import annotations
+
+import logging
+
+import numpy as np
+import onnx
+from onnx import helper, numpy_helper
+
+from .graph import consumers, initializers, set_nodes
+
+log = logging.getLogger(__name__)
+
+
+def simplify(graph: onnx.GraphProto) -> None:
+    for rewrite in (_fold_batchnorm, _fold_affine_after_conv, _fold_affine_before_conv, _fuse_hardswish):
+        while rewrite(graph):
+            pass
+
+
+def _const(inits: dict[str, onnx.TensorProto], name: str) -> np.ndarray | None:
+    tensor = inits.get(name)
+    return numpy_helper.to_array(tensor) if tensor is not None and tensor.data_type == onnx.TensorProto.FLOAT else None
+
+
+def _attr(node: onnx.NodeProto, name: str, default):
+    for attribute in node.attribute:
+        if attribute.name == name:
+            return helper.get_attribute_value(attribute)
+    return default
+
+
+def _sole_reader(graph, users, tensor: str) -> onnx.NodeProto | None:
+    if tensor in {o.name for o in graph.output}:
+        return None
+    readers = users.get(tensor, [])
+    return readers[0] if len(readers) == 1 else None
+
+
+def _conv_params(graph, inits, conv) -> tuple[np.ndarray, np.ndarray, str] | None:
+    """(weight, bias, bias name) of a Conv whose weight (and bias) are private constants."""
+    users = consumers(graph)
+    weight = _const(inits, conv.input[1])
+    if weight is None or len(users.get(conv.input[1], [])) != 1:
+        return None
+    if len(conv.input) > 2 and conv.input[2]:
+        bias = _const(inits, conv.input[2])
+        if bias is None or len(users.get(conv.input[2], [])) != 1:
+            return None
+        return weight, bias, conv.input[2]
+    return weight, np.zeros(weight.shape[0], np.float32), f"{conv.name}_bias"
+
+
+def _set_conv_params(graph, inits, conv, weight: np.ndarray, bias: np.ndarray, bias_name: str) -> None:
+    inits[conv.input[1]].CopyFrom(numpy_helper.from_array(weight.astype(np.float32), conv.input[1]))
+    tensor = numpy_helper.from_array(bias.astype(np.float32), bias_name)
+    if bias_name in inits:
+        inits[bias_name].CopyFrom(tensor)
+    else:
+        graph.initializer.append(tensor)
+        inits[bias_name] = graph.initializer[-1]
+        if len(conv.input) == 2:
+            conv.input.append(bias_name)
+        else:
+            conv.input[2] = bias_name
+
+
+def _channel_vector(value: np.ndarray, channels: int, rank: int) -> np.ndarray | None:
+    """A constant that broadcasts over an NC... tensor as one value per channel (or a scalar)."""
+    if value.size == 1:
+        return np.full(channels, float(value.reshape(-1)[0]), np.float64)
+    shape = value.shape
+    squeezed = [d for d in shape]
+    if len(shape) > rank or value.size != channels:
+        return None
+    padded = [1] * (rank - len(shape)) + squeezed
+    if padded[1] != channels or any(d != 1 for i, d in enumerate(padded) if i != 1):
+        return None
+    return value.reshape(-1).astype(np.float64)
+
+
+def _other_input(node: onnx.NodeProto, tensor: str) -> str | None:
+    if len(node.input) != 2 or list(node.input).count(tensor) != 1:
+        return None
+    return node.input[1] if node.input[0] == tensor else node.input[0]
+
+
+def _fold_batchnorm(graph: onnx.GraphProto) -> bool:
+    inits, users = initializers(graph), consumers(graph)
+    for conv in graph.node:
+        if conv.op_type != "Conv":
+            continue
+        bn = _sole_reader(graph, users, conv.output[0])
+        if bn is None or bn.op_type != "BatchNormalization" or len(bn.output) != 1:
+            continue
+        params = [_const(inits, name) for name in bn.input[1:5]]
+        conv_params = _conv_params(graph, inits, conv)
+        if any(p is None for p in params) or conv_params is None:
+            continue
+        gamma, beta, mean, var = (p.astype(np.float64) for p in params)
+        factor = gamma / np.sqrt(var + _attr(bn, "epsilon", 1e-5))
+        weight, bias, bias_name = conv_params
+        shape = (-1,) + (1,) * (weight.ndim - 1)
+        _set_conv_params(graph, inits, conv, weight * factor.reshape(shape), (bias - mean) * factor + beta, bias_name)
+        conv.output[0] = bn.output[0]
+        set_nodes(graph, [n for n in graph.node if n is not bn])
+        return True
+    return False
+
+
+def _fold_affine_after_conv(graph: onnx.GraphProto) -> bool:
+    """Conv -> Mul(c) or Add(c) with c per output channel: fold c into the Conv."""
+    inits, users = initializers(graph), consumers(graph)
+    for conv in graph.node:
+        if conv.op_type != "Conv":
+            continue
+        follower = _sole_reader(graph, users, conv.output[0])
+        if follower is None or follower.op_type not in ("Mul", "Add"):
+            continue
+        other = _other_input(follower, conv.output[0])
+        value = _const(inits, other) if other else None
+        conv_params = _conv_params(graph, inits, conv)
+        if value is None or conv_params is None:
+            continue
+        weight, bias, bias_name = conv_params
+        vector = _channel_vector(value, weight.shape[0], weight.ndim)
+        if vector is None:
+            continue
+        if follower.op_type == "Mul":
+            weight = weight * vector.reshape((-1,) + (1,) * (weight.ndim - 1))
+            bias = bias * vector
+        else:
+            bias = bias + vector
+        _set_conv_params(graph, inits, conv, weight, bias, bias_name)
+        conv.output[0] = follower.output[0]
+        set_nodes(graph, [n for n in graph.node if n is not follower])
+        return True
+    return False
+
+
+def _fold_affine_before_conv(graph: onnx.GraphProto) -> bool:
+    """Mul(c) or Add(c) -> Conv: fold into the Conv when exact (an Add only without padding)."""
+    inits, users = initializers(graph), consumers(graph)
+    for node in graph.node:
+        if node.op_type not in ("Mul", "Add") or len(node.input) != 2:
+            continue
+        conv = _sole_reader(graph, users, node.output[0])
+        if conv is None or conv.op_type != "Conv" or conv.input[0] != node.output[0] or _attr(conv, "group", 1) != 1:
+            continue
+        const_side = [name for name in node.input if name in inits]
+        if len(const_side) != 1:
+            continue
+        activation = node.input[1] if node.input[0] == const_side[0] else node.input[0]
+        value = _const(inits, const_side[0])
+        conv_params = _conv_params(graph, inits, conv)
+        if value is None or conv_params is None:
+            continue
+        weight, bias, bias_name = conv_params
+        vector = _channel_vector(value, weight.shape[1], weight.ndim)
+        if vector is None:
+            continue
+        if node.op_type == "Mul":
+            weight = weight * vector.reshape((1, -1) + (1,) * (weight.ndim - 2))
+        else:
+            if any(_attr(conv, "pads", [0]) or [0]) or _attr(conv, "auto_pad", b"NOTSET") not in (b"NOTSET", b"VALID", "NOTSET", "VALID"):
+                continue  # padded borders would see 0, not the shifted value
+            bias = bias + weight.astype(np.float64).reshape(weight.shape[0], weight.shape[1], -1).sum(axis=2) @ vector
+        _set_conv_params(graph, inits, conv, weight, bias, bias_name)
+        conv.input[0] = activation
+        set_nodes(graph, [n for n in graph.node if n is not node])
+        return True
+    return False
+
+
+def _fuse_hardswish(graph: onnx.GraphProto) -> bool:
+    """Add(x, 3) -> Clip(0, 6) -> Mul(x, .) -> Div(6) | Mul(1/6)  ==>  Mul(x, HardSigmoid(x))."""
+    inits, users = initializers(graph), consumers(graph)
+
+    def scalar(name: str) -> float | None:
+        value = _const(inits, name)
+        return float(value.reshape(-1)[0]) if value is not None and value.size == 1 else None
+
+    for add in graph.node:
+        if add.op_type != "Add" or len(add.input) != 2:
+            continue
+        x = next((n for n in add.input if scalar(n) is None), None)
+        three = next((n for n in add.input if n != x), None)
+        if x is None or three is None or scalar(three) != 3.0:
+            continue
+        clip = _sole_reader(graph, users, add.output[0])
+        if clip is None or clip.op_type != "Clip" or len(clip.input) != 3:
+            continue
+        if scalar(clip.input[1]) != 0.0 or scalar(clip.input[2]) != 6.0:
+            continue
+        mul = _sole_reader(graph, users, clip.output[0])
+        if mul is None or mul.op_type != "Mul" or sorted(mul.input) != sorted([x, clip.output[0]]):
+            continue
+        last = _sole_reader(graph, users, mul.output[0])
+        if last is None or len(last.input) != 2 or last.input[0] != mul.output[0]:
+            continue
+        divisor = scalar(last.input[1])
+        if not ((last.op_type == "Div" and divisor == 6.0) or (last.op_type == "Mul" and divisor is not None and abs(divisor * 6 - 1) < 1e-6)):
+            continue
+        gate = f"{add.name}_hardsigmoid"
+        replacement = [
+            helper.make_node("HardSigmoid", [x], [gate], gate, alpha=1.0 / 6.0, beta=0.5),
+            helper.make_node("Mul", [x, gate], [last.output[0]], f"{add.name}_hardswish"),
+        ]
+        dropped = {id(add), id(clip), id(mul), id(last)}
+        nodes = []
+        for node in graph.node:
+            if node is add:
+                nodes += replacement
+            elif id(node) not in dropped:
+                nodes.append(node)
+        set_nodes(graph, nodes)
+        return True
+    return False
