@@ -39,7 +39,7 @@ class QuantConfig(_Frozen):
     ignore: tuple[str, ...] = ()
     per_channel: bool = True
     fuse_activations: bool = True
-    activation_range: str = "minmax"
+    activation_range: str = "mse"
     weight_range: str = "minmax"
     bias_correction: bool = True
 
@@ -73,7 +73,8 @@ class QuantConfig(_Frozen):
 
     @property
     def symmetric_activations(self) -> bool:
-        return PRESETS[self.preset]["symmetric_activations"]
+        forced = TARGETS[self.target].symmetric_activations
+        return PRESETS[self.preset]["symmetric_activations"] if forced is None else forced
 
 
 class ValidationConfig(_Frozen):

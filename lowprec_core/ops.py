@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 from typing import Callable
 
@@ -61,21 +62,102 @@ TRANSPARENT: frozenset[str] = frozenset(
 
 @dataclass(frozen=True)
 class Target:
-    """A hardware target: which ops it runs in integer and with which types."""
+    """A hardware target: which ops it runs in integer and with which types.
+
+    symmetric_activations: None lets the preset decide; True/False is forced by the hardware.
+    """
 
     ops: frozenset[str]
     activation_dtype: type
     weight_dtype: type
     per_channel: bool
     bias_int32: bool
+    symmetric_activations: bool | None
 
 
 TARGETS: dict[str, Target] = {
     # ONNX Runtime's CPU provider: u8 activations x s8 weights (VNNI), per-channel, int32 bias.
-    "cpu": Target(frozenset({"Conv", "ConvTranspose", "Gemm", "MatMul"}), np.uint8, np.int8, True, True),
+    # No ConvTranspose: ORT's CPU provider has no integer kernel for it, so Q/DQ would only add error.
+    "cpu": Target(frozenset({"Conv", "Gemm", "MatMul"}), np.uint8, np.int8, True, True, None),
+    # TensorRT-style: s8 symmetric everywhere, per-channel weights.
+    "gpu": Target(frozenset({"Conv", "ConvTranspose", "Gemm", "MatMul"}), np.int8, np.int8, True, True, True),
+    # Conservative accelerators: per-tensor weights, u8 asymmetric activations.
+    "npu": Target(frozenset({"Conv", "Gemm", "MatMul"}), np.uint8, np.int8, False, True, False),
 }
 
 
 def integer_range(dtype: type) -> tuple[int, int]:
     info = np.iinfo(dtype)
     return int(info.min), int(info.max)
+
+
+# Saturation: for a reader op, the range of one input outside which the op's output no longer
+# changes (ReLU ignores everything below 0). A tensor read only by such ops can be quantized
+# over the union of its readers' ranges and lose nothing: finer steps where values matter.
+Saturation = Callable[[onnx.NodeProto, str, "GraphView"], tuple[float, float]]
+_FULL = (-math.inf, math.inf)
+
+
+@dataclass(frozen=True)
+class GraphView:
+    constants: dict[str, np.ndarray]
+    producers: dict[str, onnx.NodeProto]
+
+
+def _float_attr(node: onnx.NodeProto, name: str, default: float) -> float:
+    return next((a.f for a in node.attribute if a.name == name), default)
+
+
+def _clip_range(node: onnx.NodeProto, tensor: str, view: GraphView) -> tuple[float, float]:
+    if node.input[0] != tensor:
+        return _FULL
+    bounds = []
+    for index, default in ((1, -math.inf), (2, math.inf)):
+        name = node.input[index] if len(node.input) > index else ""
+        if not name:
+            bounds.append(default)
+        elif name in view.constants and view.constants[name].size == 1:
+            bounds.append(float(view.constants[name].reshape(-1)[0]))
+        else:
+            return _FULL
+    return bounds[0], bounds[1]
+
+
+def _hardsigmoid_range(node: onnx.NodeProto, tensor: str, view: GraphView) -> tuple[float, float]:
+    alpha, beta = _float_attr(node, "alpha", 0.2), _float_attr(node, "beta", 0.5)
+    if alpha <= 0:
+        return _FULL
+    return -beta / alpha, (1.0 - beta) / alpha
+
+
+def _gated_mul_range(node: onnx.NodeProto, tensor: str, view: GraphView) -> tuple[float, float]:
+    """x * HardSigmoid(x) (HardSwish): the product is exactly 0 wherever the gate is 0."""
+    if len(node.input) != 2 or list(node.input).count(tensor) != 1:
+        return _FULL
+    other = node.input[1] if node.input[0] == tensor else node.input[0]
+    gate = view.producers.get(other)
+    if gate is None or gate.op_type != "HardSigmoid" or gate.input[0] != tensor:
+        return _FULL
+    return _hardsigmoid_range(gate, tensor, view)[0], math.inf
+
+
+SATURATION: dict[str, Saturation] = {
+    "Relu": lambda node, tensor, view: (0.0, math.inf),
+    "Clip": _clip_range,
+    "HardSigmoid": _hardsigmoid_range,
+    "HardSwish": lambda node, tensor, view: (-3.0, math.inf),
+    "Mul": _gated_mul_range,
+}
+
+
+def useful_range(readers: list[onnx.NodeProto], tensor: str, view: GraphView) -> tuple[float, float]:
+    """The range of `tensor` that any of its readers can tell apart; (-inf, inf) if unknown."""
+    if not readers:
+        return _FULL
+    lows, highs = [], []
+    for node in readers:
+        rule = SATURATION.get(node.op_type)
+        low, high = rule(node, tensor, view) if rule else _FULL
+        lows.append(low)
+        highs.append(high)
+    return min(lows), max(highs)

@@ -99,3 +99,37 @@ def feeds(model: onnx.ModelProto, batches: int = 4, batch: int = 2, seed: int = 
     value = model.graph.input[0]
     dims = [batch if not d.dim_value else d.dim_value for d in value.type.tensor_type.shape.dim]
     return [{value.name: rng.normal(0, 1, dims).astype(np.float32)} for _ in range(batches)]
+
+
+def affine_hardswish_conv(seed: int = 0) -> onnx.ModelProto:
+    """PP-LCNet's block: Conv -> Mul(a) -> Add(b) -> x*clip(x+3,0,6)/6 -> Mul(c) -> Add(d) -> Conv(1x1)."""
+    rng = np.random.default_rng(seed)
+    inits = {
+        "w1": rng.normal(0, 0.5, (6, 3, 3, 3)).astype(np.float32),
+        "b1": rng.normal(0, 0.1, 6).astype(np.float32),
+        "a": np.array([1.7], np.float32),
+        "b": rng.normal(0, 0.3, (6, 1, 1)).astype(np.float32),
+        "three": np.array(3.0, np.float32), "zero": np.array(0.0, np.float32), "six": np.array(6.0, np.float32),
+        "c": np.array([0.8], np.float32),
+        "d": np.array([-0.05], np.float32),
+        "w2": rng.normal(0, 0.3, (4, 6, 1, 1)).astype(np.float32),
+        "b2": rng.normal(0, 0.1, 4).astype(np.float32),
+    }
+    nodes = [
+        helper.make_node("Conv", ["x", "w1", "b1"], ["c1"], "conv1", pads=[1, 1, 1, 1]),
+        helper.make_node("Mul", ["a", "c1"], ["m1"], "mul_a"),
+        helper.make_node("Add", ["m1", "b"], ["h"], "add_b"),
+        helper.make_node("Add", ["h", "three"], ["h3"], "hs_add"),
+        helper.make_node("Clip", ["h3", "zero", "six"], ["hc"], "hs_clip"),
+        helper.make_node("Mul", ["h", "hc"], ["hm"], "hs_mul"),
+        helper.make_node("Div", ["hm", "six"], ["hs"], "hs_div"),
+        helper.make_node("Mul", ["c", "hs"], ["m2"], "mul_c"),
+        helper.make_node("Add", ["m2", "d"], ["z"], "add_d"),
+        helper.make_node("Conv", ["z", "w2", "b2"], ["y"], "conv2"),
+    ]
+    return _model(
+        nodes,
+        [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["N", 3, 8, 8])],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, ["N", 4, 8, 8])],
+        inits,
+    )

@@ -15,7 +15,7 @@ from ..calibration.stats import Statistics
 from ..config import QuantConfig
 from ..errors import ConfigError
 from ..graph import consumers, initializers
-from ..ops import FUSABLE_ACTIVATIONS, QUANTIZABLE, TARGETS, TRANSPARENT
+from ..ops import FUSABLE_ACTIVATIONS, QUANTIZABLE, TARGETS, TRANSPARENT, GraphView, useful_range
 from .params import activation_params
 from .ranges import activation_range
 
@@ -166,13 +166,21 @@ def plan(model: onnx.ModelProto, stats: Statistics, config: QuantConfig) -> Quan
         for name in act_inputs:
             input_readers.setdefault(name, []).append(node.name)
 
+    view = GraphView(
+        {name: numpy_helper.to_array(t) for name, t in inits.items() if t.data_type == onnx.TensorProto.FLOAT and len(t.dims) <= 1},
+        {out: node for node in graph.node for out in node.output},
+    )
+
     def quantize_tensor(name: str, *, output: bool) -> None:
         low, high = activation_range(
             stats.require(name), config.activation_range, target.activation_dtype, symmetric=config.symmetric_activations
         )
-        scale, zero_point = activation_params(low, high, target.activation_dtype, symmetric=config.symmetric_activations)
         previous = activations.get(name)
         readers = None if output or (previous is not None and previous.readers is None) else sorted(set(input_readers[name]))
+        if readers is None and name not in graph_outputs:  # every reader sees the DQ: clamp to what they can use
+            useful_low, useful_high = useful_range(users.get(name, []), name, view)
+            low, high = max(low, useful_low), min(high, useful_high)
+        scale, zero_point = activation_params(low, high, target.activation_dtype, symmetric=config.symmetric_activations)
         activations[name] = ActivationQuant(
             tensor=name, scale=float(scale), zero_point=zero_point, dtype=np.dtype(target.activation_dtype).name, readers=readers
         )

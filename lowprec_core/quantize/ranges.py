@@ -60,7 +60,31 @@ def _mse(stats: TensorStats, levels: int, symmetric: bool) -> tuple[float, float
     clipped = np.clip(centres[None, :], lows, highs)
     error = (centres[None, :] - clipped) ** 2 + step**2 / 12.0
     best = int(np.argmin((error * counts[None, :]).sum(axis=1)))
-    return float(lows[best, 0]), float(highs[best, 0])
+    low, high = float(lows[best, 0]), float(highs[best, 0])
+    guard = _outlier_channel_guard(stats)
+    if guard is not None:  # a few channels are systematically large: never clip them
+        low, high = min(low, max(stats.minimum, -guard)), max(high, min(stats.maximum, guard))
+    return low, high
+
+
+OUTLIER_CHANNEL_FACTOR = 4.0
+OUTLIER_CHANNEL_SHARE = 0.02
+
+
+def _outlier_channel_guard(stats: TensorStats) -> float | None:
+    """The largest per-channel |x| when a few channels (<= 2 %) reach over 4x the median channel.
+
+    Such channels are features, not noise (transformer LayerNorm/GELU outputs): a histogram
+    sees their values as a rare tail, but every sample carries them in the same place.
+    """
+    absmax = stats.channel_absmax
+    if absmax is None or absmax.size < 8:
+        return None
+    median = float(np.median(absmax))
+    outliers = absmax > OUTLIER_CHANNEL_FACTOR * median
+    if not outliers.any() or outliers.sum() > max(1, OUTLIER_CHANNEL_SHARE * absmax.size):
+        return None
+    return float(absmax.max())
 
 
 ESTIMATORS: dict[str, Callable[[TensorStats, int, bool], tuple[float, float]]] = {

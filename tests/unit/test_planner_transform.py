@@ -19,7 +19,7 @@ from tests import models
 def _quantize(model: onnx.ModelProto, config: QuantConfig = QuantConfig(), batches=None):
     prepared = prepare(model)
     data = batches or models.feeds(prepared)
-    stats = collect(prepared, data, statistic_requests(prepared), model_sha256="test")
+    stats = collect(prepared, data, statistic_requests(prepared, config.target), model_sha256="test")
     int8, plan = quantize_model(prepared, stats, config)
     onnx.checker.check_model(int8)
     return prepared, int8, plan, data
@@ -84,12 +84,22 @@ def test_qdq_graph_matches_a_numpy_simulation():
         (models.conv_relu_conv, {"w1": 0, "w2": 0}),
         (lambda: models.mlp(trans_b=1), {"w1": 0, "w2": 1}),
         (lambda: models.mlp(trans_b=0), {"w1": 1, "w2": 1}),
-        (models.conv_transpose, {"w": 1}),
     ],
 )
 def test_per_channel_axis_per_op(build, expected):
     _, int8, _, _ = _quantize(build())
     assert _dq_axes(int8) == expected
+
+
+def test_targets_are_table_rows():
+    # cpu: ORT has no integer ConvTranspose, so it stays float; gpu quantizes it on axis 1.
+    _, _, plan, _ = _quantize(models.conv_transpose())
+    assert plan.nodes == [] and "no integer ConvTranspose" in plan.skipped["deconv"]
+    _, int8, plan, _ = _quantize(models.conv_transpose(), QuantConfig(target="gpu"))
+    assert _dq_axes(int8) == {"w": 1}
+    assert {(a.dtype, a.zero_point) for a in plan.activations} == {("int8", 0)}  # s8 symmetric everywhere
+    _, int8, plan, _ = _quantize(models.conv_relu_conv(), QuantConfig(target="npu"))
+    assert _dq_axes(int8) == {"w1": None, "w2": None} and {a.dtype for a in plan.activations} == {"uint8"}
 
 
 def test_bias_is_int32_with_the_product_scale():

@@ -1,0 +1,67 @@
+"""Float-exact simplifications, saturation-aware ranges and the range estimators."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from lowprec_core.calibration.observers import TensorObserver
+from lowprec_core.calibration.stats import TensorStats
+from lowprec_core.config import QuantConfig
+from lowprec_core.model_io import prepare
+from lowprec_core.quantize.ranges import activation_range
+from lowprec_core.runtime import session
+from tests import models
+from tests.unit.test_planner_transform import _quantize
+
+
+def test_affines_and_hardswish_fold_exactly():
+    model = models.affine_hardswish_conv()
+    prepared = prepare(model)
+    assert [n.op_type for n in prepared.graph.node] == ["Conv", "HardSigmoid", "Mul", "Conv"]
+    x = {"x": np.random.default_rng(3).normal(size=(2, 3, 8, 8)).astype(np.float32)}
+    run = lambda m: session(m, optimization="disabled").run(None, x)[0]  # noqa: E731
+    np.testing.assert_allclose(run(prepared), run(model), rtol=1e-5, atol=1e-5)
+
+
+def test_add_before_a_padded_conv_is_not_folded():
+    model = models.affine_hardswish_conv()
+    for node in model.graph.node:
+        if node.name == "conv2":
+            node.attribute.append(__import__("onnx").helper.make_attribute("pads", [1, 1, 1, 1]))
+    prepared = prepare(model)
+    assert any(n.op_type == "Add" for n in prepared.graph.node)  # the border would see 0, not d
+
+
+def test_hardswish_input_range_stops_at_minus_three():
+    _, _, plan, data = _quantize(models.affine_hardswish_conv(), QuantConfig(activation_range="minmax"))
+    conv_out = next(a for a in plan.activations if a.tensor == "h")  # Conv output read only by HardSwish
+    low = (0 - conv_out.zero_point) * conv_out.scale
+    assert low == pytest.approx(-3.0, abs=conv_out.scale)
+
+
+def _stats(values: np.ndarray, channel_absmax=None) -> TensorStats:
+    obs = TensorObserver()
+    obs.update(values)
+    return TensorStats(obs.minimum, obs.maximum, obs.count, radius=obs.radius, histogram=obs.histogram,
+                       mean_min=obs.minimum, mean_max=obs.maximum, channel_absmax=channel_absmax)
+
+
+def test_mse_and_quantile_clip_a_heavy_tail():
+    values = np.random.default_rng(0).laplace(0, 1, 200_000).astype(np.float32)
+    stats = _stats(values)
+    assert activation_range(stats, "minmax", np.uint8, symmetric=False) == (stats.minimum, stats.maximum)
+    low, high = activation_range(stats, "mse", np.uint8, symmetric=False)
+    # The MSE-optimal 8-bit clip of a Laplace(0, b) tensor is about 9.89 b (Banner et al., ACIQ).
+    assert high == pytest.approx(9.89, rel=0.1) and low == pytest.approx(-9.89, rel=0.1)
+    low, high = activation_range(stats, "quantile", np.uint8, symmetric=False)
+    assert high == pytest.approx(-np.log(2e-4), rel=0.05)  # the 1 - 1e-4 quantile of Laplace(0, 1)
+
+
+def test_mse_keeps_a_systematic_outlier_channel():
+    rng = np.random.default_rng(0)
+    values = np.concatenate([rng.laplace(0, 1, 200_000), [40.0]]).astype(np.float32)
+    channels = np.full(384, 4.0, np.float32)
+    channels[7] = 40.0  # one channel carries the large values in every sample
+    low, high = activation_range(_stats(values, channels), "mse", np.uint8, symmetric=False)
+    assert high == 40.0
