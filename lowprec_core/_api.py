@@ -24,7 +24,7 @@ from .calibration.stats import Statistics, load_statistics
 from .config import BenchmarkConfig, CalibrationConfig, QuantConfig
 from .data import DataSource, input_specs, iter_feeds, load_labels
 from .errors import ConfigError, GateFailed
-from .model_io import LoadedModel, file_sha256, load_model, prepare, save_model
+from .model_io import LoadedModel, load_model, model_bytes, prepare, save_model
 from .quantize.default import quantize_model
 from .quantize.planner import QuantPlan, statistic_requests
 from .storage import localize
@@ -88,16 +88,16 @@ def quantize(
             raise ConfigError("quantize needs calibration data (--data) or statistics (--stats)")
         int8, plan = quantize_model(prepared, statistics, config)
         _stamp(int8, loaded.sha256, config)
-        runtime.session(int8.SerializeToString())  # a model ORT cannot load never reaches disk
-        digest = save_model(int8, out)
-        fp32_bytes = loaded.path.stat().st_size
+        runtime.session(int8)  # a model ORT cannot load never reaches disk
+        digest = save_model(int8, out, external_data=bool(loaded.data_files) or None)
+        fp32_bytes = model_bytes(loaded)
     result = QuantizeReport(
         source=str(model),
         source_sha256=loaded.sha256,
         output=str(out),
         output_sha256=digest,
         fp32_bytes=fp32_bytes,
-        int8_bytes=Path(out).stat().st_size,
+        int8_bytes=model_bytes(load_model(out)),
         calibration_samples=statistics.samples,
         seconds=round(time.perf_counter() - started, 3),
         plan=plan,
@@ -125,8 +125,8 @@ def validate(
         label_array = load_labels(localize(labels, tmp)) if labels is not None else None
         feeds = iter_feeds(_local_data(data, tmp), input_specs(reference.proto), batch_size=batch_size)
         result = compare(
-            reference.path.read_bytes(),
-            candidate.path.read_bytes(),
+            str(reference.path),
+            str(candidate.path),
             feeds,
             metric=metric,
             max_drop=max_drop,
@@ -155,7 +155,7 @@ def benchmark(
         reference, candidate = _load_pair(fp32, int8, tmp)
         specs = input_specs(reference.proto)
         sample = next(iter_feeds(localize(data, tmp), specs, batch_size=1)) if data is not None else None
-        result = _bench.run(reference.path.read_bytes(), candidate.path.read_bytes(), specs, config, sample=sample)
+        result = _bench.run(reference, candidate, specs, config, sample=sample)
     if report is not None:
         _write_json(report, result)
     return result
@@ -179,7 +179,7 @@ def publish(
         meta = {p.key: p.value for p in model.proto.metadata_props}
         source_sha = meta.get(f"{META_PREFIX}source_sha256")
         if source is not None:
-            actual = file_sha256(localize(source, tmp))
+            actual = load_model(localize(source, tmp)).sha256
             if source_sha is not None and actual != source_sha:
                 raise ConfigError(
                     f"{int8} was quantized from a model with sha256 {source_sha[:12]}…, not from {source} ({actual[:12]}…)"
@@ -187,6 +187,7 @@ def publish(
             source_sha = actual
         config = json.loads(meta.get(f"{META_PREFIX}config", "{}"))
         files = {"model.onnx": Path(int8_path)}
+        files.update({location: Path(int8_path).parent / location for location in model.data_files})
         named = attach.items() if isinstance(attach, Mapping) else ((None, item) for item in attach)
         for key, item in named:
             files.update(_attachment(localize(item, tmp), key))

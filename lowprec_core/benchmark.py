@@ -11,6 +11,7 @@ from . import runtime
 from .config import BenchmarkConfig
 from .data import Feed, InputSpec
 from .errors import DataError
+from .model_io import LoadedModel, model_bytes
 
 
 class LatencyResult(BaseModel):
@@ -56,8 +57,8 @@ def make_feed(specs: list[InputSpec], batch: int, sample: Feed | None = None, se
 
 
 def run(
-    fp32: bytes,
-    int8: bytes,
+    fp32: LoadedModel,
+    int8: LoadedModel,
     specs: list[InputSpec],
     config: BenchmarkConfig,
     *,
@@ -65,7 +66,7 @@ def run(
 ) -> BenchmarkReport:
     results = []
     for threads in config.threads:
-        sessions = (runtime.session(fp32, threads=threads), runtime.session(int8, threads=threads))
+        sessions = tuple(runtime.session(str(m.path), threads=threads) for m in (fp32, int8))
         for batch in config.batches:
             feed = make_feed(specs, batch, sample)
             times: tuple[list[float], list[float]] = ([], [])
@@ -93,8 +94,8 @@ def run(
             )
     return BenchmarkReport(
         onnxruntime=runtime.version(),
-        fp32_bytes=len(fp32),
-        int8_bytes=len(int8),
-        size_ratio=len(int8) / len(fp32),
+        fp32_bytes=model_bytes(fp32),
+        int8_bytes=model_bytes(int8),
+        size_ratio=model_bytes(int8) / model_bytes(fp32),
         results=results,
     )

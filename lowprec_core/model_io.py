@@ -31,6 +31,7 @@ class LoadedModel:
     proto: onnx.ModelProto
     sha256: str
     path: Path
+    data_files: tuple[str, ...] = ()  # external data, relative to path's folder
 
 
 def file_sha256(path: str | os.PathLike[str]) -> str:
@@ -42,7 +43,8 @@ def file_sha256(path: str | os.PathLike[str]) -> str:
 
 
 def load_model(path: str | os.PathLike[str]) -> LoadedModel:
-    """Read, parse and check an ONNX file; any failure is a ModelError naming the file."""
+    """Read, parse and check an ONNX file (and its external data files); any failure is a
+    ModelError naming the file. The sha256 covers the external data too."""
     path = Path(path)
     if not path.is_file():
         raise ModelError(f"model file not found: {path}")
@@ -55,7 +57,14 @@ def load_model(path: str | os.PathLike[str]) -> LoadedModel:
         raise ModelError(f"{path}: not a valid ONNX model ({err.__class__.__name__}: {err})") from None
     if not proto.graph.node or not proto.opset_import:
         raise ModelError(f"{path}: not a valid ONNX model (no graph nodes or no opset_import)")
-    if any(t.data_location == onnx.TensorProto.EXTERNAL for t in proto.graph.initializer):
+    digest = hashlib.sha256(raw)
+    data_files = external_data_files(proto)
+    for location in data_files:
+        target = (path.parent / location).resolve()
+        if path.parent.resolve() not in target.parents or not target.is_file():
+            raise ModelError(f"{path}: external data {location!r} is missing or outside the model's folder")
+        digest.update(target.read_bytes())
+    if data_files:
         try:
             onnx.external_data_helper.load_external_data_for_model(proto, str(path.parent))
         except (OSError, ValueError) as err:
@@ -65,7 +74,33 @@ def load_model(path: str | os.PathLike[str]) -> LoadedModel:
     except (onnx.checker.ValidationError, ValueError) as err:
         first = str(err).strip().splitlines()[0]
         raise ModelError(f"{path}: ONNX checker rejected the model: {first}") from None
-    return LoadedModel(proto, hashlib.sha256(raw).hexdigest(), path)
+    return LoadedModel(proto, digest.hexdigest(), path, tuple(data_files))
+
+
+def external_data_files(model: onnx.ModelProto) -> list[str]:
+    """Relative locations of the external data files a model refers to, sorted."""
+    locations = set()
+    for tensor in _tensors(model.graph):
+        if tensor.data_location == onnx.TensorProto.EXTERNAL:
+            entry = {e.key: e.value for e in tensor.external_data}
+            locations.add(entry.get("location", ""))
+    return sorted(locations)
+
+
+def _tensors(graph: onnx.GraphProto):
+    yield from graph.initializer
+    for node in graph.node:
+        for attribute in node.attribute:
+            if attribute.HasField("t"):
+                yield attribute.t
+            yield from attribute.tensors
+            for sub in (*([attribute.g] if attribute.HasField("g") else []), *attribute.graphs):
+                yield from _tensors(sub)
+
+
+def model_bytes(loaded: "LoadedModel") -> int:
+    """Size on disk, external data included."""
+    return loaded.path.stat().st_size + sum((loaded.path.parent / f).stat().st_size for f in loaded.data_files)
 
 
 def default_opset(model: onnx.ModelProto) -> int:
@@ -96,13 +131,35 @@ def prepare(model: onnx.ModelProto) -> onnx.ModelProto:
     return model
 
 
-def save_model(model: onnx.ModelProto, path: str | os.PathLike[str]) -> str:
-    """Write atomically (temp file + rename) with deterministic bytes; return the sha256."""
+def save_model(model: onnx.ModelProto, path: str | os.PathLike[str], *, external_data: bool | None = None) -> str:
+    """Write atomically with deterministic bytes; return the sha256 (of the data file too).
+
+    Models over the 2 GB protobuf limit (or with external_data=True) keep their weights in
+    `<name>.data` beside the file. Files are written under temporary names and renamed, the
+    data file first, so no reader ever sees a half-written model.
+    """
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    data = model.SerializeToString(deterministic=True)
-    if len(data) > _PROTOBUF_LIMIT:
-        raise ModelError(f"{path}: model is over 2 GB, which needs external data (not supported yet)")
+    if external_data is None:
+        external_data = model.ByteSize() >= _PROTOBUF_LIMIT
+    if not external_data:
+        data = model.SerializeToString(deterministic=True)
+        _atomic_bytes(path, data)
+        return hashlib.sha256(data).hexdigest()
+    with tempfile.TemporaryDirectory(prefix=f".{path.name}.", dir=path.parent) as tmp:
+        staged = Path(tmp) / path.name
+        location = f"{path.name}.data"
+        # Writes the tensors into tmp/location and the graph into staged.
+        onnx.save_model(_copy(model), staged, save_as_external_data=True, all_tensors_to_one_file=True, location=location, size_threshold=1024)
+        digest = hashlib.sha256(staged.read_bytes())
+        if (Path(tmp) / location).exists():  # absent when every tensor is under the threshold
+            digest.update((Path(tmp) / location).read_bytes())
+            os.replace(Path(tmp) / location, path.parent / location)
+        os.replace(staged, path)
+    return digest.hexdigest()
+
+
+def _atomic_bytes(path: Path, data: bytes) -> None:
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
     try:
         with os.fdopen(fd, "wb") as handle:
@@ -111,7 +168,6 @@ def save_model(model: onnx.ModelProto, path: str | os.PathLike[str]) -> str:
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
         raise
-    return hashlib.sha256(data).hexdigest()
 
 
 def _copy(model: onnx.ModelProto) -> onnx.ModelProto:

@@ -8,6 +8,7 @@ import onnxruntime as ort
 from .errors import ModelError
 
 PROVIDERS = ["CPUExecutionProvider"]
+PROTOBUF_LIMIT = 2**31 - 1  # one serialized ModelProto; larger models need external data
 OPTIMIZATION = {
     "disabled": ort.GraphOptimizationLevel.ORT_DISABLE_ALL,
     "basic": ort.GraphOptimizationLevel.ORT_ENABLE_BASIC,
@@ -32,7 +33,21 @@ def session(
         options.inter_op_num_threads = 1
     if optimized_model_path:
         options.optimized_model_filepath = optimized_model_path
-    source = model.SerializeToString() if isinstance(model, onnx.ModelProto) else model
+    if isinstance(model, onnx.ModelProto) and model.ByteSize() >= PROTOBUF_LIMIT:
+        # Over protobuf's limit: hand ORT a file with external data (it maps the weights).
+        import tempfile
+        from pathlib import Path
+
+        with tempfile.TemporaryDirectory(prefix="lowprec-large-") as tmp:
+            path = Path(tmp) / "model.onnx"
+            clone = onnx.ModelProto()
+            clone.CopyFrom(model)  # saving with external data rewrites the tensors it is given
+            onnx.save_model(clone, path, save_as_external_data=True, all_tensors_to_one_file=True, location="model.onnx.data")
+            return _build(str(path), options)
+    return _build(model.SerializeToString() if isinstance(model, onnx.ModelProto) else model, options)
+
+
+def _build(source: bytes | str, options: ort.SessionOptions) -> ort.InferenceSession:
     try:
         return ort.InferenceSession(source, sess_options=options, providers=PROVIDERS)
     except Exception as err:  # ORT raises its own Fail/InvalidGraph/... types

@@ -25,8 +25,8 @@ class ValidationReport(BaseModel):
 
 
 def compare(
-    reference: bytes,
-    candidate: bytes,
+    reference: bytes | str,
+    candidate: bytes | str,
     feeds: Iterable[Feed],
     *,
     metric: str,
