@@ -9,7 +9,7 @@ import sys
 from pathlib import Path
 
 from . import _api, registry
-from .config import PRESETS, BenchmarkConfig, CalibrationConfig, QuantConfig, build
+from .config import ACTIVATION_ESTIMATORS, PRESETS, WEIGHT_ESTIMATORS, BenchmarkConfig, CalibrationConfig, QuantConfig, build
 from .errors import ConfigError, LowprecError
 from .metrics import METRICS
 from .ops import TARGETS
@@ -47,6 +47,9 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--target", default=QuantConfig().target, help=f"one of: {', '.join(TARGETS)}")
     p.add_argument("--ignore", nargs="+", default=[], metavar="NAME_OR_OPTYPE", help="keep these nodes in float (re:PATTERN for a regex)")
     p.add_argument("--report", help="write the quantization report (JSON)")
+    p.add_argument("--activation-range", default=QuantConfig().activation_range, help=f"one of: {', '.join(ACTIVATION_ESTIMATORS)}")
+    p.add_argument("--weight-range", default=QuantConfig().weight_range, help=f"one of: {', '.join(WEIGHT_ESTIMATORS)}")
+    p.add_argument("--no-bias-correction", action="store_true", help="skip fast bias correction")
     p.add_argument("--batch-size", type=int, default=CalibrationConfig().batch_size)
     p.add_argument("--max-samples", type=int)
 
@@ -104,7 +107,10 @@ def _run(args: argparse.Namespace) -> int:
         )
         print(f"statistics for {len(stats.tensors)} tensors over {stats.samples} samples -> {args.out}")
     elif args.command == "quantize":
-        config = build(QuantConfig, preset=args.preset, target=args.target, ignore=tuple(args.ignore))
+        config = build(
+            QuantConfig, preset=args.preset, target=args.target, ignore=tuple(args.ignore),
+            activation_range=args.activation_range, weight_range=args.weight_range, bias_correction=not args.no_bias_correction,
+        )
         calibration = build(CalibrationConfig, batch_size=args.batch_size, max_samples=args.max_samples)
         result = _api.quantize(args.model, args.out, data=args.data, stats=args.stats, config=config, calibration=calibration, report=args.report)
         print(

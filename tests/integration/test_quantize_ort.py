@@ -64,22 +64,24 @@ def test_stats_of_another_model_are_refused(tmp_path, demo):
 
 @pytest.mark.slow
 @pytest.mark.skipif(OCR is None, reason="rapidocr-onnxruntime is installed by `make venv`")
-def test_ppocr_recognition_quantizes_to_integer_convs(tmp_path):
-    model = Path(OCR.origin).parent / "models" / "ch_PP-OCRv4_rec_infer.onnx"
+@pytest.mark.parametrize(("filename", "shape"), [("ch_PP-OCRv4_rec_infer.onnx", (4, 3, 48, 320)), ("ch_PP-OCRv4_det_infer.onnx", (2, 3, 160, 160))])
+def test_ppocr_models_quantize_to_integer_kernels(tmp_path, filename, shape):
+    model = Path(OCR.origin).parent / "models" / filename
     source = onnx.load(model)
     assert source.opset_import[0].version == 12 and any(n.op_type == "Constant" for n in source.graph.node)
-    # Structure check only (no accuracy claim): text-line-shaped inputs in the model's value range.
+    # Structure check only (no accuracy claim): image-shaped inputs in the model's value range.
     rng = np.random.default_rng(0)
-    lines = np.clip(rng.normal(0.6, 0.4, size=(4, 3, 48, 320)), -1, 1).astype(np.float32)
-    out = tmp_path / "rec_int8.onnx"
-    lp.quantize(model, out, data=[{"x": lines[:2]}, {"x": lines[2:]}])
+    images = np.clip(rng.normal(0.6, 0.4, size=shape), -1, 1).astype(np.float32)
+    out = tmp_path / "int8.onnx"
+    report = lp.quantize(model, out, data=[{"x": images[:1]}, {"x": images[1:]}])
 
     assert out.stat().st_size <= 0.30 * model.stat().st_size
     onnx.checker.check_model(onnx.load(out))
     kernels = _kernels(out)
     convs = sum(1 for n in source.graph.node if n.op_type == "Conv")
-    assert kernels["QLinearConv"] == convs, kernels
+    assert kernels["QLinearConv"] == convs, kernels  # every Conv runs as an integer kernel
     assert not kernels["Conv"] and not kernels["FusedConv"] and not kernels["NchwcConv"], kernels
-    assert sum(kernels[k] for k in INTEGER_KERNELS) > convs  # the MatMuls with weights too
-    outputs = session(out.read_bytes()).run(None, {"x": lines[:1]})[0]
+    weighted = [n for n in report.plan.nodes]
+    assert sum(kernels[k] for k in INTEGER_KERNELS) == len(weighted), (kernels, len(weighted))
+    outputs = session(out.read_bytes()).run(None, {"x": images[:1]})[0]
     assert outputs.shape[0] == 1 and np.isfinite(outputs).all()
