@@ -21,10 +21,47 @@ from .graph import consumers, initializers, set_nodes
 log = logging.getLogger(__name__)
 
 
+class _Pass:
+    """One sweep of a rewrite: a fresh reader map, and nodes already touched are left alone,
+    so every match in the sweep sees the graph as it was. Sweeps repeat until nothing changes."""
+
+    def __init__(self, graph: onnx.GraphProto) -> None:
+        self.graph = graph
+        self.inits = initializers(graph)
+        self.users = consumers(graph)
+        self.outputs = {o.name for o in graph.output}
+        self.touched: set[int] = set()
+        self.dropped: set[int] = set()
+        self.replacements: dict[int, list[onnx.NodeProto]] = {}
+
+    def free(self, *nodes: onnx.NodeProto) -> bool:
+        return not any(id(n) in self.touched for n in nodes)
+
+    def touch(self, *nodes: onnx.NodeProto) -> None:
+        self.touched.update(id(n) for n in nodes)
+
+    def drop(self, node: onnx.NodeProto) -> None:
+        self.dropped.add(id(node))
+
+    def finish(self) -> bool:
+        if not self.touched:
+            return False
+        nodes = []
+        for node in self.graph.node:
+            nodes += self.replacements.get(id(node), [] if id(node) in self.dropped else [node])
+        set_nodes(self.graph, nodes)
+        return True
+
+
 def simplify(graph: onnx.GraphProto) -> None:
     for rewrite in (_fold_batchnorm, _fold_affine_after_conv, _fold_affine_before_conv, _fuse_hardswish):
-        while rewrite(graph):
-            pass
+        while True:
+            sweep = _Pass(graph)
+            for node in list(graph.node):
+                if sweep.free(node):
+                    rewrite(sweep, node)
+            if not sweep.finish():
+                break
 
 
 def _const(inits: dict[str, onnx.TensorProto], name: str) -> np.ndarray | None:
@@ -39,16 +76,16 @@ def _attr(node: onnx.NodeProto, name: str, default):
     return default
 
 
-def _sole_reader(graph, users, tensor: str) -> onnx.NodeProto | None:
-    if tensor in {o.name for o in graph.output}:
+def _sole_reader(sweep: _Pass, tensor: str) -> onnx.NodeProto | None:
+    if tensor in sweep.outputs:
         return None
-    readers = users.get(tensor, [])
-    return readers[0] if len(readers) == 1 else None
+    readers = sweep.users.get(tensor, [])
+    return readers[0] if len(readers) == 1 and sweep.free(readers[0]) else None
 
 
-def _conv_params(graph, inits, conv) -> tuple[np.ndarray, np.ndarray, str] | None:
+def _conv_params(sweep: _Pass, conv) -> tuple[np.ndarray, np.ndarray, str] | None:
     """(weight, bias, bias name) of a Conv whose weight (and bias) are private constants."""
-    users = consumers(graph)
+    users, inits = sweep.users, sweep.inits
     weight = _const(inits, conv.input[1])
     if weight is None or len(users.get(conv.input[1], [])) != 1:
         return None
@@ -60,7 +97,8 @@ def _conv_params(graph, inits, conv) -> tuple[np.ndarray, np.ndarray, str] | Non
     return weight, np.zeros(weight.shape[0], np.float32), f"{conv.name}_bias"
 
 
-def _set_conv_params(graph, inits, conv, weight: np.ndarray, bias: np.ndarray, bias_name: str) -> None:
+def _set_conv_params(sweep: _Pass, conv, weight: np.ndarray, bias: np.ndarray, bias_name: str) -> None:
+    graph, inits = sweep.graph, sweep.inits
     inits[conv.input[1]].CopyFrom(numpy_helper.from_array(weight.astype(np.float32), conv.input[1]))
     tensor = numpy_helper.from_array(bias.astype(np.float32), bias_name)
     if bias_name in inits:
@@ -94,134 +132,116 @@ def _other_input(node: onnx.NodeProto, tensor: str) -> str | None:
     return node.input[1] if node.input[0] == tensor else node.input[0]
 
 
-def _fold_batchnorm(graph: onnx.GraphProto) -> bool:
-    inits, users = initializers(graph), consumers(graph)
-    for conv in graph.node:
-        if conv.op_type != "Conv":
-            continue
-        bn = _sole_reader(graph, users, conv.output[0])
-        if bn is None or bn.op_type != "BatchNormalization" or len(bn.output) != 1:
-            continue
-        params = [_const(inits, name) for name in bn.input[1:5]]
-        conv_params = _conv_params(graph, inits, conv)
-        if any(p is None for p in params) or conv_params is None:
-            continue
-        gamma, beta, mean, var = (p.astype(np.float64) for p in params)
-        factor = gamma / np.sqrt(var + _attr(bn, "epsilon", 1e-5))
-        weight, bias, bias_name = conv_params
-        shape = (-1,) + (1,) * (weight.ndim - 1)
-        _set_conv_params(graph, inits, conv, weight * factor.reshape(shape), (bias - mean) * factor + beta, bias_name)
-        conv.output[0] = bn.output[0]
-        set_nodes(graph, [n for n in graph.node if n is not bn])
-        return True
-    return False
+def _fold_batchnorm(sweep: _Pass, conv: onnx.NodeProto) -> None:
+    if conv.op_type != "Conv":
+        return
+    bn = _sole_reader(sweep, conv.output[0])
+    if bn is None or bn.op_type != "BatchNormalization" or len(bn.output) != 1:
+        return
+    params = [_const(sweep.inits, name) for name in bn.input[1:5]]
+    conv_params = _conv_params(sweep, conv)
+    if any(p is None for p in params) or conv_params is None:
+        return
+    gamma, beta, mean, var = (p.astype(np.float64) for p in params)
+    factor = gamma / np.sqrt(var + _attr(bn, "epsilon", 1e-5))
+    weight, bias, bias_name = conv_params
+    shape = (-1,) + (1,) * (weight.ndim - 1)
+    _set_conv_params(sweep, conv, weight * factor.reshape(shape), (bias - mean) * factor + beta, bias_name)
+    conv.output[0] = bn.output[0]
+    sweep.touch(conv, bn)
+    sweep.drop(bn)
 
 
-def _fold_affine_after_conv(graph: onnx.GraphProto) -> bool:
+def _fold_affine_after_conv(sweep: _Pass, conv: onnx.NodeProto) -> None:
     """Conv -> Mul(c) or Add(c) with c per output channel: fold c into the Conv."""
-    inits, users = initializers(graph), consumers(graph)
-    for conv in graph.node:
-        if conv.op_type != "Conv":
-            continue
-        follower = _sole_reader(graph, users, conv.output[0])
-        if follower is None or follower.op_type not in ("Mul", "Add"):
-            continue
-        other = _other_input(follower, conv.output[0])
-        value = _const(inits, other) if other else None
-        conv_params = _conv_params(graph, inits, conv)
-        if value is None or conv_params is None:
-            continue
-        weight, bias, bias_name = conv_params
-        vector = _channel_vector(value, weight.shape[0], weight.ndim)
-        if vector is None:
-            continue
-        if follower.op_type == "Mul":
-            weight = weight * vector.reshape((-1,) + (1,) * (weight.ndim - 1))
-            bias = bias * vector
-        else:
-            bias = bias + vector
-        _set_conv_params(graph, inits, conv, weight, bias, bias_name)
-        conv.output[0] = follower.output[0]
-        set_nodes(graph, [n for n in graph.node if n is not follower])
-        return True
-    return False
+    if conv.op_type != "Conv":
+        return
+    follower = _sole_reader(sweep, conv.output[0])
+    if follower is None or follower.op_type not in ("Mul", "Add"):
+        return
+    other = _other_input(follower, conv.output[0])
+    value = _const(sweep.inits, other) if other else None
+    conv_params = _conv_params(sweep, conv)
+    if value is None or conv_params is None:
+        return
+    weight, bias, bias_name = conv_params
+    vector = _channel_vector(value, weight.shape[0], weight.ndim)
+    if vector is None:
+        return
+    if follower.op_type == "Mul":
+        weight = weight * vector.reshape((-1,) + (1,) * (weight.ndim - 1))
+        bias = bias * vector
+    else:
+        bias = bias + vector
+    _set_conv_params(sweep, conv, weight, bias, bias_name)
+    conv.output[0] = follower.output[0]
+    sweep.touch(conv, follower)
+    sweep.drop(follower)
 
 
-def _fold_affine_before_conv(graph: onnx.GraphProto) -> bool:
+def _fold_affine_before_conv(sweep: _Pass, node: onnx.NodeProto) -> None:
     """Mul(c) or Add(c) -> Conv: fold into the Conv when exact (an Add only without padding)."""
-    inits, users = initializers(graph), consumers(graph)
-    for node in graph.node:
-        if node.op_type not in ("Mul", "Add") or len(node.input) != 2:
-            continue
-        conv = _sole_reader(graph, users, node.output[0])
-        if conv is None or conv.op_type != "Conv" or conv.input[0] != node.output[0] or _attr(conv, "group", 1) != 1:
-            continue
-        const_side = [name for name in node.input if name in inits]
-        if len(const_side) != 1:
-            continue
-        activation = node.input[1] if node.input[0] == const_side[0] else node.input[0]
-        value = _const(inits, const_side[0])
-        conv_params = _conv_params(graph, inits, conv)
-        if value is None or conv_params is None:
-            continue
-        weight, bias, bias_name = conv_params
-        vector = _channel_vector(value, weight.shape[1], weight.ndim)
-        if vector is None:
-            continue
-        if node.op_type == "Mul":
-            weight = weight * vector.reshape((1, -1) + (1,) * (weight.ndim - 2))
-        else:
-            if any(_attr(conv, "pads", [0]) or [0]) or _attr(conv, "auto_pad", b"NOTSET") not in (b"NOTSET", b"VALID", "NOTSET", "VALID"):
-                continue  # padded borders would see 0, not the shifted value
-            bias = bias + weight.astype(np.float64).reshape(weight.shape[0], weight.shape[1], -1).sum(axis=2) @ vector
-        _set_conv_params(graph, inits, conv, weight, bias, bias_name)
-        conv.input[0] = activation
-        set_nodes(graph, [n for n in graph.node if n is not node])
-        return True
-    return False
+    if node.op_type not in ("Mul", "Add") or len(node.input) != 2:
+        return
+    conv = _sole_reader(sweep, node.output[0])
+    if conv is None or conv.op_type != "Conv" or conv.input[0] != node.output[0] or _attr(conv, "group", 1) != 1:
+        return
+    const_side = [name for name in node.input if name in sweep.inits]
+    if len(const_side) != 1:
+        return
+    activation = node.input[1] if node.input[0] == const_side[0] else node.input[0]
+    value = _const(sweep.inits, const_side[0])
+    conv_params = _conv_params(sweep, conv)
+    if value is None or conv_params is None:
+        return
+    weight, bias, bias_name = conv_params
+    vector = _channel_vector(value, weight.shape[1], weight.ndim)
+    if vector is None:
+        return
+    if node.op_type == "Mul":
+        weight = weight * vector.reshape((1, -1) + (1,) * (weight.ndim - 2))
+    else:
+        if any(_attr(conv, "pads", [0]) or [0]) or _attr(conv, "auto_pad", b"NOTSET") not in (b"NOTSET", b"VALID", "NOTSET", "VALID"):
+            return  # padded borders would see 0, not the shifted value
+        bias = bias + weight.astype(np.float64).reshape(weight.shape[0], weight.shape[1], -1).sum(axis=2) @ vector
+    _set_conv_params(sweep, conv, weight, bias, bias_name)
+    conv.input[0] = activation
+    sweep.touch(node, conv)
+    sweep.drop(node)
 
 
-def _fuse_hardswish(graph: onnx.GraphProto) -> bool:
+def _fuse_hardswish(sweep: _Pass, add: onnx.NodeProto) -> None:
     """Add(x, 3) -> Clip(0, 6) -> Mul(x, .) -> Div(6) | Mul(1/6)  ==>  Mul(x, HardSigmoid(x))."""
-    inits, users = initializers(graph), consumers(graph)
+    if add.op_type != "Add" or len(add.input) != 2:
+        return
 
     def scalar(name: str) -> float | None:
-        value = _const(inits, name)
+        value = _const(sweep.inits, name)
         return float(value.reshape(-1)[0]) if value is not None and value.size == 1 else None
 
-    for add in graph.node:
-        if add.op_type != "Add" or len(add.input) != 2:
-            continue
-        x = next((n for n in add.input if scalar(n) is None), None)
-        three = next((n for n in add.input if n != x), None)
-        if x is None or three is None or scalar(three) != 3.0:
-            continue
-        clip = _sole_reader(graph, users, add.output[0])
-        if clip is None or clip.op_type != "Clip" or len(clip.input) != 3:
-            continue
-        if scalar(clip.input[1]) != 0.0 or scalar(clip.input[2]) != 6.0:
-            continue
-        mul = _sole_reader(graph, users, clip.output[0])
-        if mul is None or mul.op_type != "Mul" or sorted(mul.input) != sorted([x, clip.output[0]]):
-            continue
-        last = _sole_reader(graph, users, mul.output[0])
-        if last is None or len(last.input) != 2 or last.input[0] != mul.output[0]:
-            continue
-        divisor = scalar(last.input[1])
-        if not ((last.op_type == "Div" and divisor == 6.0) or (last.op_type == "Mul" and divisor is not None and abs(divisor * 6 - 1) < 1e-6)):
-            continue
-        gate = f"{add.name}_hardsigmoid"
-        replacement = [
-            helper.make_node("HardSigmoid", [x], [gate], gate, alpha=1.0 / 6.0, beta=0.5),
-            helper.make_node("Mul", [x, gate], [last.output[0]], f"{add.name}_hardswish"),
-        ]
-        dropped = {id(add), id(clip), id(mul), id(last)}
-        nodes = []
-        for node in graph.node:
-            if node is add:
-                nodes += replacement
-            elif id(node) not in dropped:
-                nodes.append(node)
-        set_nodes(graph, nodes)
-        return True
-    return False
+    x = next((n for n in add.input if scalar(n) is None), None)
+    three = next((n for n in add.input if n != x), None)
+    if x is None or three is None or scalar(three) != 3.0:
+        return
+    clip = _sole_reader(sweep, add.output[0])
+    if clip is None or clip.op_type != "Clip" or len(clip.input) != 3:
+        return
+    if scalar(clip.input[1]) != 0.0 or scalar(clip.input[2]) != 6.0:
+        return
+    mul = _sole_reader(sweep, clip.output[0])
+    if mul is None or mul.op_type != "Mul" or sorted(mul.input) != sorted([x, clip.output[0]]):
+        return
+    last = _sole_reader(sweep, mul.output[0])
+    if last is None or len(last.input) != 2 or last.input[0] != mul.output[0]:
+        return
+    divisor = scalar(last.input[1])
+    if not ((last.op_type == "Div" and divisor == 6.0) or (last.op_type == "Mul" and divisor is not None and abs(divisor * 6 - 1) < 1e-6)):
+        return
+    gate = f"{add.name}_hardsigmoid"
+    sweep.replacements[id(add)] = [
+        helper.make_node("HardSigmoid", [x], [gate], gate, alpha=1.0 / 6.0, beta=0.5),
+        helper.make_node("Mul", [x, gate], [last.output[0]], f"{add.name}_hardswish"),
+    ]
+    sweep.touch(add, clip, mul, last)
+    for node in (clip, mul, last):
+        sweep.drop(node)

@@ -8,7 +8,14 @@ from dataclasses import dataclass, field
 import numpy as np
 
 HISTOGRAM_BINS = 2048
-_HISTOGRAM_SAMPLE = 1 << 18  # values per batch fed to the histogram; min/max always see all
+_HISTOGRAM_SAMPLE = 1 << 17  # values per batch fed to the histogram (a fixed stride); min/max always see all
+
+
+def _prime_at_least(n: int) -> int:
+    candidate = max(n, 2)
+    while any(candidate % d == 0 for d in range(2, math.isqrt(candidate) + 1)):
+        candidate += 1
+    return candidate
 
 
 @dataclass
@@ -30,17 +37,19 @@ class TensorObserver:
     radius: float = 0.0
     histogram: np.ndarray = field(default_factory=lambda: np.zeros(HISTOGRAM_BINS, dtype=np.int64))
 
-    def update(self, values: np.ndarray) -> None:
+    def update(self, values: np.ndarray) -> bool:
+        """Fold one batch in; returns whether every value was finite."""
         values = np.asarray(values, dtype=np.float32).reshape(-1)
         if values.size == 0:
-            return
+            return True
+        finite = True
         low, high = float(values.min()), float(values.max())
         if not (math.isfinite(low) and math.isfinite(high)):  # min/max propagate NaN; Inf shows at the ends
-            finite = np.isfinite(values)
-            self.nonfinite += int(values.size - finite.sum())
-            values = values[finite]
+            mask = np.isfinite(values)
+            self.nonfinite += int(values.size - mask.sum())
+            values, finite = values[mask], False
             if values.size == 0:
-                return
+                return False
             low, high = float(values.min()), float(values.max())
         self.minimum, self.maximum = min(self.minimum, low), max(self.maximum, high)
         self.sum_batch_min += low
@@ -48,11 +57,14 @@ class TensorObserver:
         self.batches += 1
         self.count += int(values.size)
         self._grow(max(-low, high))
-        if values.size > _HISTOGRAM_SAMPLE:  # a fixed stride: deterministic, and plenty for 2048 bins
-            values = values[:: math.ceil(values.size / _HISTOGRAM_SAMPLE)]
+        if values.size > _HISTOGRAM_SAMPLE:
+            # A prime stride: deterministic, and it cannot lock onto a channel or row period
+            # (a stride of 64 over [N, C, H, 64] would sample one column only).
+            values = values[:: _prime_at_least(math.ceil(values.size / _HISTOGRAM_SAMPLE))]
         index = (values + np.float32(self.radius)) * np.float32(HISTOGRAM_BINS / (2 * self.radius))
         index = np.minimum(index.astype(np.int32), HISTOGRAM_BINS - 1)  # values == R land in the top bin
         self.histogram += np.bincount(index, minlength=HISTOGRAM_BINS)
+        return finite
 
     def _grow(self, absmax: float) -> None:
         if absmax <= self.radius:
@@ -96,14 +108,21 @@ class ChannelObserver:
     total: np.ndarray | None = None
     count: int = 0
 
-    def update(self, values: np.ndarray) -> None:
+    def update(self, values: np.ndarray, *, finite: bool | None = None) -> None:
+        """`finite=True` skips the NaN/Inf scan when the caller already knows (TensorObserver)."""
         values = np.asarray(values, dtype=np.float32)
         axis = self.axis % values.ndim
-        others = tuple(i for i in range(values.ndim) if i != axis)
-        if not np.isfinite(values.sum(dtype=np.float64)):
+        if finite is None:
+            finite = bool(np.isfinite(values.sum(dtype=np.float64)))
+        if not finite:
             values = np.where(np.isfinite(values), values, np.float32(0))
-        absmax = np.maximum(values.max(axis=others), -values.min(axis=others))
-        total = values.sum(axis=others, dtype=np.float64)
+        # [outer, C, inner]: the inner reduction runs over contiguous memory, then the outer.
+        outer = int(np.prod(values.shape[:axis], dtype=np.int64))
+        grouped = values.reshape(outer, values.shape[axis], -1)
+        high = grouped.max(axis=2).max(axis=0)
+        low = grouped.min(axis=2).min(axis=0)
+        absmax = np.maximum(high, -low)
+        total = grouped.sum(axis=2, dtype=np.float64).sum(axis=0)
         self.absmax = absmax if self.absmax is None else np.maximum(self.absmax, absmax)
         self.total = total if self.total is None else self.total + total
         self.count += values.size // values.shape[axis]
