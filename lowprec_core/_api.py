@@ -88,16 +88,16 @@ def quantize(
             raise ConfigError("quantize needs calibration data (--data) or statistics (--stats)")
         int8, plan = quantize_model(prepared, statistics, config)
         _stamp(int8, loaded.sha256, config)
-        runtime.session(int8)  # a model ORT cannot load never reaches disk
-        digest = save_model(int8, out, external_data=bool(loaded.data_files) or None)
+        # A model ORT cannot load never reaches `out`.
+        saved = save_model(int8, out, external_data=bool(loaded.data_files) or None, verify=runtime.session)
         fp32_bytes = model_bytes(loaded)
     result = QuantizeReport(
         source=str(model),
         source_sha256=loaded.sha256,
         output=str(out),
-        output_sha256=digest,
+        output_sha256=saved.sha256,
         fp32_bytes=fp32_bytes,
-        int8_bytes=model_bytes(load_model(out)),
+        int8_bytes=saved.bytes,
         calibration_samples=statistics.samples,
         seconds=round(time.perf_counter() - started, 3),
         plan=plan,

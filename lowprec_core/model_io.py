@@ -6,6 +6,7 @@ import hashlib
 import logging
 import os
 import tempfile
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -70,7 +71,8 @@ def load_model(path: str | os.PathLike[str]) -> LoadedModel:
         except (OSError, ValueError) as err:
             raise ModelError(f"{path}: cannot read its external data: {err}") from None
     try:
-        onnx.checker.check_model(proto if proto.ByteSize() < _PROTOBUF_LIMIT else str(path))
+        # The file's own bytes when they hold the whole model: no second serialization.
+        onnx.checker.check_model(raw if not data_files else (str(path) if proto.ByteSize() >= _PROTOBUF_LIMIT else proto))
     except (onnx.checker.ValidationError, ValueError) as err:
         first = str(err).strip().splitlines()[0]
         raise ModelError(f"{path}: ONNX checker rejected the model: {first}") from None
@@ -131,43 +133,48 @@ def prepare(model: onnx.ModelProto) -> onnx.ModelProto:
     return model
 
 
-def save_model(model: onnx.ModelProto, path: str | os.PathLike[str], *, external_data: bool | None = None) -> str:
-    """Write atomically with deterministic bytes; return the sha256 (of the data file too).
+@dataclass(frozen=True)
+class SavedModel:
+    sha256: str  # of the file and its external data, as load_model computes it
+    bytes: int
+
+
+def save_model(
+    model: onnx.ModelProto,
+    path: str | os.PathLike[str],
+    *,
+    external_data: bool | None = None,
+    verify: Callable[[str], object] | None = None,
+) -> SavedModel:
+    """Write atomically with deterministic bytes.
 
     Models over the 2 GB protobuf limit (or with external_data=True) keep their weights in
-    `<name>.data` beside the file. Files are written under temporary names and renamed, the
-    data file first, so no reader ever sees a half-written model.
+    `<name>.data` beside the file. Everything is staged under temporary names, `verify` (if
+    given) runs on the staged file, and only then are the files renamed into place, the data
+    file first: no reader ever sees a half-written or unverified model.
     """
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     if external_data is None:
         external_data = model.ByteSize() >= _PROTOBUF_LIMIT
-    if not external_data:
-        data = model.SerializeToString(deterministic=True)
-        _atomic_bytes(path, data)
-        return hashlib.sha256(data).hexdigest()
     with tempfile.TemporaryDirectory(prefix=f".{path.name}.", dir=path.parent) as tmp:
         staged = Path(tmp) / path.name
         location = f"{path.name}.data"
-        # Writes the tensors into tmp/location and the graph into staged.
-        onnx.save_model(_copy(model), staged, save_as_external_data=True, all_tensors_to_one_file=True, location=location, size_threshold=1024)
+        if external_data:
+            # Writes the tensors into tmp/location and the graph into staged.
+            onnx.save_model(_copy(model), staged, save_as_external_data=True, all_tensors_to_one_file=True, location=location, size_threshold=1024)
+        else:
+            staged.write_bytes(model.SerializeToString(deterministic=True))
+        if verify is not None:
+            verify(str(staged))
         digest = hashlib.sha256(staged.read_bytes())
+        size = staged.stat().st_size
         if (Path(tmp) / location).exists():  # absent when every tensor is under the threshold
             digest.update((Path(tmp) / location).read_bytes())
+            size += (Path(tmp) / location).stat().st_size
             os.replace(Path(tmp) / location, path.parent / location)
         os.replace(staged, path)
-    return digest.hexdigest()
-
-
-def _atomic_bytes(path: Path, data: bytes) -> None:
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "wb") as handle:
-            handle.write(data)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    return SavedModel(digest.hexdigest(), size)
 
 
 def _copy(model: onnx.ModelProto) -> onnx.ModelProto:

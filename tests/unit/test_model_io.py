@@ -60,7 +60,7 @@ def test_load_rejects_a_model_the_checker_refuses(tmp_path):
 def test_save_is_atomic_and_returns_the_sha(tmp_path):
     import hashlib
 
-    digest = save_model(models.mlp(), tmp_path / "m.onnx")
+    digest = save_model(models.mlp(), tmp_path / "m.onnx").sha256
     assert digest == hashlib.sha256((tmp_path / "m.onnx").read_bytes()).hexdigest()
     assert [p.name for p in tmp_path.iterdir()] == ["m.onnx"]
     assert load_model(tmp_path / "m.onnx").sha256 == digest
