@@ -171,7 +171,26 @@ def plan(model: onnx.ModelProto, stats: Statistics, config: QuantConfig) -> Quan
         {out: node for node in graph.node for out in node.output},
     )
 
+    def grid_source(name: str) -> ActivationQuant | None:
+        """The quantized tensor `name` is a pure rearrangement of (MaxPool, Reshape, ...), if any.
+
+        Sharing its scale and zero point lets ORT run the op on integers and drop the
+        DQ -> op -> Q pair around it, instead of requantizing to a grid of its own."""
+        producer = view.producers.get(name)
+        for _ in range(8):
+            if producer is None or producer.op_type not in TRANSPARENT or not producer.input:
+                return None
+            source = producer.input[0]
+            if source in activations and activations[source].readers is None:
+                return activations[source]
+            producer = view.producers.get(source)
+        return None
+
     def quantize_tensor(name: str, *, output: bool) -> None:
+        shared = None if output else grid_source(name)
+        if shared is not None:
+            activations[name] = shared.model_copy(update={"tensor": name, "readers": sorted(set(input_readers[name]))})
+            return
         low, high = activation_range(
             stats.require(name), config.activation_range, target.activation_dtype, symmetric=config.symmetric_activations
         )
