@@ -42,6 +42,8 @@ class QuantConfig(_Frozen):
     activation_range: str = "mse"
     weight_range: str = "minmax"
     bias_correction: bool = True
+    model_type: Literal["auto", "cnn", "transformer"] = "auto"
+    smooth_quant_alpha: float = Field(default=0.85, ge=0.0, le=1.0)
 
     @field_validator("preset")
     @classmethod

@@ -7,6 +7,22 @@ import heapq
 import onnx
 
 
+class Names:
+    """Makes every new name once, deterministically, and never reuses one."""
+
+    def __init__(self, graph: onnx.GraphProto) -> None:
+        self.taken: set[str] = {n.name for n in graph.node}
+        self.taken |= {t for n in graph.node for t in (*n.input, *n.output)}
+        self.taken |= {i.name for i in graph.initializer} | {i.name for i in graph.input}
+
+    def new(self, base: str) -> str:
+        name, index = base, 1
+        while name in self.taken:
+            name, index = f"{base}_{index}", index + 1
+        self.taken.add(name)
+        return name
+
+
 def initializers(graph: onnx.GraphProto) -> dict[str, onnx.TensorProto]:
     return {init.name: init for init in graph.initializer}
 

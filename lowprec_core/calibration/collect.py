@@ -62,6 +62,8 @@ def collect(
             histogram=obs.histogram,
             channel_absmax=channel.absmax if channel else None,
             channel_mean=channel.mean if channel else None,
+            channel_min=channel.minimum if channel else None,
+            channel_max=channel.maximum if channel else None,
         )
     unseen = sorted(set(requests) - set(stats))
     if unseen:

@@ -105,6 +105,8 @@ class ChannelObserver:
 
     axis: int
     absmax: np.ndarray | None = None
+    minimum: np.ndarray | None = None
+    maximum: np.ndarray | None = None
     total: np.ndarray | None = None
     count: int = 0
 
@@ -124,6 +126,8 @@ class ChannelObserver:
         absmax = np.maximum(high, -low)
         total = grouped.sum(axis=2, dtype=np.float64).sum(axis=0)
         self.absmax = absmax if self.absmax is None else np.maximum(self.absmax, absmax)
+        self.minimum = low if self.minimum is None else np.minimum(self.minimum, low)
+        self.maximum = high if self.maximum is None else np.maximum(self.maximum, high)
         self.total = total if self.total is None else self.total + total
         self.count += values.size // values.shape[axis]
 

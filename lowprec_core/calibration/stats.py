@@ -15,6 +15,7 @@ from ..errors import StatsError
 FORMAT = "lowprec-stats/2"
 _SCALARS = ("minimum", "maximum", "mean_min", "mean_max", "radius")
 _COUNTS = ("count", "nonfinite")
+_CHANNEL = ("channel_absmax", "channel_mean", "channel_min", "channel_max")
 
 
 @dataclass(frozen=True)
@@ -29,6 +30,8 @@ class TensorStats:
     histogram: np.ndarray | None = None  # bins over [-radius, radius]
     channel_absmax: np.ndarray | None = None
     channel_mean: np.ndarray | None = None
+    channel_min: np.ndarray | None = None
+    channel_max: np.ndarray | None = None
 
     def __eq__(self, other: object) -> bool:
         if not isinstance(other, TensorStats):
@@ -69,7 +72,7 @@ class Statistics:
             [s.histogram if s.histogram is not None else np.zeros(bins, np.int64) for s in stats], dtype=np.int64
         ).reshape(len(stats), bins)
         for i, s in enumerate(stats):
-            for key in ("channel_absmax", "channel_mean"):
+            for key in _CHANNEL:
                 if getattr(s, key) is not None:
                     arrays[f"{key}/{i}"] = getattr(s, key)
         _atomic_write(directory / "stats.npz", lambda h: np.savez_compressed(h, **arrays))
@@ -93,7 +96,7 @@ def load_statistics(directory: str | os.PathLike[str], *, model_sha256: str | No
         for i, name in enumerate(names):
             values = {k: float(arrays[k][i]) for k in _SCALARS} | {k: int(arrays[k][i]) for k in _COUNTS}
             histogram = arrays["histogram"][i] if arrays["histogram"].shape[1] and values["radius"] > 0 else None
-            extra = {k: arrays[f"{k}/{i}"] for k in ("channel_absmax", "channel_mean") if f"{k}/{i}" in arrays}
+            extra = {k: arrays[f"{k}/{i}"] for k in _CHANNEL if f"{k}/{i}" in arrays}
             tensors[name] = TensorStats(histogram=histogram, **values, **extra)
     except StatsError:
         raise

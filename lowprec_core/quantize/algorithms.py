@@ -13,11 +13,12 @@ import numpy as np
 import onnx
 from onnx import numpy_helper
 
-from ..calibration.stats import Statistics
-from ..graph import initializers
-from ..ops import integer_range
+from ..calibration.stats import Statistics, TensorStats
+from ..config import QuantConfig
+from ..graph import Names, consumers, initializers, topological_sort
+from ..ops import TARGETS, integer_range
 from .params import quantize_weight
-from .planner import QuantPlan
+from .planner import QuantPlan, resolve_ignored
 from .ranges import weight_clip
 
 log = logging.getLogger(__name__)
@@ -81,3 +82,79 @@ def correct_biases(model: onnx.ModelProto, plan: QuantPlan, stats: Statistics) -
     return out, corrected
 
 
+
+
+def smooth_quant(
+    model: onnx.ModelProto, stats: Statistics, config: QuantConfig
+) -> tuple[onnx.ModelProto, Statistics, list[str]]:
+    """SmoothQuant for MatMul/Gemm inputs: move per-channel activation scale into the weights.
+
+    For input X (channels k) read by layers with weights W, s_k = max|X_k|^α / max|W_k|^(1-α);
+    X' = X / s (one Mul, read only by those layers) and W' = s·W, so X'W' = XW exactly in
+    float, while X' has flat channels that quantize per tensor. The new tensor's statistics are
+    derived from X's per-channel min/max, so no second calibration pass is needed.
+    """
+    out = onnx.ModelProto()
+    out.CopyFrom(model)
+    graph = out.graph
+    target = TARGETS[config.target]
+    inits, users = initializers(graph), consumers(graph)
+    ignored = resolve_ignored(out, config.ignore)
+    groups: dict[str, list[onnx.NodeProto]] = {}
+    for node in graph.node:
+        if node.op_type not in ("MatMul", "Gemm") or node.op_type not in target.ops or node.name in ignored:
+            continue
+        if node.op_type == "Gemm" and next((a.i for a in node.attribute if a.name == "transA"), 0):
+            continue
+        weight = inits.get(node.input[1])
+        if weight is None or weight.data_type != onnx.TensorProto.FLOAT or len(weight.dims) != 2:
+            continue
+        if len(users.get(node.input[1], [])) != 1:
+            continue  # a shared weight cannot take one input's scale
+        groups.setdefault(node.input[0], []).append(node)
+    names = Names(graph)
+    tensors = dict(stats.tensors)
+    smoothed = []
+    for tensor, readers in sorted(groups.items()):
+        entry = stats.tensors.get(tensor)
+        if entry is None or entry.channel_min is None or entry.channel_max is None:
+            continue
+        weights = []
+        for node in readers:
+            w = numpy_helper.to_array(inits[node.input[1]])
+            trans_b = node.op_type == "Gemm" and next((a.i for a in node.attribute if a.name == "transB"), 0)
+            weights.append((node, w.T if trans_b else w, bool(trans_b)))  # as [K, N]
+        absmax = entry.channel_absmax.astype(np.float64)
+        if any(w.shape[0] != absmax.size for _, w, _ in weights):
+            continue
+        w_max = np.max([np.abs(w).max(axis=1) for _, w, _ in weights], axis=0).astype(np.float64)
+        valid = (absmax > 0) & (w_max > 0)
+        scale = np.ones_like(absmax)
+        scale[valid] = absmax[valid] ** config.smooth_quant_alpha / w_max[valid] ** (1.0 - config.smooth_quant_alpha)
+        scale = np.clip(scale, 1e-5, 1e5)
+        for node, w, trans_b in weights:
+            scaled = (w * scale[:, None]).astype(np.float32)
+            name = node.input[1]
+            inits[name].CopyFrom(numpy_helper.from_array(scaled.T if trans_b else scaled, name))
+        inverse = names.new(f"{tensor}_smooth_inverse")
+        result = names.new(f"{tensor}_smoothed")
+        graph.initializer.append(numpy_helper.from_array((1.0 / scale).astype(np.float32), inverse))
+        graph.node.append(onnx.helper.make_node("Mul", [tensor, inverse], [result], names.new(f"{tensor}_SmoothQuant")))
+        for node in readers:
+            node.input[0] = result
+        low, high = entry.channel_min / scale, entry.channel_max / scale
+        tensors[result] = TensorStats(
+            minimum=float(low.min()),
+            maximum=float(high.max()),
+            count=entry.count,
+            mean_min=float(low.min()),
+            mean_max=float(high.max()),
+            channel_absmax=np.maximum(high, -low),
+            channel_mean=None if entry.channel_mean is None else entry.channel_mean / scale,
+            channel_min=low,
+            channel_max=high,
+        )
+        smoothed.append(tensor)
+    topological_sort(graph)
+    log.info("SmoothQuant: %d inputs smoothed (alpha %.2f)", len(smoothed), config.smooth_quant_alpha)
+    return out, Statistics(stats.model_sha256, stats.samples, tensors), smoothed

@@ -69,6 +69,7 @@ class QuantPlan(BaseModel):
     nodes: list[str] = []
     skipped: dict[str, str] = {}
     corrected_biases: list[str] = []
+    smoothed: list[str] = []
 
 
 def statistic_requests(model: onnx.ModelProto, target: str = "cpu") -> dict[str, int | None]:

@@ -104,7 +104,11 @@ ESTIMATORS: dict[str, Callable[[TensorStats, int, bool], tuple[float, float]]] =
 
 
 def activation_range(stats: TensorStats, estimator: str, dtype: type, *, symmetric: bool) -> tuple[float, float]:
+    """The range for one tensor. Without a histogram (a tensor made after calibration, such as
+    a SmoothQuant-scaled input) the histogram estimators fall back to min/max."""
     lo, hi = integer_range(dtype)
+    if stats.histogram is None and estimator in ("quantile", "mse"):
+        estimator = "minmax"
     low, high = ESTIMATORS[estimator](stats, hi - lo + 1, symmetric)
     return low, high
 

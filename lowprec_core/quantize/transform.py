@@ -6,29 +6,13 @@ import numpy as np
 import onnx
 from onnx import helper, numpy_helper
 
-from ..graph import drop_unused_initializers, initializers, topological_sort
+from ..graph import Names, drop_unused_initializers, initializers, topological_sort
 from ..ops import integer_range
 from .params import quantize_bias, quantize_weight
 from .planner import QuantPlan
 from .ranges import weight_clip
 
 _DTYPES = {"uint8": np.uint8, "int8": np.int8}
-
-
-class Names:
-    """Makes every new name once, deterministically, and never reuses one."""
-
-    def __init__(self, graph: onnx.GraphProto) -> None:
-        self.taken: set[str] = {n.name for n in graph.node}
-        self.taken |= {t for n in graph.node for t in (*n.input, *n.output)}
-        self.taken |= {i.name for i in graph.initializer} | {i.name for i in graph.input}
-
-    def new(self, base: str) -> str:
-        name, index = base, 1
-        while name in self.taken:
-            name, index = f"{base}_{index}", index + 1
-        self.taken.add(name)
-        return name
 
 
 def apply(model: onnx.ModelProto, plan: QuantPlan) -> onnx.ModelProto:

@@ -140,3 +140,25 @@ def test_output_quantizers_only_where_an_integer_kernel_or_a_quantized_reader_ne
     assert "y" in {a.tensor for a in plan.activations}  # Conv has no float-output integer kernel
     _, _, plan, _ = _quantize(models.mlp())
     assert {a.tensor for a in plan.activations} == {"x", "r"}  # Gemm->Relu feeds the MatMul; logits stay float
+
+
+def test_smooth_quant_keeps_the_float_function_and_flattens_channels():
+    from lowprec_core.quantize.algorithms import smooth_quant
+    from lowprec_core.quantize.default import resolve_model_type
+
+    model = models.mlp()
+    prepared = prepare(model)
+    rng = np.random.default_rng(0)
+    x = rng.normal(0, 1, (64, 16)).astype(np.float32)
+    x[:, 3] *= 30.0  # one systematic outlier channel
+    stats = collect(prepared, [{"x": x}], statistic_requests(prepared), model_sha256="test")
+    config = QuantConfig(model_type="transformer", smooth_quant_alpha=0.5)
+    smoothed, new_stats, done = smooth_quant(prepared, stats, config)
+    assert done == ["r", "x"]  # sorted by tensor name
+    run = lambda m: ReferenceEvaluator(m).run(None, {"x": x})[0]  # noqa: E731
+    np.testing.assert_allclose(run(smoothed), run(prepared), rtol=1e-4, atol=1e-4)
+    before, after = stats.tensors["x"].channel_absmax, new_stats.tensors["x_smoothed"].channel_absmax
+    assert after.max() / np.median(after) < before.max() / np.median(before) / 3
+    assert resolve_model_type(prepared, "auto") == "cnn"
+    _, int8, plan, _ = _quantize(model, config)
+    assert plan.smoothed == ["r", "x"] and any(n.op_type == "Mul" for n in int8.graph.node)
