@@ -50,6 +50,9 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--activation-range", default=QuantConfig().activation_range, help=f"one of: {', '.join(ACTIVATION_ESTIMATORS)}")
     p.add_argument("--weight-range", default=QuantConfig().weight_range, help=f"one of: {', '.join(WEIGHT_ESTIMATORS)}")
     p.add_argument("--no-bias-correction", action="store_true", help="skip fast bias correction")
+    p.add_argument("--model-type", default=QuantConfig().model_type, choices=["auto", "cnn", "transformer"],
+                   help="transformer adds SmoothQuant on MatMul/Gemm inputs (auto: when the graph has Softmax or LayerNormalization)")
+    p.add_argument("--smooth-quant-alpha", type=float, default=QuantConfig().smooth_quant_alpha)
     p.add_argument("--batch-size", type=int, default=CalibrationConfig().batch_size)
     p.add_argument("--max-samples", type=int)
 
@@ -110,6 +113,7 @@ def _run(args: argparse.Namespace) -> int:
         config = build(
             QuantConfig, preset=args.preset, target=args.target, ignore=tuple(args.ignore),
             activation_range=args.activation_range, weight_range=args.weight_range, bias_correction=not args.no_bias_correction,
+            model_type=args.model_type, smooth_quant_alpha=args.smooth_quant_alpha,
         )
         calibration = build(CalibrationConfig, batch_size=args.batch_size, max_samples=args.max_samples)
         result = _api.quantize(args.model, args.out, data=args.data, stats=args.stats, config=config, calibration=calibration, report=args.report)

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Literal
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationInfo, field_validator
 
 from .errors import ConfigError
 from .ops import TARGETS
@@ -17,6 +17,15 @@ PRESETS: dict[str, dict[str, bool]] = {
     # preset -> how activations are quantized; weights are always symmetric.
     "performance": {"symmetric_activations": True},
     "mixed": {"symmetric_activations": False},
+}
+
+
+# Fields whose value must come from a table: field -> (the table, what to call it in an error).
+_CHOICES = {
+    "preset": (PRESETS, "preset"),
+    "target": (TARGETS, "target"),
+    "activation_range": (ACTIVATION_ESTIMATORS, "activation range estimator"),
+    "weight_range": (WEIGHT_ESTIMATORS, "weight range estimator"),
 }
 
 
@@ -45,32 +54,12 @@ class QuantConfig(_Frozen):
     model_type: Literal["auto", "cnn", "transformer"] = "auto"
     smooth_quant_alpha: float = Field(default=0.85, ge=0.0, le=1.0)
 
-    @field_validator("preset")
+    @field_validator(*_CHOICES)
     @classmethod
-    def _known_preset(cls, value: str) -> str:
-        if value not in PRESETS:
-            raise ValueError(f"unknown preset {value!r}; expected one of: {', '.join(PRESETS)}")
-        return value
-
-    @field_validator("target")
-    @classmethod
-    def _known_target(cls, value: str) -> str:
-        if value not in TARGETS:
-            raise ValueError(f"unknown target {value!r}; expected one of: {', '.join(TARGETS)}")
-        return value
-
-    @field_validator("activation_range")
-    @classmethod
-    def _known_activation_range(cls, value: str) -> str:
-        if value not in ACTIVATION_ESTIMATORS:
-            raise ValueError(f"unknown activation range estimator {value!r}; expected one of: {', '.join(ACTIVATION_ESTIMATORS)}")
-        return value
-
-    @field_validator("weight_range")
-    @classmethod
-    def _known_weight_range(cls, value: str) -> str:
-        if value not in WEIGHT_ESTIMATORS:
-            raise ValueError(f"unknown weight range estimator {value!r}; expected one of: {', '.join(WEIGHT_ESTIMATORS)}")
+    def _known_choice(cls, value: str, info: ValidationInfo) -> str:
+        choices, label = _CHOICES[info.field_name]
+        if value not in choices:
+            raise ValueError(f"unknown {label} {value!r}; expected one of: {', '.join(choices)}")
         return value
 
     @property

@@ -114,27 +114,23 @@ def _reroute(graph: onnx.GraphProto, tensor: str, names: Names, readers: list[st
     A graph output whose every reader takes the DQ keeps its name: the producer is renamed
     instead and the DQ writes it.
     """
-    if readers is not None:
-        dequantized = names.new(f"{tensor}_dequantized")
-        chosen = set(readers)
-        for node in graph.node:
-            if node.name in chosen:
-                for i, name in enumerate(node.input):
-                    if name == tensor:
-                        node.input[i] = dequantized
-        return tensor, dequantized
-    if tensor in {o.name for o in graph.output}:
+    if readers is None and tensor in {o.name for o in graph.output}:
         source = names.new(f"{tensor}_float")
-        for node in graph.node:
-            for i, name in enumerate(node.output):
-                if name == tensor:
-                    node.output[i] = source
+        _rename(graph, tensor, source, outputs=True)
         return source, tensor
     dequantized = names.new(f"{tensor}_dequantized")
-    for node in graph.node:
-        for i, name in enumerate(node.input):
-            if name == tensor:
-                node.input[i] = dequantized
+    _rename(graph, tensor, dequantized, only=None if readers is None else set(readers))
     return tensor, dequantized
+
+
+def _rename(graph: onnx.GraphProto, old: str, new: str, *, outputs: bool = False, only: set[str] | None = None) -> None:
+    """Rename `old` to `new` in node inputs (or outputs), optionally in the named nodes only."""
+    for node in graph.node:
+        if only is not None and node.name not in only:
+            continue
+        names = node.output if outputs else node.input
+        for i, name in enumerate(names):
+            if name == old:
+                names[i] = new
 
 
