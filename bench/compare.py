@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import argparse
 import collections
+import importlib
 import multiprocessing as mp
 import platform
 import resource
@@ -25,7 +26,7 @@ import numpy as np
 import onnx
 import onnxruntime as ort
 
-from bench.anchors import VARIANTS
+from bench.anchors import IMPORTS, VARIANTS
 from bench.models import MODELS
 
 
@@ -33,6 +34,7 @@ def _quantize_child(model_name: str, variant: str, out: str, queue) -> None:
     try:
         bench = MODELS[model_name]()
         calib = bench.calib
+        importlib.import_module(IMPORTS[variant])
         start = time.perf_counter()
         VARIANTS[variant](bench.path, calib, Path(out), model_name)
         seconds = time.perf_counter() - start
