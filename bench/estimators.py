@@ -23,7 +23,7 @@ SETTINGS = {
     "quantile": ({"activation_range": "quantile"}, False),
     "mse, no outlier-channel guard": ({"activation_range": "mse"}, True),
     "mse (default)": ({}, False),
-    "mse, no bias correction": ({"bias_correction": False}, False),
+    "mse, no bias correction": ({"bias_correction": "none"}, False),
 }
 
 

@@ -10,7 +10,7 @@ import logging
 import os
 import tempfile
 import time
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from pathlib import Path
 
 import numpy as np
@@ -80,13 +80,18 @@ def quantize(
     with tempfile.TemporaryDirectory(prefix="lowprec-") as tmp:
         loaded = load_model(localize(model, tmp))
         prepared = prepare(loaded.proto)
+        source = _local_data(data, tmp) if data is not None else None
         if stats is not None:
             statistics = load_statistics(localize(stats, tmp), model_sha256=loaded.sha256)
-        elif data is not None:
-            statistics = _collect(loaded, prepared, _local_data(data, tmp), calibration, config.target)
+        elif source is not None:
+            statistics = _collect(loaded, prepared, source, calibration, config.target)
         else:
             raise ConfigError("quantize needs calibration data (--data) or statistics (--stats)")
-        int8, plan = quantize_model(prepared, statistics, config)
+        replay = None
+        if source is not None and not isinstance(source, Iterator):  # a path or a list can be read twice
+            specs = input_specs(prepared)
+            replay = lambda: iter_feeds(source, specs, batch_size=calibration.batch_size, max_samples=calibration.max_samples)  # noqa: E731
+        int8, plan = quantize_model(prepared, statistics, config, feeds=replay)
         _stamp(int8, loaded.sha256, config)
         # A model ORT cannot load never reaches `out`.
         saved = save_model(int8, out, external_data=bool(loaded.data_files) or None, verify=runtime.session)

@@ -49,7 +49,8 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--report", help="write the quantization report (JSON)")
     p.add_argument("--activation-range", default=QuantConfig().activation_range, help=f"one of: {', '.join(ACTIVATION_ESTIMATORS)}")
     p.add_argument("--weight-range", default=QuantConfig().weight_range, help=f"one of: {', '.join(WEIGHT_ESTIMATORS)}")
-    p.add_argument("--no-bias-correction", action="store_true", help="skip fast bias correction")
+    p.add_argument("--bias-correction", default=QuantConfig().bias_correction, choices=["none", "fast", "full"],
+                   help="full runs the calibration data once more through the INT8 model (needs --data)")
     p.add_argument("--model-type", default=QuantConfig().model_type, choices=["auto", "cnn", "transformer"],
                    help="transformer adds SmoothQuant on MatMul/Gemm inputs (auto: when the graph has Softmax or LayerNormalization)")
     p.add_argument("--smooth-quant-alpha", type=float, default=QuantConfig().smooth_quant_alpha)
@@ -112,7 +113,7 @@ def _run(args: argparse.Namespace) -> int:
     elif args.command == "quantize":
         config = build(
             QuantConfig, preset=args.preset, target=args.target, ignore=tuple(args.ignore),
-            activation_range=args.activation_range, weight_range=args.weight_range, bias_correction=not args.no_bias_correction,
+            activation_range=args.activation_range, weight_range=args.weight_range, bias_correction=args.bias_correction,
             model_type=args.model_type, smooth_quant_alpha=args.smooth_quant_alpha,
         )
         calibration = build(CalibrationConfig, batch_size=args.batch_size, max_samples=args.max_samples)

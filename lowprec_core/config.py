@@ -50,7 +50,7 @@ class QuantConfig(_Frozen):
     fuse_activations: bool = True
     activation_range: str = "mse"
     weight_range: str = "minmax"
-    bias_correction: bool = True
+    bias_correction: Literal["none", "fast", "full"] = "fast"
     model_type: Literal["auto", "cnn", "transformer"] = "auto"
     smooth_quant_alpha: float = Field(default=0.85, ge=0.0, le=1.0)
 

@@ -8,11 +8,14 @@ folded back into the bias, so the INT8 layer keeps the FP32 layer's output mean.
 from __future__ import annotations
 
 import logging
+from collections.abc import Iterable
 
 import numpy as np
 import onnx
 from onnx import numpy_helper
 
+from .. import runtime
+from ..calibration.observers import ChannelObserver
 from ..calibration.stats import Statistics, TensorStats
 from ..config import QuantConfig
 from ..graph import Names, consumers, initializers, topological_sort
@@ -158,3 +161,68 @@ def smooth_quant(
     topological_sort(graph)
     log.info("SmoothQuant: %d inputs smoothed (alpha %.2f)", len(smoothed), config.smooth_quant_alpha)
     return out, Statistics(stats.model_sha256, stats.samples, tensors), smoothed
+
+
+def correct_biases_full(
+    model: onnx.ModelProto, quantized: onnx.ModelProto, plan: QuantPlan, feeds: Iterable[dict[str, np.ndarray]]
+) -> tuple[onnx.ModelProto, list[str]]:
+    """Full bias correction: each layer's output mean as the INT8 model runs it, against the FP32
+    layer applied to the *same* (quantized-model) input.
+
+    One extra pass over the calibration data runs the INT8 model with a float "shadow" of every
+    biased layer beside it, reading the same dequantized input. The difference is the error the
+    layer itself adds (weights, its input's quantization, int32 bias rounding) given everything
+    before it, so all layers can be corrected from one pass without double counting.
+    """
+    float_nodes = {node.name: node for node in model.graph.node}
+    float_inits = initializers(model.graph)
+    probe = onnx.ModelProto()
+    probe.CopyFrom(quantized)
+    names = Names(probe.graph)
+    q_nodes = {node.name: node for node in probe.graph.node}
+    targets = []  # (bias entry, int8 layer output, shadow output, channel axis)
+    for entry in plan.biases:
+        node, q_node = float_nodes.get(entry.node), q_nodes.get(entry.node)
+        if node is None or q_node is None:
+            continue
+        shadow = onnx.NodeProto()
+        shadow.CopyFrom(node)
+        shadow.name = names.new(f"{node.name}_shadow")
+        shadow.input[0] = q_node.input[0]
+        for i in range(1, len(node.input)):
+            if node.input[i] in float_inits:
+                copy = onnx.TensorProto()
+                copy.CopyFrom(float_inits[node.input[i]])
+                copy.name = names.new(f"{node.input[i]}_shadow")
+                probe.graph.initializer.append(copy)
+                shadow.input[i] = copy.name
+        del shadow.output[:]
+        shadow.output.append(names.new(f"{node.output[0]}_shadow"))
+        probe.graph.node.append(shadow)
+        axis = 1 if node.op_type in ("Conv", "ConvTranspose") else -1
+        targets.append((entry, q_node.output[0], shadow.output[0], axis))
+    if not targets:
+        return model, []
+    topological_sort(probe.graph)
+    from ..calibration.collect import _with_outputs  # the same probe the calibration pass uses
+
+    wanted = [name for t in targets for name in t[1:3]]
+    sess = runtime.session(_with_outputs(probe, wanted), optimization="basic")
+    observers = {name: ChannelObserver(t[3]) for t in targets for name in t[1:3]}
+    for feed in feeds:
+        for name, value in zip(wanted, sess.run(wanted, feed)):
+            observers[name].update(value)
+    out = onnx.ModelProto()
+    out.CopyFrom(model)
+    inits = initializers(out.graph)
+    corrected = []
+    for entry, q_name, shadow_name, _ in targets:
+        shift = observers[q_name].mean - observers[shadow_name].mean
+        bias_init = inits[entry.initializer]
+        bias = numpy_helper.to_array(bias_init)
+        if shift.shape != bias.shape:
+            continue
+        bias_init.CopyFrom(numpy_helper.from_array((bias - shift).astype(np.float32), bias_init.name))
+        corrected.append(entry.initializer)
+    log.info("full bias correction: %d biases corrected", len(corrected))
+    return out, corrected

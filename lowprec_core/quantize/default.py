@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable, Iterable
+
 import onnx
 
 from ..calibration.stats import Statistics
 from ..config import QuantConfig
-from .algorithms import correct_biases, smooth_quant
+from .algorithms import correct_biases, correct_biases_full, smooth_quant
 from .planner import QuantPlan, plan
 from .transform import apply
 
@@ -19,13 +21,25 @@ def resolve_model_type(model: onnx.ModelProto, model_type: str) -> str:
     return "transformer" if ops & {"Softmax", "LayerNormalization"} else "cnn"
 
 
-def quantize_model(model: onnx.ModelProto, stats: Statistics, config: QuantConfig) -> tuple[onnx.ModelProto, QuantPlan]:
-    """Quantize a prepared model; returns the new model and the plan that made it."""
+def quantize_model(
+    model: onnx.ModelProto,
+    stats: Statistics,
+    config: QuantConfig,
+    *,
+    feeds: Callable[[], Iterable[dict]] | None = None,
+) -> tuple[onnx.ModelProto, QuantPlan]:
+    """Quantize a prepared model; returns the new model and the plan that made it.
+
+    `feeds` (a callable giving a fresh pass over the calibration data) enables full bias
+    correction when the config asks for it; with statistics alone the fast one runs."""
     smoothed: list[str] = []
     if resolve_model_type(model, config.model_type) == "transformer":
         model, stats, smoothed = smooth_quant(model, stats, config)
     quant_plan = plan(model, stats, config).model_copy(update={"smoothed": smoothed})
-    if config.bias_correction:
+    if config.bias_correction != "none":
         model, corrected = correct_biases(model, quant_plan, stats)
+        quant_plan = quant_plan.model_copy(update={"corrected_biases": corrected})
+    if config.bias_correction == "full" and feeds is not None:
+        model, corrected = correct_biases_full(model, apply(model, quant_plan), quant_plan, feeds())
         quant_plan = quant_plan.model_copy(update={"corrected_biases": corrected})
     return apply(model, quant_plan), quant_plan

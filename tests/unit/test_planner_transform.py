@@ -52,7 +52,7 @@ def test_conv_relu_conv_plan_fuses_relu_and_keeps_output_name():
 
 
 def test_qdq_graph_matches_a_numpy_simulation():
-    prepared, int8, plan, data = _quantize(models.mlp(), QuantConfig(bias_correction=False))
+    prepared, int8, plan, data = _quantize(models.mlp(), QuantConfig(bias_correction="none"))
     x = data[0]["x"]
     # The reference evaluator implements QuantizeLinear/DequantizeLinear from opset 19 on.
     got = ReferenceEvaluator(onnx.version_converter.convert_version(int8, 19)).run(None, {"x": x})[0]
@@ -162,3 +162,23 @@ def test_smooth_quant_keeps_the_float_function_and_flattens_channels():
     assert resolve_model_type(prepared, "auto") == "cnn"
     _, int8, plan, _ = _quantize(model, config)
     assert plan.smoothed == ["r", "x"] and any(n.op_type == "Mul" for n in int8.graph.node)
+
+
+def test_full_bias_correction_pulls_output_means_back_to_fp32():
+    from lowprec_core.runtime import session
+
+    model = models.conv_relu_conv(seed=4)
+    prepared = prepare(model)
+    data = models.feeds(prepared, batches=6, batch=4, seed=7)
+    stats = collect(prepared, data, statistic_requests(prepared), model_sha256="test")
+
+    def mean_error(config):
+        int8, plan = quantize_model(prepared, stats, config, feeds=lambda: iter(data))
+        ref = np.concatenate([session(prepared).run(None, f)[0] for f in data])
+        got = np.concatenate([session(int8).run(None, f)[0] for f in data])
+        return np.abs((got - ref).mean(axis=(0, 2, 3))).mean(), plan
+
+    none, _ = mean_error(QuantConfig(bias_correction="none"))
+    full, plan = mean_error(QuantConfig(bias_correction="full"))
+    assert plan.corrected_biases == ["b1", "b2"]
+    assert full < 0.9 * none  # what is left is the output quantizer's own rounding
