@@ -54,6 +54,7 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--model-type", default=QuantConfig().model_type, choices=["auto", "cnn", "transformer"],
                    help="transformer adds SmoothQuant on MatMul/Gemm inputs (auto: when the graph has Softmax or LayerNormalization)")
     p.add_argument("--smooth-quant-alpha", type=float, default=QuantConfig().smooth_quant_alpha)
+    p.add_argument("--channel-alignment", action="store_true", help="POT's activation channel alignment for linear Conv->Conv pairs")
     p.add_argument("--batch-size", type=int, default=CalibrationConfig().batch_size)
     p.add_argument("--max-samples", type=int)
 
@@ -114,7 +115,7 @@ def _run(args: argparse.Namespace) -> int:
         config = build(
             QuantConfig, preset=args.preset, target=args.target, ignore=tuple(args.ignore),
             activation_range=args.activation_range, weight_range=args.weight_range, bias_correction=args.bias_correction,
-            model_type=args.model_type, smooth_quant_alpha=args.smooth_quant_alpha,
+            model_type=args.model_type, smooth_quant_alpha=args.smooth_quant_alpha, channel_alignment=args.channel_alignment,
         )
         calibration = build(CalibrationConfig, batch_size=args.batch_size, max_samples=args.max_samples)
         result = _api.quantize(args.model, args.out, data=args.data, stats=args.stats, config=config, calibration=calibration, report=args.report)

@@ -51,6 +51,7 @@ class QuantConfig(_Frozen):
     activation_range: str = "mse"
     weight_range: str = "minmax"
     bias_correction: Literal["none", "fast", "full"] = "fast"
+    channel_alignment: bool = False
     model_type: Literal["auto", "cnn", "transformer"] = "auto"
     smooth_quant_alpha: float = Field(default=0.85, ge=0.0, le=1.0)
 

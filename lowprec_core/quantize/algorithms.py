@@ -226,3 +226,72 @@ def correct_biases_full(
         corrected.append(entry.initializer)
     log.info("full bias correction: %d biases corrected", len(corrected))
     return out, corrected
+
+
+def align_channels(model: onnx.ModelProto, stats: Statistics) -> tuple[onnx.ModelProto, Statistics, list[str]]:
+    """Activation Channel Alignment (OpenVINO POT) for linear Conv -> Conv pairs.
+
+    Where a Conv's only reader is another Conv (group 1, no padding, stride and dilation 1),
+    each channel of the tensor between them is centred (producer bias -= mean, consumer bias
+    += W·mean) and its range brought to the median channel's (producer rows / s, consumer
+    columns * s, s clipped to [0.01, 100]). The float function is unchanged; one per-tensor
+    quantizer then fits every channel. The tensor's new statistics come from its per-channel
+    min/max, so calibration stays one pass.
+    """
+    out = onnx.ModelProto()
+    out.CopyFrom(model)
+    graph = out.graph
+    inits, users = initializers(graph), consumers(graph)
+    producers = {o: node for node in graph.node for o in node.output}
+    outputs = {o.name for o in graph.output}
+    tensors = dict(stats.tensors)
+    aligned = []
+
+    def attr(node, name, default):
+        return next((onnx.helper.get_attribute_value(a) for a in node.attribute if a.name == name), default)
+
+    def const(name):
+        tensor = inits.get(name)
+        private = tensor is not None and len(users.get(name, [])) == 1 and tensor.data_type == onnx.TensorProto.FLOAT
+        return numpy_helper.to_array(tensor).astype(np.float64) if private else None
+
+    for consumer in graph.node:
+        if consumer.op_type != "Conv" or attr(consumer, "group", 1) != 1 or len(consumer.input) < 3:
+            continue
+        if any(attr(consumer, "pads", [0])) or any(v != 1 for v in attr(consumer, "strides", [1])) or any(
+            v != 1 for v in attr(consumer, "dilations", [1])
+        ):
+            continue
+        tensor = consumer.input[0]
+        producer = producers.get(tensor)
+        entry = stats.tensors.get(tensor)
+        if producer is None or producer.op_type != "Conv" or len(producer.input) < 3 or tensor in outputs:
+            continue
+        if len(users.get(tensor, [])) != 1 or entry is None or entry.channel_min is None:
+            continue
+        w_in, b_in, w_out, b_out = (const(n) for n in (producer.input[1], producer.input[2], consumer.input[1], consumer.input[2]))
+        if any(v is None for v in (w_in, b_in, w_out, b_out)) or w_in.shape[0] != w_out.shape[1]:
+            continue
+        low, high = entry.channel_min.astype(np.float64), entry.channel_max.astype(np.float64)
+        mean, spread = (low + high) / 2, high - low
+        scale = np.ones_like(spread)
+        if np.any(spread > 0):
+            scale = np.clip(spread / np.median(spread[spread > 0]), 1e-2, 1e2)
+            scale[spread <= 0] = 1.0
+        b_out = b_out + w_out.reshape(w_out.shape[0], w_out.shape[1], -1).sum(axis=2) @ mean
+        b_in = (b_in - mean) / scale
+        w_in = w_in / scale.reshape((-1,) + (1,) * (w_in.ndim - 1))
+        w_out = w_out * scale.reshape((1, -1) + (1,) * (w_out.ndim - 2))
+        for name, value in zip((producer.input[1], producer.input[2], consumer.input[1], consumer.input[2]), (w_in, b_in, w_out, b_out)):
+            inits[name].CopyFrom(numpy_helper.from_array(value.astype(np.float32), name))
+        new_low, new_high = (low - mean) / scale, (high - mean) / scale
+        tensors[tensor] = TensorStats(
+            minimum=float(new_low.min()), maximum=float(new_high.max()), count=entry.count,
+            mean_min=float(new_low.min()), mean_max=float(new_high.max()),
+            channel_absmax=np.maximum(new_high, -new_low),
+            channel_mean=None if entry.channel_mean is None else (entry.channel_mean - mean) / scale,
+            channel_min=new_low, channel_max=new_high,
+        )
+        aligned.append(tensor)
+    log.info("activation channel alignment: %d tensors aligned", len(aligned))
+    return out, Statistics(stats.model_sha256, stats.samples, tensors), aligned

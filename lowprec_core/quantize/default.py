@@ -8,7 +8,7 @@ import onnx
 
 from ..calibration.stats import Statistics
 from ..config import QuantConfig
-from .algorithms import correct_biases, correct_biases_full, smooth_quant
+from .algorithms import align_channels, correct_biases, correct_biases_full, smooth_quant
 from .planner import QuantPlan, plan
 from .transform import apply
 
@@ -32,10 +32,13 @@ def quantize_model(
 
     `feeds` (a callable giving a fresh pass over the calibration data) enables full bias
     correction when the config asks for it; with statistics alone the fast one runs."""
+    aligned: list[str] = []
+    if config.channel_alignment:
+        model, stats, aligned = align_channels(model, stats)
     smoothed: list[str] = []
     if resolve_model_type(model, config.model_type) == "transformer":
         model, stats, smoothed = smooth_quant(model, stats, config)
-    quant_plan = plan(model, stats, config).model_copy(update={"smoothed": smoothed})
+    quant_plan = plan(model, stats, config).model_copy(update={"smoothed": smoothed, "aligned": aligned})
     if config.bias_correction != "none":
         model, corrected = correct_biases(model, quant_plan, stats)
         quant_plan = quant_plan.model_copy(update={"corrected_biases": corrected})

@@ -70,6 +70,7 @@ class QuantPlan(BaseModel):
     skipped: dict[str, str] = {}
     corrected_biases: list[str] = []
     smoothed: list[str] = []
+    aligned: list[str] = []
 
 
 def statistic_requests(model: onnx.ModelProto, target: str = "cpu") -> dict[str, int | None]:

@@ -182,3 +182,25 @@ def test_full_bias_correction_pulls_output_means_back_to_fp32():
     full, plan = mean_error(QuantConfig(bias_correction="full"))
     assert plan.corrected_biases == ["b1", "b2"]
     assert full < 0.9 * none  # what is left is the output quantizer's own rounding
+
+
+def test_channel_alignment_keeps_the_function_and_evens_the_channels():
+    from lowprec_core.quantize.algorithms import align_channels
+
+    model = models.conv_relu_conv(seed=2)
+    graph = model.graph
+    graph.node.remove(next(n for n in graph.node if n.op_type == "Relu"))  # a linear Conv -> Conv pair
+    graph.node[-1].input[0] = "c1"
+    w1 = next(i for i in graph.initializer if i.name == "w1")
+    scaled = onnx.numpy_helper.to_array(w1) * np.array([1, 8, 0.5, 3, 1, 20, 1, 0.2], np.float32).reshape(-1, 1, 1, 1)
+    w1.CopyFrom(onnx.numpy_helper.from_array(scaled.astype(np.float32), "w1"))
+    prepared = prepare(model)
+    data = models.feeds(prepared, batches=3, batch=4)
+    stats = collect(prepared, data, statistic_requests(prepared), model_sha256="test")
+    aligned, new_stats, done = align_channels(prepared, stats)
+    assert done == ["c1"]
+    run = lambda m: ReferenceEvaluator(m).run(None, data[0])[0]  # noqa: E731
+    np.testing.assert_allclose(run(aligned), run(prepared), rtol=1e-4, atol=1e-4)
+    spread = lambda s: s.channel_max - s.channel_min  # noqa: E731
+    before, after = spread(stats.tensors["c1"]), spread(new_stats.tensors["c1"])
+    assert after.max() / after.min() < before.max() / before.min() / 10
