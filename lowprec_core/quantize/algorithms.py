@@ -22,7 +22,7 @@ from ..graph import Names, consumers, initializers, topological_sort
 from ..ops import TARGETS, integer_range
 from .params import quantize_weight
 from .planner import QuantPlan, resolve_ignored
-from .ranges import weight_clip
+from .ranges import outlier_channel_max, weight_clip
 
 log = logging.getLogger(__name__)
 
@@ -90,7 +90,8 @@ def correct_biases(model: onnx.ModelProto, plan: QuantPlan, stats: Statistics) -
 def smooth_quant(
     model: onnx.ModelProto, stats: Statistics, config: QuantConfig
 ) -> tuple[onnx.ModelProto, Statistics, list[str]]:
-    """SmoothQuant for MatMul/Gemm inputs: move per-channel activation scale into the weights.
+    """SmoothQuant for MatMul/Gemm inputs with outlier channels: move per-channel activation
+    scale into the weights.
 
     For input X (channels k) read by layers with weights W, s_k = max|X_k|^α / max|W_k|^(1-α);
     X' = X / s (one Mul, read only by those layers) and W' = s·W, so X'W' = XW exactly in
@@ -122,6 +123,8 @@ def smooth_quant(
         entry = stats.tensors.get(tensor)
         if entry is None or entry.channel_min is None or entry.channel_max is None:
             continue
+        if outlier_channel_max(entry) is None:
+            continue  # flat channels already quantize well; a Mul here would only cost time
         weights = []
         for node in readers:
             w = numpy_helper.to_array(inits[node.input[1]])

@@ -69,7 +69,7 @@ def _mse(stats: TensorStats, levels: int, symmetric: bool) -> tuple[float, float
     inside = total[0] - s0l - s0r
     best = int(np.argmin(left + right + inside * step**2 / 12.0))
     low, high = float(lows[best]), float(highs[best])
-    guard = _outlier_channel_guard(stats)
+    guard = outlier_channel_max(stats)
     if guard is not None:  # a few channels are systematically large: never clip them
         low, high = min(low, max(stats.minimum, -guard)), max(high, min(stats.maximum, guard))
     return low, high
@@ -79,7 +79,7 @@ OUTLIER_CHANNEL_FACTOR = 4.0
 OUTLIER_CHANNEL_SHARE = 0.02
 
 
-def _outlier_channel_guard(stats: TensorStats) -> float | None:
+def outlier_channel_max(stats: TensorStats) -> float | None:
     """The largest per-channel |x| when a few channels (<= 2 %) reach over 4x the median channel.
 
     Such channels are features, not noise (transformer LayerNorm/GELU outputs): a histogram
