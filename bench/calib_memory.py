@@ -61,7 +61,7 @@ def main() -> None:
     parser.add_argument("--model", default="ocr_rec")
     parser.add_argument("--tools", default="lowprec,ort")
     args = parser.parse_args()
-    print(f"| tool | samples | peak RSS MB | seconds |\n|---|---|---|---|")
+    print("| tool | samples | peak RSS MB | seconds |\n|---|---|---|---|")
     for tool in args.tools.split(","):
         small = measure(tool, args.model, 100)
         large = measure(tool, args.model, 1000)

@@ -22,7 +22,7 @@ from . import registry, runtime
 from .calibration.collect import collect
 from .calibration.stats import Statistics, load_statistics
 from .config import BenchmarkConfig, CalibrationConfig, QuantConfig
-from .data import DataSource, input_specs, iter_feeds, load_labels
+from .data import input_specs, iter_feeds, load_labels
 from .errors import ConfigError, GateFailed
 from .model_io import LoadedModel, load_model, model_bytes, prepare, save_model
 from .quantize.default import quantize_model

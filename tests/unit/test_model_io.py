@@ -1,5 +1,4 @@
 import numpy as np
-import onnx
 import pytest
 from onnx.reference import ReferenceEvaluator
 
