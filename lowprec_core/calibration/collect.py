@@ -27,7 +27,7 @@ def collect(
     """Run every feed once. `requests` maps tensor -> channel axis for per-channel statistics
     (None: tensor-wide only). Memory holds one batch's requested tensors, never the whole set."""
     graph_inputs = {i.name for i in model.graph.input}
-    probe = _with_outputs(model, [t for t in requests if t not in graph_inputs])
+    probe = with_outputs(model, [t for t in requests if t not in graph_inputs])
     sess = runtime.session(probe, threads=threads, optimization="basic")
     names = [o.name for o in sess.get_outputs()]
     observers = {name: TensorObserver() for name in requests}
@@ -71,7 +71,7 @@ def collect(
     return Statistics(model_sha256, samples, stats)
 
 
-def _with_outputs(model: onnx.ModelProto, tensors: list[str]) -> onnx.ModelProto:
+def with_outputs(model: onnx.ModelProto, tensors: list[str]) -> onnx.ModelProto:
     probe = onnx.ModelProto()
     probe.CopyFrom(model)
     graph = probe.graph

@@ -15,6 +15,7 @@ import onnx
 from onnx import numpy_helper
 
 from .. import runtime
+from ..calibration.collect import with_outputs
 from ..calibration.observers import ChannelObserver
 from ..calibration.stats import Statistics, TensorStats
 from ..config import QuantConfig
@@ -207,10 +208,8 @@ def correct_biases_full(
     if not targets:
         return model, []
     topological_sort(probe.graph)
-    from ..calibration.collect import _with_outputs  # the same probe the calibration pass uses
-
     wanted = [name for t in targets for name in t[1:3]]
-    sess = runtime.session(_with_outputs(probe, wanted), optimization="basic")
+    sess = runtime.session(with_outputs(probe, wanted), optimization="basic")
     observers = {name: ChannelObserver(t[3]) for t in targets for name in t[1:3]}
     for feed in feeds:
         for name, value in zip(wanted, sess.run(wanted, feed)):
