@@ -69,12 +69,6 @@ class QuantConfig(_Frozen):
         return PRESETS[self.preset]["symmetric_activations"] if forced is None else forced
 
 
-class ValidationConfig(_Frozen):
-    metric: Literal["top1", "agreement", "cosine", "mse"] = "agreement"
-    max_drop: float = Field(default=0.01, ge=0.0)
-    batch_size: int = Field(default=32, ge=1)
-
-
 class BenchmarkConfig(_Frozen):
     batches: tuple[int, ...] = (1, 8)
     threads: tuple[int, ...] = (1,)
