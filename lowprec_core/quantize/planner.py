@@ -83,19 +83,35 @@ def statistic_requests(model: onnx.ModelProto, target: str = "cpu") -> dict[str,
     inits = initializers(graph)
     users = consumers(graph)
     ops = TARGETS[target].ops
-    needed: dict[str, int | None] = {}
+    candidates = []
     for node in graph.node:
         rule = QUANTIZABLE.get(node.op_type) if node.op_type in ops and node.domain in ("", "ai.onnx") else None
-        if rule is None or len(node.input) <= rule.weight_input or node.input[rule.weight_input] not in inits:
-            continue
+        if rule is not None and len(node.input) > rule.weight_input and node.input[rule.weight_input] in inits:
+            candidates.append((node, rule))
+    needed: dict[str, int | None] = {}
+    for node, rule in candidates:
         for i in rule.activation_inputs:
             if i < len(node.input) and node.input[i]:
                 needed[node.input[i]] = rule.input_channel_axis
-        needed.setdefault(node.output[0], None)
-        for follower in users.get(node.output[0], []):
-            if follower.op_type in FUSABLE_ACTIVATIONS:
-                needed.setdefault(follower.output[0], None)
+    reads = set(needed)
+    # Outputs only where a plan can quantize them: the same rule plan() applies, over every
+    # candidate (an ignored scope only removes readers, so this stays a superset).
+    for node, rule in candidates:
+        outputs = [node.output[0]] + [f.output[0] for f in users.get(node.output[0], []) if f.op_type in FUSABLE_ACTIVATIONS]
+        for tensor in outputs:
+            if rule.integer_output_required or _feeds_reads(tensor, reads, users):
+                needed.setdefault(tensor, None)
     return dict(sorted(needed.items()))
+
+
+def _feeds_reads(tensor: str, reads: set[str], users: dict[str, list[onnx.NodeProto]], depth: int = 0) -> bool:
+    """Whether `tensor` is, directly or through value-moving ops, one of the quantized `reads`."""
+    if tensor in reads:
+        return True
+    return depth < 8 and any(
+        user.op_type in TRANSPARENT and user.input[0] == tensor and _feeds_reads(user.output[0], reads, users, depth + 1)
+        for user in users.get(tensor, [])
+    )
 
 
 def resolve_ignored(model: onnx.ModelProto, ignore: tuple[str, ...]) -> set[str]:
@@ -154,13 +170,8 @@ def plan(model: onnx.ModelProto, stats: Statistics, config: QuantConfig) -> Quan
 
     quantized_reads = {name for _, act_inputs, _ in chosen for name in act_inputs}
 
-    def feeds_quantized(tensor: str, depth: int = 0) -> bool:
-        if tensor in quantized_reads:
-            return True
-        return depth < 8 and any(
-            user.op_type in TRANSPARENT and user.input[0] == tensor and feeds_quantized(user.output[0], depth + 1)
-            for user in users.get(tensor, [])
-        )
+    def feeds_quantized(tensor: str) -> bool:
+        return _feeds_reads(tensor, quantized_reads, users)
 
     activations: dict[str, ActivationQuant] = {}
     input_readers: dict[str, list[str]] = {}
