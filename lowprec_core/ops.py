@@ -65,6 +65,9 @@ class Target:
     """A hardware target: which ops it runs in integer and with which types.
 
     symmetric_activations: None lets the preset decide; True/False is forced by the hardware.
+    int16_pairs: the integer kernel adds adjacent u8 x s8 products in int16 (x86 AVX2 without
+        VNNI: VPMADDUBSW), so a pair of large products saturates. Output channels that can
+        overflow for activations inside their calibrated range get 7-bit weights.
     """
 
     ops: frozenset[str]
@@ -73,12 +76,16 @@ class Target:
     per_channel: bool
     bias_int32: bool
     symmetric_activations: bool | None
+    int16_pairs: bool = False
 
 
 TARGETS: dict[str, Target] = {
-    # ONNX Runtime's CPU provider: u8 activations x s8 weights (VNNI), per-channel, int32 bias.
+    # ONNX Runtime's CPU provider on any x86-64: u8 activations x s8 weights, per-channel,
+    # int32 bias; safe on AVX2-only CPUs, where ORT's u8s8 kernels sum product pairs in int16.
     # No ConvTranspose: ORT's CPU provider has no integer kernel for it, so Q/DQ would only add error.
-    "cpu": Target(frozenset({"Conv", "Gemm", "MatMul"}), np.uint8, np.int8, True, True, None),
+    "cpu": Target(frozenset({"Conv", "Gemm", "MatMul"}), np.uint8, np.int8, True, True, None, int16_pairs=True),
+    # The same on CPUs with AVX512-VNNI / AVX-VNNI / AMX (int32 accumulation): full 8-bit weights everywhere.
+    "cpu-vnni": Target(frozenset({"Conv", "Gemm", "MatMul"}), np.uint8, np.int8, True, True, None),
     # TensorRT-style: s8 symmetric everywhere, per-channel weights.
     "gpu": Target(frozenset({"Conv", "ConvTranspose", "Gemm", "MatMul"}), np.int8, np.int8, True, True, True),
     # Conservative accelerators: per-tensor weights, u8 asymmetric activations.

@@ -40,9 +40,8 @@ def collect(
             raise DataError(f"calibration feed {index} failed in ONNX Runtime: {str(err).splitlines()[0]}") from None
         for name, value in list(zip(names, values)) + [(n, feed[n]) for n in graph_inputs if n in feed]:
             if name in observers:
-                finite = observers[name].update(value)
-                if name in channels:
-                    channels[name].update(value, finite=finite)
+                bounds = channels[name].update(value) if name in channels else None
+                observers[name].update(value, bounds=bounds)
         del values
         samples += int(next(iter(feed.values())).shape[0])
         log.debug("calibration batch %d done (%d samples)", index, samples)

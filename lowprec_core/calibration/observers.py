@@ -37,13 +37,16 @@ class TensorObserver:
     radius: float = 0.0
     histogram: np.ndarray = field(default_factory=lambda: np.zeros(HISTOGRAM_BINS, dtype=np.int64))
 
-    def update(self, values: np.ndarray) -> bool:
-        """Fold one batch in; returns whether every value was finite."""
+    def update(self, values: np.ndarray, *, bounds: tuple[float, float] | None = None) -> bool:
+        """Fold one batch in; returns whether every value was finite.
+
+        `bounds`: the batch's (min, max) when the caller already has them (per-channel
+        statistics reduce to them); NaN in either means some value was not finite."""
         values = np.asarray(values, dtype=np.float32).reshape(-1)
         if values.size == 0:
             return True
         finite = True
-        low, high = float(values.min()), float(values.max())
+        low, high = bounds if bounds is not None else (float(values.min()), float(values.max()))
         if not (math.isfinite(low) and math.isfinite(high)):  # min/max propagate NaN; Inf shows at the ends
             mask = np.isfinite(values)
             self.nonfinite += int(values.size - mask.sum())
@@ -110,19 +113,22 @@ class ChannelObserver:
     total: np.ndarray | None = None
     count: int = 0
 
-    def update(self, values: np.ndarray, *, finite: bool | None = None) -> None:
-        """`finite=True` skips the NaN/Inf scan when the caller already knows (TensorObserver)."""
+    def update(self, values: np.ndarray) -> tuple[float, float]:
+        """Fold one batch in; returns the batch's (min, max) over all values, NaN when some
+        value was not finite (those are left out of the channel statistics)."""
         values = np.asarray(values, dtype=np.float32)
         axis = self.axis % values.ndim
-        if finite is None:
-            finite = bool(np.isfinite(values.sum(dtype=np.float64)))
-        if not finite:
-            values = np.where(np.isfinite(values), values, np.float32(0))
         # [outer, C, inner]: the inner reduction runs over contiguous memory, then the outer.
         outer = int(np.prod(values.shape[:axis], dtype=np.int64))
         grouped = values.reshape(outer, values.shape[axis], -1)
         high = grouped.max(axis=2).max(axis=0)
         low = grouped.min(axis=2).min(axis=0)
+        bounds = (float(low.min()), float(high.max()))  # max/min propagate NaN; Inf shows at the ends
+        if not (math.isfinite(bounds[0]) and math.isfinite(bounds[1])):
+            grouped = np.where(np.isfinite(grouped), grouped, np.float32(0))
+            high = grouped.max(axis=2).max(axis=0)
+            low = grouped.min(axis=2).min(axis=0)
+            bounds = (math.nan, math.nan)
         absmax = np.maximum(high, -low)
         total = grouped.sum(axis=2, dtype=np.float64).sum(axis=0)
         self.absmax = absmax if self.absmax is None else np.maximum(self.absmax, absmax)
@@ -130,6 +136,7 @@ class ChannelObserver:
         self.maximum = high if self.maximum is None else np.maximum(self.maximum, high)
         self.total = total if self.total is None else self.total + total
         self.count += values.size // values.shape[axis]
+        return bounds
 
     @property
     def mean(self) -> np.ndarray:

@@ -20,21 +20,20 @@ from ..calibration.observers import ChannelObserver
 from ..calibration.stats import Statistics, TensorStats
 from ..config import QuantConfig
 from ..graph import Names, consumers, initializers, topological_sort
-from ..ops import TARGETS, integer_range
-from .params import quantize_weight
-from .planner import QuantPlan, resolve_ignored
-from .ranges import outlier_channel_max, weight_clip
+from ..ops import TARGETS
+from .params import quantize_planned_weight
+from .planner import QuantPlan, WeightQuant, resolve_ignored
+from .ranges import median, outlier_channel_max
 
 log = logging.getLogger(__name__)
 
 _DTYPES = {"int8": np.int8, "uint8": np.uint8}
 
 
-def weight_error(weight: np.ndarray, axis: int | None, dtype_name: str, estimator: str) -> np.ndarray:
+def weight_error(weight: np.ndarray, entry: WeightQuant) -> np.ndarray:
     """W_q - W for the weight exactly as the transformer will quantize it."""
-    dtype = _DTYPES[dtype_name]
-    clip = weight_clip(weight, axis, estimator, levels=2 * integer_range(dtype)[1] + 1)
-    q, scale = quantize_weight(weight, axis, dtype, clip)
+    axis = entry.axis
+    q, scale = quantize_planned_weight(weight, axis, _DTYPES[entry.dtype], entry.estimator, entry.narrow)
     shape = [1] * weight.ndim
     if axis is not None:
         shape[axis] = -1
@@ -75,7 +74,7 @@ def correct_biases(model: onnx.ModelProto, plan: QuantPlan, stats: Statistics) -
             continue
         w = weights[entry.weight]
         weight = numpy_helper.to_array(inits[entry.weight])
-        shift = _output_shift(node, weight_error(weight, w.axis, w.dtype, w.estimator), mean.astype(np.float64))
+        shift = _output_shift(node, weight_error(weight, w), mean.astype(np.float64))
         bias_init = inits[entry.initializer]
         bias = numpy_helper.to_array(bias_init)
         if shift is None or shift.shape != bias.shape:
@@ -278,7 +277,7 @@ def align_channels(model: onnx.ModelProto, stats: Statistics) -> tuple[onnx.Mode
         mean, spread = (low + high) / 2, high - low
         scale = np.ones_like(spread)
         if np.any(spread > 0):
-            scale = np.clip(spread / np.median(spread[spread > 0]), 1e-2, 1e2)
+            scale = np.clip(spread / median(spread[spread > 0]), 1e-2, 1e2)
             scale[spread <= 0] = 1.0
         b_out = b_out + w_out.reshape(w_out.shape[0], w_out.shape[1], -1).sum(axis=2) @ mean
         b_in = (b_in - mean) / scale

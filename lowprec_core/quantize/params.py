@@ -3,9 +3,12 @@ where ONNX Runtime does it, so an int32 bias matches the scale ORT expects exact
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+
 import numpy as np
 
 from ..ops import integer_range
+from .ranges import weight_clip
 
 
 def activation_params(minimum: float, maximum: float, dtype: type, *, symmetric: bool) -> tuple[np.float32, int]:
@@ -25,12 +28,21 @@ def activation_params(minimum: float, maximum: float, dtype: type, *, symmetric:
 
 
 def quantize_weight(
-    weight: np.ndarray, axis: int | None, dtype: type, clip: np.ndarray | None = None
+    weight: np.ndarray,
+    axis: int | None,
+    dtype: type,
+    clip: np.ndarray | None = None,
+    narrow: Sequence[int] = (),
 ) -> tuple[np.ndarray, np.ndarray]:
     """Symmetric, restricted range ([-127, 127] for int8): returns (q, scale).
 
-    `clip` replaces the per-channel |w| maximum (a range estimator's choice)."""
-    _, hi = integer_range(dtype)
+    `clip` replaces the per-channel |w| maximum (a range estimator's choice); channels in
+    `narrow` use half the range ([-63, 63]), one bit less."""
+    _, full = integer_range(dtype)
+    hi = np.float32(full)
+    if len(narrow):
+        hi = np.full(1 if axis is None else weight.shape[axis], full, dtype=np.float32)
+        hi[list(narrow)] = full // 2
     w = weight.astype(np.float32)
     if clip is not None:
         absmax = np.asarray(clip, dtype=np.float32).reshape(() if axis is None else -1)
@@ -39,12 +51,23 @@ def quantize_weight(
     else:
         reduce = tuple(i for i in range(w.ndim) if i != axis)
         absmax = np.abs(w).max(axis=reduce).astype(np.float32)
-    scale = np.where(absmax > 0, absmax / np.float32(hi), np.float32(1.0)).astype(np.float32)
+    if axis is None:
+        hi = np.float32(np.min(hi))
+    scale = np.where(absmax > 0, absmax / hi, np.float32(1.0)).astype(np.float32)
     shape = [1] * w.ndim
     if axis is not None:
         shape[axis] = -1
-    q = np.clip(np.rint(w / scale.reshape(shape)), -hi, hi).astype(dtype)
+    bound = np.reshape(hi, shape) if np.ndim(hi) else hi
+    q = np.clip(np.rint(w / scale.reshape(shape)), -bound, bound).astype(dtype)
     return q, scale
+
+
+def quantize_planned_weight(
+    weight: np.ndarray, axis: int | None, dtype: type, estimator: str, narrow: Sequence[int] = ()
+) -> tuple[np.ndarray, np.ndarray]:
+    """A weight exactly as the transformer writes it: the estimator's clip, then quantize_weight."""
+    clip = weight_clip(weight, axis, estimator, levels=2 * integer_range(dtype)[1] + 1)
+    return quantize_weight(weight, axis, dtype, clip, narrow)
 
 
 def quantize_bias(bias: np.ndarray, input_scale: np.float32, weight_scale: np.ndarray) -> tuple[np.ndarray, np.ndarray]:

@@ -16,7 +16,8 @@ from ..config import QuantConfig
 from ..errors import ConfigError
 from ..graph import consumers, initializers
 from ..ops import FUSABLE_ACTIVATIONS, QUANTIZABLE, TARGETS, TRANSPARENT, GraphView, useful_range
-from .params import activation_params
+from .overflow import overflow_channels
+from .params import activation_params, quantize_planned_weight
 from .ranges import activation_range
 
 log = logging.getLogger(__name__)
@@ -39,10 +40,13 @@ class ActivationQuant(_Entry):
 
 
 class WeightQuant(_Entry):
+    """`narrow`: output channels given 7-bit weights so int16 pair sums cannot saturate."""
+
     initializer: str
     axis: int | None
     dtype: str
     estimator: str = "minmax"
+    narrow: list[int] = []
 
 
 class BiasQuant(_Entry):
@@ -250,6 +254,10 @@ def plan(model: onnx.ModelProto, stats: Statistics, config: QuantConfig) -> Quan
         )
         if entry.axis != axis:
             raise ConfigError(f"weight {weight_name!r} is shared by nodes that need different channel axes")
+        if target.int16_pairs:
+            narrow = _overflowing(node, weight, entry, activations[act_inputs[0]], stats.tensors.get(act_inputs[0]))
+            if narrow:
+                weights[weight_name] = entry = entry.model_copy(update={"narrow": sorted(set(entry.narrow) | set(narrow))})
         bias_name = node.input[rule.bias_input] if rule.bias_input is not None and len(node.input) > rule.bias_input else ""
         bias = inits.get(bias_name)
         if (
@@ -272,6 +280,16 @@ def plan(model: onnx.ModelProto, stats: Statistics, config: QuantConfig) -> Quan
         nodes=[node.name for node, _, _ in chosen],
         skipped=skipped,
     )
+
+
+def _overflowing(node, weight: onnx.TensorProto, entry: WeightQuant, act: ActivationQuant, act_stats) -> list[int]:
+    """Output channels whose u8 x s8 pair sums can pass int16 for activations in their calibrated range."""
+    if act.dtype != "uint8" or entry.dtype != "int8" or act_stats is None or act_stats.channel_min is None:
+        return []
+    q, _ = quantize_planned_weight(numpy_helper.to_array(weight), entry.axis, np.int8, entry.estimator)
+    to_u8 = lambda v: np.clip(np.rint(v / np.float32(act.scale)) + act.zero_point, 0, 255)  # noqa: E731
+    flagged = overflow_channels(node, q, to_u8(act_stats.channel_min), to_u8(act_stats.channel_max))
+    return [0] if flagged and entry.axis is None else flagged
 
 
 def _skip_reason(node, rule, config, target, ignored, inits, float_tensors) -> str | None:

@@ -75,6 +75,13 @@ def _mse(stats: TensorStats, levels: int, symmetric: bool) -> tuple[float, float
     return low, high
 
 
+def median(values: np.ndarray) -> float:
+    """np.median without its first-call import of numpy.ma (40 ms, a fifth of a small model's run)."""
+    ordered = np.sort(np.ravel(values))
+    n = ordered.size
+    return float((ordered[(n - 1) // 2] + ordered[n // 2]) / 2)
+
+
 OUTLIER_CHANNEL_FACTOR = 4.0
 OUTLIER_CHANNEL_SHARE = 0.02
 
@@ -88,8 +95,8 @@ def outlier_channel_max(stats: TensorStats) -> float | None:
     absmax = stats.channel_absmax
     if absmax is None or absmax.size < 8:
         return None
-    median = float(np.median(absmax))
-    outliers = absmax > OUTLIER_CHANNEL_FACTOR * median
+    median_channel = median(absmax)
+    outliers = absmax > OUTLIER_CHANNEL_FACTOR * median_channel
     if not outliers.any() or outliers.sum() > max(1, OUTLIER_CHANNEL_SHARE * absmax.size):
         return None
     return float(absmax.max())

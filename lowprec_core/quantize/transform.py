@@ -7,10 +7,8 @@ import onnx
 from onnx import helper, numpy_helper
 
 from ..graph import Names, drop_unused_initializers, initializers, topological_sort
-from ..ops import integer_range
-from .params import quantize_bias, quantize_weight
+from .params import quantize_bias, quantize_planned_weight
 from .planner import QuantPlan
-from .ranges import weight_clip
 
 _DTYPES = {"uint8": np.uint8, "int8": np.int8}
 
@@ -46,8 +44,7 @@ def apply(model: onnx.ModelProto, plan: QuantPlan) -> onnx.ModelProto:
     for entry in plan.weights:
         array = numpy_helper.to_array(inits[entry.initializer])
         dtype = _DTYPES[entry.dtype]
-        clip = weight_clip(array, entry.axis, entry.estimator, levels=2 * integer_range(dtype)[1] + 1)
-        q, scale = quantize_weight(array, entry.axis, dtype, clip)
+        q, scale = quantize_planned_weight(array, entry.axis, dtype, entry.estimator, entry.narrow)
         weight_scale[entry.initializer] = scale
         weight_out[entry.initializer] = _dequantized_constant(names, entry.initializer, q, scale, entry.axis, new_inits, new_nodes)
 
