@@ -22,38 +22,41 @@ def overflow_channels(node: onnx.NodeProto, q: np.ndarray, act_low: np.ndarray, 
 
     q: the integer weight as the transformer writes it; act_low/act_high: the calibrated
     per-input-channel range of the activation in u8 units. [] where the layout is unknown."""
-    flagged = None
-    for weights, channel in _contraction_layouts(node, q, act_low.size):
-        weights = weights.astype(np.int64)
-        low, high = act_low[channel].astype(np.int64), act_high[channel].astype(np.int64)
-        most = np.maximum(np.maximum(low * weights, high * weights), 0)
-        least = np.minimum(np.minimum(low * weights, high * weights), 0)
-        k = weights.shape[0] - weights.shape[0] % 2  # an odd last entry is paired with padding
-        pair_high = (most[0:k:2] + most[1:k:2]).max(axis=0, initial=0)
-        pair_low = (least[0:k:2] + least[1:k:2]).min(axis=0, initial=0)
-        hit = (pair_high > INT16_MAX) | (pair_low < -INT16_MAX - 1)
-        flagged = hit if flagged is None else flagged | hit
-    return [] if flagged is None else [int(i) for i in np.flatnonzero(flagged)]
+    walks = _contraction_walks(node, q, act_low.size)
+    if not walks:
+        return []
+    weights, channel, orders = walks
+    low, high = act_low.astype(np.int32)[channel], act_high.astype(np.int32)[channel]
+    weights = weights.astype(np.int32)
+    # The extreme products of each entry over the activation range (u8 >= 0, so the ends).
+    a, b = low * weights, high * weights
+    most, least = np.maximum(np.maximum(a, b), 0), np.minimum(np.minimum(a, b), 0)
+    flagged = np.zeros(weights.shape[0], dtype=bool)
+    for order in orders:  # each: [N, K] with K in the order the kernel walks it
+        for extreme, over in ((order(most), lambda s: s > INT16_MAX), (order(least), lambda s: s < -INT16_MAX - 1)):
+            k = extreme.shape[1] - extreme.shape[1] % 2  # an odd last entry is paired with padding
+            flagged |= over(extreme[:, 0:k:2] + extreme[:, 1:k:2]).any(axis=1)
+    return [int(i) for i in np.flatnonzero(flagged)]
 
 
-def _contraction_layouts(node: onnx.NodeProto, q: np.ndarray, channels: int) -> list[tuple[np.ndarray, np.ndarray]]:
-    """(weights [K, N], input channel of each entry [K, N] or [K, 1]) for each order in which
-    the kernel may walk K: one for MatMul/Gemm, NCHW and NHWC im2col for Conv."""
+def _contraction_walks(node: onnx.NodeProto, q: np.ndarray, channels: int):
+    """(weights [N, C, taps], input channel of each [N or 1, C, 1], the orders in which the
+    kernel may walk K = C x taps), or None: MatMul/Gemm have one order, Conv two (NCHW and NHWC im2col)."""
     if node.op_type in ("MatMul", "Gemm") and q.ndim == 2:
         trans_b = next((a.i for a in node.attribute if a.name == "transB"), 0) if node.op_type == "Gemm" else 0
-        weights = q.T if trans_b else q
-        if weights.shape[0] != channels:
-            return []
-        return [(weights, np.arange(channels)[:, None])]
+        weights = q if trans_b else q.T  # [N, K]
+        if weights.shape[1] != channels:
+            return None
+        return weights[:, :, None], np.arange(channels)[None, :, None], [lambda v: v[:, :, 0]]
     if node.op_type == "Conv" and q.ndim >= 3:
         group = next((a.i for a in node.attribute if a.name == "group"), 1)
         out_ch, per_group = q.shape[:2]
         if per_group * group != channels or out_ch % group:
-            return []
-        taps = int(np.prod(q.shape[2:]))
+            return None
+        weights = q.reshape(out_ch, per_group, -1)
         base = (np.arange(out_ch) // (out_ch // group)) * per_group  # first input channel of each output's group
-        channel = base[None, :] + np.arange(per_group)[:, None]  # [C/g, N]
-        nchw = q.reshape(out_ch, per_group * taps).T  # K = (c, kh, kw)
-        nhwc = np.moveaxis(q.reshape(out_ch, per_group, taps), 1, 2).reshape(out_ch, -1).T  # K = (kh, kw, c)
-        return [(nchw, np.repeat(channel, taps, axis=0)), (nhwc, np.tile(channel, (taps, 1)))]
-    return []
+        channel = (base[:, None] + np.arange(per_group)[None, :])[:, :, None]
+        nchw = lambda v: v.reshape(v.shape[0], -1)  # noqa: E731  K = (c, kh, kw)
+        nhwc = lambda v: v.transpose(0, 2, 1).reshape(v.shape[0], -1)  # noqa: E731  K = (kh, kw, c)
+        return weights, channel, [nchw, nhwc]
+    return None
