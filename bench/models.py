@@ -106,6 +106,7 @@ def ocr_rec() -> BenchModel:
         return {
             "exact": float(np.mean([p == t for p, t in zip(pred, truth)])),
             "fp32_exact": float(np.mean([p == t for p, t in zip(ref, truth)])),
+            "fp32_agree": float(np.mean([p == r for p, r in zip(pred, ref)])),
             "cer": float(cer),
         }
 

@@ -21,14 +21,17 @@ from . import benchmark as _bench
 from . import registry, runtime
 from .calibration.collect import collect
 from .calibration.stats import Statistics, load_statistics
-from .config import BenchmarkConfig, CalibrationConfig, QuantConfig
+from .accuracy import ModelBackend
+from .config import AccuracyBudget, BenchmarkConfig, CalibrationConfig, QuantConfig
 from .data import input_specs, iter_feeds, load_labels
 from .errors import ConfigError, GateFailed
 from .model_io import LoadedModel, load_model, model_bytes, prepare, save_model
+from .metrics import resolve_metric
+from .quantize.accuracy_aware import Iteration, Journal, SearchResult, search
 from .quantize.default import quantize_model
 from .quantize.planner import QuantPlan, statistic_requests
 from .storage import localize
-from .validate import ValidationReport, compare
+from .validate import Evaluator, ValidationReport, compare
 
 log = logging.getLogger(__name__)
 
@@ -46,6 +49,7 @@ class QuantizeReport(BaseModel):
     calibration_samples: int
     seconds: float
     plan: QuantPlan
+    accuracy: SearchResult | None = None  # the accuracy-aware search, when one ran
 
 
 def calibrate(
@@ -74,13 +78,38 @@ def quantize(
     config: QuantConfig = QuantConfig(),
     calibration: CalibrationConfig = CalibrationConfig(),
     report: PathOrUri | None = None,
+    accuracy: AccuracyBudget | None = None,
+    eval_data: PathOrUri | Sequence[Mapping[str, np.ndarray]] | None = None,
+    labels: PathOrUri | np.ndarray | None = None,
+    work_dir: PathOrUri | None = None,
 ) -> QuantizeReport:
-    """FP32 model -> INT8 QDQ model at `out`; calibrates from `data` unless `stats` is given."""
+    """FP32 model -> INT8 QDQ model at `out`; calibrates from `data` unless `stats` is given.
+
+    With `accuracy`, runs the accuracy-aware search on `eval_data` (and `labels`): layers go
+    back to float until every metric is within its budget. `work_dir` keeps statistics, the
+    FP32 reference and a journal of every evaluation, so a killed run resumes where it stopped.
+    A budget that cannot be met, or an INT8 model slower than FP32, raises GateFailed after
+    the model and report are written."""
     started = time.perf_counter()
     with tempfile.TemporaryDirectory(prefix="lowprec-") as tmp:
         loaded = load_model(localize(model, tmp))
         prepared = prepare(loaded.proto)
         source = _local_data(data, tmp) if data is not None else None
+        work = None
+        if accuracy is not None:
+            work = Path(work_dir) if work_dir is not None else Path(tmp) / "work"
+            # Everything the search reads is checked before calibration spends any time.
+            if eval_data is None:
+                raise ConfigError("accuracy-aware quantization needs evaluation data (--eval)")
+            if isinstance(eval_data, Iterator):
+                raise ConfigError("evaluation data is read many times: pass a path or a list of feeds, not an iterator")
+            if config.bias_correction == "full":
+                raise ConfigError("bias_correction 'full' re-reads the calibration data for every model; the accuracy-aware search uses 'fast' or 'none'")
+            metrics = [resolve_metric(b.metric) for b in accuracy.metrics]
+            label_array = load_labels(localize(labels, tmp)) if isinstance(labels, (str, os.PathLike)) else labels
+            _claim_work_dir(work, loaded.sha256, config, accuracy, eval_data, labels)
+            if stats is None and (work / "stats" / "stats.json").exists():
+                stats = work / "stats"  # a resumed run: calibration finished before
         if stats is not None:
             statistics = load_statistics(localize(stats, tmp), model_sha256=loaded.sha256)
         elif source is not None:
@@ -91,7 +120,13 @@ def quantize(
         if source is not None and not isinstance(source, Iterator):  # a path or a list can be read twice
             specs = input_specs(prepared)
             replay = lambda: iter_feeds(source, specs, batch_size=calibration.batch_size, max_samples=calibration.max_samples)  # noqa: E731
-        int8, plan = quantize_model(prepared, statistics, config, feeds=replay)
+        search = None
+        if accuracy is None:
+            int8, plan = quantize_model(prepared, statistics, config, feeds=replay)
+        else:
+            if not (work / "stats" / "stats.json").exists():
+                statistics.save(work / "stats")
+            int8, plan, search, config = _accuracy_aware(prepared, statistics, config, accuracy, metrics, eval_data, label_array, work, tmp)
         _stamp(int8, loaded.sha256, config)
         # A model ORT cannot load never reaches `out`.
         saved = save_model(int8, out, external_data=bool(loaded.data_files) or None, verify=runtime.session)
@@ -106,10 +141,97 @@ def quantize(
         calibration_samples=statistics.samples,
         seconds=round(time.perf_counter() - started, 3),
         plan=plan,
+        accuracy=search,
     )
     if report is not None:
         _write_json(report, result)
+    if search is not None:
+        _accuracy_gate(search, accuracy.min_speedup)
     return result
+
+
+def _claim_work_dir(work: Path, model_sha256: str, config: QuantConfig, accuracy: AccuracyBudget, eval_data, labels) -> None:
+    """A work dir serves one run: the same model, config, budget and evaluation data."""
+    identity = {
+        "model_sha256": model_sha256,
+        "config": config.model_dump(mode="json"),
+        "accuracy": accuracy.model_dump(mode="json"),
+        "eval_data": _identity(eval_data),
+        "labels": _identity(labels),
+    }
+    marker = work / "run.json"
+    if marker.exists():
+        recorded = json.loads(marker.read_text())
+        if recorded != identity:
+            changed = sorted(k for k in identity if recorded.get(k) != identity[k])
+            raise ConfigError(f"work dir {work} belongs to another run (different {', '.join(changed)}); use a new --work-dir or remove it")
+        return
+    work.mkdir(parents=True, exist_ok=True)
+    marker.write_text(json.dumps(identity, indent=1, sort_keys=True))
+
+
+def _identity(value) -> str | None:
+    """What names a data source across runs: a file's sha256, a folder's file list, else its repr."""
+    if value is None:
+        return None
+    if isinstance(value, (str, os.PathLike)) and not str(value).startswith(("s3://", "file://")):
+        path = Path(value)
+        if path.is_file():
+            import hashlib
+
+            return hashlib.sha256(path.read_bytes()).hexdigest()
+        if path.is_dir():
+            return json.dumps(sorted((p.name, p.stat().st_size) for p in path.iterdir()))
+    if isinstance(value, np.ndarray):
+        import hashlib
+
+        return hashlib.sha256(np.ascontiguousarray(value).tobytes()).hexdigest()
+    return str(value)
+
+
+def _accuracy_aware(prepared, statistics, config: QuantConfig, accuracy: AccuracyBudget, metrics, eval_data, label_array, work: Path, tmp: str):
+    """The search over float layers; returns the final model, its plan, the search and the config that makes it."""
+    specs = input_specs(prepared)
+    source = _local_data(eval_data, tmp)
+    feeds = lambda: iter_feeds(source, specs, batch_size=32)  # noqa: E731
+    evaluator = Evaluator(prepared.SerializeToString(), feeds, metrics, labels=label_array, cache_dir=work / "reference")
+    first = next(iter(feeds()))
+    backend = ModelBackend(prepared, statistics, config, evaluator, speed_feed={k: v[:1] for k, v in first.items()})
+    iterations = work / "iterations"
+    iterations.mkdir(exist_ok=True)
+
+    def write(iteration: Iteration) -> None:
+        path = iterations / f"{iteration.index:04d}.json"
+        if path.exists():  # written before a restart
+            return
+        _, plan = backend.build(tuple(iteration.float_layers))
+        body = {"iteration": iteration.model_dump(mode="json"), "plan": plan.model_dump(mode="json")}
+        tmp_path = path.with_name(f".{path.name}.tmp")
+        tmp_path.write_text(json.dumps(body, indent=1))
+        os.replace(tmp_path, path)
+        log.info("iteration %d (%s): %s", iteration.index, iteration.kind,
+                 ", ".join(f"{n} drop {r.drop:.4f}/{r.max_drop:.4f}" for n, r in iteration.metrics.items()))
+
+    journal = Journal(work / "journal.jsonl")
+    result = search(backend, metrics, accuracy, journal=journal, on_iteration=write)
+    if journal.replayed:
+        log.info("resumed: %d evaluations replayed from %s", journal.replayed, journal.path)
+    final = tuple(result.float_layers)
+    model, plan = backend.build(final)
+    return model, plan, result, backend.config_for(final)
+
+
+def _accuracy_gate(search: SearchResult, min_speedup: float) -> None:
+    last = search.iterations[-1]
+    if not search.met:
+        worst = ", ".join(f"{n} drop {r.drop:.4f} > {r.max_drop:.4f}" for n, r in last.metrics.items() if r.drop > r.max_drop)
+        raise GateFailed(f"accuracy budget not met ({worst}): {search.reason}")
+    if last.speedup is not None and last.speedup < min_speedup:
+        raise GateFailed(
+            f"the budget is met with {len(search.float_layers)} layers in float, but the INT8 model runs at "
+            f"{last.speedup:.2f}x of FP32 at batch 1, below the required {min_speedup:.2f}x"
+            + (": slower than the model it replaces" if last.speedup < 1.0 else "")
+        )
 
 
 def validate(

@@ -56,6 +56,27 @@ def make_feed(specs: list[InputSpec], batch: int, sample: Feed | None = None, se
     return feed
 
 
+def interleaved(sessions, feed: Feed, *, warmup: int, repeats: int) -> tuple[np.ndarray, np.ndarray]:
+    """Milliseconds per run of two sessions on one feed, alternating which goes first so drift hits both alike."""
+    times: tuple[list[float], list[float]] = ([], [])
+    for sess in sessions:
+        for _ in range(warmup):
+            sess.run(None, feed)
+    for repeat in range(repeats):
+        for index in (0, 1) if repeat % 2 == 0 else (1, 0):
+            start = time.perf_counter()
+            sessions[index].run(None, feed)
+            times[index].append((time.perf_counter() - start) * 1e3)
+    return np.array(times[0]), np.array(times[1])
+
+
+def speedup(reference: bytes, candidate: bytes, feed: Feed, *, repeats: int = 20, threads: int = 1) -> float:
+    """FP32 median latency over the candidate's, interleaved on one feed: a quick check, not a benchmark."""
+    sessions = tuple(runtime.session(m, threads=threads) for m in (reference, candidate))
+    fp, q = interleaved(sessions, feed, warmup=3, repeats=repeats)
+    return float(np.median(fp / q))  # paired rounds: a slow moment hits both models of a round
+
+
 def run(
     fp32: LoadedModel,
     int8: LoadedModel,
@@ -68,19 +89,7 @@ def run(
     for threads in config.threads:
         sessions = tuple(runtime.session(str(m.path), threads=threads) for m in (fp32, int8))
         for batch in config.batches:
-            feed = make_feed(specs, batch, sample)
-            times: tuple[list[float], list[float]] = ([], [])
-            for sess in sessions:
-                for _ in range(config.warmup):
-                    sess.run(None, feed)
-            for repeat in range(config.repeats):
-                # Alternate which model goes first so drift hits both alike.
-                order = (0, 1) if repeat % 2 == 0 else (1, 0)
-                for index in order:
-                    start = time.perf_counter()
-                    sessions[index].run(None, feed)
-                    times[index].append((time.perf_counter() - start) * 1e3)
-            fp, q = (np.array(t) for t in times)
+            fp, q = interleaved(sessions, make_feed(specs, batch, sample), warmup=config.warmup, repeats=config.repeats)
             results.append(
                 LatencyResult(
                     batch=batch,

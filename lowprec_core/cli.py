@@ -9,9 +9,19 @@ import sys
 from pathlib import Path
 
 from . import _api, registry
-from .config import ACTIVATION_ESTIMATORS, PRESETS, WEIGHT_ESTIMATORS, BenchmarkConfig, CalibrationConfig, QuantConfig, build
+from .config import (
+    ACTIVATION_ESTIMATORS,
+    PRESETS,
+    WEIGHT_ESTIMATORS,
+    AccuracyBudget,
+    BenchmarkConfig,
+    CalibrationConfig,
+    MetricBudget,
+    QuantConfig,
+    build,
+)
 from .errors import ConfigError, LowprecError
-from .metrics import METRICS
+from .metrics import METRICS, resolve_metric
 from .ops import TARGETS
 
 DEMO = Path(__file__).resolve().parent / "_demo"
@@ -57,13 +67,23 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--channel-alignment", action="store_true", help="POT's activation channel alignment for linear Conv->Conv pairs")
     p.add_argument("--batch-size", type=int, default=CalibrationConfig().batch_size)
     p.add_argument("--max-samples", type=int)
+    aa = p.add_argument_group("accuracy-aware (with --eval): revert layers to float until every metric is within budget")
+    aa.add_argument("--eval", help="evaluation data (.npz, folder of .npz, or s3:// URI)")
+    aa.add_argument("--labels", help=".npy of labels, one per evaluation sample (integers or strings)")
+    aa.add_argument("--metric", action="append", default=[], metavar="NAME[=MAX_DROP]",
+                    help=f"repeatable; one of {', '.join(METRICS)}, topK, or a plugin package.module:function")
+    aa.add_argument("--max-drop", type=float, default=0.01, help="budget for each --metric without its own")
+    aa.add_argument("--drop-type", default="absolute", choices=["absolute", "relative"])
+    aa.add_argument("--max-iterations", type=int, default=50, help="most layers (or groups) reverted")
+    aa.add_argument("--min-speedup", type=float, default=1.0, help="fail when the result runs slower than this x FP32 at batch 1 (0: report only)")
+    aa.add_argument("--work-dir", help="keeps statistics, the FP32 reference and a journal: a rerun resumes")
 
     p = sub.add_parser("validate", help="FP32 vs INT8 on evaluation data; exit 10 if the drop is too large")
     p.add_argument("fp32")
     p.add_argument("int8")
     p.add_argument("--data", required=True)
     p.add_argument("--labels", help=".npy of class ids (for top1)")
-    p.add_argument("--metric", required=True, help=f"one of: {', '.join(METRICS)}")
+    p.add_argument("--metric", required=True, help=f"one of: {', '.join(METRICS)}, topK, or a plugin package.module:function")
     p.add_argument("--max-drop", type=float, default=0.01)
     p.add_argument("--report")
 
@@ -118,7 +138,14 @@ def _run(args: argparse.Namespace) -> int:
             model_type=args.model_type, smooth_quant_alpha=args.smooth_quant_alpha, channel_alignment=args.channel_alignment,
         )
         calibration = build(CalibrationConfig, batch_size=args.batch_size, max_samples=args.max_samples)
-        result = _api.quantize(args.model, args.out, data=args.data, stats=args.stats, config=config, calibration=calibration, report=args.report)
+        accuracy = _accuracy_budget(args)
+        result = _api.quantize(
+            args.model, args.out, data=args.data, stats=args.stats, config=config, calibration=calibration, report=args.report,
+            accuracy=accuracy, eval_data=args.eval, labels=args.labels, work_dir=args.work_dir,
+        )
+        if result.accuracy is not None:
+            search = result.accuracy
+            print(f"accuracy-aware: {search.reason}; {len(search.float_layers)} layers float after {search.full_passes} full passes")
         print(
             f"{args.out}: {len(result.plan.nodes)} nodes quantized, {len(result.plan.skipped)} left in float; "
             f"{result.int8_bytes / 1e6:.2f} MB ({result.int8_bytes / result.fp32_bytes:.0%} of FP32) in {result.seconds:.1f} s"
@@ -164,10 +191,29 @@ def _pipeline(args: argparse.Namespace) -> int:
     return 0
 
 
+def _accuracy_budget(args: argparse.Namespace) -> AccuracyBudget | None:
+    if args.eval is None:
+        if args.metric:
+            raise ConfigError("--metric needs --eval (the data the accuracy-aware search validates on)")
+        return None
+    if not args.metric:
+        raise ConfigError("--eval needs at least one --metric NAME[=MAX_DROP]")
+    budgets = []
+    for entry in args.metric:
+        name, _, limit = entry.rpartition("=") if "=" in entry else (entry, "", "")
+        try:
+            max_drop = float(limit) if limit else args.max_drop
+        except ValueError:
+            raise ConfigError(f"--metric {entry!r}: the budget after '=' must be a number, e.g. cosine=0.005") from None
+        resolve_metric(name)  # unknown names fail here, before calibration
+        budgets.append(MetricBudget(metric=name, max_drop=max_drop))
+    return build(AccuracyBudget, metrics=tuple(budgets), drop_type=args.drop_type, max_iterations=args.max_iterations,
+                 min_speedup=args.min_speedup)
+
+
 def _check_choices(metric: str, preset: str) -> None:
     """Catch bad values before any task starts, not in the third container."""
-    if metric not in METRICS:
-        raise ConfigError(f"unknown metric {metric!r}; expected one of: {', '.join(METRICS)}")
+    resolve_metric(metric)
     build(QuantConfig, preset=preset)
 
 

@@ -69,6 +69,36 @@ class QuantConfig(_Frozen):
         return PRESETS[self.preset]["symmetric_activations"] if forced is None else forced
 
 
+class MetricBudget(_Frozen):
+    """One metric and the most it may drop (FP32 minus INT8, or the reverse for lower-is-better)."""
+
+    metric: str
+    max_drop: float = Field(default=0.01, ge=0.0)
+
+
+class AccuracyBudget(_Frozen):
+    """The accuracy-aware search: every metric within its budget, or stop and say why.
+
+    ranking_subset: samples the ranking runs on (those where INT8 and FP32 disagree most);
+    confirm: how many of the proxy's top layers are checked with the real metric each round;
+    min_speedup: the gate fails below it (1.0: an INT8 model slower than FP32 gains nothing)."""
+
+    metrics: tuple[MetricBudget, ...] = Field(min_length=1)
+    drop_type: Literal["absolute", "relative"] = "absolute"
+    max_iterations: int = Field(default=50, ge=1)
+    ranking_subset: int = Field(default=64, ge=4)
+    confirm: int = Field(default=4, ge=1)
+    min_speedup: float = Field(default=1.0, ge=0.0)  # FP32 / INT8 latency at batch 1 the result must reach
+
+    @field_validator("metrics")
+    @classmethod
+    def _distinct(cls, value: tuple[MetricBudget, ...]) -> tuple[MetricBudget, ...]:
+        names = [m.metric for m in value]
+        if len(set(names)) != len(names):
+            raise ValueError(f"each metric once, got {names}")
+        return value
+
+
 class BenchmarkConfig(_Frozen):
     batches: tuple[int, ...] = (1, 8)
     threads: tuple[int, ...] = (1,)

@@ -106,9 +106,12 @@ def load_labels(path: str | os.PathLike[str]) -> np.ndarray:
     try:
         labels = np.load(path, allow_pickle=False)
     except (OSError, ValueError) as err:
-        raise DataError(f"{path}: cannot read labels ({err}); expected a .npy array of class ids") from None
-    if not isinstance(labels, np.ndarray) or labels.ndim != 1 or not np.issubdtype(labels.dtype, np.integer):
-        raise DataError(f"{path}: labels must be a 1-D integer array, got {getattr(labels, 'shape', '?')}")
+        raise DataError(f"{path}: cannot read labels ({err}); expected a .npy array, one label per sample") from None
+    if not isinstance(labels, np.ndarray) or labels.ndim != 1 or labels.dtype.kind not in "iuUS":
+        raise DataError(
+            f"{path}: labels must be a 1-D array of integers or strings, got shape {getattr(labels, 'shape', '?')} "
+            f"dtype {getattr(labels, 'dtype', '?')}"
+        )
     return labels
 
 

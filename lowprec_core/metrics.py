@@ -7,6 +7,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from .errors import ConfigError, DataError
+
 
 def _flat(x: np.ndarray) -> np.ndarray:
     x = np.asarray(x, dtype=np.float64)
@@ -35,25 +37,72 @@ def mse(reference: np.ndarray, candidate: np.ndarray) -> np.ndarray:
     return np.mean((a - b) ** 2, axis=1)
 
 
+def topk(output: np.ndarray, labels: np.ndarray, k: int) -> np.ndarray:
+    """1.0 where the label is among the k highest scores on the last axis."""
+    flat = _flat(output)
+    best = np.argpartition(-flat, min(k, flat.shape[1]) - 1, axis=1)[:, :k]
+    return (best == np.asarray(labels).reshape(-1, 1)).any(axis=1).astype(np.float64)
+
+
+Outputs = list[np.ndarray]
+
+
 @dataclass(frozen=True)
 class Metric:
-    """score(reference_output, candidate_output, labels) -> per-sample scores.
+    """score(reference_outputs, candidate_outputs, labels) -> per-sample scores.
 
-    The reference model's own score comes from score(ref, ref, labels). ``higher_is_better``
-    decides the sign of the drop.
+    Outputs are every model output of one batch, in the model's order. The reference model's
+    own score comes from score(ref, ref, labels). ``higher_is_better`` decides the sign of the drop.
     """
 
-    score: Callable[[np.ndarray, np.ndarray, np.ndarray | None], np.ndarray]
+    name: str
+    score: Callable[[Outputs, Outputs, np.ndarray | None], np.ndarray]
     needs_labels: bool
     higher_is_better: bool
+    needs_reference: bool  # reads the FP32 outputs (cosine, agreement, mse), not only labels
 
 
 METRICS: dict[str, Metric] = {
-    "top1": Metric(lambda ref, cand, labels: top1(cand, labels), True, True),
-    "agreement": Metric(lambda ref, cand, labels: agreement(ref, cand), False, True),
-    "cosine": Metric(lambda ref, cand, labels: cosine(ref, cand), False, True),
-    "mse": Metric(lambda ref, cand, labels: mse(ref, cand), False, False),
+    "top1": Metric("top1", lambda ref, cand, labels: top1(cand[0], labels), True, True, False),
+    "top5": Metric("top5", lambda ref, cand, labels: topk(cand[0], labels, 5), True, True, False),
+    "agreement": Metric("agreement", lambda ref, cand, labels: agreement(ref[0], cand[0]), False, True, True),
+    "cosine": Metric("cosine", lambda ref, cand, labels: cosine(ref[0], cand[0]), False, True, True),
+    "mse": Metric("mse", lambda ref, cand, labels: mse(ref[0], cand[0]), False, False, True),
 }
+
+
+def resolve_metric(name: str) -> Metric:
+    """A built-in by name, `topK` for any K, or a plugin `package.module:function`.
+
+    A plugin is called as function(outputs, labels) with every output of one batch (a list of
+    arrays) and that batch's labels (None without --labels); it returns one score per sample,
+    higher is better."""
+    if name in METRICS:
+        return METRICS[name]
+    if name.startswith("top") and name[3:].isdigit() and int(name[3:]) > 0:
+        k = int(name[3:])
+        return Metric(name, lambda ref, cand, labels: topk(cand[0], labels, k), True, True, False)
+    if ":" in name:
+        import importlib
+
+        module_name, _, attr = name.partition(":")
+        try:
+            function = getattr(importlib.import_module(module_name), attr)
+        except (ImportError, AttributeError) as err:
+            raise ConfigError(f"metric plugin {name!r} cannot be loaded: {err}") from None
+        if not callable(function):
+            raise ConfigError(f"metric plugin {name!r} is not a function")
+
+        def plugin(ref: Outputs, cand: Outputs, labels: np.ndarray | None) -> np.ndarray:
+            scores = np.asarray(function(cand, labels), dtype=np.float64).reshape(-1)
+            if scores.size != cand[0].shape[0]:
+                raise DataError(f"metric plugin {name!r} returned {scores.size} scores for a batch of {cand[0].shape[0]}")
+            return scores
+
+        return Metric(name, plugin, False, True, False)
+    raise ConfigError(
+        f"unknown metric {name!r}; expected one of: {', '.join(METRICS)}, topK, or a plugin package.module:function"
+    )
 
 
 def drop(reference_score: float, candidate_score: float, higher_is_better: bool) -> float:

@@ -2,15 +2,19 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+import os
+from collections.abc import Callable, Iterable, Iterator, Sequence
+from pathlib import Path
 
 import numpy as np
+import onnx
 from pydantic import BaseModel
 
 from . import runtime
+from .calibration.collect import with_outputs
 from .data import Feed
 from .errors import ConfigError, DataError
-from .metrics import METRICS, drop
+from .metrics import Metric, drop, resolve_metric
 
 
 class ValidationReport(BaseModel):
@@ -34,38 +38,26 @@ def compare(
     labels: np.ndarray | None = None,
     threads: int | None = None,
 ) -> ValidationReport:
-    """Score both models on the first output, batch by batch; memory holds scores, not outputs."""
-    if metric not in METRICS:
-        raise ConfigError(f"unknown metric {metric!r}; expected one of: {', '.join(METRICS)}")
-    spec = METRICS[metric]
+    """Score both models batch by batch; memory holds scores, not outputs."""
+    spec = resolve_metric(metric)
     if spec.needs_labels and labels is None:
         raise ConfigError(f"metric {metric!r} needs labels (--labels LABELS.npy)")
     ref_sess = runtime.session(reference, threads=threads)
     cand_sess = runtime.session(candidate, threads=threads)
-    output = ref_sess.get_outputs()[0].name
-    if output not in {o.name for o in cand_sess.get_outputs()}:
-        raise DataError(f"candidate model has no output {output!r}; the models do not match")
+    names = _output_names(ref_sess, cand_sess)
     ref_total = cand_total = 0.0
     seen = 0
-    for feed in feeds:
-        ref_out = ref_sess.run([output], feed)[0]
-        cand_out = cand_sess.run([output], feed)[0]
-        n = ref_out.shape[0]
-        batch_labels = None
-        if labels is not None:
-            if seen + n > len(labels):
-                raise DataError(f"labels hold {len(labels)} entries but the data has more samples")
-            batch_labels = labels[seen : seen + n]
+    for feed, batch_labels in _with_labels(feeds, labels):
+        ref_out = ref_sess.run(names, feed)
+        cand_out = cand_sess.run(names, feed)
         ref_total += float(spec.score(ref_out, ref_out, batch_labels).sum())
         cand_total += float(spec.score(ref_out, cand_out, batch_labels).sum())
-        seen += n
-    if labels is not None and seen != len(labels):
-        raise DataError(f"labels hold {len(labels)} entries but the data has {seen} samples")
+        seen += ref_out[0].shape[0]
     ref_score, cand_score = ref_total / seen, cand_total / seen
     loss = drop(ref_score, cand_score, spec.higher_is_better)
     return ValidationReport(
         metric=metric,
-        output=output,
+        output=names[0],
         samples=seen,
         reference_score=ref_score,
         candidate_score=cand_score,
@@ -73,3 +65,149 @@ def compare(
         max_drop=max_drop,
         passed=bool(loss <= max_drop),
     )
+
+
+Scores = dict[str, np.ndarray]  # metric name -> one score per sample
+
+
+class Evaluator:
+    """Per-sample scores of candidate models against one FP32 reference, on one evaluation set.
+
+    The reference runs once (`reference_scores`). Where a metric reads FP32 outputs they are
+    kept on disk under `cache_dir`, one file per batch, so memory holds one batch whatever the
+    set's size. `full_passes` counts passes over the whole set, the reference's included.
+    """
+
+    def __init__(
+        self,
+        reference: bytes,
+        feeds: Callable[[], Iterable[Feed]],
+        metrics: Sequence[Metric],
+        *,
+        labels: np.ndarray | None,
+        cache_dir: Path,
+    ) -> None:
+        for metric in metrics:
+            if metric.needs_labels and labels is None:
+                raise ConfigError(f"metric {metric.name!r} needs labels (--labels LABELS.npy)")
+        self.metrics = list(metrics)
+        self.labels = labels
+        self.feeds = feeds
+        self.cache = cache_dir
+        self.full_passes = 0
+        self._keep = any(m.needs_reference for m in self.metrics)
+        self._reference = runtime.session(reference)
+        self._names = [o.name for o in self._reference.get_outputs()]
+        self._intermediate_key: tuple | None = None
+        self._intermediate: list[list[np.ndarray]] = []
+        self._subsets: dict[tuple[int, ...], tuple[list[Feed], list[list[np.ndarray]], list[np.ndarray | None]]] = {}
+        self.reference_scores = self._reference_pass()
+        self.samples = len(next(iter(self.reference_scores.values())))
+
+    def _reference_pass(self) -> Scores:
+        done = self.cache / "reference.npz"
+        if done.exists():  # a resumed run: the reference pass finished before
+            with np.load(done) as archive:
+                return {m.name: archive[m.name] for m in self.metrics}
+        self.cache.mkdir(parents=True, exist_ok=True)
+        scores: dict[str, list[np.ndarray]] = {m.name: [] for m in self.metrics}
+        for index, (feed, batch_labels) in enumerate(_with_labels(self.feeds(), self.labels)):
+            out = self._reference.run(self._names, feed)
+            if self._keep:
+                np.savez(self.cache / f"reference-{index:06d}.npz", *out)
+            for metric in self.metrics:
+                scores[metric.name].append(metric.score(out, out, batch_labels))
+        self.full_passes += 1
+        result = {name: np.concatenate(parts) for name, parts in scores.items()}
+        np.savez(self.cache / ".reference.npz", **result)
+        os.replace(self.cache / ".reference.npz", done)  # written last: marks the pass complete
+        return result
+
+    def _stored_reference(self, index: int) -> list[np.ndarray]:
+        with np.load(self.cache / f"reference-{index:06d}.npz") as archive:
+            return [archive[f"arr_{i}"] for i in range(len(archive.files))]
+
+    def full(self, candidate: bytes) -> Scores:
+        """Every sample once: a full validation pass."""
+        sess = runtime.session(candidate)
+        scores: dict[str, list[np.ndarray]] = {m.name: [] for m in self.metrics}
+        for index, (feed, batch_labels) in enumerate(_with_labels(self.feeds(), self.labels)):
+            out = sess.run(self._names, feed)
+            ref = self._stored_reference(index) if self._keep else out
+            for metric in self.metrics:
+                scores[metric.name].append(metric.score(ref, out, batch_labels))
+        self.full_passes += 1
+        return {name: np.concatenate(parts) for name, parts in scores.items()}
+
+    def subset(self, candidate: bytes, indices: Sequence[int]) -> tuple[Scores, float]:
+        """Scores on the samples `indices` only, and the first output's normalized MSE to FP32
+        there (a continuous tie-breaker for metrics that move in whole samples). Scores follow
+        ascending sample index."""
+        feeds, refs, labels = self._subset(tuple(sorted(indices)))
+        sess = runtime.session(candidate)
+        scores: dict[str, list[np.ndarray]] = {m.name: [] for m in self.metrics}
+        error = power = 0.0
+        for feed, ref, batch_labels in zip(feeds, refs, labels):
+            out = sess.run(self._names, feed)
+            for metric in self.metrics:
+                scores[metric.name].append(metric.score(ref, out, batch_labels))
+            error += float(np.sum((out[0].astype(np.float64) - ref[0]) ** 2))
+            power += float(np.sum(ref[0].astype(np.float64) ** 2))
+        return {name: np.concatenate(parts) for name, parts in scores.items()}, error / max(power, 1e-30)
+
+    def tensor_errors(self, reference: onnx.ModelProto, candidate: onnx.ModelProto, tensors: Sequence[str], indices: Sequence[int]) -> dict[str, float]:
+        """Normalized MSE of each named intermediate tensor, candidate against reference, on the subset."""
+        feeds = self._subset(tuple(sorted(indices)))[0]
+        names = list(tensors)
+        if self._intermediate_key != (tuple(sorted(indices)), tuple(names)):
+            sess = runtime.session(with_outputs(reference, names), optimization="basic")
+            self._intermediate = [sess.run(names, feed) for feed in feeds]
+            self._intermediate_key = (tuple(sorted(indices)), tuple(names))
+        sess = runtime.session(with_outputs(candidate, names), optimization="basic")
+        error = np.zeros(len(names))
+        power = np.zeros(len(names))
+        for feed, ref in zip(feeds, self._intermediate):
+            for i, (r, c) in enumerate(zip(ref, sess.run(names, feed))):
+                error[i] += float(np.sum((c.astype(np.float64) - r) ** 2))
+                power[i] += float(np.sum(r.astype(np.float64) ** 2))
+        return {name: float(e / max(p, 1e-30)) for name, e, p in zip(names, error, power)}
+
+    def _subset(self, indices: tuple[int, ...]):
+        """The samples `indices` gathered into batches of up to 16, with their FP32 outputs and labels."""
+        if indices not in self._subsets:
+            wanted = set(indices)
+            rows: list[Feed] = []
+            start = 0
+            for feed in self.feeds():
+                n = next(iter(feed.values())).shape[0]
+                take = [i - start for i in range(start, start + n) if i in wanted]
+                if take:
+                    rows.append({k: v[take] for k, v in feed.items()})
+                start += n
+            merged = {k: np.concatenate([r[k] for r in rows]) for k in rows[0]}
+            feeds = [{k: v[i : i + 16] for k, v in merged.items()} for i in range(0, len(indices), 16)]
+            refs = [self._reference.run(self._names, feed) for feed in feeds]
+            order = sorted(wanted)
+            labels = [None if self.labels is None else self.labels[order[i : i + 16]] for i in range(0, len(order), 16)]
+            self._subsets = {indices: (feeds, refs, labels)}  # one subset at a time
+        return self._subsets[indices]
+
+
+def _output_names(ref_sess, cand_sess) -> list[str]:
+    names = [o.name for o in ref_sess.get_outputs()]
+    missing = [n for n in names if n not in {o.name for o in cand_sess.get_outputs()}]
+    if missing:
+        raise DataError(f"candidate model has no output {missing[0]!r}; the models do not match")
+    return names
+
+
+def _with_labels(feeds: Iterable[Feed], labels: np.ndarray | None) -> Iterator[tuple[Feed, np.ndarray | None]]:
+    seen = 0
+    for feed in feeds:
+        n = next(iter(feed.values())).shape[0]
+        if labels is not None and seen + n > len(labels):
+            raise DataError(f"labels hold {len(labels)} entries but the data has more samples")
+        yield feed, None if labels is None else labels[seen : seen + n]
+        seen += n
+    if labels is not None and seen != len(labels):
+        raise DataError(f"labels hold {len(labels)} entries but the data has {seen} samples")

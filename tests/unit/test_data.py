@@ -53,9 +53,13 @@ def test_bad_files(tmp_path):
         list(iter_feeds([], SPECS))
 
 
-def test_labels_must_be_1d_integers(tmp_path):
+def test_labels_must_be_1d_integers_or_strings(tmp_path):
     np.save(tmp_path / "ok.npy", np.arange(4))
+    np.save(tmp_path / "text.npy", np.array(["a b", "c"]))
     np.save(tmp_path / "bad.npy", np.zeros((2, 2)))
+    np.save(tmp_path / "float.npy", np.zeros(3))
     assert list(load_labels(tmp_path / "ok.npy")) == [0, 1, 2, 3]
-    with pytest.raises(DataError, match="1-D integer"):
-        load_labels(tmp_path / "bad.npy")
+    assert list(load_labels(tmp_path / "text.npy")) == ["a b", "c"]
+    for bad in ("bad.npy", "float.npy"):
+        with pytest.raises(DataError, match="1-D array of integers or strings"):
+            load_labels(tmp_path / bad)
