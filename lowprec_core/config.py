@@ -87,7 +87,7 @@ class AccuracyBudget(_Frozen):
     drop_type: Literal["absolute", "relative"] = "absolute"
     max_iterations: int = Field(default=50, ge=1)
     ranking_subset: int = Field(default=64, ge=4)
-    confirm: int = Field(default=4, ge=1)
+    confirm: int = Field(default=8, ge=1)
     min_speedup: float = Field(default=1.0, ge=0.0)  # FP32 / INT8 latency at batch 1 the result must reach
 
     @field_validator("metrics")

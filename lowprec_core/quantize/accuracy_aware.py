@@ -43,6 +43,10 @@ Scores = dict[str, np.ndarray]
 Reverted = tuple[str, ...]
 
 
+MAJOR_GAIN = 0.5  # in one round, revert only layers whose gain is at least this share of the best one's
+PRUNE_MARGIN = 0.95  # a float layer is requantized only if the predicted drop keeps this much headroom
+
+
 class Backend(Protocol):
     candidates: list[str]  # quantized layers, in graph order
     reference: Scores  # FP32 per-sample scores on the whole evaluation set
@@ -65,10 +69,11 @@ class MetricResult(BaseModel):
 
 class Iteration(BaseModel):
     """kind `full`: a full validation pass; `revert`: a layer (or group) reverted, its full-set
-    figures predicted from the ranking subset."""
+    figures predicted from the ranking subset; `requantize`: the final pruning pass gave a
+    float layer back its quantizers (figures predicted the same way)."""
 
     index: int
-    kind: Literal["full", "revert"]
+    kind: Literal["full", "revert", "requantize"]
     reverted: list[str] = []
     float_layers: list[str]
     metrics: dict[str, MetricResult]
@@ -223,6 +228,32 @@ def search(
     def helps(g: tuple[float, float]) -> bool:
         return g[0] > 1e-12 or (abs(g[0]) <= 1e-12 and g[1] > 0)
 
+    def prune(reverted: Reverted, scores: Scores) -> tuple[Reverted, Scores]:
+        """Greedy reverts overshoot: layers reverted early may be unneeded once later ones are
+        float. Give each float layer its quantizers back, least useful first, while the
+        predicted drop stays within budget; one full pass confirms, or nothing changes."""
+        results = figures(scores)
+        tightest = max(results, key=lambda n: (results[n].drop / max(results[n].max_drop, 1e-12), n))
+        indices = _worst_samples(reference[tightest], scores[tightest], by_name[tightest].higher_is_better, budget.ranking_subset)
+        start, _ = subset(reverted, indices)
+        kept = reverted
+        for layer in sorted(reverted, key=lambda layer: (usefulness.get(layer, 0.0), reverted.index(layer))):
+            trial_set = tuple(other for other in kept if other != layer)
+            trial, _ = subset(trial_set, indices)
+            predicted = predict(scores, indices, start, trial)
+            if all(r.drop <= PRUNE_MARGIN * r.max_drop for r in predicted.values()):
+                kept = trial_set
+                record("requantize", kept, [layer], predicted, f"predicted within budget without it ({tightest} on the ranking subset)")
+        if kept == reverted:
+            return reverted, scores
+        confirmed = full(kept)
+        record("full", kept, [], figures(confirmed))
+        if within(confirmed):
+            return kept, confirmed
+        record("full", reverted, [], figures(scores), "the pruned set missed the budget on the full set: back to the last one that met it")
+        return reverted, scores
+
+    usefulness: dict[str, float] = {}
     reverted: Reverted = ()
     scores = full(reverted)
     record("full", reverted, [], figures(scores))
@@ -261,7 +292,14 @@ def search(
 
         steps: list[tuple[list[str], Scores, float, str]] = []
         if confirmed:
-            steps = [([layer], trial, nmse, f"{target} on the ranking subset {g[0]:+.4g} reverted alone") for g, layer, trial, nmse in confirmed]
+            # Big gains first; a layer that helps a little is left for a later round, where it
+            # competes again (a run of small reverts is how greedy searches end with too many).
+            best = confirmed[0][0][0]
+            steps = [
+                ([layer], trial, nmse, f"{target} on the ranking subset {g[0]:+.4g} reverted alone")
+                for g, layer, trial, nmse in confirmed
+                if g[0] >= MAJOR_GAIN * best
+            ]
         else:
             # No single layer helps: the error is spread out. Revert the proxy's top groups.
             size = 2
@@ -288,6 +326,7 @@ def search(
             reverts += 1
             for layer in group:
                 why[layer] = note
+                usefulness[layer] = gain(target, trial, trial_nmse, base, base_nmse)[0] / len(group)
             predicted = predict(scores, indices, start_scores, trial)
             base, base_nmse = trial, trial_nmse
             record("revert", reverted, group, predicted, note)
@@ -296,6 +335,9 @@ def search(
         if reverted != before:
             scores = full(reverted)
             record("full", reverted, [], figures(scores))
+
+    if within(scores) and len(reverted) > 1:
+        reverted, scores = prune(reverted, scores)
 
     log.info("accuracy-aware search: %s; %d layers float, %d full passes", reason, len(reverted), counts["full"])
     return SearchResult(
