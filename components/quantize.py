@@ -12,13 +12,26 @@ def quantize(
     int8_model: Output[Model],
     report: Output[Artifact],
     summary: Output[Markdown],
+    accuracy_aware: bool = False,
+    eval_uri: str = "",
+    labels_uri: str = "",
+    metric: str = "agreement",
+    max_drop: float = 0.01,
+    min_speedup: float = 1.0,
 ):
-    """FP32 -> INT8 from precomputed statistics."""
+    """FP32 -> INT8 from precomputed statistics; with accuracy_aware, layers go back to float
+    until `metric` drops by at most `max_drop` on the evaluation data (an unmet budget fails the step)."""
     import lowprec_core
     from lowprec_core.report import quantize_markdown
 
     config = lowprec_core.QuantConfig(preset=preset)
-    result = lowprec_core.quantize(model_uri, int8_model.path, stats=stats.path, config=config, report=report.path)
+    budget = None
+    if accuracy_aware:
+        budget = lowprec_core.AccuracyBudget(metrics=[{"metric": metric, "max_drop": max_drop}], min_speedup=min_speedup)
+    result = lowprec_core.quantize(
+        model_uri, int8_model.path, stats=stats.path, config=config, report=report.path,
+        accuracy=budget, eval_data=eval_uri or None, labels=labels_uri or None,
+    )
     int8_model.metadata.update({"sha256": result.output_sha256, "bytes": result.int8_bytes})
     with open(summary.path, "w") as handle:
         handle.write(quantize_markdown(result))

@@ -3,7 +3,7 @@
 from ._api import QuantizeReport, benchmark, calibrate, fetch, publish, quantize, validate
 from .benchmark import BenchmarkReport
 from .calibration.stats import Statistics, load_statistics
-from .config import BenchmarkConfig, CalibrationConfig, QuantConfig
+from .config import AccuracyBudget, BenchmarkConfig, CalibrationConfig, MetricBudget, QuantConfig
 from .errors import (
     ConfigError,
     DataError,
@@ -14,11 +14,13 @@ from .errors import (
     RegistryError,
     StatsError,
 )
+from .quantize.accuracy_aware import SearchResult
 from .quantize.planner import QuantPlan
 from .registry import Manifest
 from .validate import ValidationReport
 
 __all__ = [
+    "AccuracyBudget",
     "BenchmarkConfig",
     "BenchmarkReport",
     "CalibrationConfig",
@@ -28,11 +30,13 @@ __all__ = [
     "IntegrityError",
     "LowprecError",
     "Manifest",
+    "MetricBudget",
     "ModelError",
     "QuantConfig",
     "QuantPlan",
     "QuantizeReport",
     "RegistryError",
+    "SearchResult",
     "Statistics",
     "StatsError",
     "ValidationReport",

@@ -118,6 +118,7 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--preset", default="mixed")
     p.add_argument("--max-drop", type=float, default=0.01)
     p.add_argument("--batch", default="1,8")
+    p.add_argument("--accuracy-aware", action="store_true", help="quantize with the accuracy-aware search on --eval against --metric/--max-drop")
 
     p = sub.add_parser("demo", help="run the whole pipeline on the bundled digit classifier")
     p.add_argument("--registry", default=str(DEFAULT_REGISTRY))
@@ -187,6 +188,7 @@ def _pipeline(args: argparse.Namespace) -> int:
     run_local(
         model_uri=args.model, calib_uri=args.calib, eval_uri=args.eval, registry_uri=args.registry, name=args.name,
         preset=args.preset, metric=args.metric, labels_uri=args.labels, max_drop=args.max_drop, batches=args.batch,
+        accuracy_aware=args.accuracy_aware,
     )
     return 0
 

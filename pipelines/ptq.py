@@ -17,9 +17,14 @@ def ptq(
     labels_uri: str = "",
     max_drop: float = 0.01,
     batches: str = "1,8",
+    accuracy_aware: bool = False,
+    min_speedup: float = 1.0,
 ):
     stats = calibrate(model_uri=model_uri, data_uri=calib_uri).set_display_name("calibrate")
-    quant = quantize(model_uri=model_uri, stats=stats.outputs["stats"], preset=preset)
+    quant = quantize(
+        model_uri=model_uri, stats=stats.outputs["stats"], preset=preset, accuracy_aware=accuracy_aware,
+        eval_uri=eval_uri, labels_uri=labels_uri, metric=metric, max_drop=max_drop, min_speedup=min_speedup,
+    )
     check = validate(
         model_uri=model_uri,
         int8_model=quant.outputs["int8_model"],

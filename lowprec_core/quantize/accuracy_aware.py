@@ -10,10 +10,11 @@ The search only decides; a `Backend` builds and scores models. Each round:
 3. revert them best first while each still helps on the subset (a candidate's gain was measured
    alone, so it is checked again with the layers already reverted); when one stops helping,
    the round ends and the next one re-ranks;
-4. predict the full-set score by replacing the subset's scores (the other samples already
-   agreed with FP32), and run a full validation pass only when the prediction meets the
-   budget or the round ends.
-When no single layer helps, groups of the proxy's top 2, 4, 8, ... layers are tried.
+4. predict the full-set drop by scaling it with the subset's own drop, and run a full
+   validation pass only when the prediction meets the budget or the round ends.
+When no single layer helps, groups of the proxy's top 2, 4, 8, ... layers are tried. Once the
+budget is met, a pruning pass gives back quantizers to float layers the budget no longer needs
+(least useful first, predicted on an even sample of the set), confirmed by one full pass.
 
 Every evaluation goes through a `Journal`: a line per result, appended and flushed. A killed
 run restarts, replays the journal (each recorded evaluation returns at once), and continues
@@ -206,6 +207,19 @@ def search(
             out[name] = MetricResult(fp32=result.fp32, int8=int8, drop=loss, max_drop=result.max_drop)
         return out
 
+    def shift(full_scores: Scores, old: Scores, new: Scores) -> dict[str, MetricResult]:
+        """Full-set figures moved by the mean change measured on a representative subset."""
+        out = {}
+        for name, result in figures(full_scores).items():
+            higher = by_name[name].higher_is_better
+            change = float(np.mean(new[name]) - np.mean(old[name]))
+            int8 = result.int8 + change
+            loss = drop(result.fp32, int8, higher)
+            if budget.drop_type == "relative":
+                loss /= max(abs(result.fp32), 1e-12)
+            out[name] = MetricResult(fp32=result.fp32, int8=int8, drop=loss, max_drop=result.max_drop)
+        return out
+
     def record(kind, reverted: Reverted, added: Sequence[str], figs: dict[str, MetricResult], note: str | None = None) -> None:
         iteration = Iteration(
             index=len(iterations),
@@ -232,18 +246,19 @@ def search(
         """Greedy reverts overshoot: layers reverted early may be unneeded once later ones are
         float. Give each float layer its quantizers back, least useful first, while the
         predicted drop stays within budget; one full pass confirms, or nothing changes."""
-        results = figures(scores)
-        tightest = max(results, key=lambda n: (results[n].drop / max(results[n].max_drop, 1e-12), n))
-        indices = _worst_samples(reference[tightest], scores[tightest], by_name[tightest].higher_is_better, budget.ranking_subset)
+        # Here the question is how the whole set moves, so the subset is spread evenly over it
+        # (not the worst samples) and its mean change is the prediction.
+        count = len(next(iter(reference.values())))
+        indices = sorted({int(i) for i in np.linspace(0, count - 1, min(budget.ranking_subset, count))})
         start, _ = subset(reverted, indices)
         kept = reverted
         for layer in sorted(reverted, key=lambda layer: (usefulness.get(layer, 0.0), reverted.index(layer))):
             trial_set = tuple(other for other in kept if other != layer)
             trial, _ = subset(trial_set, indices)
-            predicted = predict(scores, indices, start, trial)
+            predicted = shift(scores, start, trial)
             if all(r.drop <= PRUNE_MARGIN * r.max_drop for r in predicted.values()):
                 kept = trial_set
-                record("requantize", kept, [layer], predicted, f"predicted within budget without it ({tightest} on the ranking subset)")
+                record("requantize", kept, [layer], predicted, "predicted within budget without it (an even sample of the set)")
         if kept == reverted:
             return reverted, scores
         confirmed = full(kept)

@@ -64,3 +64,27 @@ def test_gate_failure_publishes_nothing(bucket, demo, tmp_path):
         batches="1",
     )
     assert client.list_objects_v2(Bucket=name).get("KeyCount", 0) == 0
+
+
+def test_accuracy_aware_ptq_reverts_layers_and_publishes(bucket, demo, tmp_path):
+    _, name = bucket
+    run_local(
+        pipeline_root=tmp_path / "kfp",
+        model_uri=str(demo["model"]),
+        calib_uri=str(demo["calib"]),
+        eval_uri=str(demo["eval"]),
+        registry_uri=f"s3://{name}/registry",
+        name="digits",
+        metric="mse",
+        max_drop=0.001,  # the default INT8 model is at 0.0046: layers must go back to float
+        batches="1",
+        accuracy_aware=True,
+        min_speedup=0.0,  # timing belongs to bench/
+    )
+    (uri, _), = registry.versions(f"s3://{name}/registry", "digits")
+    lp.fetch(uri, tmp_path / "fetched")
+    report = lp.QuantizeReport.model_validate_json((tmp_path / "fetched" / "reports" / "quantize.json").read_text())
+    assert report.accuracy.met and report.accuracy.float_layers
+    assert set(report.accuracy.float_layers) <= set(report.plan.config.ignore)
+    validation = lp.ValidationReport.model_validate_json((tmp_path / "fetched" / "reports" / "validation.json").read_text())
+    assert validation.passed and validation.drop <= 0.001

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 
 import numpy as np
+import pytest
 
 from lowprec_core.config import AccuracyBudget, MetricBudget
 from lowprec_core.metrics import METRICS
@@ -110,3 +111,24 @@ def test_the_gate_fails_a_result_slower_than_fp32():
     with pytest.raises(GateFailed, match="0.90x of FP32 at batch 1.*slower than the model it replaces"):
         _accuracy_gate(slow, min_speedup=1.0)
     _accuracy_gate(slow, min_speedup=0.0)
+
+
+class Hurts(Additive):
+    """Explicit hurt sets: layer a hurts 10 samples badly, layer b hurts every sample a little."""
+
+    def __init__(self) -> None:
+        super().__init__({"a": 0.1, "b": 0.012})
+        self.hurts = {"a": np.arange(0, SAMPLES, SAMPLES // 10), "b": np.arange(SAMPLES)}
+
+
+def test_pruning_gives_back_quantizers_the_budget_no_longer_needs():
+    # a alone costs 0.005 of mean cosine and b 0.012. The worst samples point at a first; with
+    # a reverted the prediction (0.017 scaled by the subset) looks met, the full pass says 0.012,
+    # so b follows. Then b alone was enough: pruning requantizes a (0.005 <= 0.0095).
+    backend = Hurts()
+    result = search(backend, [METRICS["cosine"]], BUDGET, journal=Journal(None))
+    assert result.met
+    assert list(result.float_layers) == ["b"]
+    kinds = [i.kind for i in result.iterations]
+    assert "requantize" in kinds and kinds[-1] == "full"
+    assert result.iterations[-1].metrics["cosine"].drop == pytest.approx(0.005)
