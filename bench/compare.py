@@ -145,7 +145,7 @@ def render(rows: list[dict], command: str) -> str:
         others = ", ".join(f"{k} {row[k]:.4f}" for k in row if isinstance(row[k], float) and k not in
                            {key, "seconds", "rss_mb", "mb", "fp32_mb", "speedup_bsmall", "speedup_blarge"})
         lines.append(
-            f"| {row['model']} | {row['variant']} | {key} {row[key]:.4f} | {others} | {row['seconds']:.1f} | "
+            f"| {row['model']} | {row['variant']} | {key} {row[key]:.4f} | {others} | {row['seconds']:.2f} | "
             f"{row['rss_mb']:.0f} | {row['mb']:.2f} ({row['fp32_mb']:.2f}) | {row['integer_kernels']}/{row['float_kernels']} | "
             f"{row.get('speedup_bsmall', float('nan')):.2f}x | {row.get('speedup_blarge', float('nan')):.2f}x (b={row['batches'][1]}) |"
         )

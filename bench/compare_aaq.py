@@ -12,6 +12,8 @@ and at a large batch (1 thread, interleaved, medians).
 from __future__ import annotations
 
 import argparse
+import importlib
+import multiprocessing as mp
 import sys
 import tempfile
 import time
@@ -109,6 +111,30 @@ def run_nncf(task: Task, bench, labels, out: Path) -> dict:
     return {"seconds": seconds, "full_passes": passes["full"], "met": None}
 
 
+def _child(tool: str, name: str, out: str, queue) -> None:
+    try:
+        task = TASKS[name]
+        bench = MODELS[task.model]()
+        importlib.import_module("lowprec_core" if tool == "lowprec" else "nncf")  # before the clock
+        queue.put(RUNNERS[tool](task, bench, task.labels(), Path(out)))
+    except BaseException as err:  # an anchor's failure is a result, not a crash
+        queue.put({"error": f"{type(err).__name__}: {str(err).splitlines()[0][:100] if str(err) else ''}"})
+
+
+def run_limited(tool: str, name: str, out: Path, limit: float) -> dict:
+    """One tool on one task in a fresh process; past `limit` seconds it is stopped and says so."""
+    ctx = mp.get_context("spawn")
+    queue = ctx.Queue()
+    proc = ctx.Process(target=_child, args=(tool, name, str(out), queue))
+    proc.start()
+    proc.join(timeout=limit)
+    if proc.is_alive():
+        proc.kill()
+        proc.join()
+        return {"error": f"not finished after {limit:.0f} s (stopped)"}
+    return queue.get() if not queue.empty() else {"error": f"exit code {proc.exitcode}"}
+
+
 def measure(task: Task, bench, labels, path: Path) -> float:
     """FP32 score minus INT8 score over every evaluation sample, one at a time."""
     fp32, int8 = _session(bench.path), _session(path)
@@ -126,12 +152,10 @@ def main() -> None:
     parser.add_argument("--tasks", default=",".join(TASKS))
     parser.add_argument("--tools", default="lowprec,nncf")
     parser.add_argument("--rounds", type=int, default=40)
+    parser.add_argument("--limit", type=float, default=1200, help="seconds one tool may take on one task")
     parser.add_argument("--out", type=Path)
     args = parser.parse_args()
-    import lowprec_core  # noqa: F401  imported before any clock starts
-    import nncf  # noqa: F401
-
-    runners = {"lowprec": run_lowprec, "nncf": run_nncf}
+    command = "python -m bench.compare_aaq " + " ".join(sys.argv[1:])
     rows = []
     with tempfile.TemporaryDirectory(prefix="lowprec-aaq-") as tmp:
         for name in args.tasks.split(","):
@@ -142,10 +166,9 @@ def main() -> None:
             for tool in args.tools.split(","):
                 out = Path(tmp) / f"{name}-{tool}.onnx"
                 print(f"[{name}] {tool} ...", file=sys.stderr, flush=True)
-                try:
-                    row = runners[tool](task, bench, labels, out)
-                except Exception as err:  # an anchor's failure is a result, not a crash
-                    rows.append({"task": name, "tool": tool, "error": f"{type(err).__name__}: {str(err).splitlines()[0][:100]}"})
+                row = run_limited(tool, name, out, args.limit)
+                if "error" in row:
+                    rows.append({"task": name, "tool": tool, **row})
                     continue
                 row.update(task=name, tool=tool, drop=measure(task, bench, labels, out), float_layers=float_layers(out))
                 paths[tool] = out
@@ -157,10 +180,9 @@ def main() -> None:
                     if row["task"] == name and row.get("tool") in medians:
                         row[f"speedup_b{batch}"] = medians["fp32"] / medians[row["tool"]]
                         row.setdefault("batches", []).append(batch)
-    text = render(rows, "python -m bench.compare_aaq " + " ".join(sys.argv[1:]))
-    print(text)
-    if args.out:
-        args.out.write_text(text)
+            if args.out:  # after every task, so a long anchor cannot take the finished rows with it
+                args.out.write_text(render(rows, command))
+    print(render(rows, command))
 
 
 def render(rows: list[dict], command: str) -> str:
@@ -188,6 +210,8 @@ def render(rows: list[dict], command: str) -> str:
         )
     return "\n".join(lines) + "\n"
 
+
+RUNNERS = {"lowprec": run_lowprec, "nncf": run_nncf}
 
 if __name__ == "__main__":
     main()

@@ -1,9 +1,10 @@
 """lowprec: post-training INT8 quantization of ONNX models."""
 
-from ._api import QuantizeReport, benchmark, calibrate, fetch, publish, quantize, validate
+from ._api import QuantizeReport, benchmark, calibrate, fetch, inspect, publish, quantize, validate
 from .benchmark import BenchmarkReport
 from .calibration.stats import Statistics, load_statistics
 from .config import AccuracyBudget, BenchmarkConfig, CalibrationConfig, MetricBudget, QuantConfig
+from .layer_error import InspectReport, LayerError
 from .errors import (
     ConfigError,
     DataError,
@@ -27,7 +28,9 @@ __all__ = [
     "ConfigError",
     "DataError",
     "GateFailed",
+    "InspectReport",
     "IntegrityError",
+    "LayerError",
     "LowprecError",
     "Manifest",
     "MetricBudget",
@@ -43,6 +46,7 @@ __all__ = [
     "benchmark",
     "calibrate",
     "fetch",
+    "inspect",
     "load_statistics",
     "publish",
     "quantize",

@@ -20,11 +20,14 @@ from pydantic import BaseModel
 from . import benchmark as _bench
 from . import registry, runtime
 from .calibration.collect import collect
+from .calibration.health import CalibrationWarning
+from .calibration.health import check as calibration_health
 from .calibration.stats import Statistics, load_statistics
 from .accuracy import ModelBackend
 from .config import AccuracyBudget, BenchmarkConfig, CalibrationConfig, QuantConfig
 from .data import input_specs, iter_feeds, load_labels
 from .errors import ConfigError, GateFailed
+from .layer_error import InspectReport, inspect_layers
 from .model_io import LoadedModel, load_model, model_bytes, prepare, save_model
 from .metrics import resolve_metric
 from .quantize.accuracy_aware import Iteration, Journal, SearchResult, search
@@ -50,6 +53,7 @@ class QuantizeReport(BaseModel):
     seconds: float
     plan: QuantPlan
     accuracy: SearchResult | None = None  # the accuracy-aware search, when one ran
+    calibration_warnings: list[CalibrationWarning] = []
 
 
 def calibrate(
@@ -127,6 +131,11 @@ def quantize(
             if not (work / "stats" / "stats.json").exists():
                 statistics.save(work / "stats")
             int8, plan, search, config = _accuracy_aware(prepared, statistics, config, accuracy, metrics, eval_data, label_array, work, tmp)
+        # Tensors the calibration pass observed (SmoothQuant's scaled copies take derived statistics).
+        observed = {out for node in prepared.graph.node for out in node.output} | {i.name for i in prepared.graph.input}
+        warnings = calibration_health(statistics, [a.tensor for a in plan.activations if a.tensor in observed], config.activation_range)
+        for warning in warnings:
+            log.warning("calibration: %s%s", f"{warning.tensor}: " if warning.tensor else "", warning.message)
         _stamp(int8, loaded.sha256, config)
         # A model ORT cannot load never reaches `out`.
         saved = save_model(int8, out, external_data=bool(loaded.data_files) or None, verify=runtime.session)
@@ -142,6 +151,7 @@ def quantize(
         seconds=round(time.perf_counter() - started, 3),
         plan=plan,
         accuracy=search,
+        calibration_warnings=warnings,
     )
     if report is not None:
         _write_json(report, result)
@@ -267,6 +277,63 @@ def validate(
             f"(FP32 {result.reference_score:.4f}, INT8 {result.candidate_score:.4f})"
         )
     return result
+
+
+def inspect(
+    fp32: PathOrUri,
+    int8: PathOrUri,
+    data: PathOrUri | Iterable[Mapping[str, np.ndarray]],
+    *,
+    batch_size: int = 16,
+    max_samples: int | None = None,
+    report: PathOrUri | None = None,
+) -> InspectReport:
+    """Per quantized layer, where the INT8 error comes from (worst first), with a suggested action.
+
+    The FP32 model goes through the same float-exact simplification quantize applies, so both
+    graphs name their tensors alike."""
+    with tempfile.TemporaryDirectory(prefix="lowprec-") as tmp:
+        reference, candidate = _load_pair(fp32, int8, tmp)
+        prepared = prepare(reference.proto)
+        feeds = iter_feeds(_local_data(data, tmp), input_specs(prepared), batch_size=batch_size, max_samples=max_samples)
+        result = inspect_layers(prepared, candidate.proto, feeds)
+    if report is not None:
+        _write_json(report, result)
+    return result
+
+
+def render_report(
+    quantize_report: PathOrUri,
+    out: PathOrUri,
+    *,
+    validation: PathOrUri | None = None,
+    benchmark_report: PathOrUri | None = None,
+    inspect_report: PathOrUri | None = None,
+    stats: PathOrUri | None = None,
+    title: str = "lowprec INT8 report",
+) -> Path:
+    """The JSON reports of one model as one self-contained HTML page (no scripts, no network)."""
+    from .layer_error import InspectReport
+    from .report import quantize_html
+
+    with tempfile.TemporaryDirectory(prefix="lowprec-") as tmp:
+        def read(model_cls, path):
+            return None if path is None else model_cls.model_validate_json(Path(localize(path, tmp)).read_text())
+
+        html = quantize_html(
+            read(QuantizeReport, quantize_report),
+            validation=read(ValidationReport, validation),
+            benchmark=read(_bench.BenchmarkReport, benchmark_report),
+            layers=read(InspectReport, inspect_report),
+            stats=load_statistics(localize(stats, tmp)) if stats is not None else None,
+            title=title,
+        )
+    path = Path(out)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp_path = path.with_name(f".{path.name}.tmp")
+    tmp_path.write_text(html)
+    os.replace(tmp_path, path)
+    return path
 
 
 def benchmark(

@@ -13,7 +13,7 @@ from . import benchmark
 from .calibration.stats import Statistics
 from .config import QuantConfig
 from .data import Feed
-from .ops import QUANTIZABLE
+from .layer_error import layer_tensors, tensor_errors
 from .quantize.default import quantize_model
 from .quantize.planner import QuantPlan
 from .validate import Evaluator, Scores
@@ -54,24 +54,13 @@ class ModelBackend:
         return self.evaluator.subset(self._bytes(reverted), indices)
 
     def proxy(self, reverted: Reverted, indices) -> dict[str, float]:
-        """Per remaining layer: the normalized MSE of its output minus that of its inputs, i.e.
-        the error it adds (input, weight and output quantization together)."""
-        model, plan = self.build(reverted)
-        produced = {out for node in model.graph.node for out in node.output} & {
-            out for node in self.prepared.graph.node for out in node.output
-        }
-        fused = {f.into: f.node for f in plan.fused}
-        nodes = {node.name: node for node in self.prepared.graph.node}
-        ends: dict[str, tuple[str, list[str]]] = {}
-        for layer in plan.nodes:
-            node = nodes[layer]
-            out = nodes[fused[layer]].output[0] if layer in fused else node.output[0]
-            ins = [node.input[i] for i in QUANTIZABLE[node.op_type].activation_inputs if i < len(node.input) and node.input[i]]
-            if out in produced:
-                ends[layer] = (out, [t for t in ins if t in produced])
-        tensors = sorted({t for out, ins in ends.values() for t in [out, *ins]})
-        errors = self.evaluator.tensor_errors(self.prepared, model, tensors, indices)
-        return {layer: errors[out] - max((errors[t] for t in ins), default=0.0) for layer, (out, ins) in ends.items()}
+        """Per quantized layer: the normalized MSE of its output minus that of what it reads,
+        i.e. the error it adds (weights and output quantization), on the subset."""
+        model, _ = self.build(reverted)
+        layers = layer_tensors(self.prepared, model)
+        pairs = sorted({pair for _, out, reads in layers for pair in ([out, reads] if reads else [out])})
+        nmse, _ = tensor_errors(self.prepared, model, pairs, self.evaluator.subset_feeds(indices))
+        return {node.name: nmse[out] - (nmse[reads] if reads else 0.0) for node, out, reads in layers}
 
     def speed(self, reverted: Reverted) -> float:
         return benchmark.speedup(self._fp32, self._bytes(reverted), self.speed_feed)

@@ -78,6 +78,23 @@ def _parser() -> argparse.ArgumentParser:
     aa.add_argument("--min-speedup", type=float, default=1.0, help="fail when the result runs slower than this x FP32 at batch 1 (0: report only)")
     aa.add_argument("--work-dir", help="keeps statistics, the FP32 reference and a journal: a rerun resumes")
 
+    p = sub.add_parser("inspect", help="per-layer error of an INT8 model against its FP32 source, worst first")
+    p.add_argument("fp32")
+    p.add_argument("int8")
+    p.add_argument("--data", required=True)
+    p.add_argument("--top", type=int, default=10, help="rows to print (the report holds all)")
+    p.add_argument("--max-samples", type=int)
+    p.add_argument("--report", help="write every layer (JSON)")
+
+    p = sub.add_parser("report", help="render the JSON reports of one model as a self-contained HTML page")
+    p.add_argument("--quantize", required=True, help="report from `quantize --report`")
+    p.add_argument("--validation", help="report from `validate --report`")
+    p.add_argument("--benchmark", help="report from `benchmark --report`")
+    p.add_argument("--inspect", help="report from `inspect --report`")
+    p.add_argument("--stats", help="statistics folder (histograms of the worst layers)")
+    p.add_argument("--title", default="lowprec INT8 report")
+    p.add_argument("--out", required=True, help="HTML file to write")
+
     p = sub.add_parser("validate", help="FP32 vs INT8 on evaluation data; exit 10 if the drop is too large")
     p.add_argument("fp32")
     p.add_argument("int8")
@@ -151,6 +168,18 @@ def _run(args: argparse.Namespace) -> int:
             f"{args.out}: {len(result.plan.nodes)} nodes quantized, {len(result.plan.skipped)} left in float; "
             f"{result.int8_bytes / 1e6:.2f} MB ({result.int8_bytes / result.fp32_bytes:.0%} of FP32) in {result.seconds:.1f} s"
         )
+    elif args.command == "inspect":
+        result = _api.inspect(args.fp32, args.int8, args.data, max_samples=args.max_samples, report=args.report)
+        print(f"{len(result.layers)} quantized layers over {result.samples} samples, worst first (SQNR in dB):")
+        print(f"{'layer':<48} {'own':>7} {'output':>7} {'weight':>7} {'input':>7}  action")
+        show = lambda v: "-" if v is None else f"{v:.1f}"  # noqa: E731
+        for row in result.layers[: args.top]:
+            print(f"{row.layer[-48:]:<48} {show(row.own_sqnr_db):>7} {show(row.output_sqnr_db):>7} "
+                  f"{show(row.weight_sqnr_db):>7} {show(row.input_sqnr_db):>7}  {row.action}")
+    elif args.command == "report":
+        path = _api.render_report(args.quantize, args.out, validation=args.validation, benchmark_report=args.benchmark,
+                                  inspect_report=args.inspect, stats=args.stats, title=args.title)
+        print(f"report -> {path}")
     elif args.command == "validate":
         result = _api.validate(
             args.fp32, args.int8, args.data, metric=args.metric, max_drop=args.max_drop, labels=args.labels, report=args.report, gate=False
@@ -246,13 +275,44 @@ def _demo(registry_uri: str) -> int:
     return 0
 
 
+class ProgressDisplay(logging.Handler):
+    """lowprec.progress records as a redrawn line on a terminal, as plain lines elsewhere
+    (a pipeline log gets every AAQ iteration, and every 10th batch of the others)."""
+
+    def __init__(self, stream) -> None:
+        super().__init__(logging.INFO)
+        self.stream = stream
+        self.tty = hasattr(stream, "isatty") and stream.isatty()
+        self.open_line = False
+
+    def emit(self, record: logging.LogRecord) -> None:
+        step, done, total, detail = record.progress
+        text = f"{step} {done}{f'/{total}' if total else ''}{f': {detail}' if detail else ''}"
+        if self.tty and step != "accuracy-aware iteration":
+            if total:
+                filled = int(20 * done / total)
+                text = f"{step} [{'#' * filled}{'.' * (20 - filled)}] {done}/{total}{f': {detail}' if detail else ''}"
+            self.stream.write("\r\x1b[K" + text)
+            self.open_line = True
+        elif step == "accuracy-aware iteration" or done % 10 == 0 or (total and done == total):
+            self.stream.write(("\n" if self.open_line else "") + text + "\n")
+            self.open_line = False
+        self.stream.flush()
+
+
 def main(argv: list[str] | None = None) -> int:
     args = _parser().parse_args(argv)
     level = (logging.WARNING, logging.INFO, logging.DEBUG)[min(args.verbose, 2)]
     logging.basicConfig(level=level, format="%(levelname)s %(name)s: %(message)s")
+    shown = logging.getLogger("lowprec.progress")
+    shown.addHandler(ProgressDisplay(sys.stderr))
+    shown.setLevel(logging.INFO)
+    shown.propagate = False
     try:
         return _run(args)
     except LowprecError as err:
+        if any(getattr(h, "open_line", False) for h in shown.handlers):
+            print(file=sys.stderr)
         print(f"lowprec: error: {err}", file=sys.stderr)
         return err.exit_code
     except KeyboardInterrupt:

@@ -2,8 +2,15 @@
 
 from __future__ import annotations
 
+from html import escape
+
+import numpy as np
+
 from ._api import QuantizeReport
+from .calibration.stats import Statistics
+from .layer_error import InspectReport
 from .benchmark import BenchmarkReport
+from .quantize.accuracy_aware import SearchResult
 from .validate import ValidationReport
 
 
@@ -19,6 +26,31 @@ def quantize_markdown(report: QuantizeReport) -> str:
     if plan.skipped:
         lines += ["", "| node left in float | why |", "|---|---|"]
         lines += [f"| `{name}` | {why} |" for name, why in sorted(plan.skipped.items())]
+    if report.calibration_warnings:
+        lines += ["", "### Calibration warnings", ""]
+        lines += [f"- {f'`{w.tensor}`: ' if w.tensor else ''}{w.message}" for w in report.calibration_warnings]
+    if report.accuracy is not None:
+        lines += ["", accuracy_markdown(report.accuracy)]
+    return "\n".join(lines) + "\n"
+
+
+def accuracy_markdown(search: SearchResult) -> str:
+    verdict = "met" if search.met else "NOT met"
+    lines = [
+        f"### Accuracy-aware search: budget {verdict}",
+        f"{search.reason}. {len(search.float_layers)} layers float; {search.full_passes} full validation passes "
+        f"(plus the FP32 reference), {search.subset_evaluations} ranking-subset evaluations, {search.seconds:.1f} s evaluating.",
+        "",
+        "| # | kind | reverted | float layers | " + " | ".join(f"{m} drop" for m in search.iterations[0].metrics) + " | speedup b=1 |",
+        "|---|---|---|---|" + "---|" * len(search.iterations[0].metrics) + "---|",
+    ]
+    for it in search.iterations:
+        drops = " | ".join(f"{r.drop:.4g} / {r.max_drop:.4g}" for r in it.metrics.values())
+        speed = f"{it.speedup:.2f}x" if it.speedup is not None else ""
+        lines.append(f"| {it.index} | {it.kind} | {', '.join(f'`{x}`' for x in it.reverted)} | {len(it.float_layers)} | {drops} | {speed} |")
+    if search.float_layers:
+        lines += ["", "| layer kept in float | why |", "|---|---|"]
+        lines += [f"| `{layer}` | {why} |" for layer, why in search.float_layers.items()]
     return "\n".join(lines) + "\n"
 
 
@@ -46,3 +78,149 @@ def benchmark_markdown(report: BenchmarkReport) -> str:
         for r in report.results
     ]
     return "\n".join(lines) + "\n"
+
+
+# --- HTML: one self-contained file, inline SVG, no scripts, no network --------------------------
+
+_CSS = """
+body{font:14px/1.45 system-ui,-apple-system,'Segoe UI',sans-serif;margin:2rem auto;max-width:980px;color:#1d2733;padding:0 1rem}
+h1{font-size:1.6rem;margin-bottom:.2rem}h2{font-size:1.2rem;margin-top:2rem;border-bottom:1px solid #d6dde5;padding-bottom:.2rem}
+table{border-collapse:collapse;margin:.6rem 0;font-size:13px}td,th{border:1px solid #d6dde5;padding:3px 8px;text-align:left}
+th{background:#f2f5f8}.num{text-align:right;font-variant-numeric:tabular-nums}
+.cards{display:flex;gap:1rem;flex-wrap:wrap}.card{border:1px solid #d6dde5;border-radius:6px;padding:.6rem 1rem;min-width:150px}
+.card b{display:block;font-size:1.4rem}.bad{color:#b3261e}.good{color:#1b7f3b}.warn{background:#fff6e0}
+svg{display:block;margin:.5rem 0}code{font-size:12px}
+"""
+
+
+def _svg_bars(rows: list[tuple[str, float]], *, unit: str, width: int = 900, worst_low: bool = True) -> str:
+    """Horizontal bars, one row per (label, value)."""
+    if not rows:
+        return ""
+    top = max(v for _, v in rows) or 1.0
+    height = 22 * len(rows) + 10
+    parts = [f'<svg role="img" width="{width}" height="{height}" viewBox="0 0 {width} {height}" xmlns="http://www.w3.org/2000/svg">']
+    for i, (label, value) in enumerate(rows):
+        y = 5 + 22 * i
+        length = max(2.0, (width - 420) * value / top)
+        color = "#c0392b" if worst_low and i < 5 else "#4a78b5"
+        parts.append(f'<text x="0" y="{y + 14}" font-size="12">{escape(label[-52:])}</text>')
+        parts.append(f'<rect x="360" y="{y}" width="{length:.1f}" height="16" fill="{color}"><title>{escape(label)}: {value:.2f} {unit}</title></rect>')
+        parts.append(f'<text x="{364 + length:.1f}" y="{y + 13}" font-size="11">{value:.1f} {unit}</text>')
+    parts.append("</svg>")
+    return "".join(parts)
+
+
+def _svg_histogram(counts: np.ndarray, low: float, high: float, marks: tuple[float, float] | None, *, width: int = 440, height: int = 120) -> str:
+    """Counts over [low, high] on a log scale; `marks`: the quantized range, as two red lines."""
+    counts = np.asarray(counts, dtype=np.float64)
+    scaled = np.log1p(counts) / max(np.log1p(counts).max(), 1e-9)
+    step = width / len(counts)
+    parts = [f'<svg role="img" width="{width}" height="{height + 16}" viewBox="0 0 {width} {height + 16}" xmlns="http://www.w3.org/2000/svg">',
+             f'<rect x="0" y="0" width="{width}" height="{height}" fill="#f7f9fb"/>']
+    for i, value in enumerate(scaled):
+        if value > 0:
+            parts.append(f'<rect x="{i * step:.2f}" y="{height * (1 - value):.1f}" width="{max(step, 0.6):.2f}" height="{height * value:.1f}" fill="#4a78b5"/>')
+    if marks is not None and high > low:
+        for edge in marks:
+            x = (min(max(edge, low), high) - low) / (high - low) * width
+            parts.append(f'<line x1="{x:.1f}" y1="0" x2="{x:.1f}" y2="{height}" stroke="#c0392b" stroke-width="1.5"/>')
+    parts.append(f'<text x="0" y="{height + 13}" font-size="11">{low:.3g}</text>')
+    parts.append(f'<text x="{width}" y="{height + 13}" font-size="11" text-anchor="end">{high:.3g}</text></svg>')
+    return "".join(parts)
+
+
+def _svg_line(points: list[float], budget: float, *, width: int = 600, height: int = 160) -> str:
+    """A drop-per-iteration line with the budget as a dashed line."""
+    top = max(max(points), budget) * 1.1 or 1.0
+    xs = [20 + (width - 40) * i / max(len(points) - 1, 1) for i in range(len(points))]
+    ys = [height - 10 - (height - 20) * p / top for p in points]
+    path = " ".join(f"{x:.1f},{y:.1f}" for x, y in zip(xs, ys))
+    yb = height - 10 - (height - 20) * budget / top
+    dots = "".join(f'<circle cx="{x:.1f}" cy="{y:.1f}" r="3" fill="#4a78b5"><title>iteration {i}: {p:.4g}</title></circle>'
+                   for i, (x, y, p) in enumerate(zip(xs, ys, points)))
+    return (f'<svg role="img" width="{width}" height="{height}" viewBox="0 0 {width} {height}" xmlns="http://www.w3.org/2000/svg">'
+            f'<line x1="20" y1="{yb:.1f}" x2="{width - 20}" y2="{yb:.1f}" stroke="#c0392b" stroke-dasharray="5,4"/>'
+            f'<text x="{width - 20}" y="{yb - 4:.1f}" font-size="11" text-anchor="end">budget {budget:.4g}</text>'
+            f'<polyline points="{path}" fill="none" stroke="#4a78b5" stroke-width="2"/>{dots}</svg>')
+
+
+def quantize_html(
+    report: QuantizeReport,
+    *,
+    validation: ValidationReport | None = None,
+    benchmark: BenchmarkReport | None = None,
+    layers: InspectReport | None = None,
+    stats: Statistics | None = None,
+    title: str = "lowprec INT8 report",
+) -> str:
+    """One page: accuracy, speed and size first, then where the error comes from."""
+    body = [f"<h1>{escape(title)}</h1>", f"<p><code>{escape(report.source)}</code> → <code>{escape(report.output)}</code></p>"]
+    cards = [("size", f"{report.int8_bytes / 1e6:.2f} MB", f"{report.int8_bytes / report.fp32_bytes:.0%} of FP32", "")]
+    if validation is not None:
+        css = "good" if validation.passed else "bad"
+        cards.append((f"{validation.metric}", f"{validation.candidate_score:.4f}", f"FP32 {validation.reference_score:.4f}, drop {validation.drop:.4f} "
+                      f"(max {validation.max_drop:.4f}) {'PASS' if validation.passed else 'FAIL'}", css))
+    if benchmark is not None and benchmark.results:
+        for r in benchmark.results:
+            cards.append((f"speedup b={r.batch}, {r.threads} thr", f"{r.speedup:.2f}x", f"{r.fp32_median_ms:.2f} → {r.int8_median_ms:.2f} ms",
+                          "good" if r.speedup >= 1 else "bad"))
+    body.append('<div class="cards">' + "".join(
+        f'<div class="card {css}"><span>{escape(name)}</span><b>{escape(value)}</b><small>{escape(note)}</small></div>' for name, value, note, css in cards
+    ) + "</div>")
+    plan = report.plan
+    body.append(f"<p>{len(plan.nodes)} layers quantized, {len(plan.skipped)} left in float; preset <code>{plan.config.preset}</code>, "
+                f"target <code>{plan.config.target}</code>; {report.calibration_samples} calibration samples; {report.seconds:.1f} s.</p>")
+
+    body.append("<h2>Calibration warnings</h2>")
+    if report.calibration_warnings:
+        body.append("<ul>" + "".join(f'<li class="warn">{f"<code>{escape(w.tensor)}</code>: " if w.tensor else ""}{escape(w.message)}</li>'
+                                      for w in report.calibration_warnings) + "</ul>")
+    else:
+        body.append("<p>None: every quantized tensor saw finite values with a range not set by a handful of outliers.</p>")
+
+    if layers is not None and layers.layers:
+        body.append("<h2>Where the error comes from</h2>")
+        body.append(f"<p>Own SQNR per quantized layer (the error the layer adds itself; lower is worse), over {layers.samples} samples. "
+                    "The five worst are red.</p>")
+        body.append(_svg_bars([(r.layer, r.own_sqnr_db) for r in layers.layers[:25]], unit="dB"))
+        body.append("<table><tr><th>#</th><th>layer</th><th>own SQNR dB</th><th>output SQNR dB</th><th>weight SQNR dB</th><th>input SQNR dB</th><th>suggested action</th></tr>")
+        show = lambda v: "–" if v is None else f"{v:.1f}"  # noqa: E731
+        for i, r in enumerate(layers.layers[:10], 1):
+            body.append(f'<tr><td>{i}</td><td><code>{escape(r.layer)}</code></td><td class="num">{show(r.own_sqnr_db)}</td><td class="num">{show(r.output_sqnr_db)}</td>'
+                        f'<td class="num">{show(r.weight_sqnr_db)}</td><td class="num">{show(r.input_sqnr_db)}</td><td>{escape(r.action)}</td></tr>')
+        body.append("</table>")
+        if stats is not None:
+            grids = {a.tensor: a for a in plan.activations}
+            shown = [r for r in layers.layers if r.output in stats.tensors][:3]
+            if shown:
+                body.append("<h2>Ranges of the worst layers' outputs</h2><p>Calibration histogram (log counts); red lines: the quantized range.</p>")
+            for r in shown:
+                entry = stats.tensors[r.output]
+                grid = grids.get(r.output)
+                marks = None
+                if grid is not None:
+                    info = np.iinfo(np.dtype(grid.dtype))
+                    marks = ((info.min - grid.zero_point) * grid.scale, (info.max - grid.zero_point) * grid.scale)
+                if entry.histogram is not None:
+                    body.append(f"<h3><code>{escape(r.output)}</code></h3>"
+                                + _svg_histogram(entry.histogram, -entry.radius, entry.radius, marks))
+
+    if benchmark is not None and benchmark.results:
+        body.append(f"<h2>Latency (ONNX Runtime {escape(benchmark.onnxruntime)})</h2>")
+        rows = []
+        for r in benchmark.results:
+            rows += [(f"FP32 b={r.batch} p50", r.fp32_median_ms), (f"INT8 b={r.batch} p50", r.int8_median_ms),
+                     (f"FP32 b={r.batch} p90", r.fp32_p90_ms), (f"INT8 b={r.batch} p90", r.int8_p90_ms)]
+        body.append(_svg_bars(rows, unit="ms", worst_low=False))
+
+    if report.accuracy is not None and report.accuracy.iterations:
+        search = report.accuracy
+        name = next(iter(search.iterations[0].metrics))
+        body.append("<h2>Accuracy-aware search</h2>")
+        body.append(f"<p>{escape(search.reason)}; {len(search.float_layers)} layers float after {search.full_passes} full passes.</p>")
+        body.append(_svg_line([it.metrics[name].drop for it in search.iterations], search.iterations[0].metrics[name].max_drop))
+        body.append("<table><tr><th>layer kept in float</th><th>why</th></tr>" + "".join(
+            f"<tr><td><code>{escape(layer)}</code></td><td>{escape(why)}</td></tr>" for layer, why in search.float_layers.items()) + "</table>")
+    return (f'<!DOCTYPE html><html lang="en"><head><meta charset="utf-8"><title>{escape(title)}</title>'
+            f"<style>{_CSS}</style></head><body>{''.join(body)}</body></html>\n")

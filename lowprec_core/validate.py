@@ -7,11 +7,9 @@ from collections.abc import Callable, Iterable, Iterator, Sequence
 from pathlib import Path
 
 import numpy as np
-import onnx
 from pydantic import BaseModel
 
 from . import runtime
-from .calibration.collect import with_outputs
 from .data import Feed
 from .errors import ConfigError, DataError
 from .metrics import Metric, drop, resolve_metric
@@ -98,8 +96,6 @@ class Evaluator:
         self._keep = any(m.needs_reference for m in self.metrics)
         self._reference = runtime.session(reference)
         self._names = [o.name for o in self._reference.get_outputs()]
-        self._intermediate_key: tuple | None = None
-        self._intermediate: list[list[np.ndarray]] = []
         self._subsets: dict[tuple[int, ...], tuple[list[Feed], list[list[np.ndarray]], list[np.ndarray | None]]] = {}
         self.reference_scores = self._reference_pass()
         self.samples = len(next(iter(self.reference_scores.values())))
@@ -155,22 +151,8 @@ class Evaluator:
             power += float(np.sum(ref[0].astype(np.float64) ** 2))
         return {name: np.concatenate(parts) for name, parts in scores.items()}, error / max(power, 1e-30)
 
-    def tensor_errors(self, reference: onnx.ModelProto, candidate: onnx.ModelProto, tensors: Sequence[str], indices: Sequence[int]) -> dict[str, float]:
-        """Normalized MSE of each named intermediate tensor, candidate against reference, on the subset."""
-        feeds = self._subset(tuple(sorted(indices)))[0]
-        names = list(tensors)
-        if self._intermediate_key != (tuple(sorted(indices)), tuple(names)):
-            sess = runtime.session(with_outputs(reference, names), optimization="basic")
-            self._intermediate = [sess.run(names, feed) for feed in feeds]
-            self._intermediate_key = (tuple(sorted(indices)), tuple(names))
-        sess = runtime.session(with_outputs(candidate, names), optimization="basic")
-        error = np.zeros(len(names))
-        power = np.zeros(len(names))
-        for feed, ref in zip(feeds, self._intermediate):
-            for i, (r, c) in enumerate(zip(ref, sess.run(names, feed))):
-                error[i] += float(np.sum((c.astype(np.float64) - r) ** 2))
-                power[i] += float(np.sum(r.astype(np.float64) ** 2))
-        return {name: float(e / max(p, 1e-30)) for name, e, p in zip(names, error, power)}
+    def subset_feeds(self, indices: Sequence[int]) -> list[Feed]:
+        return self._subset(tuple(sorted(indices)))[0]
 
     def _subset(self, indices: tuple[int, ...]):
         """The samples `indices` gathered into batches of up to 16, with their FP32 outputs and labels."""

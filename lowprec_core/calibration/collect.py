@@ -7,7 +7,7 @@ from collections.abc import Iterable, Mapping
 
 import onnx
 
-from .. import runtime
+from .. import progress, runtime
 from ..data import Feed
 from ..errors import DataError
 from .observers import ChannelObserver, TensorObserver
@@ -44,7 +44,7 @@ def collect(
                 observers[name].update(value, bounds=bounds)
         del values
         samples += int(next(iter(feed.values())).shape[0])
-        log.debug("calibration batch %d done (%d samples)", index, samples)
+        progress.report("calibration", index + 1, detail=f"{samples} samples")
     stats = {}
     for name, obs in observers.items():
         if not obs.count:

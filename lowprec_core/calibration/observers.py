@@ -73,7 +73,7 @@ class TensorObserver:
         return finite
 
     def _grow(self, absmax: float) -> None:
-        if absmax <= self.radius:
+        if absmax <= self.radius and self.radius > 0:  # an all-zero first batch still needs a radius
             return
         target = 2.0 ** math.ceil(math.log2(absmax)) if absmax > 0 else 2.0**-20
         if self.radius == 0.0:

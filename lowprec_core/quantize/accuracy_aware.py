@@ -35,6 +35,7 @@ from typing import Literal, Protocol
 import numpy as np
 from pydantic import BaseModel
 
+from .. import progress
 from ..config import AccuracyBudget
 from ..metrics import Metric, drop
 
@@ -234,6 +235,9 @@ def search(
         )
         iterations.append(iteration)
         on_iteration(iteration)
+        figures_text = ", ".join(f"{n} drop {r.drop:.4g}/{r.max_drop:.4g}" for n, r in figs.items())
+        what = f"{kind} {', '.join(added)}" if added else kind
+        progress.report("accuracy-aware iteration", iteration.index, detail=f"{what}; {len(reverted)} float; {figures_text}")
 
     def gain(name: str, new: Scores, new_nmse: float, old: Scores, old_nmse: float) -> tuple[float, float]:
         sign = 1.0 if by_name[name].higher_is_better else -1.0

@@ -14,7 +14,7 @@ import numpy as np
 import onnx
 from onnx import numpy_helper
 
-from .. import runtime
+from .. import progress, runtime
 from ..calibration.collect import with_outputs
 from ..calibration.observers import ChannelObserver
 from ..calibration.stats import Statistics, TensorStats
@@ -210,9 +210,10 @@ def correct_biases_full(
     wanted = [name for t in targets for name in t[1:3]]
     sess = runtime.session(with_outputs(probe, wanted), optimization="basic")
     observers = {name: ChannelObserver(t[3]) for t in targets for name in t[1:3]}
-    for feed in feeds:
+    for index, feed in enumerate(feeds):
         for name, value in zip(wanted, sess.run(wanted, feed)):
             observers[name].update(value)
+        progress.report("full bias correction", index + 1)
     out = onnx.ModelProto()
     out.CopyFrom(model)
     inits = initializers(out.graph)

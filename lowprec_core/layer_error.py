@@ -1,0 +1,189 @@
+"""Where an INT8 model's error comes from: per quantized layer, FP32 against INT8 on real data.
+
+For each Conv/MatMul/Gemm that runs on dequantized weights in the INT8 graph:
+- output SQNR: the layer's output in INT8 against FP32, everything upstream included;
+- own SQNR: the output's error minus what its input already carried (relative error powers
+  subtract), i.e. the error this layer adds itself; the ranking key, lowest first;
+- weight SQNR: the dequantized weight against the FP32 weight (static);
+- input SQNR: what the layer reads (after its input's Q/DQ) against FP32's tensor.
+A quantized output is read after its Q/DQ pair: with a fused ReLU that is where the ReLU happens.
+One streaming pass over the data; memory holds one batch of the exposed tensors.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Iterable
+
+import numpy as np
+import onnx
+from onnx import numpy_helper
+from pydantic import BaseModel
+
+from . import runtime
+from .calibration.collect import with_outputs
+from .data import Feed
+
+LAYER_OPS = ("Conv", "MatMul", "Gemm")
+WEAK_WEIGHT_DB = 30.0  # below this a weight's own rounding is a visible share of the error
+WEAK_ACTIVATION_DB = 20.0
+QUIET_LAYER_DB = 40.0  # a layer whose own error sits this far below its signal needs nothing
+
+
+class LayerError(BaseModel):
+    layer: str
+    op_type: str
+    output: str
+    output_sqnr_db: float
+    own_sqnr_db: float
+    weight_sqnr_db: float | None
+    input_sqnr_db: float | None
+    action: str
+
+
+class InspectReport(BaseModel):
+    samples: int
+    layers: list[LayerError]  # worst first: lowest own SQNR
+
+
+def sqnr_db(power: float, error: float) -> float:
+    if error <= 0:
+        return math.inf
+    return 10.0 * math.log10(max(power, 1e-30) / error)
+
+
+def settled(model: onnx.ModelProto, tensor: str) -> str:
+    """The tensor holding `tensor`'s value as its readers see it: the DequantizeLinear output
+    when a Q/DQ pair follows it (a fused ReLU lives in that pair's clamp), else itself."""
+    for node in model.graph.node:
+        if node.op_type == "QuantizeLinear" and node.input[0] == tensor:
+            for reader in model.graph.node:
+                if reader.op_type == "DequantizeLinear" and reader.input[0] == node.output[0]:
+                    return reader.output[0]
+    return tensor
+
+
+def layer_tensors(fp32: onnx.ModelProto, int8: onnx.ModelProto) -> list[tuple[onnx.NodeProto, tuple[str, str], tuple[str, str] | None]]:
+    """Quantized layers of `int8` (weights read through DequantizeLinear) with (FP32 name, INT8
+    name) for their output and their activation input; only tensors both graphs hold."""
+    producers = {out: node for node in int8.graph.node for out in node.output}
+    fp32_tensors = {out for node in fp32.graph.node for out in node.output} | {i.name for i in fp32.graph.input}
+    rows = []
+    for node in int8.graph.node:
+        if node.op_type not in LAYER_OPS or len(node.input) < 2:
+            continue
+        weight = producers.get(node.input[1])
+        if weight is None or weight.op_type != "DequantizeLinear":
+            continue
+        output = node.output[0]
+        if output not in fp32_tensors:
+            continue
+        source = _quantized_source(node.input[0], producers)
+        reads = (source, node.input[0]) if source in fp32_tensors else None
+        rows.append((node, (output, settled(int8, output)), reads))
+    return rows
+
+
+def tensor_errors(fp32: onnx.ModelProto, int8: onnx.ModelProto, pairs: list[tuple[str, str]], feeds: Iterable[Feed]) -> tuple[dict[tuple[str, str], float], int]:
+    """Normalized MSE of each (FP32 tensor, INT8 tensor) pair over `feeds`, and the sample count."""
+    fp32_names = sorted({a for a, _ in pairs})
+    int8_names = sorted({b for _, b in pairs})
+    fp32_sess = runtime.session(with_outputs(fp32, [t for t in fp32_names if t not in _inputs(fp32)]), optimization="basic")
+    int8_sess = runtime.session(with_outputs(int8, [t for t in int8_names if t not in _inputs(int8)]), optimization="basic")
+    error = dict.fromkeys(pairs, 0.0)
+    power = dict.fromkeys(pairs, 0.0)
+    samples = 0
+    for feed in feeds:
+        ref = dict(zip(fp32_names, _run(fp32_sess, fp32_names, feed)))
+        got = dict(zip(int8_names, _run(int8_sess, int8_names, feed)))
+        for a, b in pairs:
+            diff = got[b].astype(np.float64) - ref[a]
+            error[(a, b)] += float(np.sum(diff * diff))
+            power[(a, b)] += float(np.sum(ref[a].astype(np.float64) ** 2))
+        samples += int(next(iter(feed.values())).shape[0])
+    return {pair: error[pair] / max(power[pair], 1e-30) for pair in pairs}, samples
+
+
+def inspect_layers(fp32: onnx.ModelProto, int8: onnx.ModelProto, feeds: Iterable[Feed]) -> InspectReport:
+    fp32_inits = {init.name: init for init in fp32.graph.initializer}
+    fp32_nodes = {node.name: node for node in fp32.graph.node}
+    inits = {init.name: init for init in int8.graph.initializer}
+    producers = {out: node for node in int8.graph.node for out in node.output}
+    layers = layer_tensors(fp32, int8)
+    pairs = sorted({p for _, out, reads in layers for p in ([out, reads] if reads else [out])})
+    nmse, samples = tensor_errors(fp32, int8, pairs, feeds)
+    rows = []
+    for node, out, reads in layers:
+        in_nmse = nmse[reads] if reads else 0.0
+        weight_db = _weight_sqnr(node, producers[node.input[1]], inits, fp32_nodes, fp32_inits)
+        own_db = sqnr_db(1.0, max(nmse[out] - in_nmse, 1e-20))
+        input_db = sqnr_db(1.0, in_nmse) if reads else None
+        rows.append(
+            LayerError(
+                layer=node.name,
+                op_type=node.op_type,
+                output=out[0],
+                output_sqnr_db=_db(sqnr_db(1.0, nmse[out])),
+                own_sqnr_db=_db(own_db),
+                weight_sqnr_db=None if weight_db is None else _db(weight_db),
+                input_sqnr_db=None if input_db is None else _db(input_db),
+                action=_action(own_db, weight_db, input_db),
+            )
+        )
+    rows.sort(key=lambda r: (r.own_sqnr_db, r.output_sqnr_db, r.layer))
+    return InspectReport(samples=samples, layers=rows)
+
+
+def _inputs(model: onnx.ModelProto) -> set[str]:
+    return {i.name for i in model.graph.input}
+
+
+def _run(sess, names: list[str], feed: Feed) -> list[np.ndarray]:
+    inputs = {i.name for i in sess.get_inputs()}
+    values = dict(zip([o.name for o in sess.get_outputs()], sess.run(None, {k: v for k, v in feed.items() if k in inputs})))
+    values.update({k: v for k, v in feed.items() if k in names})
+    return [values[n] for n in names]
+
+
+def _quantized_source(tensor: str, producers: dict[str, onnx.NodeProto]) -> str | None:
+    """The float tensor a DequantizeLinear(QuantizeLinear(x)) pair reads, if `tensor` is one."""
+    dq = producers.get(tensor)
+    if dq is None or dq.op_type != "DequantizeLinear":
+        return None
+    q = producers.get(dq.input[0])
+    return q.input[0] if q is not None and q.op_type == "QuantizeLinear" else None
+
+
+def _weight_sqnr(node, weight_dq, inits, fp32_nodes, fp32_inits) -> float | None:
+    """Dequantized INT8 weight against the FP32 model's weight of the node with the same name."""
+    if weight_dq.input[0] not in inits or weight_dq.input[1] not in inits:
+        return None
+    original = fp32_nodes.get(node.name)
+    if original is None or len(original.input) < 2 or original.input[1] not in fp32_inits:
+        return None
+    w = numpy_helper.to_array(fp32_inits[original.input[1]]).astype(np.float64)
+    q = numpy_helper.to_array(inits[weight_dq.input[0]]).astype(np.float64)
+    scale = numpy_helper.to_array(inits[weight_dq.input[1]]).astype(np.float64)
+    zero = numpy_helper.to_array(inits[weight_dq.input[2]]).astype(np.float64) if len(weight_dq.input) > 2 and weight_dq.input[2] in inits else 0.0
+    axis = next((a.i for a in weight_dq.attribute if a.name == "axis"), 1)
+    shape = [1] * q.ndim
+    if np.ndim(scale):
+        shape[axis] = -1
+    dequantized = (q - np.reshape(zero, shape)) * np.reshape(scale, shape)
+    if dequantized.shape != w.shape:
+        return None
+    return sqnr_db(float(np.sum(w * w)), float(np.sum((dequantized - w) ** 2)))
+
+
+def _db(value: float) -> float:
+    return round(min(value, 200.0), 2)
+
+
+def _action(own_db: float, weight_db: float | None, act_db: float | None) -> str:
+    if own_db >= QUIET_LAYER_DB:
+        return "none: adds little error"
+    if weight_db is not None and weight_db < WEAK_WEIGHT_DB and (act_db is None or weight_db <= act_db):
+        return "weights lose most: try --weight-range mse, or --ignore this layer"
+    if act_db is not None and act_db < WEAK_ACTIVATION_DB:
+        return "its input arrives with much error: look at the layers before it first"
+    return "adds error: --ignore it, or leave it to the accuracy-aware search (--eval --metric)"

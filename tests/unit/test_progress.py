@@ -1,0 +1,41 @@
+"""Progress records: a redrawn bar on a terminal, plain lines in a pipeline log."""
+
+from __future__ import annotations
+
+import io
+import logging
+
+from lowprec_core import progress
+from lowprec_core.cli import ProgressDisplay
+
+
+class Terminal(io.StringIO):
+    def isatty(self) -> bool:
+        return True
+
+
+def _capture(stream) -> logging.Logger:
+    logger = progress.LOGGER
+    logger.handlers[:] = [ProgressDisplay(stream)]
+    logger.setLevel(logging.INFO)
+    logger.propagate = False
+    return logger
+
+
+def test_a_terminal_gets_one_redrawn_line_and_each_search_iteration():
+    screen = Terminal()
+    _capture(screen)
+    for done in range(1, 5):
+        progress.report("calibration", done, 4)
+    progress.report("accuracy-aware iteration", 1, detail="revert conv1; 1 float")
+    text = screen.getvalue()
+    assert text.count("\r\x1b[K") == 4 and "calibration [####################] 4/4" in text
+    assert text.endswith("\naccuracy-aware iteration 1: revert conv1; 1 float\n")
+
+
+def test_a_log_gets_plain_lines_every_tenth_batch():
+    log = io.StringIO()
+    _capture(log)
+    for done in range(1, 26):
+        progress.report("calibration", done, detail=f"{done * 16} samples")
+    assert log.getvalue().splitlines() == ["calibration 10: 160 samples", "calibration 20: 320 samples"]
