@@ -32,7 +32,10 @@ class ModelBackend:
         self._last: tuple[Reverted, onnx.ModelProto, QuantPlan] | None = None
         _, plan = self.build(())
         self.candidates = list(plan.nodes)
-        self.reference = evaluator.reference_scores
+
+    @property
+    def reference(self) -> Scores:
+        return self.evaluator.reference_scores
 
     def config_for(self, reverted: Reverted) -> QuantConfig:
         return self.config.model_copy(update={"ignore": tuple(self.config.ignore) + tuple(sorted(reverted))})

@@ -71,9 +71,10 @@ Scores = dict[str, np.ndarray]  # metric name -> one score per sample
 class Evaluator:
     """Per-sample scores of candidate models against one FP32 reference, on one evaluation set.
 
-    The reference runs once (`reference_scores`). Where a metric reads FP32 outputs they are
-    kept on disk under `cache_dir`, one file per batch, so memory holds one batch whatever the
-    set's size. `full_passes` counts passes over the whole set, the reference's included.
+    The reference runs once, in the same pass over the data as the first candidate (so a budget
+    the default model meets costs one pass). Where a metric reads FP32 outputs they are kept on
+    disk under `cache_dir`, one file per batch, so memory holds one batch whatever the set's
+    size. `full_passes` counts passes over the whole set.
     """
 
     def __init__(
@@ -97,43 +98,56 @@ class Evaluator:
         self._reference = runtime.session(reference)
         self._names = [o.name for o in self._reference.get_outputs()]
         self._subsets: dict[tuple[int, ...], tuple[list[Feed], list[list[np.ndarray]], list[np.ndarray | None]]] = {}
-        self.reference_scores = self._reference_pass()
-        self.samples = len(next(iter(self.reference_scores.values())))
+        self._reference_scores: Scores | None = None
 
-    def _reference_pass(self) -> Scores:
-        done = self.cache / "reference.npz"
-        if done.exists():  # a resumed run: the reference pass finished before
-            with np.load(done) as archive:
-                return {m.name: archive[m.name] for m in self.metrics}
-        self.cache.mkdir(parents=True, exist_ok=True)
+    @property
+    def reference_scores(self) -> Scores:
+        """FP32's per-sample scores: from disk when an earlier (or resumed) pass made them."""
+        if self._reference_scores is None:
+            done = self.cache / "reference.npz"
+            if done.exists():
+                with np.load(done) as archive:
+                    self._reference_scores = {m.name: archive[m.name] for m in self.metrics}
+            else:
+                self._pass(None)
+        return self._reference_scores
+
+    def full(self, candidate: bytes) -> Scores:
+        """Every sample once: a full validation pass (the reference's too, the first time)."""
+        if self._reference_scores is None and (self.cache / "reference.npz").exists():
+            _ = self.reference_scores
+        return self._pass(runtime.session(candidate))
+
+    def _pass(self, sess) -> Scores:
+        with_reference = self._reference_scores is None
+        if with_reference:
+            self.cache.mkdir(parents=True, exist_ok=True)
+        reference: dict[str, list[np.ndarray]] = {m.name: [] for m in self.metrics}
         scores: dict[str, list[np.ndarray]] = {m.name: [] for m in self.metrics}
         for index, (feed, batch_labels) in enumerate(_with_labels(self.feeds(), self.labels)):
-            out = self._reference.run(self._names, feed)
-            if self._keep:
-                np.savez(self.cache / f"reference-{index:06d}.npz", *out)
-            for metric in self.metrics:
-                scores[metric.name].append(metric.score(out, out, batch_labels))
+            if with_reference:
+                ref = self._reference.run(self._names, feed)
+                if self._keep:
+                    np.savez(self.cache / f"reference-{index:06d}.npz", *ref)
+                for metric in self.metrics:
+                    reference[metric.name].append(metric.score(ref, ref, batch_labels))
+            if sess is not None:
+                out = sess.run(self._names, feed)
+                if not with_reference:
+                    ref = self._stored_reference(index) if self._keep else out
+                for metric in self.metrics:
+                    scores[metric.name].append(metric.score(ref, out, batch_labels))
         self.full_passes += 1
-        result = {name: np.concatenate(parts) for name, parts in scores.items()}
-        np.savez(self.cache / ".reference.npz", **result)
-        os.replace(self.cache / ".reference.npz", done)  # written last: marks the pass complete
-        return result
+        if with_reference:
+            result = {name: np.concatenate(parts) for name, parts in reference.items()}
+            np.savez(self.cache / ".reference.npz", **result)
+            os.replace(self.cache / ".reference.npz", self.cache / "reference.npz")  # written last: marks it complete
+            self._reference_scores = result
+        return {name: np.concatenate(parts) for name, parts in scores.items()} if sess is not None else {}
 
     def _stored_reference(self, index: int) -> list[np.ndarray]:
         with np.load(self.cache / f"reference-{index:06d}.npz") as archive:
             return [archive[f"arr_{i}"] for i in range(len(archive.files))]
-
-    def full(self, candidate: bytes) -> Scores:
-        """Every sample once: a full validation pass."""
-        sess = runtime.session(candidate)
-        scores: dict[str, list[np.ndarray]] = {m.name: [] for m in self.metrics}
-        for index, (feed, batch_labels) in enumerate(_with_labels(self.feeds(), self.labels)):
-            out = sess.run(self._names, feed)
-            ref = self._stored_reference(index) if self._keep else out
-            for metric in self.metrics:
-                scores[metric.name].append(metric.score(ref, out, batch_labels))
-        self.full_passes += 1
-        return {name: np.concatenate(parts) for name, parts in scores.items()}
 
     def subset(self, candidate: bytes, indices: Sequence[int]) -> tuple[Scores, float]:
         """Scores on the samples `indices` only, and the first output's normalized MSE to FP32

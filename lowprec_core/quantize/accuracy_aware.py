@@ -90,7 +90,7 @@ class SearchResult(BaseModel):
     reason: str
     float_layers: dict[str, str]  # layer -> why it is float
     iterations: list[Iteration]
-    full_passes: int  # over INT8 models; the FP32 reference pass is one more
+    full_passes: int  # passes over the whole evaluation set (the FP32 reference shares the first)
     subset_evaluations: int
     proxy_passes: int
     seconds: float
@@ -136,7 +136,6 @@ def search(
 ) -> SearchResult:
     by_name = {m.name: m for m in metrics}
     limits = {b.metric: b.max_drop for b in budget.metrics}
-    reference = backend.reference
     counts = {"full": 0, "subset": 0, "proxy": 0}
     spent = 0.0
 
@@ -274,7 +273,8 @@ def search(
 
     usefulness: dict[str, float] = {}
     reverted: Reverted = ()
-    scores = full(reverted)
+    scores = full(reverted)  # the backend may score FP32 in this same pass over the data
+    reference = backend.reference
     record("full", reverted, [], figures(scores))
     reverts = 0
     reason = ""
