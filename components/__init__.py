@@ -9,6 +9,7 @@ from .benchmark import benchmark
 from .calibrate import calibrate
 from .publish import publish
 from .quantize import quantize
+from .report import report
 from .validate import validate
 
-__all__ = ["benchmark", "calibrate", "publish", "quantize", "validate"]
+__all__ = ["benchmark", "calibrate", "publish", "quantize", "report", "validate"]

@@ -1,5 +1,5 @@
 from kfp import dsl
-from kfp.dsl import Artifact, Input, Markdown, Model, Output
+from kfp.dsl import Artifact, Input, Markdown, Metrics, Model, Output
 
 from ._image import IMAGE
 
@@ -12,6 +12,7 @@ def benchmark(
     batches: str,
     report: Output[Artifact],
     summary: Output[Markdown],
+    metrics: Output[Metrics],
 ):
     """Latency of FP32 and INT8, interleaved in one process."""
     import lowprec_core
@@ -21,3 +22,6 @@ def benchmark(
     result = lowprec_core.benchmark(model_uri, int8_model.path, config=config, data=data_uri, report=report.path)
     with open(summary.path, "w") as handle:
         handle.write(benchmark_markdown(result))
+    for row in result.results:
+        metrics.log_metric(f"speedup_b{row.batch}_t{row.threads}", row.speedup)
+    metrics.log_metric("size_ratio", result.size_ratio)

@@ -11,6 +11,8 @@ def publish(
     quantize_report: Input[Artifact],
     validation_report: Input[Artifact],
     benchmark_report: Input[Artifact],
+    html_report: Input[Artifact],
+    layer_report: Input[Artifact],
     registry_uri: str,
     name: str,
     model_uri: str,
@@ -23,6 +25,8 @@ def publish(
         "reports/quantize.json": quantize_report.path,
         "reports/validation.json": validation_report.path,
         "reports/benchmark.json": benchmark_report.path,
+        "reports/report.html": html_report.path,
+        "reports/inspect.json": layer_report.path,
     }
     uri, _ = lowprec_core.publish(int8_model.path, registry_uri, name, source=model_uri, attach=attachments)
     return uri

@@ -1,10 +1,25 @@
 """lowprec: post-training INT8 quantization of ONNX models."""
 
-from ._api import QuantizeReport, benchmark, calibrate, fetch, inspect, publish, quantize, validate
+from ._api import (
+    QuantizeReport,
+    benchmark,
+    calibrate,
+    fetch,
+    inspect,
+    publish,
+    quantize,
+    render_report,
+    validate,
+)
 from .benchmark import BenchmarkReport
 from .calibration.stats import Statistics, load_statistics
-from .config import AccuracyBudget, BenchmarkConfig, CalibrationConfig, MetricBudget, QuantConfig
-from .layer_error import InspectReport, LayerError
+from .config import (
+    AccuracyBudget,
+    BenchmarkConfig,
+    CalibrationConfig,
+    MetricBudget,
+    QuantConfig,
+)
 from .errors import (
     ConfigError,
     DataError,
@@ -15,6 +30,7 @@ from .errors import (
     RegistryError,
     StatsError,
 )
+from .layer_error import InspectReport, LayerError
 from .quantize.accuracy_aware import SearchResult
 from .quantize.planner import QuantPlan
 from .registry import Manifest
@@ -50,5 +66,6 @@ __all__ = [
     "load_statistics",
     "publish",
     "quantize",
+    "render_report",
     "validate",
 ]

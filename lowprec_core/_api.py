@@ -19,17 +19,17 @@ from pydantic import BaseModel
 
 from . import benchmark as _bench
 from . import registry, runtime
+from .accuracy import ModelBackend
 from .calibration.collect import collect
 from .calibration.health import CalibrationWarning
 from .calibration.health import check as calibration_health
 from .calibration.stats import Statistics, load_statistics
-from .accuracy import ModelBackend
 from .config import AccuracyBudget, BenchmarkConfig, CalibrationConfig, QuantConfig
 from .data import input_specs, iter_feeds, load_labels
 from .errors import ConfigError, GateFailed
 from .layer_error import InspectReport, inspect_layers
-from .model_io import LoadedModel, load_model, model_bytes, prepare, save_model
 from .metrics import resolve_metric
+from .model_io import LoadedModel, load_model, model_bytes, prepare, save_model
 from .quantize.accuracy_aware import Iteration, Journal, SearchResult, search
 from .quantize.default import quantize_model
 from .quantize.planner import QuantPlan, statistic_requests

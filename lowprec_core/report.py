@@ -54,6 +54,15 @@ def accuracy_markdown(search: SearchResult) -> str:
     return "\n".join(lines) + "\n"
 
 
+def inspect_markdown(report: InspectReport, top: int = 5) -> str:
+    lines = [f"## Worst layers (own SQNR, {report.samples} samples)", "",
+             "| layer | own dB | output dB | weight dB | action |", "|---|---|---|---|---|"]
+    for r in report.layers[:top]:
+        weight = "–" if r.weight_sqnr_db is None else f"{r.weight_sqnr_db:.1f}"
+        lines.append(f"| `{r.layer}` | {r.own_sqnr_db:.1f} | {r.output_sqnr_db:.1f} | {weight} | {r.action} |")
+    return "\n".join(lines) + "\n"
+
+
 def validation_markdown(report: ValidationReport) -> str:
     verdict = "PASSED" if report.passed else "FAILED"
     return (

@@ -1,8 +1,8 @@
-"""ptq: calibrate -> quantize -> validate -> benchmark -> publish if the gate passed."""
+"""ptq: calibrate -> quantize -> validate -> benchmark -> report -> publish if the gate passed."""
 
 from kfp import dsl
 
-from components import benchmark, calibrate, publish, quantize, validate
+from components import benchmark, calibrate, publish, quantize, report, validate
 
 
 @dsl.pipeline(name="lowprec-ptq", description="Post-training INT8 quantization of one ONNX model")
@@ -34,6 +34,15 @@ def ptq(
         max_drop=max_drop,
     )
     bench = benchmark(model_uri=model_uri, int8_model=quant.outputs["int8_model"], data_uri=eval_uri, batches=batches)
+    page = report(
+        model_uri=model_uri,
+        int8_model=quant.outputs["int8_model"],
+        data_uri=eval_uri,
+        stats=stats.outputs["stats"],
+        quantize_report=quant.outputs["report"],
+        validation_report=check.outputs["report"],
+        benchmark_report=bench.outputs["report"],
+    )
     with dsl.If(check.outputs["Output"] == True, name="accuracy-gate-passed"):  # noqa: E712 - a pipeline expression
         publish(
             int8_model=quant.outputs["int8_model"],
@@ -41,6 +50,8 @@ def ptq(
             quantize_report=quant.outputs["report"],
             validation_report=check.outputs["report"],
             benchmark_report=bench.outputs["report"],
+            html_report=page.outputs["page"],
+            layer_report=page.outputs["layers"],
             registry_uri=registry_uri,
             name=name,
             model_uri=model_uri,

@@ -42,7 +42,8 @@ def test_ptq_pulls_from_s3_and_publishes_a_verifiable_version(bucket, demo, tmp_
     (uri, manifest), = registry.versions(f"s3://{name}/registry", "digits")
     assert uri == f"s3://{name}/registry/digits/{manifest.version}"
     assert set(manifest.files) >= {"model.onnx", "stats/stats.json", "stats/stats.npz", "reports/quantize.json",
-                                   "reports/validation.json", "reports/benchmark.json"}
+                                   "reports/validation.json", "reports/benchmark.json", "reports/report.html",
+                                   "reports/inspect.json"}
     assert manifest.source == {"uri": f"s3://{name}/fp32/digits.onnx", "sha256": file_sha256(demo["model"])}
     fetched = lp.fetch(uri, tmp_path / "fetched")  # raises IntegrityError on any hash mismatch
     assert fetched.version == manifest.version
