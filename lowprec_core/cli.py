@@ -271,6 +271,8 @@ def _demo(registry_uri: str) -> int:
         print(f"  batch {row['batch']:>3}: FP32 {row['fp32_median_ms']:.3f} ms, INT8 {row['int8_median_ms']:.3f} ms -> {row['speedup']:.2f}x")
     print(f"  size: {bench['fp32_bytes'] / 1e3:.0f} KB -> {bench['int8_bytes'] / 1e3:.0f} KB")
     print(f"published {manifest.name} {manifest.version} with {len(manifest.files)} files -> {uri}")
+    if (folder / "reports" / "report.html").exists():
+        print(f"report: {(folder / 'reports' / 'report.html').as_uri()}")
     print(f"(whole pipeline in {time.perf_counter() - started:.1f} s)")
     return 0
 

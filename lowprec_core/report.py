@@ -91,6 +91,8 @@ def benchmark_markdown(report: BenchmarkReport) -> str:
 
 # --- HTML: one self-contained file, inline SVG, no scripts, no network --------------------------
 
+SQNR_CHART_CEILING = 80.0  # dB; a layer's own error this far below its signal draws no bar
+
 _CSS = """
 body{font:14px/1.45 system-ui,-apple-system,'Segoe UI',sans-serif;margin:2rem auto;max-width:980px;color:#1d2733;padding:0 1rem}
 h1{font-size:1.6rem;margin-bottom:.2rem}h2{font-size:1.2rem;margin-top:2rem;border-bottom:1px solid #d6dde5;padding-bottom:.2rem}
@@ -102,16 +104,18 @@ svg{display:block;margin:.5rem 0}code{font-size:12px}
 """
 
 
-def _svg_bars(rows: list[tuple[str, float]], *, unit: str, width: int = 900, worst_low: bool = True) -> str:
-    """Horizontal bars, one row per (label, value)."""
+def _svg_bars(rows: list[tuple[str, float]], *, unit: str, width: int = 900, worst_low: bool = True, below: float | None = None) -> str:
+    """Horizontal bars, one row per (label, value). With `below`, a bar is as long as the value is
+    under it (SQNR: the longer, the worse), still labelled with the value."""
     if not rows:
         return ""
-    top = max(v for _, v in rows) or 1.0
+    lengths = [max(below - v, 0.0) if below is not None else v for _, v in rows]
+    top = max(lengths) or 1.0
     height = 22 * len(rows) + 10
     parts = [f'<svg role="img" width="{width}" height="{height}" viewBox="0 0 {width} {height}" xmlns="http://www.w3.org/2000/svg">']
-    for i, (label, value) in enumerate(rows):
+    for i, ((label, value), size) in enumerate(zip(rows, lengths)):
         y = 5 + 22 * i
-        length = max(2.0, (width - 420) * value / top)
+        length = max(2.0, (width - 420) * size / top)
         color = "#c0392b" if worst_low and i < 5 else "#4a78b5"
         parts.append(f'<text x="0" y="{y + 14}" font-size="12">{escape(label[-52:])}</text>')
         parts.append(f'<rect x="360" y="{y}" width="{length:.1f}" height="16" fill="{color}"><title>{escape(label)}: {value:.2f} {unit}</title></rect>')
@@ -190,9 +194,9 @@ def quantize_html(
 
     if layers is not None and layers.layers:
         body.append("<h2>Where the error comes from</h2>")
-        body.append(f"<p>Own SQNR per quantized layer (the error the layer adds itself; lower is worse), over {layers.samples} samples. "
-                    "The five worst are red.</p>")
-        body.append(_svg_bars([(r.layer, r.own_sqnr_db) for r in layers.layers[:25]], unit="dB"))
+        body.append(f"<p>The error each quantized layer adds itself, over {layers.samples} samples: bars grow as its own SQNR "
+                    f"falls below {SQNR_CHART_CEILING:.0f} dB (longer is worse; labels are the SQNR). The five worst are red.</p>")
+        body.append(_svg_bars([(r.layer, r.own_sqnr_db) for r in layers.layers[:25]], unit="dB", below=SQNR_CHART_CEILING))
         body.append("<table><tr><th>#</th><th>layer</th><th>own SQNR dB</th><th>output SQNR dB</th><th>weight SQNR dB</th><th>input SQNR dB</th><th>suggested action</th></tr>")
         show = lambda v: "–" if v is None else f"{v:.1f}"  # noqa: E731
         for i, r in enumerate(layers.layers[:10], 1):
