@@ -19,6 +19,10 @@ from . import simplify
 from .errors import ModelError
 from .graph import drop_unused_initializers
 
+# ONNX's operator-schema registry fills itself on first use (about 15 ms). Do it when this module
+# is imported, as importing onnxruntime.quantization does, rather than inside the first load.
+onnx.defs.has("Conv")
+
 log = logging.getLogger(__name__)
 
 MIN_QDQ_OPSET = 13  # per-channel QuantizeLinear/DequantizeLinear (the `axis` attribute)
