@@ -75,15 +75,18 @@ def validation_markdown(report: ValidationReport) -> str:
 
 def benchmark_markdown(report: BenchmarkReport) -> str:
     lines = [
-        f"## Benchmark (ONNX Runtime {report.onnxruntime})",
-        f"Size: FP32 {report.fp32_bytes / 1e6:.2f} MB, INT8 {report.int8_bytes / 1e6:.2f} MB ({report.size_ratio:.0%})",
+        f"## Benchmark (ONNX Runtime {report.onnxruntime}, {', '.join(report.providers) or 'CPU'})",
+        f"CPU: {report.cpu or 'unknown'}; integer dot-product extensions: {', '.join(report.isa) or 'none found'}",
+        f"Size: FP32 {report.fp32_bytes / 1e6:.2f} MB, INT8 {report.int8_bytes / 1e6:.2f} MB ({report.size_ratio:.0%}); "
+        f"session load FP32 {report.fp32_load_ms:.0f} ms, INT8 {report.int8_load_ms:.0f} ms; peak RSS {report.peak_rss_mb:.0f} MB",
         "",
-        "| batch | threads | FP32 p50 ms | FP32 p90 ms | INT8 p50 ms | INT8 p90 ms | speedup |",
-        "|---|---|---|---|---|---|---|",
+        "| batch | threads | FP32 p50 / p90 / p99 ms | INT8 p50 / p90 / p99 ms | INT8 samples/s | speedup | runs | CV |",
+        "|---|---|---|---|---|---|---|---|",
     ]
     lines += [
-        f"| {r.batch} | {r.threads} | {r.fp32_median_ms:.3f} | {r.fp32_p90_ms:.3f} | "
-        f"{r.int8_median_ms:.3f} | {r.int8_p90_ms:.3f} | {r.speedup:.2f}x |"
+        f"| {r.batch} | {r.threads} | {r.fp32_median_ms:.3f} / {r.fp32_p90_ms:.3f} / {r.fp32_p99_ms:.3f} | "
+        f"{r.int8_median_ms:.3f} / {r.int8_p90_ms:.3f} / {r.int8_p99_ms:.3f} | {r.int8_per_s:.0f} | "
+        f"{r.speedup:.2f}x{' (noisy)' if r.noisy else ''} | {r.repeats} | {r.cv:.2f} |"
         for r in report.results
     ]
     return "\n".join(lines) + "\n"
@@ -176,7 +179,8 @@ def quantize_html(
                       f"(max {validation.max_drop:.4f}) {'PASS' if validation.passed else 'FAIL'}", css))
     if benchmark is not None and benchmark.results:
         for r in benchmark.results:
-            cards.append((f"speedup b={r.batch}, {r.threads} thr", f"{r.speedup:.2f}x", f"{r.fp32_median_ms:.2f} → {r.int8_median_ms:.2f} ms",
+            cards.append((f"speedup b={r.batch}, {r.threads} thr", f"{r.speedup:.2f}x" + (" (noisy)" if r.noisy else ""),
+                          f"{r.fp32_median_ms:.2f} → {r.int8_median_ms:.2f} ms",
                           "good" if r.speedup >= 1 else "bad"))
     body.append('<div class="cards">' + "".join(
         f'<div class="card {css}"><span>{escape(name)}</span><b>{escape(value)}</b><small>{escape(note)}</small></div>' for name, value, note, css in cards

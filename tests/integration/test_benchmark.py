@@ -1,0 +1,22 @@
+"""Benchmark depth on the real digit classifier: percentiles, throughput, load time, ISA, noise."""
+
+from __future__ import annotations
+
+import lowprec_core as lp
+from lowprec_core.benchmark import NOISY_CV, cpu_description
+from lowprec_core.config import BenchmarkConfig
+
+
+def test_report_carries_percentiles_throughput_machine_and_a_noise_verdict(demo, tmp_path):
+    lp.quantize(demo["model"], tmp_path / "int8.onnx", data=demo["calib"])
+    report = lp.benchmark(demo["model"], tmp_path / "int8.onnx", config=BenchmarkConfig(batches=(1, 16), repeats=10))
+    assert report.providers == ["CPUExecutionProvider"] and report.onnxruntime
+    assert (report.cpu, report.isa) == cpu_description()
+    assert report.fp32_load_ms > 0 and report.int8_load_ms > 0 and report.peak_rss_mb > 0
+    for row in report.results:
+        assert row.fp32_median_ms <= row.fp32_p90_ms <= row.fp32_p99_ms
+        assert row.int8_median_ms <= row.int8_p90_ms <= row.int8_p99_ms
+        assert row.int8_per_s == row.batch * 1e3 / row.int8_median_ms
+        assert row.repeats in (10, 20, 40)  # measured longer (twice at most) only when noisy
+        assert row.noisy == (row.cv > NOISY_CV)
+        assert (row.repeats > 10) or row.cv <= NOISY_CV
