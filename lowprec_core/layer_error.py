@@ -63,6 +63,23 @@ def settled(model: onnx.ModelProto, tensor: str) -> str:
     return tensor
 
 
+def representable(model: onnx.ModelProto, dequantized: str) -> tuple[float, float] | None:
+    """The float range a DequantizeLinear output can take (per-tensor grids), or None.
+
+    The planner may clamp a tensor to the range its readers can tell apart (ReLU below 0,
+    HardSigmoid beyond ±3): FP32 values outside it differ from INT8 invisibly to those readers,
+    so comparisons clip the FP32 side to it."""
+    inits = {init.name: init for init in model.graph.initializer}
+    node = next((n for n in model.graph.node if n.op_type == "DequantizeLinear" and n.output[0] == dequantized), None)
+    if node is None or len(node.input) < 3 or node.input[1] not in inits or node.input[2] not in inits:
+        return None
+    scale, zero = numpy_helper.to_array(inits[node.input[1]]), numpy_helper.to_array(inits[node.input[2]])
+    if scale.size != 1:
+        return None
+    info = np.iinfo(zero.dtype)
+    return float((info.min - int(zero)) * float(scale)), float((info.max - int(zero)) * float(scale))
+
+
 def layer_tensors(fp32: onnx.ModelProto, int8: onnx.ModelProto) -> list[tuple[onnx.NodeProto, tuple[str, str], tuple[str, str] | None]]:
     """Quantized layers of `int8` (weights read through DequantizeLinear) with (FP32 name, INT8
     name) for their output and their activation input; only tensors both graphs hold."""
@@ -88,6 +105,7 @@ def tensor_errors(fp32: onnx.ModelProto, int8: onnx.ModelProto, pairs: list[tupl
     """Normalized MSE of each (FP32 tensor, INT8 tensor) pair over `feeds`, and the sample count."""
     fp32_names = sorted({a for a, _ in pairs})
     int8_names = sorted({b for _, b in pairs})
+    visible = {pair: representable(int8, pair[1]) for pair in pairs}
     fp32_sess = runtime.session(with_outputs(fp32, [t for t in fp32_names if t not in _inputs(fp32)]), optimization="basic")
     int8_sess = runtime.session(with_outputs(int8, [t for t in int8_names if t not in _inputs(int8)]), optimization="basic")
     error = dict.fromkeys(pairs, 0.0)
@@ -97,9 +115,12 @@ def tensor_errors(fp32: onnx.ModelProto, int8: onnx.ModelProto, pairs: list[tupl
         ref = dict(zip(fp32_names, _run(fp32_sess, fp32_names, feed)))
         got = dict(zip(int8_names, _run(int8_sess, int8_names, feed)))
         for a, b in pairs:
-            diff = got[b].astype(np.float64) - ref[a]
+            expected = ref[a].astype(np.float64)
+            if visible[(a, b)] is not None:
+                expected = np.clip(expected, *visible[(a, b)])
+            diff = got[b].astype(np.float64) - expected
             error[(a, b)] += float(np.sum(diff * diff))
-            power[(a, b)] += float(np.sum(ref[a].astype(np.float64) ** 2))
+            power[(a, b)] += float(np.sum(expected**2))
         samples += int(next(iter(feed.values())).shape[0])
     return {pair: error[pair] / max(power[pair], 1e-30) for pair in pairs}, samples
 
