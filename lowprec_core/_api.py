@@ -5,6 +5,7 @@ No computation lives here; every step is a call into a module with one job.
 
 from __future__ import annotations
 
+import hashlib
 import json
 import logging
 import os
@@ -29,7 +30,7 @@ from .data import input_specs, iter_feeds, load_labels
 from .errors import ConfigError, GateFailed
 from .layer_error import InspectReport, inspect_layers
 from .metrics import resolve_metric
-from .model_io import LoadedModel, load_model, model_bytes, prepare, save_model
+from .model_io import LoadedModel, file_sha256, load_model, model_bytes, prepare, save_model
 from .quantize.accuracy_aware import Iteration, Journal, SearchResult, search
 from .quantize.default import quantize_model
 from .quantize.planner import QuantPlan, statistic_requests
@@ -187,14 +188,10 @@ def _identity(value) -> str | None:
     if isinstance(value, (str, os.PathLike)) and not str(value).startswith(("s3://", "file://")):
         path = Path(value)
         if path.is_file():
-            import hashlib
-
-            return hashlib.sha256(path.read_bytes()).hexdigest()
+            return file_sha256(path)
         if path.is_dir():
             return json.dumps(sorted((p.name, p.stat().st_size) for p in path.iterdir()))
     if isinstance(value, np.ndarray):
-        import hashlib
-
         return hashlib.sha256(np.ascontiguousarray(value).tobytes()).hexdigest()
     return str(value)
 
@@ -215,10 +212,7 @@ def _accuracy_aware(prepared, statistics, config: QuantConfig, accuracy: Accurac
         if path.exists():  # written before a restart
             return
         _, plan = backend.build(tuple(iteration.float_layers))
-        body = {"iteration": iteration.model_dump(mode="json"), "plan": plan.model_dump(mode="json")}
-        tmp_path = path.with_name(f".{path.name}.tmp")
-        tmp_path.write_text(json.dumps(body, indent=1))
-        os.replace(tmp_path, path)
+        _write_text(path, json.dumps({"iteration": iteration.model_dump(mode="json"), "plan": plan.model_dump(mode="json")}, indent=1))
         log.info("iteration %d (%s): %s", iteration.index, iteration.kind,
                  ", ".join(f"{n} drop {r.drop:.4f}/{r.max_drop:.4f}" for n, r in iteration.metrics.items()))
 
@@ -328,12 +322,7 @@ def render_report(
             stats=load_statistics(localize(stats, tmp)) if stats is not None else None,
             title=title,
         )
-    path = Path(out)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp_path = path.with_name(f".{path.name}.tmp")
-    tmp_path.write_text(html)
-    os.replace(tmp_path, path)
-    return path
+    return _write_text(out, html)
 
 
 def benchmark(
@@ -440,8 +429,14 @@ def _attachment(path: Path, key: str | None) -> dict[str, Path]:
 
 
 def _write_json(path: PathOrUri, report: BaseModel) -> None:
+    _write_text(path, report.model_dump_json(indent=1))
+
+
+def _write_text(path: PathOrUri, text: str) -> Path:
+    """Written beside the target, then renamed: a reader never sees half a file."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(f".{path.name}.tmp")
-    tmp.write_text(report.model_dump_json(indent=1))
+    tmp.write_text(text)
     os.replace(tmp, path)
+    return path

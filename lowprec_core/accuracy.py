@@ -13,7 +13,7 @@ from . import benchmark
 from .calibration.stats import Statistics
 from .config import QuantConfig
 from .data import Feed
-from .layer_error import layer_tensors, tensor_errors
+from .layer_error import layer_errors
 from .quantize.default import quantize_model
 from .quantize.planner import QuantPlan
 from .validate import Evaluator, Scores
@@ -29,7 +29,7 @@ class ModelBackend:
         self.evaluator = evaluator
         self.speed_feed = speed_feed
         self._fp32 = prepared.SerializeToString()
-        self._last: tuple[Reverted, onnx.ModelProto, QuantPlan] | None = None
+        self._last: tuple[Reverted, onnx.ModelProto, QuantPlan, bytes | None] | None = None
         _, plan = self.build(())
         self.candidates = list(plan.nodes)
 
@@ -44,11 +44,15 @@ class ModelBackend:
         key = tuple(sorted(reverted))
         if self._last is None or self._last[0] != key:
             model, plan = quantize_model(self.prepared, self.stats, self.config_for(reverted))
-            self._last = (key, model, plan)
+            self._last = (key, model, plan, None)
         return self._last[1], self._last[2]
 
     def _bytes(self, reverted: Reverted) -> bytes:
-        return self.build(reverted)[0].SerializeToString()
+        """The built model serialized once: a full pass, its speed check and its subset runs share it."""
+        self.build(reverted)
+        if self._last[3] is None:
+            self._last = (*self._last[:3], self._last[1].SerializeToString())
+        return self._last[3]
 
     def full(self, reverted: Reverted) -> Scores:
         return self.evaluator.full(self._bytes(reverted))
@@ -60,9 +64,7 @@ class ModelBackend:
         """Per quantized layer: the normalized MSE of its output minus that of what it reads,
         i.e. the error it adds (weights and output quantization), on the subset."""
         model, _ = self.build(reverted)
-        layers = layer_tensors(self.prepared, model)
-        pairs = sorted({pair for _, out, reads in layers for pair in ([out, reads] if reads else [out])})
-        nmse, _ = tensor_errors(self.prepared, model, pairs, self.evaluator.subset_feeds(indices))
+        layers, nmse, _ = layer_errors(self.prepared, model, self.evaluator.subset_feeds(indices))
         return {node.name: nmse[out] - (nmse[reads] if reads else 0.0) for node, out, reads in layers}
 
     def speed(self, reverted: Reverted) -> float:

@@ -23,6 +23,7 @@ from pydantic import BaseModel
 from . import runtime
 from .calibration.collect import with_outputs
 from .data import Feed
+from .graph import consumers, initializers
 
 LAYER_OPS = ("Conv", "MatMul", "Gemm")
 WEAK_WEIGHT_DB = 30.0  # below this a weight's own rounding is a visible share of the error
@@ -52,38 +53,41 @@ def sqnr_db(power: float, error: float) -> float:
     return 10.0 * math.log10(max(power, 1e-30) / error)
 
 
-def settled(model: onnx.ModelProto, tensor: str) -> str:
+def settled(readers: dict[str, list[onnx.NodeProto]], tensor: str) -> str:
     """The tensor holding `tensor`'s value as its readers see it: the DequantizeLinear output
-    when a Q/DQ pair follows it (a fused ReLU lives in that pair's clamp), else itself."""
-    for node in model.graph.node:
-        if node.op_type == "QuantizeLinear" and node.input[0] == tensor:
-            for reader in model.graph.node:
-                if reader.op_type == "DequantizeLinear" and reader.input[0] == node.output[0]:
-                    return reader.output[0]
+    when a Q/DQ pair follows it (a fused ReLU lives in that pair's clamp), else itself.
+    `readers`: graph.consumers of the model."""
+    for q in readers.get(tensor, []):
+        if q.op_type == "QuantizeLinear" and q.input[0] == tensor:
+            for dq in readers.get(q.output[0], []):
+                if dq.op_type == "DequantizeLinear":
+                    return dq.output[0]
     return tensor
 
 
-def representable(model: onnx.ModelProto, dequantized: str) -> tuple[float, float] | None:
-    """The float range a DequantizeLinear output can take (per-tensor grids), or None.
+def representable(dq: onnx.NodeProto | None, inits: dict[str, onnx.TensorProto]) -> tuple[float, float] | None:
+    """The float range a DequantizeLinear's output can take (per-tensor grids), or None.
 
     The planner may clamp a tensor to the range its readers can tell apart (ReLU below 0,
     HardSigmoid beyond ±3): FP32 values outside it differ from INT8 invisibly to those readers,
     so comparisons clip the FP32 side to it."""
-    inits = {init.name: init for init in model.graph.initializer}
-    node = next((n for n in model.graph.node if n.op_type == "DequantizeLinear" and n.output[0] == dequantized), None)
-    if node is None or len(node.input) < 3 or node.input[1] not in inits or node.input[2] not in inits:
+    if dq is None or dq.op_type != "DequantizeLinear" or len(dq.input) < 3 or dq.input[1] not in inits or dq.input[2] not in inits:
         return None
-    scale, zero = numpy_helper.to_array(inits[node.input[1]]), numpy_helper.to_array(inits[node.input[2]])
+    scale, zero = numpy_helper.to_array(inits[dq.input[1]]), numpy_helper.to_array(inits[dq.input[2]])
     if scale.size != 1:
         return None
     info = np.iinfo(zero.dtype)
     return float((info.min - int(zero)) * float(scale)), float((info.max - int(zero)) * float(scale))
 
 
-def layer_tensors(fp32: onnx.ModelProto, int8: onnx.ModelProto) -> list[tuple[onnx.NodeProto, tuple[str, str], tuple[str, str] | None]]:
+Layer = tuple[onnx.NodeProto, tuple[str, str], tuple[str, str] | None]
+
+
+def layer_tensors(fp32: onnx.ModelProto, int8: onnx.ModelProto) -> list[Layer]:
     """Quantized layers of `int8` (weights read through DequantizeLinear) with (FP32 name, INT8
     name) for their output and their activation input; only tensors both graphs hold."""
     producers = {out: node for node in int8.graph.node for out in node.output}
+    readers = consumers(int8.graph)
     fp32_tensors = {out for node in fp32.graph.node for out in node.output} | {i.name for i in fp32.graph.input}
     rows = []
     for node in int8.graph.node:
@@ -97,15 +101,25 @@ def layer_tensors(fp32: onnx.ModelProto, int8: onnx.ModelProto) -> list[tuple[on
             continue
         source = _quantized_source(node.input[0], producers)
         reads = (source, node.input[0]) if source in fp32_tensors else None
-        rows.append((node, (output, settled(int8, output)), reads))
+        rows.append((node, (output, settled(readers, output)), reads))
     return rows
+
+
+def layer_errors(fp32: onnx.ModelProto, int8: onnx.ModelProto, feeds: Iterable[Feed]) -> tuple[list[Layer], dict[tuple[str, str], float], int]:
+    """The quantized layers, the normalized MSE of each one's output and input, and the samples seen."""
+    layers = layer_tensors(fp32, int8)
+    pairs = sorted({pair for _, out, reads in layers for pair in ([out, reads] if reads else [out])})
+    nmse, samples = tensor_errors(fp32, int8, pairs, feeds)
+    return layers, nmse, samples
 
 
 def tensor_errors(fp32: onnx.ModelProto, int8: onnx.ModelProto, pairs: list[tuple[str, str]], feeds: Iterable[Feed]) -> tuple[dict[tuple[str, str], float], int]:
     """Normalized MSE of each (FP32 tensor, INT8 tensor) pair over `feeds`, and the sample count."""
     fp32_names = sorted({a for a, _ in pairs})
     int8_names = sorted({b for _, b in pairs})
-    visible = {pair: representable(int8, pair[1]) for pair in pairs}
+    producers = {out: node for node in int8.graph.node for out in node.output}
+    inits = initializers(int8.graph)
+    visible = {pair: representable(producers.get(pair[1]), inits) for pair in pairs}
     fp32_sess = runtime.session(with_outputs(fp32, [t for t in fp32_names if t not in _inputs(fp32)]), optimization="basic")
     int8_sess = runtime.session(with_outputs(int8, [t for t in int8_names if t not in _inputs(int8)]), optimization="basic")
     error = dict.fromkeys(pairs, 0.0)
@@ -126,13 +140,11 @@ def tensor_errors(fp32: onnx.ModelProto, int8: onnx.ModelProto, pairs: list[tupl
 
 
 def inspect_layers(fp32: onnx.ModelProto, int8: onnx.ModelProto, feeds: Iterable[Feed]) -> InspectReport:
-    fp32_inits = {init.name: init for init in fp32.graph.initializer}
+    fp32_inits = initializers(fp32.graph)
     fp32_nodes = {node.name: node for node in fp32.graph.node}
-    inits = {init.name: init for init in int8.graph.initializer}
+    inits = initializers(int8.graph)
     producers = {out: node for node in int8.graph.node for out in node.output}
-    layers = layer_tensors(fp32, int8)
-    pairs = sorted({p for _, out, reads in layers for p in ([out, reads] if reads else [out])})
-    nmse, samples = tensor_errors(fp32, int8, pairs, feeds)
+    layers, nmse, samples = layer_errors(fp32, int8, feeds)
     rows = []
     for node, out, reads in layers:
         in_nmse = nmse[reads] if reads else 0.0

@@ -1,4 +1,4 @@
-"""Reports rendered for people (Markdown) from the JSON report models."""
+"""Reports rendered for people (Markdown, self-contained HTML) from the JSON report models."""
 
 from __future__ import annotations
 
@@ -7,9 +7,9 @@ from html import escape
 import numpy as np
 
 from ._api import QuantizeReport
+from .benchmark import BenchmarkReport
 from .calibration.stats import Statistics
 from .layer_error import InspectReport
-from .benchmark import BenchmarkReport
 from .quantize.accuracy_aware import SearchResult
 from .validate import ValidationReport
 
