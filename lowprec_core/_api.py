@@ -55,6 +55,7 @@ class QuantizeReport(BaseModel):
     plan: QuantPlan
     accuracy: SearchResult | None = None  # the accuracy-aware search, when one ran
     calibration_warnings: list[CalibrationWarning] = []
+    layers: InspectReport | None = None  # per-layer error on the evaluation (else calibration) data
 
 
 def calibrate(
@@ -87,8 +88,14 @@ def quantize(
     eval_data: PathOrUri | Sequence[Mapping[str, np.ndarray]] | None = None,
     labels: PathOrUri | np.ndarray | None = None,
     work_dir: PathOrUri | None = None,
+    inspect_samples: int = 0,
+    html: PathOrUri | None = None,
 ) -> QuantizeReport:
     """FP32 model -> INT8 QDQ model at `out`; calibrates from `data` unless `stats` is given.
+
+    `inspect_samples` > 0 adds the per-layer error analysis (see `inspect`) over that many
+    samples of the evaluation data, or of the calibration data when there is none; `html`
+    writes the report as a self-contained page (with range histograms of the worst layers).
 
     With `accuracy`, runs the accuracy-aware search on `eval_data` (and `labels`): layers go
     back to float until every metric is within its budget. `work_dir` keeps statistics, the
@@ -96,6 +103,8 @@ def quantize(
     A budget that cannot be met, or an INT8 model slower than FP32, raises GateFailed after
     the model and report are written."""
     started = time.perf_counter()
+    if inspect_samples < 0:
+        raise ConfigError(f"inspect_samples must be 0 (no per-layer analysis) or a positive sample count, not {inspect_samples}")
     with tempfile.TemporaryDirectory(prefix="lowprec-") as tmp:
         loaded = load_model(localize(model, tmp))
         prepared = prepare(loaded.proto)
@@ -137,6 +146,9 @@ def quantize(
         warnings = calibration_health(statistics, [a.tensor for a in plan.activations if a.tensor in observed], config.activation_range)
         for warning in warnings:
             log.warning("calibration: %s%s", f"{warning.tensor}: " if warning.tensor else "", warning.message)
+        layers = None
+        if inspect_samples > 0:
+            layers = _inspect_in_run(prepared, int8, eval_data if eval_data is not None else source, inspect_samples, tmp)
         _stamp(int8, loaded.sha256, config)
         # A model ORT cannot load never reaches `out`.
         saved = save_model(int8, out, external_data=bool(loaded.data_files) or None, verify=runtime.session)
@@ -153,11 +165,30 @@ def quantize(
         plan=plan,
         accuracy=search,
         calibration_warnings=warnings,
+        layers=layers,
     )
     if report is not None:
         _write_json(report, result)
+    if html is not None:
+        from .report import quantize_html
+
+        _write_text(html, quantize_html(result, stats=statistics))
     if search is not None:
         _accuracy_gate(search, accuracy.min_speedup)
+    return result
+
+
+def _inspect_in_run(prepared: onnx.ModelProto, int8: onnx.ModelProto, data, samples: int, tmp: str) -> InspectReport | None:
+    if data is None:
+        log.info("per-layer analysis skipped: quantized from --stats with no data to run")
+        return None
+    if isinstance(data, Iterator):
+        log.warning("per-layer analysis skipped: the calibration data was a one-pass iterator (give --eval, or a path)")
+        return None
+    feeds = iter_feeds(_local_data(data, tmp), input_specs(prepared), batch_size=16, max_samples=samples)
+    result = inspect_layers(prepared, int8, feeds)
+    for row in result.layers[:3]:
+        log.info("worst layer %s: own SQNR %.1f dB (%s)", row.layer, row.own_sqnr_db, row.action)
     return result
 
 

@@ -15,6 +15,7 @@ from .model_io import LoadedModel, model_bytes
 
 
 NOISY_CV = 0.10  # coefficient of variation above which a series is measured longer
+NOISY_DRIFT = 0.04  # the speedups of a run's two halves differ by more than this share: measured longer
 MAX_EXTENSIONS = 2  # each doubles the repeats
 
 
@@ -32,7 +33,8 @@ class LatencyResult(BaseModel):
     int8_per_s: float = 0.0
     repeats: int = 0
     cv: float = 0.0  # the larger coefficient of variation of the two series
-    noisy: bool = False  # still above NOISY_CV after measuring longer: do not act on this speedup alone
+    drift: float = 0.0  # relative difference of the speedups measured in the first and second half
+    noisy: bool = False  # still above NOISY_CV or NOISY_DRIFT after measuring longer: do not act on this speedup alone
 
 
 class BenchmarkReport(BaseModel):
@@ -129,7 +131,7 @@ def run(
             repeats = config.repeats
             fp, q = interleaved(sessions, feed, warmup=config.warmup, repeats=repeats)
             for _ in range(MAX_EXTENSIONS):  # noisy: measure longer, keeping what was measured
-                if _cv(fp, q) <= NOISY_CV:
+                if not _noisy(fp, q):
                     break
                 more_fp, more_q = interleaved(sessions, feed, warmup=0, repeats=repeats)
                 fp, q = np.concatenate([fp, more_fp]), np.concatenate([q, more_q])
@@ -149,7 +151,8 @@ def run(
                     int8_per_s=batch * 1e3 / float(np.median(q)),
                     repeats=len(fp),
                     cv=_cv(fp, q),
-                    noisy=_cv(fp, q) > NOISY_CV,
+                    drift=_drift(fp, q),
+                    noisy=_noisy(fp, q),
                 )
             )
     cpu, isa = cpu_description()
@@ -171,3 +174,19 @@ def run(
 def _cv(*series: np.ndarray) -> float:
     """The larger coefficient of variation (std / mean) of the series."""
     return float(max(np.std(s) / max(np.mean(s), 1e-12) for s in series))
+
+
+def _drift(fp: np.ndarray, q: np.ndarray) -> float:
+    """How much the speedup moved within the run: first half of the rounds against the second.
+    A machine whose load changes shows it here even when each series is steady, and a second
+    run would then disagree with this one."""
+    half = len(fp) // 2
+    if half < 2:
+        return 0.0
+    first = np.median(fp[:half]) / np.median(q[:half])
+    second = np.median(fp[half:]) / np.median(q[half:])
+    return float(abs(first - second) / ((first + second) / 2))
+
+
+def _noisy(fp: np.ndarray, q: np.ndarray) -> bool:
+    return _cv(fp, q) > NOISY_CV or _drift(fp, q) > NOISY_DRIFT

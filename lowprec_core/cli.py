@@ -57,6 +57,9 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--target", default=QuantConfig().target, help=f"one of: {', '.join(TARGETS)}")
     p.add_argument("--ignore", nargs="+", default=[], metavar="NAME_OR_OPTYPE", help="keep these nodes in float (re:PATTERN for a regex)")
     p.add_argument("--report", help="write the quantization report (JSON)")
+    p.add_argument("--html", help="write the report as one self-contained HTML page")
+    p.add_argument("--inspect-samples", type=int, default=32, metavar="N",
+                   help="per-layer error analysis over N samples of --eval (else --data) data; 0: skip it")
     p.add_argument("--activation-range", default=QuantConfig().activation_range, help=f"one of: {', '.join(ACTIVATION_ESTIMATORS)}")
     p.add_argument("--weight-range", default=QuantConfig().weight_range, help=f"one of: {', '.join(WEIGHT_ESTIMATORS)}")
     p.add_argument("--bias-correction", default=QuantConfig().bias_correction, choices=["none", "fast", "full"],
@@ -160,6 +163,7 @@ def _run(args: argparse.Namespace) -> int:
         result = _api.quantize(
             args.model, args.out, data=args.data, stats=args.stats, config=config, calibration=calibration, report=args.report,
             accuracy=accuracy, eval_data=args.eval, labels=args.labels, work_dir=args.work_dir,
+            inspect_samples=args.inspect_samples, html=args.html,
         )
         if result.accuracy is not None:
             search = result.accuracy
@@ -168,6 +172,11 @@ def _run(args: argparse.Namespace) -> int:
             f"{args.out}: {len(result.plan.nodes)} nodes quantized, {len(result.plan.skipped)} left in float; "
             f"{result.int8_bytes / 1e6:.2f} MB ({result.int8_bytes / result.fp32_bytes:.0%} of FP32) in {result.seconds:.1f} s"
         )
+        if result.layers is not None and result.layers.layers:
+            worst = ", ".join(f"{r.layer} {r.own_sqnr_db:.1f} dB" for r in result.layers.layers[:3])
+            print(f"worst layers (own SQNR over {result.layers.samples} samples): {worst}")
+        if args.html:
+            print(f"report -> {args.html}")
     elif args.command == "inspect":
         result = _api.inspect(args.fp32, args.int8, args.data, max_samples=args.max_samples, report=args.report)
         print(f"{len(result.layers)} quantized layers over {result.samples} samples, worst first (SQNR in dB):")

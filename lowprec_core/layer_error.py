@@ -29,6 +29,7 @@ LAYER_OPS = ("Conv", "MatMul", "Gemm")
 WEAK_WEIGHT_DB = 30.0  # below this a weight's own rounding is a visible share of the error
 WEAK_ACTIVATION_DB = 20.0
 QUIET_LAYER_DB = 40.0  # a layer whose own error sits this far below its signal needs nothing
+SQNR_CAP_DB = 200.0  # what no measurable error reports as
 
 
 class LayerError(BaseModel):
@@ -88,6 +89,7 @@ def layer_tensors(fp32: onnx.ModelProto, int8: onnx.ModelProto) -> list[Layer]:
     name) for their output and their activation input; only tensors both graphs hold."""
     producers = {out: node for node in int8.graph.node for out in node.output}
     readers = consumers(int8.graph)
+    inits = initializers(int8.graph)
     fp32_tensors = {out for node in fp32.graph.node for out in node.output} | {i.name for i in fp32.graph.input}
     rows = []
     for node in int8.graph.node:
@@ -99,7 +101,7 @@ def layer_tensors(fp32: onnx.ModelProto, int8: onnx.ModelProto) -> list[Layer]:
         output = node.output[0]
         if output not in fp32_tensors:
             continue
-        source = _quantized_source(node.input[0], producers)
+        source = _quantized_source(node.input[0], producers, inits)
         reads = (source, node.input[0]) if source in fp32_tensors else None
         rows.append((node, (output, settled(readers, output)), reads))
     return rows
@@ -120,6 +122,7 @@ def tensor_errors(fp32: onnx.ModelProto, int8: onnx.ModelProto, pairs: list[tupl
     producers = {out: node for node in int8.graph.node for out in node.output}
     inits = initializers(int8.graph)
     visible = {pair: representable(producers.get(pair[1]), inits) for pair in pairs}
+    smoothing = {pair: _smoothing(pair[1], producers, inits) for pair in pairs}
     fp32_sess = runtime.session(with_outputs(fp32, [t for t in fp32_names if t not in _inputs(fp32)]), optimization="basic")
     int8_sess = runtime.session(with_outputs(int8, [t for t in int8_names if t not in _inputs(int8)]), optimization="basic")
     error = dict.fromkeys(pairs, 0.0)
@@ -130,6 +133,8 @@ def tensor_errors(fp32: onnx.ModelProto, int8: onnx.ModelProto, pairs: list[tupl
         got = dict(zip(int8_names, _run(int8_sess, int8_names, feed)))
         for a, b in pairs:
             expected = ref[a].astype(np.float64)
+            if smoothing[(a, b)] is not None:
+                expected = expected * smoothing[(a, b)]
             if visible[(a, b)] is not None:
                 expected = np.clip(expected, *visible[(a, b)])
             diff = got[b].astype(np.float64) - expected
@@ -148,7 +153,7 @@ def inspect_layers(fp32: onnx.ModelProto, int8: onnx.ModelProto, feeds: Iterable
     rows = []
     for node, out, reads in layers:
         in_nmse = nmse[reads] if reads else 0.0
-        weight_db = _weight_sqnr(node, producers[node.input[1]], inits, fp32_nodes, fp32_inits)
+        weight_db = _weight_sqnr(node, producers[node.input[1]], inits, fp32_nodes, fp32_inits, _smoothing(node.input[0], producers, inits))
         own_db = sqnr_db(1.0, max(nmse[out] - in_nmse, 1e-20))
         input_db = sqnr_db(1.0, in_nmse) if reads else None
         rows.append(
@@ -178,17 +183,43 @@ def _run(sess, names: list[str], feed: Feed) -> list[np.ndarray]:
     return [values[n] for n in names]
 
 
-def _quantized_source(tensor: str, producers: dict[str, onnx.NodeProto]) -> str | None:
-    """The float tensor a DequantizeLinear(QuantizeLinear(x)) pair reads, if `tensor` is one."""
+def _quantized_source(tensor: str, producers: dict[str, onnx.NodeProto], inits: dict[str, onnx.TensorProto]) -> str | None:
+    """The FP32 tensor a DequantizeLinear(QuantizeLinear(x)) pair reads, if `tensor` is one;
+    through SmoothQuant's Mul(x, 1/s) to x itself (the pair then holds x/s, see `_smoothing`)."""
+    q = _quantizer(tensor, producers)
+    if q is None:
+        return None
+    mul = producers.get(q.input[0])
+    if _smoothing(tensor, producers, inits) is not None:
+        return next(i for i in mul.input if i not in inits)
+    return q.input[0]
+
+
+def _quantizer(tensor: str, producers: dict[str, onnx.NodeProto]) -> onnx.NodeProto | None:
     dq = producers.get(tensor)
     if dq is None or dq.op_type != "DequantizeLinear":
         return None
     q = producers.get(dq.input[0])
-    return q.input[0] if q is not None and q.op_type == "QuantizeLinear" else None
+    return q if q is not None and q.op_type == "QuantizeLinear" else None
 
 
-def _weight_sqnr(node, weight_dq, inits, fp32_nodes, fp32_inits) -> float | None:
-    """Dequantized INT8 weight against the FP32 model's weight of the node with the same name."""
+def _smoothing(tensor: str, producers: dict[str, onnx.NodeProto], inits: dict[str, onnx.TensorProto]) -> np.ndarray | None:
+    """SmoothQuant's per-channel 1/s when `tensor` is DQ(Q(Mul(x, 1/s))) with 1/s a constant
+    vector over x's last axis, else None. FP32's x times it is what the pair approximates."""
+    q = _quantizer(tensor, producers)
+    mul = producers.get(q.input[0]) if q is not None else None
+    if mul is None or mul.op_type != "Mul":
+        return None
+    constants = [i for i in mul.input if i in inits]
+    if len(constants) != 1 or len(mul.input) != 2:
+        return None
+    value = numpy_helper.to_array(inits[constants[0]])
+    return value.astype(np.float64) if value.ndim == 1 and value.size > 1 else None
+
+
+def _weight_sqnr(node, weight_dq, inits, fp32_nodes, fp32_inits, smoothing: np.ndarray | None) -> float | None:
+    """Dequantized INT8 weight against the FP32 model's weight of the node with the same name;
+    a SmoothQuant-scaled weight (s·W, over the input channels K) is compared as W."""
     if weight_dq.input[0] not in inits or weight_dq.input[1] not in inits:
         return None
     original = fp32_nodes.get(node.name)
@@ -205,11 +236,17 @@ def _weight_sqnr(node, weight_dq, inits, fp32_nodes, fp32_inits) -> float | None
     dequantized = (q - np.reshape(zero, shape)) * np.reshape(scale, shape)
     if dequantized.shape != w.shape:
         return None
+    if smoothing is not None:
+        trans_b = node.op_type == "Gemm" and next((a.i for a in node.attribute if a.name == "transB"), 0)
+        k_axis = 1 if trans_b else 0
+        if w.ndim != 2 or w.shape[k_axis] != smoothing.size:
+            return None
+        dequantized = dequantized * (smoothing[None, :] if trans_b else smoothing[:, None])
     return sqnr_db(float(np.sum(w * w)), float(np.sum((dequantized - w) ** 2)))
 
 
 def _db(value: float) -> float:
-    return round(min(value, 200.0), 2)
+    return round(min(value, SQNR_CAP_DB), 2)
 
 
 def _action(own_db: float, weight_db: float | None, act_db: float | None) -> str:

@@ -87,7 +87,7 @@ def resolve_metric(name: str) -> Metric:
 
         module_name, _, attr = name.partition(":")
         try:
-            function = getattr(importlib.import_module(module_name), attr)
+            function = getattr(_import_plugin(module_name), attr)
         except (ImportError, AttributeError) as err:
             raise ConfigError(f"metric plugin {name!r} cannot be loaded: {err}") from None
         if not callable(function):
@@ -108,3 +108,16 @@ def resolve_metric(name: str) -> Metric:
 def drop(reference_score: float, candidate_score: float, higher_is_better: bool) -> float:
     """How much worse the candidate is (positive = worse)."""
     return reference_score - candidate_score if higher_is_better else candidate_score - reference_score
+
+
+def _import_plugin(module_name: str):
+    """Import a plugin's module; like `python -m`, the working directory is searched too, so a
+    module beside the user's data needs no install (a container's working dir, a CI checkout)."""
+    import importlib
+    import os
+    import sys
+
+    cwd = os.getcwd()
+    if cwd not in sys.path and "" not in sys.path:
+        sys.path.append(cwd)
+    return importlib.import_module(module_name)

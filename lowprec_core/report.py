@@ -9,7 +9,7 @@ import numpy as np
 from ._api import QuantizeReport
 from .benchmark import BenchmarkReport
 from .calibration.stats import Statistics
-from .layer_error import InspectReport
+from .layer_error import SQNR_CAP_DB, InspectReport
 from .quantize.accuracy_aware import SearchResult
 from .validate import ValidationReport
 
@@ -31,6 +31,8 @@ def quantize_markdown(report: QuantizeReport) -> str:
         lines += [f"- {f'`{w.tensor}`: ' if w.tensor else ''}{w.message}" for w in report.calibration_warnings]
     if report.accuracy is not None:
         lines += ["", accuracy_markdown(report.accuracy)]
+    if report.layers is not None and report.layers.layers:
+        lines += ["", inspect_markdown(report.layers)]
     return "\n".join(lines) + "\n"
 
 
@@ -122,7 +124,8 @@ def _svg_bars(rows: list[tuple[str, float]], *, unit: str, width: int = 900, wor
         color = "#c0392b" if worst_low and i < 5 else "#4a78b5"
         parts.append(f'<text x="0" y="{y + 14}" font-size="12">{escape(label[-52:])}</text>')
         parts.append(f'<rect x="360" y="{y}" width="{length:.1f}" height="16" fill="{color}"><title>{escape(label)}: {value:.2f} {unit}</title></rect>')
-        parts.append(f'<text x="{364 + length:.1f}" y="{y + 13}" font-size="11">{value:.1f} {unit}</text>')
+        shown = "no measurable error added" if unit == "dB" and value >= SQNR_CAP_DB else f"{value:.1f} {unit}"
+        parts.append(f'<text x="{364 + length:.1f}" y="{y + 13}" font-size="11">{shown}</text>')
     parts.append("</svg>")
     return "".join(parts)
 
@@ -161,6 +164,11 @@ def _svg_line(points: list[float], budget: float, *, width: int = 600, height: i
             f'<polyline points="{path}" fill="none" stroke="#4a78b5" stroke-width="2"/>{dots}</svg>')
 
 
+def _last_full_pass(search: SearchResult | None):
+    full = [it for it in (search.iterations if search is not None else []) if it.kind == "full"]
+    return full[-1] if full else None
+
+
 def quantize_html(
     report: QuantizeReport,
     *,
@@ -170,13 +178,25 @@ def quantize_html(
     stats: Statistics | None = None,
     title: str = "lowprec INT8 report",
 ) -> str:
-    """One page: accuracy, speed and size first, then where the error comes from."""
+    """One page: accuracy, speed and size first, then where the error comes from.
+
+    Without a validation or benchmark report, an accuracy-aware search's last full pass gives
+    the accuracy and speedup cards; without an inspect report, the quantize report's own."""
+    layers = layers if layers is not None else report.layers
     body = [f"<h1>{escape(title)}</h1>", f"<p><code>{escape(report.source)}</code> → <code>{escape(report.output)}</code></p>"]
     cards = [("size", f"{report.int8_bytes / 1e6:.2f} MB", f"{report.int8_bytes / report.fp32_bytes:.0%} of FP32", "")]
     if validation is not None:
         css = "good" if validation.passed else "bad"
         cards.append((f"{validation.metric}", f"{validation.candidate_score:.4f}", f"FP32 {validation.reference_score:.4f}, drop {validation.drop:.4f} "
                       f"(max {validation.max_drop:.4f}) {'PASS' if validation.passed else 'FAIL'}", css))
+    final = _last_full_pass(report.accuracy)
+    if validation is None and final is not None:
+        for name, m in final.metrics.items():
+            cards.append((name, f"{m.int8:.4f}", f"FP32 {m.fp32:.4f}, drop {m.drop:.4f} (max {m.max_drop:.4f})",
+                          "good" if m.drop <= m.max_drop else "bad"))
+    if (benchmark is None or not benchmark.results) and final is not None and final.speedup is not None:
+        cards.append(("speedup b=1", f"{final.speedup:.2f}x", "accuracy-aware search's speed check",
+                      "good" if final.speedup >= 1 else "bad"))
     if benchmark is not None and benchmark.results:
         for r in benchmark.results:
             cards.append((f"speedup b={r.batch}, {r.threads} thr", f"{r.speedup:.2f}x" + (" (noisy)" if r.noisy else ""),

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import lowprec_core as lp
-from lowprec_core.benchmark import NOISY_CV, cpu_description
+from lowprec_core.benchmark import NOISY_CV, NOISY_DRIFT, cpu_description
 from lowprec_core.config import BenchmarkConfig
 
 
@@ -18,5 +18,15 @@ def test_report_carries_percentiles_throughput_machine_and_a_noise_verdict(demo,
         assert row.int8_median_ms <= row.int8_p90_ms <= row.int8_p99_ms
         assert row.int8_per_s == row.batch * 1e3 / row.int8_median_ms
         assert row.repeats in (10, 20, 40)  # measured longer (twice at most) only when noisy
-        assert row.noisy == (row.cv > NOISY_CV)
-        assert (row.repeats > 10) or row.cv <= NOISY_CV
+        assert row.noisy == (row.cv > NOISY_CV or row.drift > NOISY_DRIFT)
+        assert (row.repeats > 10) or not row.noisy
+
+
+def test_two_runs_agree_on_the_speedup_within_10_percent_or_say_they_are_noisy(demo, tmp_path):
+    lp.quantize(demo["model"], tmp_path / "int8.onnx", data=demo["calib"])
+    config = BenchmarkConfig(batches=(1, 64), repeats=30)
+    first, second = (lp.benchmark(demo["model"], tmp_path / "int8.onnx", config=config) for _ in range(2))
+    for a, b in zip(first.results, second.results):
+        assert (a.batch, a.threads) == (b.batch, b.threads)
+        agree = abs(a.speedup - b.speedup) / ((a.speedup + b.speedup) / 2) <= 0.10
+        assert agree or a.noisy or b.noisy, (a, b)

@@ -46,8 +46,14 @@ def test_the_page_is_self_contained_and_names_the_worst_layers(page):
 @pytest.mark.skipif(CHROMIUM is None and not os.environ.get("CI"), reason="Debian's chromium is not installed (make test installs it)")
 def test_chromium_renders_the_page_without_console_errors(page, tmp_path):
     path, _ = page
+    render_in_chromium(path, tmp_path)
+
+
+def render_in_chromium(path, tmp_path) -> None:
+    """Screenshot the page in headless Chromium; it must draw plots and log no console errors."""
     shot = tmp_path / "report.png"
     common = [CHROMIUM, "--headless", "--no-sandbox", "--disable-gpu", "--enable-logging=stderr", "--v=0",
+              "--disable-background-networking", "--disable-component-update", "--disable-sync", "--no-first-run",
               f"--user-data-dir={tmp_path / 'profile'}"]
     run = subprocess.run([*common, f"--screenshot={shot}", "--window-size=1100,1800", path.as_uri()],
                          capture_output=True, text=True, timeout=120)

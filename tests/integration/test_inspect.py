@@ -51,3 +51,30 @@ def test_inspect_cli_prints_worst_first_and_writes_every_layer(demo, tmp_path):
     report = lp.InspectReport.model_validate_json((tmp_path / "i.json").read_text())
     assert len(report.layers) == 5
     assert [r.own_sqnr_db for r in report.layers] == sorted(r.own_sqnr_db for r in report.layers)
+
+
+def test_smoothquant_layers_are_compared_as_the_fp32_model_computes_them(tmp_path):
+    """SmoothQuant stores s·W and feeds x/s: inspect must undo s on both sides, not report the
+    scaling itself as error (it did: weight SQNR below 0 dB, input unmatched)."""
+    import numpy as np
+    import onnx
+
+    from tests import models
+
+    from onnx import numpy_helper
+
+    model = models.mlp(seed=3)
+    w1 = next(t for t in model.graph.initializer if t.name == "w1")
+    scaled = numpy_helper.to_array(w1).copy()
+    scaled[9] *= 40.0  # a hidden channel with outliers: SmoothQuant's case for the MatMul
+    w1.CopyFrom(numpy_helper.from_array(scaled, "w1"))
+    onnx.save(model, tmp_path / "fp32.onnx")
+    rng = np.random.default_rng(0)
+    data = [{"x": rng.normal(0, 1, (16, 16)).astype(np.float32)} for _ in range(4)]
+    report = lp.quantize(tmp_path / "fp32.onnx", tmp_path / "int8.onnx", data=data, config=QuantConfig(model_type="transformer"),
+                         inspect_samples=64)
+    assert report.plan.smoothed, "the outlier channels should have been smoothed"
+    layer = next(r for r in report.layers.layers if r.layer == "matmul")
+    assert layer.weight_sqnr_db is not None and layer.weight_sqnr_db > 20, layer
+    assert layer.input_sqnr_db is not None and layer.input_sqnr_db > 20, layer
+    assert layer.output_sqnr_db > 20, layer
