@@ -7,9 +7,10 @@ each component does its own I/O through lowprec_core (endpoint from AWS_ENDPOINT
 
 from .benchmark import benchmark
 from .calibrate import calibrate
+from .fleet import list_pending
 from .publish import publish
 from .quantize import quantize
 from .report import report
 from .validate import validate
 
-__all__ = ["benchmark", "calibrate", "publish", "quantize", "report", "validate"]
+__all__ = ["benchmark", "calibrate", "list_pending", "publish", "quantize", "report", "validate"]

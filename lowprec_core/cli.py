@@ -127,10 +127,11 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("uri")
     p.add_argument("--out", required=True)
 
-    pipe = sub.add_parser("pipeline", help="compile or run the Kubeflow pipeline").add_subparsers(dest="action", required=True)
-    p = pipe.add_parser("compile")
+    pipe = sub.add_parser("pipeline", help="compile, run or submit the Kubeflow pipelines").add_subparsers(dest="action", required=True)
+    p = pipe.add_parser("compile", help="write a pipeline's KFP YAML")
     p.add_argument("--out", required=True)
-    p = pipe.add_parser("run", help="run `ptq` with kfp's local runner")
+    p.add_argument("--pipeline", default="ptq", help="ptq or ptq_many")
+    p = pipe.add_parser("run", help="run `ptq` on this machine with kfp's local runner")
     for name in ("model", "calib", "eval", "registry", "name"):
         p.add_argument(f"--{name}", required=True)
     p.add_argument("--labels", default="")
@@ -139,6 +140,24 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--max-drop", type=float, default=0.01)
     p.add_argument("--batch", default="1,8")
     p.add_argument("--accuracy-aware", action="store_true", help="quantize with the accuracy-aware search on --eval against --metric/--max-drop")
+    p.add_argument("--runner", default="subprocess", choices=["subprocess", "docker"],
+                   help="docker: each step in the component image, through the Docker API at DOCKER_HOST")
+    p = pipe.add_parser("run-many", help="run `ptq_many` locally: every model under --models without a version in --registry")
+    p.add_argument("--models", required=True, help="prefix holding NAME/model.onnx, calib.npz, eval.npz[, labels.npy]")
+    p.add_argument("--registry", required=True)
+    p.add_argument("--metric", default="agreement")
+    p.add_argument("--preset", default="mixed")
+    p.add_argument("--max-drop", type=float, default=0.01)
+    p.add_argument("--batch", default="1,8")
+    p.add_argument("--runner", default="subprocess", choices=["subprocess", "docker"])
+    p = pipe.add_parser("submit", help="submit a run, or a recurring run with --schedule, to a Kubeflow Pipelines API")
+    p.add_argument("--host", required=True, help="the KFP API, e.g. http://ml-pipeline.kubeflow.svc.cluster.local:8888")
+    p.add_argument("--pipeline", default="ptq", help="ptq or ptq_many")
+    p.add_argument("--param", action="append", default=[], metavar="KEY=VALUE", help="a pipeline parameter (repeat)")
+    p.add_argument("--schedule", help="cron: 5 fields (min hour day month weekday) or KFP's 6 (seconds first)")
+    p.add_argument("--experiment", default="lowprec")
+    p.add_argument("--namespace")
+    p.add_argument("--run-name")
 
     p = sub.add_parser("demo", help="run the whole pipeline on the bundled digit classifier")
     p.add_argument("--registry", default=str(DEFAULT_REGISTRY))
@@ -217,13 +236,26 @@ def _run(args: argparse.Namespace) -> int:
 
 
 def _pipeline(args: argparse.Namespace) -> int:
-    from pipelines.run import compile_pipeline, run_local  # the CLI composes the layers below it
+    from pipelines.run import compile_pipeline, run_local, submit, typed_arguments  # the CLI composes the layers below it
 
     if args.action == "compile":
-        print(f"compiled -> {compile_pipeline(args.out)}")
+        print(f"compiled -> {compile_pipeline(args.out, args.pipeline)}")
+        return 0
+    if args.action == "submit":
+        arguments = typed_arguments(args.pipeline, args.param)
+        if args.pipeline == "ptq":
+            _check_choices(str(arguments.get("metric", "agreement")), str(arguments.get("preset", "mixed")))
+        ident = submit(args.host, pipeline=args.pipeline, arguments=arguments, schedule=args.schedule,
+                       experiment=args.experiment, namespace=args.namespace, run_name=args.run_name)
+        print(f"{'recurring run' if args.schedule else 'run'} {ident} of {args.pipeline} submitted to {args.host}")
         return 0
     _check_choices(args.metric, args.preset)
+    if args.action == "run-many":
+        run_local(pipeline="ptq_many", runner=args.runner, models_prefix=args.models, registry_uri=args.registry,
+                  preset=args.preset, metric=args.metric, max_drop=args.max_drop, batches=args.batch)
+        return 0
     run_local(
+        runner=args.runner,
         model_uri=args.model, calib_uri=args.calib, eval_uri=args.eval, registry_uri=args.registry, name=args.name,
         preset=args.preset, metric=args.metric, labels_uri=args.labels, max_drop=args.max_drop, batches=args.batch,
         accuracy_aware=args.accuracy_aware,

@@ -1,8 +1,40 @@
-"""ptq: calibrate -> quantize -> validate -> benchmark -> report -> publish if the gate passed."""
+"""ptq: calibrate -> quantize -> validate -> benchmark -> report -> publish if the gate passed.
 
-from kfp import dsl
+Every step reads the registry or the models' bucket, so every step gets the S3 Secret as
+environment variables, retries on failure (S3 and node hiccups; the steps are idempotent:
+publish replaces a partial version, and the others write only their own outputs), explicit
+resources, and caching off: its inputs are URIs whose objects may change under the same name,
+and a cached benchmark would report an old machine's timings.
+"""
+
+from kfp import dsl, kubernetes
 
 from components import benchmark, calibrate, publish, quantize, report, validate
+
+S3_SECRET = "lowprec-s3"  # manifests/s3-credentials.secret.yaml; never a pipeline parameter
+S3_KEYS = ("AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY", "AWS_ENDPOINT_URL_S3", "AWS_DEFAULT_REGION")
+# (cpu request, cpu limit, memory request, memory limit) per step. Calibration holds one batch and
+# its statistics; the accuracy-aware search holds the model, its FP32 reference outputs and two
+# sessions; the benchmark wants whole cores so that its timings mean something.
+RESOURCES = {
+    "calibrate": ("1", "2", "2G", "8G"),
+    "quantize": ("2", "4", "4G", "16G"),
+    "validate": ("1", "2", "2G", "8G"),
+    "benchmark": ("2", "2", "2G", "8G"),
+    "report": ("1", "2", "2G", "8G"),
+    "publish": ("500m", "1", "512M", "2G"),
+    "list models without a version": ("500m", "1", "1G", "4G"),  # ptq_many's listing hashes each model
+}
+
+
+def step(task: dsl.PipelineTask, name: str) -> dsl.PipelineTask:
+    cpu, cpu_limit, memory, memory_limit = RESOURCES[name]
+    task.set_display_name(name)
+    task.set_cpu_request(cpu).set_cpu_limit(cpu_limit).set_memory_request(memory).set_memory_limit(memory_limit)
+    task.set_retry(num_retries=2, backoff_duration="5s", backoff_factor=2.0, backoff_max_duration="120s")
+    task.set_caching_options(False)  # inputs are URIs whose objects can change under one name
+    kubernetes.use_secret_as_env(task, secret_name=S3_SECRET, secret_key_to_env={key: key for key in S3_KEYS})
+    return task
 
 
 @dsl.pipeline(name="lowprec-ptq", description="Post-training INT8 quantization of one ONNX model")
@@ -20,21 +52,21 @@ def ptq(
     accuracy_aware: bool = False,
     min_speedup: float = 1.0,
 ):
-    stats = calibrate(model_uri=model_uri, data_uri=calib_uri).set_display_name("calibrate")
-    quant = quantize(
+    stats = step(calibrate(model_uri=model_uri, data_uri=calib_uri), "calibrate")
+    quant = step(quantize(
         model_uri=model_uri, stats=stats.outputs["stats"], preset=preset, accuracy_aware=accuracy_aware,
         eval_uri=eval_uri, labels_uri=labels_uri, metric=metric, max_drop=max_drop, min_speedup=min_speedup,
-    )
-    check = validate(
+    ), "quantize")
+    check = step(validate(
         model_uri=model_uri,
         int8_model=quant.outputs["int8_model"],
         data_uri=eval_uri,
         labels_uri=labels_uri,
         metric=metric,
         max_drop=max_drop,
-    )
-    bench = benchmark(model_uri=model_uri, int8_model=quant.outputs["int8_model"], data_uri=eval_uri, batches=batches)
-    page = report(
+    ), "validate")
+    bench = step(benchmark(model_uri=model_uri, int8_model=quant.outputs["int8_model"], data_uri=eval_uri, batches=batches), "benchmark")
+    page = step(report(
         model_uri=model_uri,
         int8_model=quant.outputs["int8_model"],
         data_uri=eval_uri,
@@ -42,9 +74,9 @@ def ptq(
         quantize_report=quant.outputs["report"],
         validation_report=check.outputs["report"],
         benchmark_report=bench.outputs["report"],
-    )
+    ), "report")
     with dsl.If(check.outputs["Output"] == True, name="accuracy-gate-passed"):  # noqa: E712 - a pipeline expression
-        publish(
+        step(publish(
             int8_model=quant.outputs["int8_model"],
             stats=stats.outputs["stats"],
             quantize_report=quant.outputs["report"],
@@ -55,4 +87,4 @@ def ptq(
             registry_uri=registry_uri,
             name=name,
             model_uri=model_uri,
-        ).set_caching_options(False)
+        ), "publish")

@@ -9,15 +9,47 @@ import pytest
 import lowprec_core as lp
 from lowprec_core import registry
 from lowprec_core.model_io import file_sha256
+import yaml
+from google.protobuf import json_format
+from kfp.kubernetes import kubernetes_executor_config_pb2
+from kfp.pipeline_spec import pipeline_spec_pb2
+
+from pipelines.run import PIPELINES as PIPELINE_FUNCS
 from pipelines.run import compile_pipeline, run_local
 
 pytestmark = pytest.mark.slow
 PIPELINES = Path(__file__).resolve().parents[2] / "pipelines"
 
 
-def test_compiled_yaml_is_committed_and_current(tmp_path):
-    fresh = compile_pipeline(tmp_path / "ptq.yaml")
-    assert fresh.read_text() == (PIPELINES / "ptq.yaml").read_text(), "run `make compile` and commit pipelines/ptq.yaml"
+@pytest.mark.parametrize("name", sorted(PIPELINE_FUNCS))
+def test_compiled_yaml_is_committed_current_and_valid(tmp_path, name):
+    fresh = compile_pipeline(tmp_path / f"{name}.yaml", name)
+    committed = PIPELINES / f"{name}.yaml"
+    assert fresh.read_text() == committed.read_text(), f"run `make compile` and commit pipelines/{name}.yaml"
+    # Strict parses: a field the pipeline spec (or kfp-kubernetes' executor config) lacks fails here.
+    spec, platform = yaml.safe_load_all(committed.read_text())
+    json_format.ParseDict(spec, pipeline_spec_pb2.PipelineSpec())
+    executors = platform["platforms"]["kubernetes"]["deploymentSpec"]["executors"]
+    assert set(executors) == set(spec["deploymentSpec"]["executors"])  # every step gets the S3 Secret
+    for config in executors.values():
+        parsed = json_format.ParseDict(config, kubernetes_executor_config_pb2.KubernetesExecutorConfig())
+        assert parsed.secret_as_env[0].secret_name == "lowprec-s3"
+    for executor in spec["deploymentSpec"]["executors"].values():
+        resources = executor["container"]["resources"]
+        assert resources["resourceCpuRequest"] and resources["resourceMemoryLimit"]
+    steps = [task for task in _tasks(spec) if task["componentRef"]["name"] in spec["deploymentSpec"]["executors"].keys() | _comps(spec)]
+    assert steps and all("retryPolicy" in task and task["cachingOptions"] == {} for task in steps)  # retried, never cached
+    assert "password" not in committed.read_text().lower() and "secret_access_key=" not in committed.read_text().lower()
+
+
+def _comps(spec: dict) -> set[str]:
+    """Components that run a container (not sub-DAGs)."""
+    return {name for name, comp in spec["components"].items() if "executorLabel" in comp}
+
+
+def _tasks(spec: dict):
+    for component in [spec["root"], *spec["components"].values()]:
+        yield from component.get("dag", {}).get("tasks", {}).values()
 
 
 def test_ptq_pulls_from_s3_and_publishes_a_verifiable_version(bucket, demo, tmp_path):
