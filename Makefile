@@ -4,7 +4,7 @@ VENV   ?= .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 
-.PHONY: demo test venv clean compile browser
+.PHONY: demo test venv clean compile browser image lock
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -28,7 +28,20 @@ browser:
 		apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends chromium >/dev/null; }
 
 compile: $(STAMP)
-	$(BIN)/lowprec pipeline compile --out pipelines/ptq.yaml
+	$(BIN)/lowprec pipeline compile --pipeline ptq --out pipelines/ptq.yaml
+	$(BIN)/lowprec pipeline compile --pipeline ptq_many --out pipelines/ptq_many.yaml
+
+# The component image, built with podman (no Docker engine needed): scripts/build-image.sh.
+image: $(STAMP)
+	scripts/build-image.sh
+
+# requirements.lock: what `pip install .` resolves to today, for the image's pinned build.
+lock:
+	rm -rf build/lock-venv && $(PYTHON) -m venv build/lock-venv
+	build/lock-venv/bin/pip install -q .
+	{ echo "# Pinned runtime dependencies of the lowprec image (what \`pip install .\` resolves to)."; \
+	  echo "# Regenerate with \`make lock\` after changing pyproject.toml's dependencies."; \
+	  build/lock-venv/bin/pip freeze --exclude lowprec; } > requirements.lock
 
 clean:
 	rm -rf $(VENV) build *.egg-info

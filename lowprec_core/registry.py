@@ -6,6 +6,7 @@ import hashlib
 import json
 import logging
 import os
+import platform
 import re
 import tempfile
 from datetime import datetime, timezone
@@ -77,7 +78,7 @@ def publish(
         source={"uri": source_uri, "sha256": source_sha256},
         config=config,
         files={key: FileEntry(sha256=file_sha256(path), bytes=Path(path).stat().st_size) for key, path in sorted(files.items())},
-        packages={pkg: _version(pkg) for pkg in _PACKAGES},
+        packages={"python": platform.python_version(), **{pkg: _version(pkg) for pkg in _PACKAGES}},
     )
     # An older manifest at this address would vouch for files being replaced: hide it first.
     store.delete(f"{base}/{MANIFEST}")
