@@ -14,7 +14,8 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
-import onnx
+
+from tests.plugins.ocr_metric import decode as ctc_decode
 
 ROOT = Path(__file__).resolve().parents[1]
 SHARED = Path(os.environ.get("LOWPREC_SHARED_DATA", ROOT.parent / "shared" / "data"))
@@ -86,22 +87,13 @@ def minilm() -> BenchModel:
 
 def ocr_rec() -> BenchModel:
     path = _package_file("rapidocr_onnxruntime", "models/ch_PP-OCRv4_rec_infer.onnx")
-    chars = {p.key: p.value for p in onnx.load(path, load_external_data=False).metadata_props}["character"].splitlines()
-    alphabet = ["<blank>", *chars, " "]
     data = np.load(SHARED / "ocr_rec_lines.npz")
     truth = [str(s) for s in data["eval_y"]]
     feeds = _batches({"x": data["eval_x"]}, 25)
 
-    def decode(probs):
-        out = []
-        for row in probs.argmax(-1):
-            keep = [k for i, k in enumerate(row) if k != 0 and (i == 0 or k != row[i - 1])]
-            out.append("".join(alphabet[k] for k in keep))
-        return out
-
     def evaluate(fp32, int8):
-        pred = [s for f in feeds for s in decode(int8(f)[0])]
-        ref = [s for f in feeds for s in decode(fp32(f)[0])]
+        pred = [s for f in feeds for s in ctc_decode(int8(f)[0])]
+        ref = [s for f in feeds for s in ctc_decode(fp32(f)[0])]
         cer = np.mean([_levenshtein(p, t) / max(len(t), 1) for p, t in zip(pred, truth)])
         return {
             "exact": float(np.mean([p == t for p, t in zip(pred, truth)])),
