@@ -67,7 +67,7 @@ class TensorObserver:
         # Bin of x in [-R, R]: x * B / 2R + B / 2, computed in place (this loop is calibration's hot path).
         position = values * np.float32(HISTOGRAM_BINS / (2 * self.radius))
         position += np.float32(HISTOGRAM_BINS // 2)
-        index = position.astype(np.int32)
+        index = position.astype(np.intp)  # bincount's own index type: an int32 array is converted first, 4x slower
         np.minimum(index, HISTOGRAM_BINS - 1, out=index)  # values == R land in the top bin
         self.histogram += np.bincount(index, minlength=HISTOGRAM_BINS)
         return finite
