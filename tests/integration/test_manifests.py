@@ -14,6 +14,7 @@ from pathlib import Path
 import pytest
 import yaml
 
+from components._image import IMAGE
 from lowprec_core.cli import _parser
 from pipelines.ptq import S3_KEYS, S3_SECRET
 from pipelines.run import typed_arguments
@@ -61,7 +62,7 @@ def test_the_cronjob_submits_a_command_the_cli_accepts(rendered):
     job = docs[("CronJob", "lowprec-nightly")]
     pod = job["spec"]["jobTemplate"]["spec"]["template"]["spec"]
     container = pod["containers"][0]
-    assert container["image"] == __import__("components._image", fromlist=["IMAGE"]).IMAGE
+    assert container["image"] == IMAGE
     assert pod["securityContext"]["runAsNonRoot"] and container["securityContext"]["readOnlyRootFilesystem"]
     values = docs[("ConfigMap", "lowprec-schedule")]["data"]
     env = {e["name"]: e["valueFrom"]["configMapKeyRef"]["key"] for e in container["env"] if "valueFrom" in e}

@@ -3,7 +3,9 @@ check on real text lines, writes one HTML page a person can act on."""
 
 from __future__ import annotations
 
+import importlib.util
 import json
+import os
 import re
 from html import unescape
 from pathlib import Path
@@ -16,7 +18,7 @@ from tests.integration.test_html_report import CHROMIUM, render_in_chromium
 from tests.plugins import ocr_metric
 
 LINES = Path(__file__).resolve().parents[1] / "data" / "ppocr_rec_lines.npz"
-HAVE_OCR = __import__("importlib.util").util.find_spec("rapidocr_onnxruntime") is not None
+HAVE_OCR = importlib.util.find_spec("rapidocr_onnxruntime") is not None
 
 
 def _model_input(images: np.ndarray) -> np.ndarray:
@@ -75,7 +77,7 @@ def test_the_page_shows_accuracy_speedup_and_calibration_warnings(rec_run):
         assert warning["message"] in text
 
 
-@pytest.mark.skipif(CHROMIUM is None and not __import__("os").environ.get("CI"), reason="Debian's chromium is not installed (make test installs it)")
+@pytest.mark.skipif(CHROMIUM is None and not os.environ.get("CI"), reason="Debian's chromium is not installed (make test installs it)")
 def test_chromium_renders_the_rec_page(rec_run, tmp_path):
     tmp, _, _ = rec_run
     render_in_chromium(tmp / "report.html", tmp_path)
