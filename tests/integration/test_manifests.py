@@ -64,12 +64,15 @@ def test_the_cronjob_submits_a_command_the_cli_accepts(rendered):
     container = pod["containers"][0]
     assert container["image"] == IMAGE
     assert pod["securityContext"]["runAsNonRoot"] and container["securityContext"]["readOnlyRootFilesystem"]
+    home = next(e["value"] for e in container["env"] if e["name"] == "HOME")
+    assert any(m["mountPath"] == home for m in container["volumeMounts"])  # kfp.Client can write its context file
     values = docs[("ConfigMap", "lowprec-schedule")]["data"]
-    env = {e["name"]: e["valueFrom"]["configMapKeyRef"]["key"] for e in container["env"] if "valueFrom" in e}
-    args = [re.sub(r"\$\((\w+)\)", lambda m: values[env[m.group(1)]], a) for a in container["args"]]  # as the kubelet expands them
+    env = {e["name"]: values[e["valueFrom"]["configMapKeyRef"]["key"]] for e in container["env"] if "configMapKeyRef" in e.get("valueFrom", {})}
+    env["NAMESPACE"] = "kubeflow"  # the downward API's metadata.namespace
+    args = [re.sub(r"\$\((\w+)\)", lambda m: env[m.group(1)], a) for a in container["args"]]  # as the kubelet expands them
     parsed = _parser().parse_args(args)
     assert (parsed.command, parsed.action, parsed.pipeline) == ("pipeline", "submit", "ptq_many")
-    assert parsed.host == values["KFP_HOST"]
+    assert parsed.host == values["KFP_HOST"] and parsed.namespace == "kubeflow"
     arguments = typed_arguments(parsed.pipeline, parsed.param)
     assert arguments["models_prefix"] == values["MODELS_PREFIX"] and arguments["registry_uri"] == values["REGISTRY_URI"]
 
