@@ -52,7 +52,11 @@ def run_local(
     endpoint on 127.0.0.1 is reachable, with this process's AWS_* variables."""
     if pipeline not in PIPELINES:
         raise ConfigError(f"unknown pipeline {pipeline!r}; expected one of: {', '.join(PIPELINES)}")
-    with tempfile.TemporaryDirectory(prefix="lowprec-kfp-") as tmp:
+    import warnings
+
+    with tempfile.TemporaryDirectory(prefix="lowprec-kfp-") as tmp, warnings.catch_warnings():
+        # Requests and limits are for a cluster; kfp warns once a task that a local run ignores them.
+        warnings.filterwarnings("ignore", message=r"Task .* have no effect in the current local runner", category=UserWarning)
         init_local(runner, Path(pipeline_root or tmp))
         try:
             PIPELINES[pipeline](**arguments)
