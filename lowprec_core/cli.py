@@ -68,6 +68,8 @@ def _parser() -> argparse.ArgumentParser:
                    help="transformer adds SmoothQuant on MatMul/Gemm inputs (auto: when the graph has Softmax or LayerNormalization)")
     p.add_argument("--smooth-quant-alpha", type=float, default=QuantConfig().smooth_quant_alpha)
     p.add_argument("--channel-alignment", action="store_true", help="POT's activation channel alignment for linear Conv->Conv pairs")
+    p.add_argument("--min-reduction", type=int, metavar="N",
+                   help="keep float the layers whose outputs sum fewer than N products (default: the target's; 0 quantizes all)")
     p.add_argument("--batch-size", type=int, default=CalibrationConfig().batch_size)
     p.add_argument("--max-samples", type=int)
     aa = p.add_argument_group("accuracy-aware (with --eval): revert layers to float until every metric is within budget")
@@ -176,6 +178,7 @@ def _run(args: argparse.Namespace) -> int:
             QuantConfig, preset=args.preset, target=args.target, ignore=tuple(args.ignore),
             activation_range=args.activation_range, weight_range=args.weight_range, bias_correction=args.bias_correction,
             model_type=args.model_type, smooth_quant_alpha=args.smooth_quant_alpha, channel_alignment=args.channel_alignment,
+            min_reduction=args.min_reduction,
         )
         calibration = build(CalibrationConfig, batch_size=args.batch_size, max_samples=args.max_samples)
         accuracy = _accuracy_budget(args)

@@ -54,6 +54,8 @@ class QuantConfig(_Frozen):
     channel_alignment: bool = False
     model_type: Literal["auto", "cnn", "transformer"] = "auto"
     smooth_quant_alpha: float = Field(default=0.85, ge=0.0, le=1.0)
+    # Layers summing fewer products per output stay float; None: the target's (ops.Target.min_reduction).
+    min_reduction: int | None = Field(default=None, ge=0)
 
     @field_validator(*_CHOICES)
     @classmethod
@@ -62,6 +64,10 @@ class QuantConfig(_Frozen):
         if value not in choices:
             raise ValueError(f"unknown {label} {value!r}; expected one of: {', '.join(choices)}")
         return value
+
+    @property
+    def reduction_floor(self) -> int:
+        return TARGETS[self.target].min_reduction if self.min_reduction is None else self.min_reduction
 
     @property
     def symmetric_activations(self) -> bool:

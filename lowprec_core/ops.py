@@ -34,6 +34,17 @@ class OpRule:
     channel_axis: Callable[[onnx.NodeProto, int], int | None]
     integer_output_required: bool  # no integer kernel with a float output exists (Conv)
     input_channel_axis: int  # the axis of the activation input that the weight contracts over
+    reduction: Callable[[onnx.NodeProto, tuple[int, ...]], int]  # (node, weight dims) -> products summed per output
+
+
+def _conv_reduction(node: onnx.NodeProto, dims: tuple[int, ...]) -> int:
+    # Weight [C_out, C_in / group, k...]: each output sums C_in / group x k... products.
+    return int(dims[1] * math.prod(dims[2:])) if len(dims) > 1 else 1
+
+
+def _conv_transpose_reduction(node: onnx.NodeProto, dims: tuple[int, ...]) -> int:
+    # Weight [C_in, C_out / group, k...]: each output sums at most C_in / group x k... products.
+    return int(dims[0] // _attr(node, "group", 1) * math.prod(dims[2:])) if len(dims) > 1 else 1
 
 
 def _conv_transpose_axis(node: onnx.NodeProto, rank: int) -> int | None:
@@ -42,11 +53,13 @@ def _conv_transpose_axis(node: onnx.NodeProto, rank: int) -> int | None:
 
 
 QUANTIZABLE: dict[str, OpRule] = {
-    "Conv": OpRule((0,), 1, 2, lambda node, rank: 0, True, 1),
-    "ConvTranspose": OpRule((0,), 1, 2, _conv_transpose_axis, True, 1),
-    "Gemm": OpRule((0,), 1, 2, lambda node, rank: 0 if _attr(node, "transB", 0) else 1, False, -1),
+    "Conv": OpRule((0,), 1, 2, lambda node, rank: 0, True, 1, _conv_reduction),
+    "ConvTranspose": OpRule((0,), 1, 2, _conv_transpose_axis, True, 1, _conv_transpose_reduction),
+    "Gemm": OpRule((0,), 1, 2, lambda node, rank: 0 if _attr(node, "transB", 0) else 1, False, -1,
+                   lambda node, dims: int(dims[-1] if _attr(node, "transB", 0) else dims[0])),
     # ORT's integer MatMul takes per-column scales for a 2-D B only.
-    "MatMul": OpRule((0,), 1, None, lambda node, rank: rank - 1 if rank == 2 else None, False, -1),
+    "MatMul": OpRule((0,), 1, None, lambda node, rank: rank - 1 if rank == 2 else None, False, -1,
+                     lambda node, dims: int(dims[-2] if len(dims) > 1 else dims[0])),
 }
 
 # Activations that a following QuantizeLinear can absorb: with uint8 and zero point at the
@@ -68,6 +81,9 @@ class Target:
     int16_pairs: the integer kernel adds adjacent u8 x s8 products in int16 (x86 AVX2 without
         VNNI: VPMADDUBSW), so a pair of large products saturates. Output channels that can
         overflow for activations inside their calibrated range get 7-bit weights.
+    min_reduction: layers whose outputs sum fewer products than this stay float (depthwise
+        and first convolutions, thin 1x1s): quantizing the input and requantizing the output
+        costs more than a short integer dot product saves, and the float kernels fuse better.
     """
 
     ops: frozenset[str]
@@ -77,15 +93,19 @@ class Target:
     bias_int32: bool
     symmetric_activations: bool | None
     int16_pairs: bool = False
+    min_reduction: int = 0
 
 
 TARGETS: dict[str, Target] = {
     # ONNX Runtime's CPU provider on any x86-64: u8 activations x s8 weights, per-channel,
     # int32 bias; safe on AVX2-only CPUs, where ORT's u8s8 kernels sum product pairs in int16.
     # No ConvTranspose: ORT's CPU provider has no integer kernel for it, so Q/DQ would only add error.
-    "cpu": Target(frozenset({"Conv", "Gemm", "MatMul"}), np.uint8, np.int8, True, True, None, int16_pairs=True),
+    # min_reduction 64: measured with bench/reduction.py (PP-OCRv4 det, rec and cls, digits):
+    # faster and closer to FP32 than quantizing every layer, on every model.
+    "cpu": Target(frozenset({"Conv", "Gemm", "MatMul"}), np.uint8, np.int8, True, True, None, int16_pairs=True, min_reduction=64),
     # The same on CPUs with AVX512-VNNI / AVX-VNNI / AMX (int32 accumulation): full 8-bit weights everywhere.
-    "cpu-vnni": Target(frozenset({"Conv", "Gemm", "MatMul"}), np.uint8, np.int8, True, True, None),
+    # min_reduction as on "cpu" until measured on VNNI hardware (its integer dot products are cheaper).
+    "cpu-vnni": Target(frozenset({"Conv", "Gemm", "MatMul"}), np.uint8, np.int8, True, True, None, min_reduction=64),
     # TensorRT-style: s8 symmetric everywhere, per-channel weights.
     "gpu": Target(frozenset({"Conv", "ConvTranspose", "Gemm", "MatMul"}), np.int8, np.int8, True, True, True),
     # Conservative accelerators: per-tensor weights, u8 asymmetric activations.

@@ -300,6 +300,10 @@ def _skip_reason(node, rule, config, target, ignored, inits, float_tensors) -> s
     weight_name = node.input[rule.weight_input] if len(node.input) > rule.weight_input else ""
     if weight_name not in inits or inits[weight_name].data_type != onnx.TensorProto.FLOAT:
         return "weight is not a float32 constant"
+    length = rule.reduction(node, tuple(inits[weight_name].dims))
+    if length < config.reduction_floor:
+        return (f"sums {length} products per output, fewer than {config.reduction_floor}: on target {config.target!r} "
+                "the integer kernel costs more than it saves (min_reduction)")
     act_inputs = [node.input[i] for i in rule.activation_inputs if i < len(node.input) and node.input[i]]
     not_float = [name for name in act_inputs if name not in float_tensors]
     if not_float:

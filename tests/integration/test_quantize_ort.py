@@ -20,14 +20,28 @@ def _kernels(path: Path) -> collections.Counter:
     return collections.Counter(node.op_type for node in optimized_graph(path.read_bytes()).graph.node)
 
 
-def test_demo_model_runs_entirely_in_integer_kernels(tmp_path, demo):
+def _float_layers_read_float_weights(path: Path) -> bool:
+    """No float Conv/MatMul/Gemm in ORT's optimised graph is fed by a dequantized weight: a
+    layer is either an integer kernel or entirely float."""
+    graph = optimized_graph(path.read_bytes()).graph
+    producers = {out: node.op_type for node in graph.node for out in node.output}
+    return all(producers.get(node.input[1]) != "DequantizeLinear" for node in graph.node if node.op_type in FLOAT_KERNELS and len(node.input) > 1)
+
+
+def _short_layers(report) -> set[str]:
+    return {name for name, why in report.plan.skipped.items() if "min_reduction" in why}
+
+
+def test_demo_model_quantized_layers_run_in_integer_kernels(tmp_path, demo):
     out = tmp_path / "int8.onnx"
     report = lp.quantize(demo["model"], out, data=demo["calib"])
     fp32_ops = collections.Counter(n.op_type for n in onnx.load(demo["model"]).graph.node)
     kernels = _kernels(out)
-    assert sum(kernels[k] for k in FLOAT_KERNELS) == 0, kernels
-    assert kernels["QLinearConv"] == fp32_ops["Conv"] and kernels["QGemm"] == fp32_ops["Gemm"], kernels
-    assert len(report.plan.nodes) == fp32_ops["Conv"] + fp32_ops["Gemm"]
+    # The first conv sums 1x3x3 products per output: below the CPU floor, it stays float.
+    assert _short_layers(report) == {"/features/features.0/Conv"}, report.plan.skipped
+    assert sum(kernels[k] for k in FLOAT_KERNELS) == 1 and _float_layers_read_float_weights(out), kernels
+    assert kernels["QLinearConv"] == fp32_ops["Conv"] - 1 and kernels["QGemm"] == fp32_ops["Gemm"], kernels
+    assert len(report.plan.nodes) == fp32_ops["Conv"] + fp32_ops["Gemm"] - 1
 
 
 def test_demo_accuracy_within_half_a_point(tmp_path, demo):
@@ -75,13 +89,17 @@ def test_ppocr_models_quantize_to_integer_kernels(tmp_path, filename, shape):
     out = tmp_path / "int8.onnx"
     report = lp.quantize(model, out, data=[{"x": images[:1]}, {"x": images[1:]}])
 
-    assert out.stat().st_size <= 0.30 * model.stat().st_size
+    # Depthwise, first and thin 1x1 convs stay float (min_reduction); they hold few weights.
+    assert out.stat().st_size <= 0.40 * model.stat().st_size
     onnx.checker.check_model(onnx.load(out))
     kernels = _kernels(out)
     convs = sum(1 for n in source.graph.node if n.op_type == "Conv")
-    assert kernels["QLinearConv"] == convs, kernels  # every Conv runs as an integer kernel
-    assert not kernels["Conv"] and not kernels["FusedConv"] and not kernels["NchwcConv"], kernels
-    weighted = [n for n in report.plan.nodes]
-    assert sum(kernels[k] for k in INTEGER_KERNELS) == len(weighted), (kernels, len(weighted))
+    short = _short_layers(report)
+    assert short and set(report.plan.nodes).isdisjoint(short)
+    op_types = {n.name: n.op_type for n in source.graph.node}
+    assert sum(op_types[name] == "Conv" for name in report.plan.nodes) == convs - sum(op_types[name] == "Conv" for name in short)
+    assert kernels["QLinearConv"] == convs - sum(op_types[name] == "Conv" for name in short), kernels  # every quantized Conv runs as an integer kernel
+    assert _float_layers_read_float_weights(out), kernels  # and every other one entirely in float
+    assert sum(kernels[k] for k in INTEGER_KERNELS) == len(report.plan.nodes), (kernels, len(report.plan.nodes))
     outputs = session(out.read_bytes()).run(None, {"x": images[:1]})[0]
     assert outputs.shape[0] == 1 and np.isfinite(outputs).all()

@@ -17,6 +17,10 @@ from tests import models
 
 
 def _quantize(model: onnx.ModelProto, config: QuantConfig = QuantConfig(), batches=None):
+    """Quantize a toy graph. Its dot products are shorter than any CPU target's min_reduction,
+    so the floor is off here unless a test sets it: these tests check the plan's logic."""
+    if config.min_reduction is None:
+        config = config.model_copy(update={"min_reduction": 0})
     prepared = prepare(model)
     data = batches or models.feeds(prepared)
     stats = collect(prepared, data, statistic_requests(prepared, config.target), model_sha256="test")
@@ -179,8 +183,8 @@ def test_full_bias_correction_pulls_output_means_back_to_fp32():
         got = np.concatenate([session(int8).run(None, f)[0] for f in data])
         return np.abs((got - ref).mean(axis=(0, 2, 3))).mean(), plan
 
-    none, _ = mean_error(QuantConfig(bias_correction="none"))
-    full, plan = mean_error(QuantConfig(bias_correction="full"))
+    none, _ = mean_error(QuantConfig(bias_correction="none", min_reduction=0))  # toy convs: see _quantize
+    full, plan = mean_error(QuantConfig(bias_correction="full", min_reduction=0))
     assert plan.corrected_biases == ["b1", "b2"]
     assert full < 0.9 * none  # what is left is the output quantizer's own rounding
 
@@ -205,3 +209,18 @@ def test_channel_alignment_keeps_the_function_and_evens_the_channels():
     spread = lambda s: s.channel_max - s.channel_min  # noqa: E731
     before, after = spread(stats.tensors["c1"]), spread(new_stats.tensors["c1"])
     assert after.max() / after.min() < before.max() / before.min() / 10
+
+
+def test_layers_with_short_dot_products_stay_float_on_cpu():
+    # conv1 sums 3x3x3 = 27 products per output, conv2 8x1x1 = 8: both below the CPU floor.
+    _, int8, plan, _ = _quantize(models.conv_relu_conv(), QuantConfig(min_reduction=64))
+    assert plan.nodes == [] and set(plan.skipped) == {"conv1", "conv2"}
+    assert "sums 27 products per output, fewer than 64" in plan.skipped["conv1"]
+    _, int8, plan, _ = _quantize(models.conv_relu_conv(), QuantConfig(min_reduction=10))
+    assert plan.nodes == ["conv1"] and "sums 8 products" in plan.skipped["conv2"]
+    assert QuantConfig().reduction_floor == 64 and QuantConfig(target="gpu").reduction_floor == 0
+    # Gemm contracts over the weight's last axis when transB, over its first otherwise; MatMul over its first.
+    _, _, plan, _ = _quantize(models.mlp(trans_b=1), QuantConfig(min_reduction=17))
+    assert plan.nodes == ["matmul"] and "sums 16 products" in plan.skipped["gemm"]
+    _, _, plan, _ = _quantize(models.mlp(trans_b=0), QuantConfig(min_reduction=16))
+    assert plan.nodes == ["gemm", "matmul"]
