@@ -128,6 +128,35 @@ def ocr_det() -> BenchModel:
     return BenchModel("ocr_det", path, calib, evaluate, feeds, "iou", (1, 4), feeds[0])
 
 
+def ocr_cls() -> BenchModel:
+    """PP-OCR's text-direction classifier (MobileNetV3, 0 or 180 degrees) on the recognition
+    set's real lines: resampled to its 48x192 input, half of them turned upside down (seeded),
+    so the labels are known by construction."""
+    path = _package_file("rapidocr_onnxruntime", "models/ch_ppocr_mobile_v2.0_cls_infer.onnx")
+    data = np.load(SHARED / "ocr_rec_lines.npz")
+
+    def lines(x: np.ndarray, seed: int) -> tuple[np.ndarray, np.ndarray]:
+        source = np.linspace(0, x.shape[-1] - 1, 192)
+        low = np.floor(source).astype(int)
+        high = np.minimum(low + 1, x.shape[-1] - 1)
+        weight = (source - low).astype(np.float32)
+        resampled = (x[..., low] * (1 - weight) + x[..., high] * weight).astype(np.float32)
+        flipped = np.random.default_rng(seed).random(len(x)) < 0.5
+        resampled[flipped] = resampled[flipped][..., ::-1, ::-1]
+        return np.ascontiguousarray(resampled), flipped.astype(np.int64)
+
+    calib_x, _ = lines(data["calib_x"], 0)
+    eval_x, labels = lines(data["eval_x"], 1)
+    feeds = _batches({"x": eval_x}, 50)
+
+    def evaluate(fp32, int8):
+        ref = np.concatenate([fp32(f)[0] for f in feeds]).argmax(1)
+        got = np.concatenate([int8(f)[0] for f in feeds]).argmax(1)
+        return {"top1": float(np.mean(got == labels)), "fp32_top1": float(np.mean(ref == labels)), "fp32_agree": float(np.mean(got == ref))}
+
+    return BenchModel("ocr_cls", path, _batches({"x": calib_x}, 10), evaluate, feeds, "top1", (1, 32), {"x": eval_x[:1]})
+
+
 def _levenshtein(a: str, b: str) -> int:
     previous = list(range(len(b) + 1))
     for i, ca in enumerate(a, 1):
@@ -170,4 +199,4 @@ def _export_minilm(path: Path) -> None:
     tmp.replace(path)
 
 
-MODELS = {"digits": digits, "minilm": minilm, "ocr_rec": ocr_rec, "ocr_det": ocr_det}
+MODELS = {"digits": digits, "minilm": minilm, "ocr_rec": ocr_rec, "ocr_det": ocr_det, "ocr_cls": ocr_cls}
