@@ -338,7 +338,6 @@ def render_report(
     title: str = "lowprec INT8 report",
 ) -> Path:
     """The JSON reports of one model as one self-contained HTML page (no scripts, no network)."""
-    from .layer_error import InspectReport
     from .report import quantize_html
 
     with tempfile.TemporaryDirectory(prefix="lowprec-") as tmp:

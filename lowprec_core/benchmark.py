@@ -131,11 +131,12 @@ def run(
             repeats = config.repeats
             fp, q = interleaved(sessions, feed, warmup=config.warmup, repeats=repeats)
             for _ in range(MAX_EXTENSIONS):  # noisy: measure longer, keeping what was measured
-                if not _noisy(fp, q):
+                if not _noisy(_cv(fp, q), _drift(fp, q)):
                     break
                 more_fp, more_q = interleaved(sessions, feed, warmup=0, repeats=repeats)
                 fp, q = np.concatenate([fp, more_fp]), np.concatenate([q, more_q])
                 repeats *= 2
+            cv, drift = _cv(fp, q), _drift(fp, q)
             results.append(
                 LatencyResult(
                     batch=batch,
@@ -150,9 +151,9 @@ def run(
                     fp32_per_s=batch * 1e3 / float(np.median(fp)),
                     int8_per_s=batch * 1e3 / float(np.median(q)),
                     repeats=len(fp),
-                    cv=_cv(fp, q),
-                    drift=_drift(fp, q),
-                    noisy=_noisy(fp, q),
+                    cv=cv,
+                    drift=drift,
+                    noisy=_noisy(cv, drift),
                 )
             )
     cpu, isa = cpu_description()
@@ -188,5 +189,5 @@ def _drift(fp: np.ndarray, q: np.ndarray) -> float:
     return float(abs(first - second) / ((first + second) / 2))
 
 
-def _noisy(fp: np.ndarray, q: np.ndarray) -> bool:
-    return _cv(fp, q) > NOISY_CV or _drift(fp, q) > NOISY_DRIFT
+def _noisy(cv: float, drift: float) -> bool:
+    return cv > NOISY_CV or drift > NOISY_DRIFT

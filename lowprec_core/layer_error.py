@@ -189,9 +189,8 @@ def _quantized_source(tensor: str, producers: dict[str, onnx.NodeProto], inits: 
     q = _quantizer(tensor, producers)
     if q is None:
         return None
-    mul = producers.get(q.input[0])
     if _smoothing(tensor, producers, inits) is not None:
-        return next(i for i in mul.input if i not in inits)
+        return next(i for i in producers[q.input[0]].input if i not in inits)
     return q.input[0]
 
 

@@ -83,7 +83,6 @@ def resolve_metric(name: str) -> Metric:
         k = int(name[3:])
         return Metric(name, lambda ref, cand, labels: topk(cand[0], labels, k), True, True, False)
     if ":" in name:
-
         module_name, _, attr = name.partition(":")
         try:
             function = getattr(_import_plugin(module_name), attr)

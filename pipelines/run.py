@@ -7,6 +7,7 @@ import logging
 import os
 import re
 import tempfile
+import warnings
 from collections.abc import Callable
 from pathlib import Path
 
@@ -52,8 +53,6 @@ def run_local(
     endpoint on 127.0.0.1 is reachable, with this process's AWS_* variables."""
     if pipeline not in PIPELINES:
         raise ConfigError(f"unknown pipeline {pipeline!r}; expected one of: {', '.join(PIPELINES)}")
-    import warnings
-
     with tempfile.TemporaryDirectory(prefix="lowprec-kfp-") as tmp, warnings.catch_warnings():
         # Requests and limits are for a cluster; kfp warns once a task that a local run ignores them.
         warnings.filterwarnings("ignore", message=r"Task .* have no effect in the current local runner", category=UserWarning)
@@ -163,29 +162,15 @@ def submit(
 ) -> str:
     """Submit a run (or, with a cron `schedule`, a recurring run) to a Kubeflow Pipelines API;
     returns its id. Credentials come from the cluster (KF_PIPELINES_SA_TOKEN_PATH in a pod)."""
-    import warnings
-
     cron = kfp_cron(schedule) if schedule else None
     name = run_name or f"lowprec-{pipeline}"
     quiet = logging.getLogger("urllib3.connectionpool")
     level = quiet.level
     quiet.setLevel(logging.ERROR)  # its retries would print three warnings before our one-line error
     try:
-        warnings.filterwarnings("ignore", message="This client only works with Kubeflow Pipeline", category=FutureWarning)
-        if client_factory is None:
-            from kfp import Client as client_factory
-        client = client_factory(host=host, namespace=namespace)
-        with tempfile.TemporaryDirectory(prefix="lowprec-submit-") as tmp:
-            path = str(package(pipeline, tmp))
-            if cron is None:
-                result = client.create_run_from_pipeline_package(
-                    path, arguments=arguments, run_name=name, experiment_name=experiment, namespace=namespace)
-                return result.run_id
-            found = client.create_experiment(experiment, namespace=namespace)
-            job = client.create_recurring_run(
-                experiment_id=found.experiment_id, job_name=name, cron_expression=cron, pipeline_package_path=path,
-                params=arguments, max_concurrency=1, no_catchup=True)
-            return job.recurring_run_id
+        with warnings.catch_warnings():
+            warnings.filterwarnings("ignore", message="This client only works with Kubeflow Pipeline", category=FutureWarning)
+            return _submit(client_factory, host, namespace, pipeline, arguments, cron, name, experiment)
     except (ConfigError, PipelineError):
         raise
     except Exception as err:  # kfp_server_api, urllib3 and requests raise their own trees
@@ -193,3 +178,21 @@ def submit(
         raise PipelineError(f"cannot submit to Kubeflow Pipelines at {host}: {first}") from None
     finally:
         quiet.setLevel(level)
+
+
+def _submit(client_factory, host: str, namespace: str | None, pipeline: str, arguments: dict[str, object],
+            cron: str | None, name: str, experiment: str) -> str:
+    if client_factory is None:
+        from kfp import Client as client_factory
+    client = client_factory(host=host, namespace=namespace)
+    with tempfile.TemporaryDirectory(prefix="lowprec-submit-") as tmp:
+        path = str(package(pipeline, tmp))
+        if cron is None:
+            result = client.create_run_from_pipeline_package(
+                path, arguments=arguments, run_name=name, experiment_name=experiment, namespace=namespace)
+            return result.run_id
+        found = client.create_experiment(experiment, namespace=namespace)
+        job = client.create_recurring_run(
+            experiment_id=found.experiment_id, job_name=name, cron_expression=cron, pipeline_package_path=path,
+            params=arguments, max_concurrency=1, no_catchup=True)
+        return job.recurring_run_id

@@ -42,6 +42,12 @@ def test_compiled_yaml_is_committed_current_and_valid(tmp_path, name):
     assert "password" not in committed.read_text().lower() and "secret_access_key=" not in committed.read_text().lower()
 
 
+def _run_digits(demo, tmp_path, bucket_name: str, **options) -> None:
+    """ptq on the local demo files, publishing to the test bucket's registry."""
+    run_local(pipeline_root=tmp_path / "kfp", model_uri=str(demo["model"]), calib_uri=str(demo["calib"]),
+              eval_uri=str(demo["eval"]), registry_uri=f"s3://{bucket_name}/registry", name="digits", batches="1", **options)
+
+
 def _comps(spec: dict) -> set[str]:
     """Components that run a container (not sub-DAGs)."""
     return {name for name, comp in spec["components"].items() if "executorLabel" in comp}
@@ -85,35 +91,14 @@ def test_ptq_pulls_from_s3_and_publishes_a_verifiable_version(bucket, demo, tmp_
 
 def test_gate_failure_publishes_nothing(bucket, demo, tmp_path):
     client, name = bucket
-    run_local(
-        pipeline_root=tmp_path / "kfp",
-        model_uri=str(demo["model"]),
-        calib_uri=str(demo["calib"]),
-        eval_uri=str(demo["eval"]),
-        registry_uri=f"s3://{name}/registry",
-        name="digits",
-        metric="mse",
-        max_drop=0.0,  # any numeric difference fails the gate
-        batches="1",
-    )
+    _run_digits(demo, tmp_path, name, metric="mse", max_drop=0.0)  # any numeric difference fails the gate
     assert client.list_objects_v2(Bucket=name).get("KeyCount", 0) == 0
 
 
 def test_accuracy_aware_ptq_reverts_layers_and_publishes(bucket, demo, tmp_path):
     _, name = bucket
-    run_local(
-        pipeline_root=tmp_path / "kfp",
-        model_uri=str(demo["model"]),
-        calib_uri=str(demo["calib"]),
-        eval_uri=str(demo["eval"]),
-        registry_uri=f"s3://{name}/registry",
-        name="digits",
-        metric="mse",
-        max_drop=0.001,  # the default INT8 model is at 0.0046: layers must go back to float
-        batches="1",
-        accuracy_aware=True,
-        min_speedup=0.0,  # timing belongs to bench/
-    )
+    # max_drop below the default INT8 model's mse: layers must go back to float. Timing belongs to bench/.
+    _run_digits(demo, tmp_path, name, metric="mse", max_drop=0.001, accuracy_aware=True, min_speedup=0.0)
     (uri, _), = registry.versions(f"s3://{name}/registry", "digits")
     lp.fetch(uri, tmp_path / "fetched")
     report = lp.QuantizeReport.model_validate_json((tmp_path / "fetched" / "reports" / "quantize.json").read_text())
