@@ -27,14 +27,18 @@ def initializers(graph: onnx.GraphProto) -> dict[str, onnx.TensorProto]:
     return {init.name: init for init in graph.initializer}
 
 
+def subgraphs(node: onnx.NodeProto) -> list[onnx.GraphProto]:
+    """The bodies of an If, Loop or Scan (any graph-valued attribute)."""
+    return [sub for attribute in node.attribute for sub in (*([attribute.g] if attribute.HasField("g") else []), *attribute.graphs)]
+
+
 def names_read(graph: onnx.GraphProto) -> set[str]:
     """Every tensor name a node reads, subgraphs (If/Loop/Scan bodies) included."""
     names = {o.name for o in graph.output}
     for node in graph.node:
         names.update(node.input)
-        for attribute in node.attribute:
-            for sub in (*([attribute.g] if attribute.HasField("g") else []), *attribute.graphs):
-                names |= names_read(sub)
+        for sub in subgraphs(node):
+            names |= names_read(sub)
     return names
 
 
@@ -49,10 +53,7 @@ def consumers(graph: onnx.GraphProto) -> dict[str, list[onnx.NodeProto]]:
     """Tensor name -> nodes that read it, directly or from inside one of their subgraphs."""
     found: dict[str, list[onnx.NodeProto]] = {}
     for node in graph.node:
-        implicit = set()
-        for attribute in node.attribute:
-            for sub in (*([attribute.g] if attribute.HasField("g") else []), *attribute.graphs):
-                implicit |= names_read(sub)
+        implicit = set().union(*(names_read(sub) for sub in subgraphs(node)))
         for name in dict.fromkeys([*node.input, *sorted(implicit)]):
             if name:
                 found.setdefault(name, []).append(node)
@@ -68,13 +69,15 @@ def set_nodes(graph: onnx.GraphProto, nodes: list[onnx.NodeProto]) -> None:
 
 
 def topological_sort(graph: onnx.GraphProto) -> None:
-    """Kahn's algorithm, ties broken by position, so the order is deterministic."""
+    """Kahn's algorithm, ties broken by position, so the order is deterministic. A node with
+    subgraphs (If, Loop, Scan) also waits for every outer tensor its subgraphs read."""
     nodes = list(graph.node)
     producer = {out: i for i, node in enumerate(nodes) for out in node.output if out}
     waiting = [0] * len(nodes)
     readers: dict[int, list[int]] = {}
     for i, node in enumerate(nodes):
-        deps = {producer[name] for name in node.input if name in producer and producer[name] != i}
+        reads = set(node.input).union(*(names_read(sub) for sub in subgraphs(node)))
+        deps = {producer[name] for name in reads if name in producer and producer[name] != i}
         waiting[i] = len(deps)
         for dep in deps:
             readers.setdefault(dep, []).append(i)

@@ -133,3 +133,35 @@ def affine_hardswish_conv(seed: int = 0) -> onnx.ModelProto:
         [helper.make_tensor_value_info("y", TensorProto.FLOAT, ["N", 4, 8, 8])],
         inits,
     )
+
+
+def conv_then_if(seed: int = 0) -> onnx.ModelProto:
+    """x -> Conv -> Relu -> r; If(flag) whose branches read r from the outer scope (silero VAD's
+    shape: its LSTM sits in an If); then a 1x1 Conv on the If's output.
+
+    The If's only explicit input is `flag`, a graph input, so an order that looks at explicit
+    inputs alone would put the If before the Conv it reads."""
+    rng = np.random.default_rng(seed)
+    inits = {
+        "w1": rng.normal(0, 0.5, (8, 3, 3, 3)).astype(np.float32),
+        "b1": rng.normal(0, 0.1, 8).astype(np.float32),
+        "w2": rng.normal(0, 0.3, (4, 8, 1, 1)).astype(np.float32),
+        "b2": rng.normal(0, 0.1, 4).astype(np.float32),
+        "half": np.array(0.5, np.float32),
+    }
+    value = lambda name: helper.make_tensor_value_info(name, TensorProto.FLOAT, None)  # noqa: E731
+    # Squaring, not a monotonic op: a later quantizer's clamp cannot hide a branch that reads r unclamped.
+    then_branch = helper.make_graph([helper.make_node("Mul", ["r", "r"], ["t_out"], "then_square")], "then", [], [value("t_out")])
+    else_branch = helper.make_graph([helper.make_node("Mul", ["r", "half"], ["e_out"], "else_mul")], "else", [], [value("e_out")])
+    nodes = [
+        helper.make_node("Conv", ["x", "w1", "b1"], ["c1"], "conv1", pads=[1, 1, 1, 1]),
+        helper.make_node("Relu", ["c1"], ["r"], "relu1"),
+        helper.make_node("If", ["flag"], ["picked"], "pick", then_branch=then_branch, else_branch=else_branch),
+        helper.make_node("Conv", ["picked", "w2", "b2"], ["y"], "conv2"),
+    ]
+    return _model(
+        nodes,
+        [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["N", 3, 8, 8]), helper.make_tensor_value_info("flag", TensorProto.BOOL, [])],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, ["N", 4, 8, 8])],
+        inits,
+    )

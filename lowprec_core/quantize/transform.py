@@ -6,7 +6,7 @@ import numpy as np
 import onnx
 from onnx import helper, numpy_helper
 
-from ..graph import Names, drop_unused_initializers, initializers, topological_sort
+from ..graph import Names, drop_unused_initializers, initializers, subgraphs, topological_sort
 from .params import quantize_bias, quantize_planned_weight
 from .planner import QuantPlan
 
@@ -121,7 +121,11 @@ def _reroute(graph: onnx.GraphProto, tensor: str, names: Names, readers: list[st
 
 
 def _rename(graph: onnx.GraphProto, old: str, new: str, *, outputs: bool = False, only: set[str] | None = None) -> None:
-    """Rename `old` to `new` in node inputs (or outputs), optionally in the named nodes only."""
+    """Rename `old` to `new` in node inputs (or outputs), optionally in the named nodes only.
+
+    A reader's subgraphs (If, Loop, Scan bodies) read outer tensors by name too: renamed inputs
+    are renamed there as well, or a branch would go on reading the old tensor (a fused ReLU's
+    unclamped Conv output)."""
     for node in graph.node:
         if only is not None and node.name not in only:
             continue
@@ -129,5 +133,16 @@ def _rename(graph: onnx.GraphProto, old: str, new: str, *, outputs: bool = False
         for i, name in enumerate(names):
             if name == old:
                 names[i] = new
+        if not outputs:
+            for sub in subgraphs(node):
+                _rename_outer(sub, old, new)
+
+
+def _rename_outer(graph: onnx.GraphProto, old: str, new: str) -> None:
+    """Rename a read of the outer tensor `old` throughout a subgraph (ONNX forbids shadowing it)."""
+    _rename(graph, old, new)
+    for output in graph.output:  # a branch may hand an outer tensor straight back
+        if output.name == old:
+            output.name = new
 
 
