@@ -4,13 +4,13 @@ VENV   ?= .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 
-.PHONY: demo test venv clean compile browser image lock
+.PHONY: demo test venv clean compile browser speech image lock
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install -q --upgrade pip
 	$(BIN)/pip install -q -e '.[dev]'
-	$(BIN)/pip install -q --no-deps rapidocr-onnxruntime==1.4.4
+	$(BIN)/pip install -q --no-deps rapidocr-onnxruntime==1.4.4 silero-vad==6.2.3
 	touch $(STAMP)
 
 venv: $(STAMP)
@@ -18,7 +18,7 @@ venv: $(STAMP)
 demo: $(STAMP)
 	$(BIN)/lowprec demo
 
-test: $(STAMP) browser
+test: $(STAMP) browser speech
 	$(BIN)/python -m pytest -q
 
 # Headless Chromium for the HTML report test: Debian's package, installed once.
@@ -26,6 +26,17 @@ browser:
 	@command -v chromium >/dev/null 2>&1 || { \
 		echo "installing Debian's chromium for the HTML report test"; \
 		apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends chromium >/dev/null; }
+
+# Real speech for the VAD test and benchmark: the spoken channel names (and pink noise) that
+# Debian's alsa-utils ships, unpacked from the package without installing it.
+SPEECH := build/speech
+speech: $(SPEECH)/Noise.wav
+$(SPEECH)/Noise.wav:
+	rm -rf build/alsa-utils && mkdir -p build/alsa-utils $(SPEECH)
+	cd build/alsa-utils && { apt-get download alsa-utils >/dev/null 2>&1 || { apt-get update -qq && apt-get download alsa-utils >/dev/null; }; }
+	dpkg-deb -x build/alsa-utils/alsa-utils_*.deb build/alsa-utils/root
+	cp build/alsa-utils/root/usr/share/sounds/alsa/*.wav $(SPEECH)/
+	rm -rf build/alsa-utils
 
 compile: $(STAMP)
 	$(BIN)/lowprec pipeline compile --pipeline ptq --out pipelines/ptq.yaml
