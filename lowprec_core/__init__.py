@@ -1,5 +1,6 @@
 """lowprec: post-training INT8 quantization of ONNX models."""
 
+from ._version import __version__
 from ._api import (
     QuantizeReport,
     benchmark,
@@ -37,6 +38,7 @@ from .registry import Manifest
 from .validate import ValidationReport
 
 __all__ = [
+    "__version__",
     "AccuracyBudget",
     "BenchmarkConfig",
     "BenchmarkReport",

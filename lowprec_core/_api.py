@@ -20,6 +20,7 @@ from pydantic import BaseModel
 
 from . import benchmark as _bench
 from . import registry, runtime
+from ._version import __version__
 from .accuracy import ModelBackend
 from .calibration.collect import collect
 from .calibration.health import CalibrationWarning
@@ -150,8 +151,9 @@ def quantize(
         if inspect_samples > 0:
             layers = _inspect_in_run(prepared, int8, eval_data if eval_data is not None else source, inspect_samples, tmp)
         _stamp(int8, loaded.sha256, config)
-        # A model ORT cannot load never reaches `out`.
-        saved = save_model(int8, out, external_data=bool(loaded.data_files) or None, verify=runtime.session)
+        # A model ORT cannot load never reaches `out`. The check never runs the model, so it
+        # builds no thread pool (which costs more than loading a small model).
+        saved = save_model(int8, out, external_data=bool(loaded.data_files) or None, verify=_loads)
         fp32_bytes = model_bytes(loaded)
     result = QuantizeReport(
         source=str(model),
@@ -433,14 +435,16 @@ def _local_data(data, tmp: str):
     return data
 
 
+def _loads(path: str) -> None:
+    runtime.session(path, threads=1)
+
+
 def _stamp(model: onnx.ModelProto, source_sha256: str, config: QuantConfig) -> None:
     """Lineage travels inside the INT8 model: its source and the config that made it."""
-    from importlib import metadata
-
     entries = {
         "source_sha256": source_sha256,
         "config": json.dumps(config.model_dump(mode="json"), sort_keys=True),
-        "version": metadata.version("lowprec"),
+        "version": __version__,
     }
     kept = [p for p in model.metadata_props if not p.key.startswith(META_PREFIX)]
     del model.metadata_props[:]
