@@ -28,7 +28,7 @@ def collect(
     (None: tensor-wide only). Memory holds one batch's requested tensors, never the whole set."""
     graph_inputs = {i.name for i in model.graph.input}
     probe = with_outputs(model, [t for t in requests if t not in graph_inputs])
-    sess = runtime.session(probe, threads=threads, optimization="basic")
+    sess = runtime.session(probe, threads=threads, optimization="all")
     names = [o.name for o in sess.get_outputs()]
     observers = {name: TensorObserver() for name in requests}
     channels = {name: ChannelObserver(axis) for name, axis in requests.items() if axis is not None}
