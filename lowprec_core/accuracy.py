@@ -64,7 +64,7 @@ class ModelBackend:
         """Per quantized layer: the normalized MSE of its output minus that of what it reads,
         i.e. the error it adds (weights and output quantization), on the subset."""
         model, _ = self.build(reverted)
-        layers, nmse, _ = layer_errors(self.prepared, model, self.evaluator.subset_feeds(indices))
+        layers, nmse, _, _ = layer_errors(self.prepared, model, self.evaluator.subset_feeds(indices))
         return {node.name: nmse[out] - (nmse[reads] if reads else 0.0) for node, out, reads in layers}
 
     def speed(self, reverted: Reverted) -> float:

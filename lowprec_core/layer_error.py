@@ -2,8 +2,10 @@
 
 For each Conv/MatMul/Gemm that runs on dequantized weights in the INT8 graph:
 - output SQNR: the layer's output in INT8 against FP32, everything upstream included;
-- own SQNR: the output's error minus what its input already carried (relative error powers
-  subtract), i.e. the error this layer adds itself; the ranking key, lowest first;
+- own SQNR: the error this layer adds itself, the ranking key, lowest first: the layer's INT8
+  nodes (input Q/DQ, weights, output Q/DQ) run alone on FP32's input. Where they cannot be cut
+  out (an input that is not one quantized tensor), the output's error minus what its input
+  already carried, which undercounts a layer that amplifies its input's error;
 - weight SQNR: the dequantized weight against the FP32 weight (static);
 - input SQNR: what the layer reads (after its input's Q/DQ) against FP32's tensor.
 A quantized output is read after its Q/DQ pair: with a fused ReLU that is where the ReLU happens.
@@ -107,16 +109,54 @@ def layer_tensors(fp32: onnx.ModelProto, int8: onnx.ModelProto) -> list[Layer]:
     return rows
 
 
-def layer_errors(fp32: onnx.ModelProto, int8: onnx.ModelProto, feeds: Iterable[Feed]) -> tuple[list[Layer], dict[tuple[str, str], float], int]:
-    """The quantized layers, the normalized MSE of each one's output and input, and the samples seen."""
+def layer_errors(
+    fp32: onnx.ModelProto, int8: onnx.ModelProto, feeds: Iterable[Feed], *, isolated: bool = False
+) -> tuple[list[Layer], dict[tuple[str, str], float], dict[str, float], int]:
+    """The quantized layers, the normalized MSE of each one's output and input, with `isolated`
+    of each layer run alone on FP32's input (by node name, where it can be cut out), and the
+    samples seen."""
     layers = layer_tensors(fp32, int8)
     pairs = sorted({pair for _, out, reads in layers for pair in ([out, reads] if reads else [out])})
-    nmse, samples = tensor_errors(fp32, int8, pairs, feeds)
-    return layers, nmse, samples
+    alone = {node.name: (reads[0], out) for node, out, reads in layers if reads} if isolated else {}
+    nmse, isolated, samples = tensor_errors(fp32, int8, pairs, feeds, alone)
+    return layers, nmse, isolated, samples
 
 
-def tensor_errors(fp32: onnx.ModelProto, int8: onnx.ModelProto, pairs: list[tuple[str, str]], feeds: Iterable[Feed]) -> tuple[dict[tuple[str, str], float], int]:
-    """Normalized MSE of each (FP32 tensor, INT8 tensor) pair over `feeds`, and the sample count."""
+def isolate(int8: onnx.ModelProto, source: str, output: str) -> onnx.ModelProto | None:
+    """The nodes of `int8` that compute `output` from `source` and constants alone, as a model
+    with `source` as its input; None when `output` needs any other tensor."""
+    producers = {out: node for node in int8.graph.node for out in node.output}
+    inits = initializers(int8.graph)
+    kept, stack = set(), [output]
+    while stack:
+        tensor = stack.pop()
+        if not tensor or tensor == source or tensor in inits or tensor in kept:
+            continue
+        node = producers.get(tensor)
+        if node is None or len(kept) > 16:  # a graph input, or far more than one layer's Q/DQ
+            return None
+        kept.update(node.output)
+        stack.extend(node.input)
+    nodes = [node for node in int8.graph.node if kept & set(node.output)]
+    used = {name for node in nodes for name in node.input}
+    graph = onnx.helper.make_graph(
+        nodes, "layer", [onnx.helper.make_tensor_value_info(source, onnx.TensorProto.FLOAT, None)],
+        [onnx.helper.make_tensor_value_info(output, onnx.TensorProto.FLOAT, None)],
+        [inits[name] for name in sorted(used & set(inits))],
+    )
+    return onnx.helper.make_model(graph, opset_imports=int8.opset_import, ir_version=int8.ir_version)
+
+
+def tensor_errors(
+    fp32: onnx.ModelProto,
+    int8: onnx.ModelProto,
+    pairs: list[tuple[str, str]],
+    feeds: Iterable[Feed],
+    alone: dict[str, tuple[str, tuple[str, str]]] | None = None,
+) -> tuple[dict[tuple[str, str], float], dict[str, float], int]:
+    """Normalized MSE of each (FP32 tensor, INT8 tensor) pair over `feeds`; of each layer in
+    `alone` (name -> (FP32 input, output pair), both among `pairs`) run by itself on FP32's
+    input; and the sample count."""
     fp32_names = sorted({a for a, _ in pairs})
     int8_names = sorted({b for _, b in pairs})
     producers = {out: node for node in int8.graph.node for out in node.output}
@@ -125,23 +165,37 @@ def tensor_errors(fp32: onnx.ModelProto, int8: onnx.ModelProto, pairs: list[tupl
     smoothing = {pair: _smoothing(pair[1], producers, inits) for pair in pairs}
     fp32_sess = runtime.session(with_outputs(fp32, [t for t in fp32_names if t not in _inputs(fp32)]), optimization="basic")
     int8_sess = runtime.session(with_outputs(int8, [t for t in int8_names if t not in _inputs(int8)]), optimization="basic")
-    error = dict.fromkeys(pairs, 0.0)
-    power = dict.fromkeys(pairs, 0.0)
+    layer_sessions = {}
+    for name, (source, (_, output)) in (alone or {}).items():
+        model = isolate(int8, source, output)
+        if model is not None:
+            layer_sessions[name] = runtime.session(model, threads=1)
+
+    def expect(pair: tuple[str, str], value: np.ndarray) -> np.ndarray:
+        expected = value.astype(np.float64)
+        if smoothing[pair] is not None:
+            expected = expected * smoothing[pair]
+        if visible[pair] is not None:
+            expected = np.clip(expected, *visible[pair])
+        return expected
+
+    error = dict.fromkeys([*pairs, *layer_sessions], 0.0)
+    power = dict.fromkeys([*pairs, *layer_sessions], 0.0)
     samples = 0
     for feed in feeds:
         ref = dict(zip(fp32_names, _run(fp32_sess, fp32_names, feed)))
         got = dict(zip(int8_names, _run(int8_sess, int8_names, feed)))
-        for a, b in pairs:
-            expected = ref[a].astype(np.float64)
-            if smoothing[(a, b)] is not None:
-                expected = expected * smoothing[(a, b)]
-            if visible[(a, b)] is not None:
-                expected = np.clip(expected, *visible[(a, b)])
-            diff = got[b].astype(np.float64) - expected
-            error[(a, b)] += float(np.sum(diff * diff))
-            power[(a, b)] += float(np.sum(expected**2))
+        measured = [(pair, expect(pair, ref[pair[0]]), got[pair[1]]) for pair in pairs]
+        for name, sess in layer_sessions.items():
+            source, out = alone[name]
+            measured.append((name, expect(out, ref[out[0]]), sess.run(None, {source: ref[source]})[0]))
+        for key, expected, value in measured:
+            diff = value.astype(np.float64) - expected
+            error[key] += float(np.sum(diff * diff))
+            power[key] += float(np.sum(expected**2))
         samples += int(next(iter(feed.values())).shape[0])
-    return {pair: error[pair] / max(power[pair], 1e-30) for pair in pairs}, samples
+    nmse = {key: error[key] / max(power[key], 1e-30) for key in error}
+    return {pair: nmse[pair] for pair in pairs}, {name: nmse[name] for name in layer_sessions}, samples
 
 
 def inspect_layers(fp32: onnx.ModelProto, int8: onnx.ModelProto, feeds: Iterable[Feed]) -> InspectReport:
@@ -149,12 +203,12 @@ def inspect_layers(fp32: onnx.ModelProto, int8: onnx.ModelProto, feeds: Iterable
     fp32_nodes = {node.name: node for node in fp32.graph.node}
     inits = initializers(int8.graph)
     producers = {out: node for node in int8.graph.node for out in node.output}
-    layers, nmse, samples = layer_errors(fp32, int8, feeds)
+    layers, nmse, isolated, samples = layer_errors(fp32, int8, feeds, isolated=True)
     rows = []
     for node, out, reads in layers:
         in_nmse = nmse[reads] if reads else 0.0
         weight_db = _weight_sqnr(node, producers[node.input[1]], inits, fp32_nodes, fp32_inits, _smoothing(node.input[0], producers, inits))
-        own_db = sqnr_db(1.0, max(nmse[out] - in_nmse, 1e-20))
+        own_db = sqnr_db(1.0, max(isolated[node.name] if node.name in isolated else nmse[out] - in_nmse, 1e-20))
         input_db = sqnr_db(1.0, in_nmse) if reads else None
         rows.append(
             LayerError(
