@@ -109,7 +109,7 @@ def run_model(model_name: str, variants: list[str], workdir: Path, rounds: int) 
         rows.append(row)
     small, large = bench.bench_batches
     for batch in (small, large):
-        feed = {k: np.ascontiguousarray(np.resize(v, (batch, *v.shape[1:]))) for k, v in bench.sample.items()}
+        feed = bench.feed(batch)
         medians = time_interleaved(paths, feed, rounds if batch == small else max(rounds // 4, 10))
         for row in rows:
             if row["variant"] in medians:

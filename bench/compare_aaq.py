@@ -174,7 +174,7 @@ def main() -> None:
                 paths[tool] = out
                 rows.append(row)
             for batch in bench.bench_batches:
-                feed = {k: np.ascontiguousarray(np.resize(v, (batch, *v.shape[1:]))) for k, v in bench.sample.items()}
+                feed = bench.feed(batch)
                 medians = time_interleaved(paths, feed, args.rounds if batch == 1 else max(args.rounds // 4, 10))
                 for row in rows:
                     if row["task"] == name and row.get("tool") in medians:

@@ -15,6 +15,7 @@ from pathlib import Path
 
 import numpy as np
 
+from tests.plugins import vad as silero
 from tests.plugins.ocr_metric import decode as ctc_decode
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -32,6 +33,13 @@ class BenchModel:
     headline: str  # the metric key that decides quality
     bench_batches: tuple[int, int]  # (1, large)
     sample: dict[str, np.ndarray]  # one row, tiled to the benchmark batch
+    tile: Callable[[int], dict[str, np.ndarray]] | None = None  # for inputs whose batch axis is not the first
+
+    def feed(self, batch: int) -> dict[str, np.ndarray]:
+        """The timing feed: `sample` repeated `batch` times."""
+        if self.tile is not None:
+            return self.tile(batch)
+        return {k: np.ascontiguousarray(np.resize(v, (batch, *v.shape[1:]))) for k, v in self.sample.items()}
 
 
 def _batches(arrays: dict[str, np.ndarray], size: int) -> list[dict[str, np.ndarray]]:
@@ -157,6 +165,27 @@ def ocr_cls() -> BenchModel:
     return BenchModel("ocr_cls", path, _batches({"x": calib_x}, 10), evaluate, feeds, "top1", (1, 32), {"x": eval_x[:1]})
 
 
+def vad() -> BenchModel:
+    """Silero VAD (recurrent: convolutions, then an LSTM in an If) on real speech; see tests/plugins/vad.py.
+
+    Quality is the share of 32 ms chunks where INT8 makes FP32's speech/no-speech call, over
+    three streams the calibration never saw; the state is carried call to call, as in use."""
+    import onnxruntime as ort
+
+    path = silero.model_path()
+    fp32 = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+    calib = silero.calibration(lambda feed: fp32.run(None, feed))
+    rows = silero.run_stream(lambda feed: fp32.run(None, feed), silero.stream(2))[1]
+
+    def evaluate(fp32_run, int8_run):
+        return silero.agreement(fp32_run, int8_run)
+
+    def tile(batch: int) -> dict[str, np.ndarray]:
+        return silero.batch([rows[100 + i] for i in range(batch)])
+
+    return BenchModel("vad", path, calib, evaluate, [silero.batch(rows[:64])], "agree", (1, 32), rows[100], tile)
+
+
 def _levenshtein(a: str, b: str) -> int:
     previous = list(range(len(b) + 1))
     for i, ca in enumerate(a, 1):
@@ -199,4 +228,4 @@ def _export_minilm(path: Path) -> None:
     tmp.replace(path)
 
 
-MODELS = {"digits": digits, "minilm": minilm, "ocr_rec": ocr_rec, "ocr_det": ocr_det, "ocr_cls": ocr_cls}
+MODELS = {"digits": digits, "minilm": minilm, "ocr_rec": ocr_rec, "ocr_det": ocr_det, "ocr_cls": ocr_cls, "vad": vad}

@@ -11,7 +11,6 @@ import platform
 import tempfile
 from pathlib import Path
 
-import numpy as np
 import onnxruntime as ort
 
 import lowprec_core as lp
@@ -35,7 +34,7 @@ def measure(name: str, floors: list[int], workdir: Path, rounds: int) -> list[st
         quality = bench.evaluate(fp32, _runner(out))
         rows[floor] = [f"{quality[bench.headline]:.4f}", f"{len(report.plan.nodes)}/{len(report.plan.nodes) + len(report.plan.skipped)}"]
     for batch in bench.bench_batches:
-        feed = {k: np.ascontiguousarray(np.resize(v, (batch, *v.shape[1:]))) for k, v in bench.sample.items()}
+        feed = bench.feed(batch)
         times = time_interleaved(paths, feed, rounds if batch == 1 else max(rounds // 3, 10))
         for floor in floors:
             rows[floor].append(f"{times['fp32'] / times[floor]:.2f}x")
