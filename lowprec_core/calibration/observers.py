@@ -8,8 +8,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 HISTOGRAM_BINS = 2048
-_HISTOGRAM_EXACT = 1 << 16  # a batch with more values samples its histogram's inner half; min/max see all
-_HISTOGRAM_SAMPLE = 1 << 14  # about how many values that sample holds
+_HISTOGRAM_SAMPLE = 1 << 17  # values per batch fed to the histogram (a fixed stride); min/max always see all
 
 
 def _prime_at_least(n: int) -> int:
@@ -61,19 +60,11 @@ class TensorObserver:
         self.batches += 1
         self.count += int(values.size)
         self._grow(max(-low, high))
-        if values.size <= _HISTOGRAM_EXACT:
-            self.histogram += self._counts(values)
-            return finite
-        # Too many values to bin them all. The outer half of the range (where clipping ranges
-        # and quantiles are decided) is binned exactly; the inner half from a sample every
-        # `stride` values, each standing for `stride`. A prime stride is deterministic and
-        # cannot lock onto a channel or row period (64 over [N, C, H, 64] would see one column).
-        stride = _prime_at_least(math.ceil(values.size / _HISTOGRAM_SAMPLE))
-        half = np.float32(self.radius / 2)  # a bin edge: the split follows the bins exactly
-        if high >= half or low < -half:
-            self.histogram += self._counts(values[(values >= half) | (values < -half)])
-        sample = values[::stride]
-        self.histogram += stride * self._counts(sample[(sample >= -half) & (sample < half)])
+        if values.size > _HISTOGRAM_SAMPLE:
+            # A prime stride: deterministic, and it cannot lock onto a channel or row period
+            # (a stride of 64 over [N, C, H, 64] would sample one column only).
+            values = values[:: _prime_at_least(math.ceil(values.size / _HISTOGRAM_SAMPLE))]
+        self.histogram += self._counts(values)
         return finite
 
     def _counts(self, values: np.ndarray) -> np.ndarray:
