@@ -5,7 +5,7 @@ For each Conv/MatMul/Gemm that runs on dequantized weights in the INT8 graph:
 - own SQNR: the error this layer adds itself, the ranking key, lowest first: the layer's INT8
   nodes (input Q/DQ, weights, output Q/DQ) run alone on FP32's input. Where they cannot be cut
   out (an input that is not one quantized tensor), the output's error minus what its input
-  already carried, which undercounts a layer that amplifies its input's error;
+  already carried, which also charges the layer with error it amplifies but did not make;
 - weight SQNR: the dequantized weight against the FP32 weight (static);
 - input SQNR: what the layer reads (after its input's Q/DQ) against FP32's tensor.
 A quantized output is read after its Q/DQ pair: with a fused ReLU that is where the ReLU happens.
@@ -110,16 +110,16 @@ def layer_tensors(fp32: onnx.ModelProto, int8: onnx.ModelProto) -> list[Layer]:
 
 
 def layer_errors(
-    fp32: onnx.ModelProto, int8: onnx.ModelProto, feeds: Iterable[Feed], *, isolated: bool = False
+    fp32: onnx.ModelProto, int8: onnx.ModelProto, feeds: Iterable[Feed], *, alone: bool = False
 ) -> tuple[list[Layer], dict[tuple[str, str], float], dict[str, float], int]:
-    """The quantized layers, the normalized MSE of each one's output and input, with `isolated`
+    """The quantized layers, the normalized MSE of each one's output and input, with `alone`
     of each layer run alone on FP32's input (by node name, where it can be cut out), and the
     samples seen."""
     layers = layer_tensors(fp32, int8)
     pairs = sorted({pair for _, out, reads in layers for pair in ([out, reads] if reads else [out])})
-    alone = {node.name: (reads[0], out) for node, out, reads in layers if reads} if isolated else {}
-    nmse, isolated, samples = tensor_errors(fp32, int8, pairs, feeds, alone)
-    return layers, nmse, isolated, samples
+    cut = {node.name: (reads[0], out) for node, out, reads in layers if reads} if alone else {}
+    nmse, own, samples = tensor_errors(fp32, int8, pairs, feeds, cut)
+    return layers, nmse, own, samples
 
 
 def isolate(int8: onnx.ModelProto, source: str, output: str) -> onnx.ModelProto | None:
@@ -181,18 +181,21 @@ def tensor_errors(
 
     error = dict.fromkeys([*pairs, *layer_sessions], 0.0)
     power = dict.fromkeys([*pairs, *layer_sessions], 0.0)
+
+    def add(key, expected: np.ndarray, value: np.ndarray) -> None:
+        diff = value.astype(np.float64) - expected
+        error[key] += float(np.sum(diff * diff))
+        power[key] += float(np.sum(expected**2))
+
     samples = 0
     for feed in feeds:
         ref = dict(zip(fp32_names, _run(fp32_sess, fp32_names, feed)))
         got = dict(zip(int8_names, _run(int8_sess, int8_names, feed)))
-        measured = [(pair, expect(pair, ref[pair[0]]), got[pair[1]]) for pair in pairs]
+        for pair in pairs:
+            add(pair, expect(pair, ref[pair[0]]), got[pair[1]])
         for name, sess in layer_sessions.items():
             source, out = alone[name]
-            measured.append((name, expect(out, ref[out[0]]), sess.run(None, {source: ref[source]})[0]))
-        for key, expected, value in measured:
-            diff = value.astype(np.float64) - expected
-            error[key] += float(np.sum(diff * diff))
-            power[key] += float(np.sum(expected**2))
+            add(name, expect(out, ref[out[0]]), sess.run(None, {source: ref[source]})[0])
         samples += int(next(iter(feed.values())).shape[0])
     nmse = {key: error[key] / max(power[key], 1e-30) for key in error}
     return {pair: nmse[pair] for pair in pairs}, {name: nmse[name] for name in layer_sessions}, samples
@@ -203,7 +206,7 @@ def inspect_layers(fp32: onnx.ModelProto, int8: onnx.ModelProto, feeds: Iterable
     fp32_nodes = {node.name: node for node in fp32.graph.node}
     inits = initializers(int8.graph)
     producers = {out: node for node in int8.graph.node for out in node.output}
-    layers, nmse, isolated, samples = layer_errors(fp32, int8, feeds, isolated=True)
+    layers, nmse, isolated, samples = layer_errors(fp32, int8, feeds, alone=True)
     rows = []
     for node, out, reads in layers:
         in_nmse = nmse[reads] if reads else 0.0

@@ -2,8 +2,8 @@
 
 Its LSTM sits in an If whose branch reads the last encoder ReLU from the outer scope. Before the
 fix, the INT8 model failed onnx.checker (an If sorted ahead of that ReLU) and the branch read
-the Conv output the fused ReLU had left unclamped: 0.58 frame agreement with FP32. The anchors
-measured on the same streams: ORT per-channel (Conv/MatMul/Gemm) 0.947, NNCF 0.920.
+the Conv output the fused ReLU had left unclamped: 0.60 frame agreement with FP32. On the same
+streams (bench/RESULTS.md) NNCF agrees on 0.916, and every ORT variant writes an invalid graph.
 """
 
 from __future__ import annotations
