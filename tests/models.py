@@ -17,15 +17,20 @@ def _model(nodes, inputs, outputs, inits, opset: int = OPSET) -> onnx.ModelProto
     return model
 
 
-def conv_relu_conv(seed: int = 0, *, as_constants: bool = False, opset: int = OPSET) -> onnx.ModelProto:
-    """x[N,3,8,8] -> Conv(8) -> Relu -> Conv(4) -> y; optionally weights as Constant nodes."""
+def _two_convs(seed: int) -> dict[str, np.ndarray]:
+    """Weights and biases of a 3x3 Conv(3 -> 8) and a 1x1 Conv(8 -> 4)."""
     rng = np.random.default_rng(seed)
-    inits = {
+    return {
         "w1": rng.normal(0, 0.5, (8, 3, 3, 3)).astype(np.float32),
         "b1": rng.normal(0, 0.1, 8).astype(np.float32),
         "w2": rng.normal(0, 0.3, (4, 8, 1, 1)).astype(np.float32),
         "b2": rng.normal(0, 0.1, 4).astype(np.float32),
     }
+
+
+def conv_relu_conv(seed: int = 0, *, as_constants: bool = False, opset: int = OPSET) -> onnx.ModelProto:
+    """x[N,3,8,8] -> Conv(8) -> Relu -> Conv(4) -> y; optionally weights as Constant nodes."""
+    inits = _two_convs(seed)
     nodes = [
         helper.make_node("Conv", ["x", "w1", "b1"], ["c1"], "conv1", pads=[1, 1, 1, 1]),
         helper.make_node("Relu", ["c1"], ["r1"], "relu1"),
@@ -141,14 +146,7 @@ def conv_then_if(seed: int = 0) -> onnx.ModelProto:
 
     The If's only explicit input is `flag`, a graph input, so an order that looks at explicit
     inputs alone would put the If before the Conv it reads."""
-    rng = np.random.default_rng(seed)
-    inits = {
-        "w1": rng.normal(0, 0.5, (8, 3, 3, 3)).astype(np.float32),
-        "b1": rng.normal(0, 0.1, 8).astype(np.float32),
-        "w2": rng.normal(0, 0.3, (4, 8, 1, 1)).astype(np.float32),
-        "b2": rng.normal(0, 0.1, 4).astype(np.float32),
-        "half": np.array(0.5, np.float32),
-    }
+    inits = {**_two_convs(seed), "half": np.array(0.5, np.float32)}
     value = lambda name: helper.make_tensor_value_info(name, TensorProto.FLOAT, None)  # noqa: E731
     # Squaring, not a monotonic op: a later quantizer's clamp cannot hide a branch that reads r unclamped.
     then_branch = helper.make_graph([helper.make_node("Mul", ["r", "r"], ["t_out"], "then_square")], "then", [], [value("t_out")])
