@@ -163,3 +163,21 @@ def conv_then_if(seed: int = 0) -> onnx.ModelProto:
         [helper.make_tensor_value_info("y", TensorProto.FLOAT, ["N", 4, 8, 8])],
         inits,
     )
+
+
+def conv_inside_if(seed: int = 0) -> onnx.ModelProto:
+    """y = If(flag, Conv(x, w1, b1), Conv(x, w2, b2)): every layer inside a control-flow body,
+    as silero VAD's main export keeps its whole network."""
+    inits = _two_convs(seed)
+    inits["w2"] = np.random.default_rng(seed + 1).normal(0, 0.5, (8, 3, 3, 3)).astype(np.float32)
+    inits["b2"] = inits["b1"][::-1].copy()
+    value = helper.make_tensor_value_info("out", TensorProto.FLOAT, None)
+    branch = lambda w, b: helper.make_graph(  # noqa: E731
+        [helper.make_node("Conv", ["x", w, b], ["out"], f"conv_{w}", pads=[1, 1, 1, 1])], f"branch_{w}", [], [value])
+    nodes = [helper.make_node("If", ["flag"], ["y"], "pick", then_branch=branch("w1", "b1"), else_branch=branch("w2", "b2"))]
+    return _model(
+        nodes,
+        [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["N", 3, 8, 8]), helper.make_tensor_value_info("flag", TensorProto.BOOL, [])],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, ["N", 8, 8, 8])],
+        inits,
+    )

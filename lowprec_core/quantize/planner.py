@@ -14,7 +14,7 @@ from pydantic import BaseModel, ConfigDict
 from ..calibration.stats import Statistics
 from ..config import QuantConfig
 from ..errors import ConfigError
-from ..graph import consumers, initializers
+from ..graph import consumers, initializers, subgraphs
 from ..ops import FUSABLE_ACTIVATIONS, QUANTIZABLE, TARGETS, TRANSPARENT, GraphView, useful_range
 from .overflow import overflow_channels
 from .params import activation_params, quantize_planned_weight
@@ -172,6 +172,11 @@ def plan(model: onnx.ModelProto, stats: Statistics, config: QuantConfig) -> Quan
         act_inputs = [node.input[i] for i in rule.activation_inputs if i < len(node.input) and node.input[i]]
         chosen.append((node, act_inputs, node.input[rule.weight_input]))
 
+    nested = _nested_layers(graph)
+    skipped.update(nested)
+    if nested and not chosen:
+        log.warning("nothing to quantize in the main graph; %d layers inside If/Loop/Scan bodies stay float", len(nested))
+
     quantized_reads = {name for _, act_inputs, _ in chosen for name in act_inputs}
 
     def feeds_quantized(tensor: str) -> bool:
@@ -280,6 +285,17 @@ def plan(model: onnx.ModelProto, stats: Statistics, config: QuantConfig) -> Quan
         nodes=[node.name for node, _, _ in chosen],
         skipped=skipped,
     )
+
+
+def _nested_layers(graph: onnx.GraphProto, owner: str = "") -> dict[str, str]:
+    """Quantizable nodes inside control-flow bodies, which plans leave float, with the reason."""
+    found = {}
+    for node in graph.node:
+        if owner and node.op_type in QUANTIZABLE:
+            found[node.name or f"{owner}/{node.op_type}"] = f"inside the body of {owner!r}: lowprec quantizes the main graph only"
+        for sub in subgraphs(node):
+            found.update(_nested_layers(sub, owner or node.name))
+    return found
 
 
 def _overflowing(node, weight: onnx.TensorProto, entry: WeightQuant, act: ActivationQuant, act_stats) -> list[int]:

@@ -239,3 +239,13 @@ def test_a_node_whose_subgraph_reads_an_outer_tensor_stays_after_its_producer():
         want = ReferenceEvaluator(model).run(None, feed)[0]
         got = ReferenceEvaluator(onnx.version_converter.convert_version(int8, 19)).run(None, feed)[0]
         assert np.abs(got - want).max() < 0.2 * np.abs(want).max()  # 8 % here; a branch reading the unclamped Conv output: 100 %
+
+
+def test_layers_inside_control_flow_bodies_are_listed_as_float_with_the_reason(caplog):
+    rng = np.random.default_rng(3)
+    batches = [{"x": rng.normal(0, 1, (2, 3, 8, 8)).astype(np.float32), "flag": np.array(flag)} for flag in (True, False)]
+    _, int8, plan, _ = _quantize(models.conv_inside_if(), batches=batches)
+    assert plan.nodes == []
+    assert sorted(plan.skipped) == ["conv_w1", "conv_w2"]
+    assert all("'pick'" in why and "main graph only" in why for why in plan.skipped.values())
+    assert "2 layers inside If/Loop/Scan bodies stay float" in caplog.text
