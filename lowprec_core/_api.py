@@ -27,7 +27,7 @@ from .calibration.health import CalibrationWarning
 from .calibration.health import check as calibration_health
 from .calibration.stats import Statistics, load_statistics
 from .config import AccuracyBudget, BenchmarkConfig, CalibrationConfig, QuantConfig
-from .data import input_specs, iter_feeds, load_labels
+from .data import input_specs, iter_feeds, load_labels, take
 from .errors import ConfigError, GateFailed
 from .layer_error import InspectReport, inspect_layers
 from .metrics import resolve_metric
@@ -234,9 +234,9 @@ def _accuracy_aware(prepared, statistics, config: QuantConfig, accuracy: Accurac
     specs = input_specs(prepared)
     source = _local_data(eval_data, tmp)
     feeds = lambda: iter_feeds(source, specs, batch_size=32)  # noqa: E731
-    evaluator = Evaluator(prepared.SerializeToString(), feeds, metrics, labels=label_array, cache_dir=work / "reference")
+    evaluator = Evaluator(prepared.SerializeToString(), feeds, metrics, labels=label_array, cache_dir=work / "reference", specs=specs)
     first = next(iter(feeds()))
-    backend = ModelBackend(prepared, statistics, config, evaluator, speed_feed={k: v[:1] for k, v in first.items()})
+    backend = ModelBackend(prepared, statistics, config, evaluator, speed_feed=take(first, specs, slice(0, 1)))
     iterations = work / "iterations"
     iterations.mkdir(exist_ok=True)
 

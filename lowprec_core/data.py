@@ -23,18 +23,70 @@ class InputSpec:
     name: str
     dtype: np.dtype
     shape: tuple[int | str | None, ...]
+    batch_axis: int | None = 0  # where this input holds its samples; None: shared by all of them
 
 
 def input_specs(model: onnx.ModelProto) -> list[InputSpec]:
+    """The model's inputs. An input's batch axis is where it carries the symbolic dimension the
+    inputs share most (an RNN state [2, batch, 128] has it second); a scalar, or an input
+    without it while others have it (a sample rate), has none. Without symbols, axis 0."""
     inits = {init.name for init in model.graph.initializer}
-    specs = []
+    shapes = []
     for value in model.graph.input:
         if value.name in inits:
             continue
         tensor = value.type.tensor_type
         dims = tuple(d.dim_value if d.HasField("dim_value") else (d.dim_param or None) for d in tensor.shape.dim)
-        specs.append(InputSpec(value.name, np.dtype(helper.tensor_dtype_to_np_dtype(tensor.elem_type)), dims))
-    return specs
+        shapes.append((value.name, np.dtype(helper.tensor_dtype_to_np_dtype(tensor.elem_type)), dims))
+    # symbol -> (inputs holding it, minus its first position): the most shared wins, then the leftmost.
+    rank: dict[str, tuple[int, int]] = {}
+    for _, _, dims in shapes:
+        for position, dim in enumerate(dims):
+            if isinstance(dim, str) and dim not in dims[:position]:
+                held, first = rank.get(dim, (0, -position))
+                rank[dim] = (held + 1, max(first, -position))
+    best = max(sorted(rank), key=rank.__getitem__, default=None)
+    batch = best if best is not None and rank[best][0] > 1 else None
+
+    def axis(dims: tuple) -> int | None:
+        if batch is not None:
+            return dims.index(batch) if batch in dims else None
+        return 0 if dims else None
+
+    return [InputSpec(name, dtype, dims, axis(dims)) for name, dtype, dims in shapes]
+
+
+def batch_size(feed: Feed, specs: list[InputSpec]) -> int:
+    """Samples in a feed: the length of the first input's batch axis."""
+    for spec in specs:
+        if spec.batch_axis is not None and spec.name in feed and np.ndim(feed[spec.name]) > spec.batch_axis:
+            return int(np.shape(feed[spec.name])[spec.batch_axis])
+    return 1
+
+
+def take(feed: Feed, specs: list[InputSpec], index) -> Feed:
+    """The samples `index` (a slice or a list of positions) of a feed, along each input's batch axis."""
+    axes = {spec.name: spec.batch_axis for spec in specs}
+    out = {}
+    for name, value in feed.items():
+        axis = axes.get(name, 0)
+        if axis is None or np.ndim(value) <= axis:
+            out[name] = value
+        else:
+            where = [slice(None)] * np.ndim(value)
+            where[axis] = index
+            out[name] = value[tuple(where)]
+    return out
+
+
+def concat(feeds: list[Feed], specs: list[InputSpec]) -> Feed:
+    """Feeds joined along each input's batch axis; an input without one is taken from the first."""
+    axes = {spec.name: spec.batch_axis for spec in specs}
+    out = {}
+    for name in feeds[0]:
+        axis = axes.get(name, 0)
+        out[name] = feeds[0][name] if axis is None or np.ndim(feeds[0][name]) <= axis else np.concatenate([f[name] for f in feeds], axis=axis)
+    return out
 
 
 def check_feed(feed: Mapping[str, np.ndarray], specs: list[InputSpec], where: str) -> Feed:

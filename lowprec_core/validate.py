@@ -10,7 +10,7 @@ import numpy as np
 from pydantic import BaseModel
 
 from . import runtime
-from .data import Feed
+from .data import Feed, InputSpec, batch_size, concat, take
 from .errors import ConfigError, DataError
 from .metrics import Metric, drop, resolve_metric
 
@@ -85,6 +85,7 @@ class Evaluator:
         *,
         labels: np.ndarray | None,
         cache_dir: Path,
+        specs: list[InputSpec],
     ) -> None:
         for metric in metrics:
             if metric.needs_labels and labels is None:
@@ -92,6 +93,7 @@ class Evaluator:
         self.metrics = list(metrics)
         self.labels = labels
         self.feeds = feeds
+        self.specs = specs  # where each input holds its samples, for gathering subsets
         self.cache = cache_dir
         self.full_passes = 0
         self._keep = any(m.needs_reference for m in self.metrics)
@@ -175,13 +177,13 @@ class Evaluator:
             rows: list[Feed] = []
             start = 0
             for feed in self.feeds():
-                n = next(iter(feed.values())).shape[0]
-                take = [i - start for i in range(start, start + n) if i in wanted]
-                if take:
-                    rows.append({k: v[take] for k, v in feed.items()})
+                n = batch_size(feed, self.specs)
+                picked = [i - start for i in range(start, start + n) if i in wanted]
+                if picked:
+                    rows.append(take(feed, self.specs, picked))
                 start += n
-            merged = {k: np.concatenate([r[k] for r in rows]) for k in rows[0]}
-            feeds = [{k: v[i : i + 16] for k, v in merged.items()} for i in range(0, len(indices), 16)]
+            merged = concat(rows, self.specs)
+            feeds = [take(merged, self.specs, slice(i, i + 16)) for i in range(0, len(indices), 16)]
             refs = [self._reference.run(self._names, feed) for feed in feeds]
             order = sorted(wanted)
             labels = [None if self.labels is None else self.labels[order[i : i + 16]] for i in range(0, len(order), 16)]

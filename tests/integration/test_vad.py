@@ -43,3 +43,18 @@ def test_silero_vad_keeps_its_calls_on_real_speech(tmp_path):
     layers = {row.layer: row for row in lp.inspect(vad.model_path(), out, calib[:8]).layers}
     last = layers["/model/encoder/3/reparam_conv/Conv"]
     assert last.output_sqnr_db < 8 and last.own_sqnr_db > 25, last
+
+
+def test_the_accuracy_aware_search_runs_on_an_rnn_whose_state_carries_the_batch_second(tmp_path):
+    """Its subsets and its speed feed slice every input along that input's batch axis (the
+    state's second, none for the sample rate); they sliced axis 0 and failed on the scalar."""
+    fp32 = runtime.session(str(vad.model_path()))
+    run = lambda feed: fp32.run(None, feed)  # noqa: E731
+    calib = vad.calibration(run)
+    evaluation = vad.calibration(run, seed=5)  # a stream calibration never saw, FP32's states
+    budget = lp.AccuracyBudget(metrics=(lp.MetricBudget(metric="mse", max_drop=2e-4),), min_speedup=0)
+    report = lp.quantize(vad.model_path(), tmp_path / "aaq.onnx", data=calib, eval_data=evaluation, accuracy=budget)
+    assert report.accuracy.iterations[-1].within_budget
+    assert report.plan.nodes  # not everything went back to float
+    int8 = runtime.session(str(tmp_path / "aaq.onnx"))
+    assert vad.agreement(run, lambda feed: int8.run(None, feed))["agree"] >= 0.98  # measured 0.995

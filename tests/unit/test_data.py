@@ -1,8 +1,10 @@
 import numpy as np
 import pytest
+from onnx import TensorProto, helper
 
-from lowprec_core.data import InputSpec, iter_feeds, load_labels
+from lowprec_core.data import InputSpec, batch_size, concat, input_specs, iter_feeds, load_labels, take
 from lowprec_core.errors import DataError
+from tests import models
 
 SPECS = [InputSpec("image", np.dtype("float32"), ("N", 1, 8, 8))]
 
@@ -63,3 +65,25 @@ def test_labels_must_be_1d_integers_or_strings(tmp_path):
     for bad in ("bad.npy", "float.npy"):
         with pytest.raises(DataError, match="1-D array of integers or strings"):
             load_labels(tmp_path / bad)
+
+
+def test_batch_axes_follow_the_shared_symbol_and_subsets_slice_along_them():
+    """An RNN's state carries the batch second and its sample rate not at all (silero VAD)."""
+    value = lambda name, elem, dims: helper.make_tensor_value_info(name, elem, dims)  # noqa: E731
+    graph = helper.make_graph(
+        [helper.make_node("Identity", ["x"], ["y"])], "g",
+        [value("x", TensorProto.FLOAT, ["batch", "time"]), value("state", TensorProto.FLOAT, [2, "batch", 4]), value("sr", TensorProto.INT64, [])],
+        [value("y", TensorProto.FLOAT, ["batch", "time"])],
+    )
+    specs = input_specs(helper.make_model(graph))
+    assert [(s.name, s.batch_axis) for s in specs] == [("x", 0), ("state", 1), ("sr", None)]
+    feed = {"x": np.arange(12.0).reshape(3, 4), "state": np.arange(24.0).reshape(2, 3, 4), "sr": np.array(16000)}
+    assert batch_size(feed, specs) == 3
+    two = take(feed, specs, [0, 2])
+    assert two["x"].shape == (2, 4) and two["state"].shape == (2, 2, 4) and two["sr"] == 16000
+    np.testing.assert_array_equal(two["state"][:, 1], feed["state"][:, 2])
+    joined = concat([take(feed, specs, slice(0, 1)), take(feed, specs, slice(1, 3))], specs)
+    for name in feed:
+        np.testing.assert_array_equal(joined[name], feed[name])
+    # Without a symbol two inputs share, every input holds its samples first.
+    assert [s.batch_axis for s in input_specs(models.conv_relu_conv())] == [0]
