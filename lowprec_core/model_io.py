@@ -126,6 +126,10 @@ def prepare(model: onnx.ModelProto) -> onnx.ModelProto:
     model = _copy(model)
     _name_nodes(model.graph)
     _constants_to_initializers(model.graph)
+    # IR 3 required every initializer to be a graph input too (the ONNX model zoo's opset 7-9
+    # CNNs); IR 4 lifted that. The inputs are gone now, so the model must say IR 4 at least or
+    # the opset converter finds its weights undefined.
+    model.ir_version = max(model.ir_version, 4)
     simplify.simplify(model.graph)
     drop_unused_initializers(model.graph)
     if default_opset(model) < MIN_QDQ_OPSET:

@@ -181,3 +181,15 @@ def conv_inside_if(seed: int = 0) -> onnx.ModelProto:
         [helper.make_tensor_value_info("y", TensorProto.FLOAT, ["N", 8, 8, 8])],
         inits,
     )
+
+
+def ir3_conv_relu_conv(seed: int = 0) -> onnx.ModelProto:
+    """conv_relu_conv as the ONNX model zoo's opset 7-9 CNNs are stored: IR version 3, opset 9,
+    every initializer also listed as a graph input."""
+    model = conv_relu_conv(seed, opset=9)
+    model.ir_version = 3
+    model.graph.input.extend(
+        helper.make_tensor_value_info(init.name, init.data_type, list(init.dims)) for init in model.graph.initializer
+    )
+    onnx.checker.check_model(model)
+    return model

@@ -1,9 +1,14 @@
 import numpy as np
+import onnx
 import pytest
 from onnx.reference import ReferenceEvaluator
 
+from lowprec_core.calibration.collect import collect
+from lowprec_core.config import QuantConfig
 from lowprec_core.errors import ModelError
 from lowprec_core.model_io import load_model, prepare, save_model
+from lowprec_core.quantize.default import quantize_model
+from lowprec_core.quantize.planner import statistic_requests
 from lowprec_core.runtime import session
 from tests import models
 
@@ -16,6 +21,20 @@ def test_constant_weights_become_initializers_and_old_opsets_upgrade():
     assert prepared.opset_import[0].version == 13
     x = models.feeds(model)[0]
     np.testing.assert_allclose(ReferenceEvaluator(prepared).run(None, x)[0], ReferenceEvaluator(model).run(None, x)[0], rtol=1e-5, atol=1e-6)
+
+
+def test_an_ir3_model_whose_weights_are_also_inputs_prepares_and_quantizes():
+    """Failed with 'cannot upgrade the model from opset 9 to 13: Input w1 is undefined!'."""
+    model = models.ir3_conv_relu_conv()
+    prepared = prepare(model)
+    assert prepared.opset_import[0].version == 13 and [i.name for i in prepared.graph.input] == ["x"]
+    onnx.checker.check_model(prepared)
+    x = models.feeds(model)[0]
+    np.testing.assert_allclose(session(prepared).run(None, x)[0], session(model).run(None, x)[0], rtol=1e-5, atol=1e-5)
+    int8, plan = quantize_model(prepared, collect(prepared, models.feeds(prepared), statistic_requests(prepared), model_sha256="t"), QuantConfig(min_reduction=0))
+    onnx.checker.check_model(int8)
+    assert plan.nodes == ["conv1", "conv2"]
+    np.testing.assert_allclose(session(int8).run(None, x)[0], session(model).run(None, x)[0], atol=0.1)
 
 
 def test_batchnorm_folds_into_conv_exactly():
