@@ -119,7 +119,8 @@ def default_opset(model: onnx.ModelProto) -> int:
 def prepare(model: onnx.ModelProto) -> onnx.ModelProto:
     """Return a copy ready for calibration and quantization.
 
-    Names every node, turns Constant nodes and initializer-inputs into plain initializers,
+    Names every node, turns Constant nodes (and ConstantOfShape of a constant shape) and
+    initializer-inputs into plain initializers,
     folds BatchNormalization into the Conv before it, upgrades to opset 13 where older,
     and runs shape inference. Deterministic: the same model gives the same result.
     """
@@ -211,10 +212,36 @@ _CONSTANT_ATTRS = {
 }
 
 
+_FOLDED_FILL_LIMIT = 1 << 24  # elements: a ConstantOfShape larger than this stays a node
+
+
+def _filled(node: onnx.NodeProto, inits: dict[str, onnx.TensorProto]) -> onnx.TensorProto | None:
+    """ConstantOfShape of a constant shape, as the tensor it makes (onnx's light test models
+    build every weight this way); None when the shape is computed or the tensor is huge."""
+    shape_init = inits.get(node.input[0]) if node.input else None
+    if shape_init is None:
+        return None
+    shape = numpy_helper.to_array(shape_init).astype(np.int64).reshape(-1)
+    if (shape < 0).any() or int(np.prod(shape)) > _FOLDED_FILL_LIMIT:
+        return None
+    value = next((numpy_helper.to_array(a.t) for a in node.attribute if a.name == "value"), np.zeros(1, np.float32))
+    return numpy_helper.from_array(np.full(tuple(shape), value.reshape(-1)[0], dtype=value.dtype))
+
+
 def _constants_to_initializers(graph: onnx.GraphProto) -> None:
     outputs = {o.name for o in graph.output}
+    inits = {init.name: init for init in graph.initializer}
     keep: list[onnx.NodeProto] = []
     for node in graph.node:
+        if node.op_type == "ConstantOfShape" and node.domain in ("", "ai.onnx") and node.output[0] not in outputs:
+            tensor = _filled(node, inits)
+            if tensor is None:
+                keep.append(node)
+                continue
+            tensor.name = node.output[0]
+            graph.initializer.append(tensor)
+            inits[tensor.name] = tensor
+            continue
         if node.op_type != "Constant" or node.domain not in ("", "ai.onnx") or node.output[0] in outputs:
             keep.append(node)
             continue
@@ -229,6 +256,7 @@ def _constants_to_initializers(graph: onnx.GraphProto) -> None:
             continue
         tensor.name = node.output[0]
         graph.initializer.append(tensor)
+        inits[tensor.name] = tensor
     del graph.node[:]
     graph.node.extend(keep)
     # Initializers listed as graph inputs can be overridden at run time, so ORT will not

@@ -37,6 +37,28 @@ def test_an_ir3_model_whose_weights_are_also_inputs_prepares_and_quantizes():
     np.testing.assert_allclose(session(int8).run(None, x)[0], session(model).run(None, x)[0], atol=0.1)
 
 
+def test_a_constant_of_shape_weight_becomes_an_initializer():
+    """onnx's light test CNNs make every weight with ConstantOfShape: left as nodes, no layer
+    had a constant weight and nothing was quantized."""
+    from onnx import TensorProto, helper, numpy_helper
+
+    nodes = [
+        helper.make_node("ConstantOfShape", ["w_shape"], ["w"], "fill", value=numpy_helper.from_array(np.array([0.02], np.float32))),
+        helper.make_node("Conv", ["x", "w"], ["y"], "conv"),
+    ]
+    graph = helper.make_graph(
+        nodes, "g", [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["N", 3, 8, 8])],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, None)], [numpy_helper.from_array(np.array([4, 3, 3, 3], np.int64), "w_shape")],
+    )
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 13)], ir_version=7)
+    prepared = prepare(model)
+    assert [n.op_type for n in prepared.graph.node] == ["Conv"]
+    weight = next(i for i in prepared.graph.initializer if i.name == "w")
+    assert list(weight.dims) == [4, 3, 3, 3] and np.all(numpy_helper.to_array(weight) == np.float32(0.02))
+    x = models.feeds(model)[0]
+    np.testing.assert_allclose(session(prepared).run(None, x)[0], session(model).run(None, x)[0], rtol=1e-6)
+
+
 def test_batchnorm_folds_into_conv_exactly():
     model = models.conv_bn()
     prepared = prepare(model)
