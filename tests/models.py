@@ -193,3 +193,30 @@ def ir3_conv_relu_conv(seed: int = 0) -> onnx.ModelProto:
     )
     onnx.checker.check_model(model)
     return model
+
+
+def fire_module(seed: int = 0) -> onnx.ModelProto:
+    """SqueezeNet's fire module: x -> Conv 3x3 (3 -> 8) -> Relu -> r, then a 1x1 (8 -> 4) and a
+    3x3 (8 -> 4) Conv both read r, and a Concat joins them. Products per output: 27, 8, 72."""
+    rng = np.random.default_rng(seed)
+    inits = {
+        "w0": rng.normal(0, 0.5, (8, 3, 3, 3)).astype(np.float32),
+        "b0": rng.normal(0, 0.1, 8).astype(np.float32),
+        "w1": rng.normal(0, 0.3, (4, 8, 1, 1)).astype(np.float32),
+        "b1": rng.normal(0, 0.1, 4).astype(np.float32),
+        "w3": rng.normal(0, 0.2, (4, 8, 3, 3)).astype(np.float32),
+        "b3": rng.normal(0, 0.1, 4).astype(np.float32),
+    }
+    nodes = [
+        helper.make_node("Conv", ["x", "w0", "b0"], ["c0"], "conv0", pads=[1, 1, 1, 1]),
+        helper.make_node("Relu", ["c0"], ["r"], "relu0"),
+        helper.make_node("Conv", ["r", "w1", "b1"], ["e1"], "expand1x1"),
+        helper.make_node("Conv", ["r", "w3", "b3"], ["e3"], "expand3x3", pads=[1, 1, 1, 1]),
+        helper.make_node("Concat", ["e1", "e3"], ["y"], "concat", axis=1),
+    ]
+    return _model(
+        nodes,
+        [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["N", 3, 8, 8])],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, ["N", 8, 8, 8])],
+        inits,
+    )

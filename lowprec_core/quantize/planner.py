@@ -161,6 +161,7 @@ def plan(model: onnx.ModelProto, stats: Statistics, config: QuantConfig) -> Quan
     skipped: dict[str, str] = {}
 
     chosen: list[tuple[onnx.NodeProto, list[str], str]] = []  # node, activation inputs, weight
+    short: list[tuple[onnx.NodeProto, list[str], str, str]] = []  # under the reduction floor, and why
     for node in graph.node:
         rule = QUANTIZABLE.get(node.op_type)
         if rule is None or node.domain not in ("", "ai.onnx"):
@@ -170,7 +171,21 @@ def plan(model: onnx.ModelProto, stats: Statistics, config: QuantConfig) -> Quan
             skipped[node.name] = reason
             continue
         act_inputs = [node.input[i] for i in rule.activation_inputs if i < len(node.input) and node.input[i]]
-        chosen.append((node, act_inputs, node.input[rule.weight_input]))
+        floor = _under_floor(node, rule, config, inits)
+        (short.append((node, act_inputs, node.input[rule.weight_input], floor)) if floor else
+         chosen.append((node, act_inputs, node.input[rule.weight_input])))
+    # A short layer stays float to spare a requantization its kernel cannot repay. Where its input
+    # is quantized for another layer anyway, keeping it float instead adds a float branch beside
+    # that layer's integer one (a SqueezeNet fire module's 1x1 expand beside its 3x3: the Concat
+    # after them then runs in float between a DQ and a Q).
+    shared = {name for _, act_inputs, _ in chosen for name in act_inputs}
+    for node, act_inputs, weight, floor in short:
+        if act_inputs and set(act_inputs) <= shared:
+            chosen.append((node, act_inputs, weight))
+        else:
+            skipped[node.name] = floor
+    order = {node.name: index for index, node in enumerate(graph.node)}
+    chosen.sort(key=lambda entry: order[entry[0].name])
 
     nested = _nested_layers(graph)
     skipped.update(nested)
@@ -316,14 +331,18 @@ def _skip_reason(node, rule, config, target, ignored, inits, float_tensors) -> s
     weight_name = node.input[rule.weight_input] if len(node.input) > rule.weight_input else ""
     if weight_name not in inits or inits[weight_name].data_type != onnx.TensorProto.FLOAT:
         return "weight is not a float32 constant"
-    length = rule.reduction(node, tuple(inits[weight_name].dims))
-    if length < config.reduction_floor:
-        return (f"sums {length} products per output, fewer than {config.reduction_floor}: on target {config.target!r} "
-                "the integer kernel costs more than it saves (min_reduction)")
     act_inputs = [node.input[i] for i in rule.activation_inputs if i < len(node.input) and node.input[i]]
     not_float = [name for name in act_inputs if name not in float_tensors]
     if not_float:
         return f"input {not_float[0]!r} is not float32"
+    return None
+
+
+def _under_floor(node, rule, config, inits) -> str | None:
+    length = rule.reduction(node, tuple(inits[node.input[rule.weight_input]].dims))
+    if length < config.reduction_floor:
+        return (f"sums {length} products per output, fewer than {config.reduction_floor}: on target {config.target!r} "
+                "the integer kernel costs more than it saves (min_reduction)")
     return None
 
 
