@@ -220,3 +220,26 @@ def fire_module(seed: int = 0) -> onnx.ModelProto:
         [helper.make_tensor_value_info("y", TensorProto.FLOAT, ["N", 8, 8, 8])],
         inits,
     )
+
+
+def depthwise_then_conv(seed: int = 0) -> onnx.ModelProto:
+    """x[N,8,8,8] -> depthwise 3x3 Conv (9 products, output no larger than input) -> Relu ->
+    3x3 Conv (8 -> 4, 72 products) -> y: MobileNet's pattern."""
+    rng = np.random.default_rng(seed)
+    inits = {
+        "wd": rng.normal(0, 0.5, (8, 1, 3, 3)).astype(np.float32),
+        "bd": rng.normal(0, 0.1, 8).astype(np.float32),
+        "w": rng.normal(0, 0.2, (4, 8, 3, 3)).astype(np.float32),
+        "b": rng.normal(0, 0.1, 4).astype(np.float32),
+    }
+    nodes = [
+        helper.make_node("Conv", ["x", "wd", "bd"], ["d"], "depthwise", group=8, pads=[1, 1, 1, 1]),
+        helper.make_node("Relu", ["d"], ["r"], "relu"),
+        helper.make_node("Conv", ["r", "w", "b"], ["y"], "conv", pads=[1, 1, 1, 1]),
+    ]
+    return _model(
+        nodes,
+        [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["N", 8, 8, 8])],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, ["N", 4, 8, 8])],
+        inits,
+    )

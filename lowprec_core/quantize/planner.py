@@ -172,15 +172,16 @@ def plan(model: onnx.ModelProto, stats: Statistics, config: QuantConfig) -> Quan
             continue
         act_inputs = [node.input[i] for i in rule.activation_inputs if i < len(node.input) and node.input[i]]
         floor = _under_floor(node, rule, config, inits)
-        (short.append((node, act_inputs, node.input[rule.weight_input], floor)) if floor else
-         chosen.append((node, act_inputs, node.input[rule.weight_input])))
-    # A short layer stays float to spare a requantization its kernel cannot repay. Where its input
-    # is quantized for another layer anyway, keeping it float instead adds a float branch beside
-    # that layer's integer one (a SqueezeNet fire module's 1x1 expand beside its 3x3: the Concat
-    # after them then runs in float between a DQ and a Q).
+        if floor:
+            short.append((node, act_inputs, node.input[rule.weight_input], floor))
+        else:
+            chosen.append((node, act_inputs, node.input[rule.weight_input]))
+    # A short layer stays float to spare requantizations its kernel cannot repay; where they are
+    # paid anyway, it is quantized after all (see _requantized_anyway).
     shared = {name for _, act_inputs, _ in chosen for name in act_inputs}
+    sizes = _sample_sizes(model)
     for node, act_inputs, weight, floor in short:
-        if act_inputs and set(act_inputs) <= shared:
+        if _requantized_anyway(node, act_inputs, shared, users, sizes):
             chosen.append((node, act_inputs, weight))
         else:
             skipped[node.name] = floor
@@ -336,6 +337,34 @@ def _skip_reason(node, rule, config, target, ignored, inits, float_tensors) -> s
     if not_float:
         return f"input {not_float[0]!r} is not float32"
     return None
+
+
+def _requantized_anyway(node, act_inputs: list[str], shared: set[str], users, sizes: dict[str, int]) -> bool:
+    """Whether keeping a short layer float saves no requantization:
+    - its input is quantized for another layer already: float, it only adds a float branch
+      beside that layer's integer one (SqueezeNet's 1x1 expand beside its 3x3, whose Concat then
+      runs in float between DQs and a Q);
+    - or its output, read by quantized layers, is larger than its input: float, it needs a Q on
+      that output, where quantized it needs one on the smaller input (SqueezeNet's first conv,
+      3 -> 64 channels). A depthwise conv's output is no larger, so it stays float."""
+    if act_inputs and set(act_inputs) <= shared:
+        return True
+    out = node.output[0]
+    if not act_inputs or any(t not in sizes for t in [*act_inputs, out]) or sizes[out] <= sum(sizes[t] for t in act_inputs):
+        return False
+    readers = users.get(out, [])
+    result = readers[0].output[0] if len(readers) == 1 and readers[0].op_type in FUSABLE_ACTIVATIONS else out
+    return _feeds_reads(result, shared, users)
+
+
+def _sample_sizes(model: onnx.ModelProto) -> dict[str, int]:
+    """Elements per sample of every tensor whose shape inference knows all but the first dim."""
+    sizes = {}
+    for value in [*model.graph.input, *model.graph.value_info, *model.graph.output]:
+        dims = value.type.tensor_type.shape.dim
+        if len(dims) > 1 and all(d.HasField("dim_value") for d in dims[1:]):
+            sizes[value.name] = int(np.prod([d.dim_value for d in dims[1:]]))
+    return sizes
 
 
 def _under_floor(node, rule, config, inits) -> str | None:

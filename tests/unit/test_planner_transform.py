@@ -221,21 +221,25 @@ def test_layers_with_short_dot_products_stay_float_on_cpu():
     assert plan.nodes == ["conv1"] and "sums 8 products" in plan.skipped["conv2"]
     assert QuantConfig().reduction_floor == 64 and QuantConfig(target="gpu").reduction_floor == 0
     # Gemm contracts over the weight's last axis when transB, over its first otherwise; MatMul over its first.
-    _, _, plan, _ = _quantize(models.mlp(trans_b=1), QuantConfig(min_reduction=17))
-    assert plan.nodes == ["matmul"] and "sums 16 products" in plan.skipped["gemm"]
+    for trans_b in (1, 0):
+        _, _, plan, _ = _quantize(models.mlp(trans_b=trans_b), QuantConfig(min_reduction=33))
+        assert "sums 16 products" in plan.skipped["gemm"] and "sums 32 products" in plan.skipped["matmul"]
     _, _, plan, _ = _quantize(models.mlp(trans_b=0), QuantConfig(min_reduction=16))
     assert plan.nodes == ["gemm", "matmul"]
 
 
-def test_a_short_layer_whose_input_is_quantized_for_another_layer_is_quantized_too():
-    """SqueezeNet's fire modules: with the 8-product 1x1 expand float beside the integer 3x3,
-    the Concat ran in float between a DQ and a Q, and the INT8 model ran at 0.54x of FP32
-    (onnx's light SqueezeNet, batch 1); sharing the input, 0.77x."""
+def test_short_layers_are_quantized_where_float_would_cost_a_requantization_anyway():
+    """SqueezeNet: with the 8-product 1x1 expand float beside the integer 3x3, each Concat ran
+    in float between DQs and a Q; with the 27-product first conv float, its 64-channel output
+    needed a Q for the integer layers after it. INT8 ran at 0.54x of FP32 (onnx's light
+    SqueezeNet, batch 1); with the first rule 0.77x, with both 1.31x."""
     _, int8, plan, _ = _quantize(models.fire_module(), QuantConfig(min_reduction=64))
-    assert plan.nodes == ["expand1x1", "expand3x3"]
-    assert set(plan.skipped) == {"conv0"}  # its input, the image, no quantized layer reads
-    ops = [n.op_type for n in optimized_graph(int8).graph.node]
-    assert ops.count("QLinearConv") == 2 and ops.count("Conv") == 1  # both expands integer, conv0 float
+    # expand1x1 reads what expand3x3 reads; conv0's output (8 channels from 3) feeds them both.
+    assert plan.nodes == ["conv0", "expand1x1", "expand3x3"] and not plan.skipped
+    assert [n.op_type for n in optimized_graph(int8).graph.node].count("QLinearConv") == 3
+    # A depthwise conv's output is no larger than its input: quantizing it would not spare a Q.
+    _, _, plan, _ = _quantize(models.depthwise_then_conv(), QuantConfig(min_reduction=64))
+    assert plan.nodes == ["conv"] and "sums 9 products" in plan.skipped["depthwise"]
 
 
 def test_a_node_whose_subgraph_reads_an_outer_tensor_stays_after_its_producer():
