@@ -37,11 +37,17 @@ def test_demo_model_quantized_layers_run_in_integer_kernels(tmp_path, demo):
     report = lp.quantize(demo["model"], out, data=demo["calib"])
     fp32_ops = collections.Counter(n.op_type for n in onnx.load(demo["model"]).graph.node)
     kernels = _kernels(out)
-    # The first conv sums 1x3x3 products per output: below the CPU floor, it stays float.
-    assert _short_layers(report) == {"/features/features.0/Conv"}, report.plan.skipped
-    assert sum(kernels[k] for k in FLOAT_KERNELS) == 1 and _float_layers_read_float_weights(out), kernels
-    assert kernels["QLinearConv"] == fp32_ops["Conv"] - 1 and kernels["QGemm"] == fp32_ops["Gemm"], kernels
-    assert len(report.plan.nodes) == fp32_ops["Conv"] + fp32_ops["Gemm"] - 1
+    # The first conv sums only 1x3x3 products per output, below the CPU floor, but its 32-channel
+    # output would need a Q for the integer conv after it anyway: it is quantized too.
+    assert _short_layers(report) == set(), report.plan.skipped
+    assert sum(kernels[k] for k in FLOAT_KERNELS) == 0, kernels
+    assert kernels["QLinearConv"] == fp32_ops["Conv"] and kernels["QGemm"] == fp32_ops["Gemm"], kernels
+    assert len(report.plan.nodes) == fp32_ops["Conv"] + fp32_ops["Gemm"]
+    assert _float_layers_read_float_weights(out)
+    # Above a floor of 300 the first conv (9 products) feeds a conv that is short too (288), and
+    # the last Gemm (64) shrinks 64 features to 10: both stay float.
+    floor = lp.quantize(demo["model"], tmp_path / "floor.onnx", data=demo["calib"], config=lp.QuantConfig(min_reduction=300))
+    assert _short_layers(floor) == {"/features/features.0/Conv", "/head/head.3/Gemm"}, floor.plan.skipped
 
 
 def test_demo_accuracy_within_half_a_point(tmp_path, demo):
