@@ -38,15 +38,17 @@ def input_specs(model: onnx.ModelProto) -> list[InputSpec]:
         tensor = value.type.tensor_type
         dims = tuple(d.dim_value if d.HasField("dim_value") else (d.dim_param or None) for d in tensor.shape.dim)
         shapes.append((value.name, np.dtype(helper.tensor_dtype_to_np_dtype(tensor.elem_type)), dims))
-    # symbol -> (inputs holding it, minus its first position): the most shared wins, then the leftmost.
-    rank: dict[str, tuple[int, int]] = {}
+    # The symbol the most inputs hold wins; on a tie, the one that sits leftmost (MiniLM's batch
+    # before its sequence). A symbol only one input holds says nothing.
+    held: dict[str, int] = {}
+    leftmost: dict[str, int] = {}
     for _, _, dims in shapes:
         for position, dim in enumerate(dims):
             if isinstance(dim, str) and dim not in dims[:position]:
-                held, first = rank.get(dim, (0, -position))
-                rank[dim] = (held + 1, max(first, -position))
-    best = max(sorted(rank), key=rank.__getitem__, default=None)
-    batch = best if best is not None and rank[best][0] > 1 else None
+                held[dim] = held.get(dim, 0) + 1
+                leftmost[dim] = min(leftmost.get(dim, position), position)
+    best = max(sorted(held), key=lambda dim: (held[dim], -leftmost[dim]), default=None)
+    batch = best if best is not None and held[best] > 1 else None
 
     def axis(dims: tuple) -> int | None:
         if batch is not None:
@@ -56,37 +58,37 @@ def input_specs(model: onnx.ModelProto) -> list[InputSpec]:
     return [InputSpec(name, dtype, dims, axis(dims)) for name, dtype, dims in shapes]
 
 
+def _sample_axes(feed: Feed, specs: list[InputSpec]) -> dict[str, int | None]:
+    """Input name -> the axis of its value that holds samples, None for a value shared by all."""
+    axes = {spec.name: spec.batch_axis for spec in specs}
+    return {name: axis if axis is not None and np.ndim(value) > axis else None
+            for name, value in feed.items() for axis in [axes.get(name, 0)]}
+
+
 def batch_size(feed: Feed, specs: list[InputSpec]) -> int:
     """Samples in a feed: the length of the first input's batch axis."""
+    axes = _sample_axes(feed, specs)
     for spec in specs:
-        if spec.batch_axis is not None and spec.name in feed and np.ndim(feed[spec.name]) > spec.batch_axis:
-            return int(np.shape(feed[spec.name])[spec.batch_axis])
+        if axes.get(spec.name) is not None:
+            return int(np.shape(feed[spec.name])[axes[spec.name]])
     return 1
 
 
 def take(feed: Feed, specs: list[InputSpec], index) -> Feed:
     """The samples `index` (a slice or a list of positions) of a feed, along each input's batch axis."""
-    axes = {spec.name: spec.batch_axis for spec in specs}
     out = {}
-    for name, value in feed.items():
-        axis = axes.get(name, 0)
-        if axis is None or np.ndim(value) <= axis:
-            out[name] = value
-        else:
-            where = [slice(None)] * np.ndim(value)
-            where[axis] = index
-            out[name] = value[tuple(where)]
+    for name, axis in _sample_axes(feed, specs).items():
+        value = feed[name]
+        out[name] = value if axis is None else value[(slice(None),) * axis + (index,)]
     return out
 
 
 def concat(feeds: list[Feed], specs: list[InputSpec]) -> Feed:
     """Feeds joined along each input's batch axis; an input without one is taken from the first."""
-    axes = {spec.name: spec.batch_axis for spec in specs}
-    out = {}
-    for name in feeds[0]:
-        axis = axes.get(name, 0)
-        out[name] = feeds[0][name] if axis is None or np.ndim(feeds[0][name]) <= axis else np.concatenate([f[name] for f in feeds], axis=axis)
-    return out
+    return {
+        name: feeds[0][name] if axis is None else np.concatenate([f[name] for f in feeds], axis=axis)
+        for name, axis in _sample_axes(feeds[0], specs).items()
+    }
 
 
 def check_feed(feed: Mapping[str, np.ndarray], specs: list[InputSpec], where: str) -> Feed:

@@ -122,11 +122,12 @@ def layer_errors(
     return layers, nmse, own, samples
 
 
-def isolate(int8: onnx.ModelProto, source: str, output: str) -> onnx.ModelProto | None:
+def isolate(
+    int8: onnx.ModelProto, source: str, output: str, producers: dict[str, onnx.NodeProto], inits: dict[str, onnx.TensorProto]
+) -> onnx.ModelProto | None:
     """The nodes of `int8` that compute `output` from `source` and constants alone, as a model
-    with `source` as its input; None when `output` needs any other tensor."""
-    producers = {out: node for node in int8.graph.node for out in node.output}
-    inits = initializers(int8.graph)
+    with `source` as its input; None when `output` needs any other tensor. `producers` and
+    `inits`: the graph's output -> node and initializer maps."""
     kept, stack = set(), [output]
     while stack:
         tensor = stack.pop()
@@ -167,7 +168,7 @@ def tensor_errors(
     int8_sess = runtime.session(with_outputs(int8, [t for t in int8_names if t not in _inputs(int8)]), optimization="basic")
     layer_sessions = {}
     for name, (source, (_, output)) in (alone or {}).items():
-        model = isolate(int8, source, output)
+        model = isolate(int8, source, output, producers, inits)
         if model is not None:
             layer_sessions[name] = runtime.session(model, threads=1)
 

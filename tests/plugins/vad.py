@@ -9,6 +9,7 @@ LSTM state carried from one call to the next.
 
 from __future__ import annotations
 
+import functools
 import importlib.util
 import os
 import wave
@@ -41,6 +42,7 @@ def _read(path: Path) -> np.ndarray:
     return pcm.reshape(-1, 3).mean(axis=1)  # 48 kHz -> 16 kHz, a 3-tap average against aliasing
 
 
+@functools.cache
 def clips() -> tuple[list[np.ndarray], np.ndarray]:
     """(the speech clips, the noise), at 16 kHz."""
     files = sorted(SPEECH_DIR.glob("*.wav"))
@@ -96,6 +98,7 @@ def calibration(run: Run, seed: int = 1, size: int = 16) -> list[dict[str, np.nd
 def agreement(fp32: Run, int8: Run, seeds: tuple[int, ...] = (2, 3, 4)) -> dict[str, float]:
     """Share of chunks where both models make the same speech/no-speech call at 0.5, and the
     mean absolute difference of their probabilities, over fresh streams."""
-    ref = np.concatenate([run_stream(fp32, stream(s))[0] for s in seeds])
-    got = np.concatenate([run_stream(int8, stream(s))[0] for s in seeds])
+    streams = [stream(s) for s in seeds]
+    ref = np.concatenate([run_stream(fp32, audio)[0] for audio in streams])
+    got = np.concatenate([run_stream(int8, audio)[0] for audio in streams])
     return {"agree": float(np.mean((ref > 0.5) == (got > 0.5))), "mad": float(np.mean(np.abs(ref - got))), "speech": float(np.mean(ref > 0.5))}
