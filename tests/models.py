@@ -243,3 +243,46 @@ def depthwise_then_conv(seed: int = 0) -> onnx.ModelProto:
         [helper.make_tensor_value_info("y", TensorProto.FLOAT, ["N", 4, 8, 8])],
         inits,
     )
+
+
+def pooled_linear_head(seed: int = 0, batch: int | str = "N") -> onnx.ModelProto:
+    """x[batch,16,4,4] -> GlobalAveragePool -> Reshape to (batch, -1) with a shape computed from
+    Shape(x) -> MatMul(16 -> 5) -> Add(b) -> y: PP-OCR's classifier head. onnx's shape inference
+    cannot tell the Reshape's rank, so only calibration knows the MatMul reads a 2-D tensor; ORT
+    knows it when the batch is fixed (it folds the Shape) and fuses MatMul + Add into a Gemm."""
+    rng = np.random.default_rng(seed)
+    inits = {
+        "w": rng.normal(0, 0.3, (16, 5)).astype(np.float32),
+        "b": rng.normal(0, 0.2, 5).astype(np.float32),
+        "starts": np.array([0], np.int64),
+        "ends": np.array([1], np.int64),
+        "rest": np.array([-1], np.int64),
+    }
+    nodes = [
+        helper.make_node("GlobalAveragePool", ["x"], ["p"], "pool"),
+        helper.make_node("Shape", ["p"], ["s"], "shape"),
+        helper.make_node("Slice", ["s", "starts", "ends"], ["n"], "slice"),
+        helper.make_node("Concat", ["n", "rest"], ["target"], "concat", axis=0),
+        helper.make_node("Reshape", ["p", "target"], ["flat"], "flatten"),
+        helper.make_node("MatMul", ["flat", "w"], ["logits"], "matmul"),
+        helper.make_node("Add", ["logits", "b"], ["y"], "add"),
+    ]
+    return _model(
+        nodes,
+        [helper.make_tensor_value_info("x", TensorProto.FLOAT, [batch, 16, 4, 4])],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, [batch, 5])],
+        inits,
+    )
+
+
+def matmul_add_3d(seed: int = 0) -> onnx.ModelProto:
+    """x[N,6,16] -> MatMul(16 -> 5) -> Add(b) -> y: a transformer's projection."""
+    rng = np.random.default_rng(seed)
+    inits = {"w": rng.normal(0, 0.3, (16, 5)).astype(np.float32), "b": rng.normal(0, 0.2, 5).astype(np.float32)}
+    nodes = [helper.make_node("MatMul", ["x", "w"], ["m"], "matmul"), helper.make_node("Add", ["m", "b"], ["y"], "add")]
+    return _model(
+        nodes,
+        [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["N", 6, 16])],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, ["N", 6, 5])],
+        inits,
+    )

@@ -63,6 +63,7 @@ def collect(
             channel_mean=channel.mean if channel else None,
             channel_min=channel.minimum if channel else None,
             channel_max=channel.maximum if channel else None,
+            rank=obs.rank,
         )
     unseen = sorted(set(requests) - set(stats))
     if unseen:

@@ -36,13 +36,16 @@ class TensorObserver:
     nonfinite: int = 0
     radius: float = 0.0
     histogram: np.ndarray = field(default_factory=lambda: np.zeros(HISTOGRAM_BINS, dtype=np.int64))
+    rank: int = -1  # dimensions of every batch seen; -1 before the first or when they differ
 
     def update(self, values: np.ndarray, *, bounds: tuple[float, float] | None = None) -> bool:
         """Fold one batch in; returns whether every value was finite.
 
         `bounds`: the batch's (min, max) when the caller already has them (per-channel
         statistics reduce to them); NaN in either means some value was not finite."""
-        values = np.asarray(values, dtype=np.float32).reshape(-1)
+        values = np.asarray(values, dtype=np.float32)
+        self.rank = values.ndim if self.batches == 0 or self.rank == values.ndim else -1
+        values = values.reshape(-1)
         if values.size == 0:
             return True
         finite = True
@@ -100,6 +103,7 @@ class TensorObserver:
             self.batches + other.batches,
             self.count + other.count,
             self.nonfinite + other.nonfinite,
+            rank=_merged_rank(self, other),
         )
         for part in (self, other):
             copy = TensorObserver(radius=part.radius, histogram=part.histogram.copy())
@@ -149,3 +153,9 @@ class ChannelObserver:
     @property
     def mean(self) -> np.ndarray:
         return self.total / max(self.count, 1)
+
+
+def _merged_rank(a: TensorObserver, b: TensorObserver) -> int:
+    if not a.batches or not b.batches:
+        return a.rank if a.batches else b.rank
+    return a.rank if a.rank == b.rank else -1

@@ -32,6 +32,7 @@ class TensorStats:
     channel_mean: np.ndarray | None = None
     channel_min: np.ndarray | None = None
     channel_max: np.ndarray | None = None
+    rank: int = -1  # the tensor's dimensions in calibration, which shape inference may not know; -1: unknown
 
     def __eq__(self, other: object) -> bool:
         if not isinstance(other, TensorStats):
@@ -66,7 +67,7 @@ class Statistics:
         stats = [self.tensors[n] for n in names]
         meta = {"format": FORMAT, "model_sha256": self.model_sha256, "samples": self.samples, "tensors": names}
         arrays: dict[str, np.ndarray] = {k: np.array([getattr(s, k) for s in stats], dtype=np.float64) for k in _SCALARS}
-        arrays.update({k: np.array([getattr(s, k) for s in stats], dtype=np.int64) for k in _COUNTS})
+        arrays.update({k: np.array([getattr(s, k) for s in stats], dtype=np.int64) for k in (*_COUNTS, "rank")})
         bins = max((s.histogram.size for s in stats if s.histogram is not None), default=0)
         arrays["histogram"] = np.array(
             [s.histogram if s.histogram is not None else np.zeros(bins, np.int64) for s in stats], dtype=np.int64
@@ -95,6 +96,7 @@ def load_statistics(directory: str | os.PathLike[str], *, model_sha256: str | No
         tensors = {}
         for i, name in enumerate(names):
             values = {k: float(arrays[k][i]) for k in _SCALARS} | {k: int(arrays[k][i]) for k in _COUNTS}
+            values["rank"] = int(arrays["rank"][i]) if "rank" in arrays else -1  # files from before ranks were kept
             histogram = arrays["histogram"][i] if arrays["histogram"].shape[1] and values["radius"] > 0 else None
             extra = {k: arrays[f"{k}/{i}"] for k in _CHANNEL if f"{k}/{i}" in arrays}
             tensors[name] = TensorStats(histogram=histogram, **values, **extra)

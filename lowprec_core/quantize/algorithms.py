@@ -157,6 +157,7 @@ def smooth_quant(
             mean_max=float(high.max()),
             channel_absmax=np.maximum(high, -low),
             channel_mean=None if entry.channel_mean is None else entry.channel_mean / scale,
+            rank=entry.rank,
             channel_min=low,
             channel_max=high,
         )
@@ -292,7 +293,7 @@ def align_channels(model: onnx.ModelProto, stats: Statistics) -> tuple[onnx.Mode
             mean_min=float(new_low.min()), mean_max=float(new_high.max()),
             channel_absmax=np.maximum(new_high, -new_low),
             channel_mean=None if entry.channel_mean is None else (entry.channel_mean - mean) / scale,
-            channel_min=new_low, channel_max=new_high,
+            channel_min=new_low, channel_max=new_high, rank=entry.rank,
         )
         aligned.append(tensor)
     log.info("activation channel alignment: %d tensors aligned", len(aligned))

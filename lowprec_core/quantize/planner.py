@@ -50,10 +50,14 @@ class WeightQuant(_Entry):
 
 
 class BiasQuant(_Entry):
+    """`reader`: the node that adds the bias, where it is not `node` itself (the Add after a
+    MatMul on 2-D input, which ORT folds into a Gemm before its QDQ fusions)."""
+
     node: str
     initializer: str
     activation: str
     weight: str
+    reader: str | None = None
 
 
 class FusedActivation(_Entry):
@@ -194,6 +198,12 @@ def plan(model: onnx.ModelProto, stats: Statistics, config: QuantConfig) -> Quan
         log.warning("nothing to quantize in the main graph; %d layers inside If/Loop/Scan bodies stay float", len(nested))
 
     quantized_reads = {name for _, act_inputs, _ in chosen for name in act_inputs}
+    known_ranks = _ranks(model)
+
+    def rank(tensor: str) -> int:
+        """Shape inference's rank, else calibration's (a Reshape to a computed shape)."""
+        entry = stats.tensors.get(tensor)
+        return known_ranks.get(tensor, entry.rank if entry is not None else -1)
 
     def feeds_quantized(tensor: str) -> bool:
         return _feeds_reads(tensor, quantized_reads, users)
@@ -279,7 +289,7 @@ def plan(model: onnx.ModelProto, stats: Statistics, config: QuantConfig) -> Quan
             narrow = _overflowing(node, weight, entry, activations[act_inputs[0]], stats.tensors.get(act_inputs[0]))
             if narrow:
                 weights[weight_name] = entry = entry.model_copy(update={"narrow": sorted(set(entry.narrow) | set(narrow))})
-        bias_name = node.input[rule.bias_input] if rule.bias_input is not None and len(node.input) > rule.bias_input else ""
+        reader, bias_name = _bias(node, rule, users, graph_outputs, rank(act_inputs[0]))
         bias = inits.get(bias_name)
         if (
             target.bias_int32
@@ -288,7 +298,10 @@ def plan(model: onnx.ModelProto, stats: Statistics, config: QuantConfig) -> Quan
             and len(bias.dims) == 1
             and (axis is None or bias.dims[0] == weight.dims[axis])
         ):
-            biases.append(BiasQuant(node=node.name, initializer=bias_name, activation=act_inputs[0], weight=weight_name))
+            biases.append(BiasQuant(
+                node=node.name, initializer=bias_name, activation=act_inputs[0], weight=weight_name,
+                reader=None if reader is node else reader.name,
+            ))
 
     log.info("plan: %d nodes quantized, %d skipped, %d activations fused", len(chosen), len(skipped), len(fused))
     return QuantPlan(
@@ -355,6 +368,31 @@ def _requantized_anyway(node, act_inputs: list[str], shared: set[str], users, si
     readers = users.get(out, [])
     result = readers[0].output[0] if len(readers) == 1 and readers[0].op_type in FUSABLE_ACTIVATIONS else out
     return _feeds_reads(result, shared, users)
+
+
+def _bias(node, rule, users, graph_outputs: set[str], input_rank: int) -> tuple[onnx.NodeProto, str]:
+    """(the node that adds the layer's bias, the bias tensor), or (node, "") without one.
+
+    A MatMul's bias is the Add after it when ORT fuses the pair into a Gemm: 2-D input, the
+    Add its only reader. That Gemm becomes an integer kernel only with an int32 bias."""
+    if rule.bias_input is not None:
+        return node, node.input[rule.bias_input] if len(node.input) > rule.bias_input else ""
+    readers = users.get(node.output[0], [])
+    if node.op_type != "MatMul" or input_rank != 2 or len(readers) != 1 or node.output[0] in graph_outputs:
+        return node, ""
+    add = readers[0]
+    if add.op_type != "Add" or add.domain not in ("", "ai.onnx") or len(add.input) != 2:
+        return node, ""
+    return add, add.input[1] if add.input[0] == node.output[0] else add.input[0]
+
+
+def _ranks(model: onnx.ModelProto) -> dict[str, int]:
+    """Every tensor whose rank shape inference knows."""
+    return {
+        value.name: len(value.type.tensor_type.shape.dim)
+        for value in [*model.graph.input, *model.graph.value_info, *model.graph.output]
+        if value.type.tensor_type.HasField("shape")
+    }
 
 
 def _sample_sizes(model: onnx.ModelProto) -> dict[str, int]:

@@ -56,7 +56,7 @@ def apply(model: onnx.ModelProto, plan: QuantPlan) -> onnx.ModelProto:
                     node.input[i] = weight_out[name]
 
     for entry in plan.biases:
-        node = by_name[entry.node]
+        node = by_name[entry.reader or entry.node]
         index = list(node.input).index(entry.initializer)
         q, scale = quantize_bias(numpy_helper.to_array(inits[entry.initializer]), act_scale[entry.activation], weight_scale[entry.weight])
         node.input[index] = _dequantized_constant(names, entry.initializer, q, scale, 0 if scale.ndim else None, new_inits, new_nodes)

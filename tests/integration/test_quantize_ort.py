@@ -84,11 +84,17 @@ def test_stats_of_another_model_are_refused(tmp_path, demo):
 
 @pytest.mark.slow
 @pytest.mark.skipif(OCR is None, reason="rapidocr-onnxruntime is installed by `make venv`")
-@pytest.mark.parametrize(("filename", "shape"), [("ch_PP-OCRv4_rec_infer.onnx", (4, 3, 48, 320)), ("ch_PP-OCRv4_det_infer.onnx", (2, 3, 160, 160))])
-def test_ppocr_models_quantize_to_integer_kernels(tmp_path, filename, shape):
+@pytest.mark.parametrize(("filename", "shape", "size"), [
+    ("ch_PP-OCRv4_rec_infer.onnx", (4, 3, 48, 320), 0.40),
+    ("ch_PP-OCRv4_det_infer.onnx", (2, 3, 160, 160), 0.40),
+    # MobileNetV3 at width 0.35: most 1x1 convs sum 16-48 products and stay float. Its head is
+    # MatMul + Add on a Reshape to a computed shape, which ORT fuses into a Gemm.
+    ("ch_ppocr_mobile_v2.0_cls_infer.onnx", (2, 3, 48, 192), 0.75),
+])
+def test_ppocr_models_quantize_to_integer_kernels(tmp_path, filename, shape, size):
     model = Path(OCR.origin).parent / "models" / filename
     source = onnx.load(model)
-    assert source.opset_import[0].version == 12 and any(n.op_type == "Constant" for n in source.graph.node)
+    assert source.opset_import[0].version in (11, 12) and any(n.op_type == "Constant" for n in source.graph.node)
     # Structure check only (no accuracy claim): image-shaped inputs in the model's value range.
     rng = np.random.default_rng(0)
     images = np.clip(rng.normal(0.6, 0.4, size=shape), -1, 1).astype(np.float32)
@@ -96,7 +102,7 @@ def test_ppocr_models_quantize_to_integer_kernels(tmp_path, filename, shape):
     report = lp.quantize(model, out, data=[{"x": images[:1]}, {"x": images[1:]}])
 
     # Depthwise, first and thin 1x1 convs stay float (min_reduction); they hold few weights.
-    assert out.stat().st_size <= 0.40 * model.stat().st_size
+    assert out.stat().st_size <= size * model.stat().st_size
     onnx.checker.check_model(onnx.load(out))
     kernels = _kernels(out)
     convs = sum(1 for n in source.graph.node if n.op_type == "Conv")

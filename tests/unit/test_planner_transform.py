@@ -13,7 +13,7 @@ from lowprec_core.errors import ConfigError
 from lowprec_core.model_io import prepare
 from lowprec_core.quantize.default import quantize_model
 from lowprec_core.quantize.planner import statistic_requests
-from lowprec_core.runtime import optimized_graph
+from lowprec_core.runtime import optimized_graph, session
 from tests import models
 
 
@@ -171,7 +171,6 @@ def test_smooth_quant_keeps_the_float_function_and_flattens_channels():
 
 
 def test_full_bias_correction_pulls_output_means_back_to_fp32():
-    from lowprec_core.runtime import session
 
     model = models.conv_relu_conv(seed=4)
     prepared = prepare(model)
@@ -210,6 +209,28 @@ def test_channel_alignment_keeps_the_function_and_evens_the_channels():
     spread = lambda s: s.channel_max - s.channel_min  # noqa: E731
     before, after = spread(stats.tensors["c1"]), spread(new_stats.tensors["c1"])
     assert after.max() / after.min() < before.max() / before.min() / 10
+
+
+def test_matmul_then_add_on_2d_input_gets_an_int32_bias_and_runs_as_qgemm():
+    """ORT folds MatMul + Add on 2-D input into a Gemm before its QDQ fusions; with a float bias
+    that Gemm ran in float on dequantized weights (PP-OCR's classifier head). The rank here
+    comes from calibration: shape inference cannot tell a Reshape to a computed shape."""
+    for batch in (2, "N"):
+        prepared, int8, plan, data = _quantize(models.pooled_linear_head(batch=batch))
+        assert not any(v.name == "flat" and v.type.tensor_type.HasField("shape") for v in prepared.graph.value_info)
+        assert [(b.node, b.reader, b.initializer) for b in plan.biases] == [("matmul", "add", "b")]
+        inits = {i.name: onnx.numpy_helper.to_array(i) for i in int8.graph.initializer}
+        assert inits["b_quantized"].dtype == np.int32
+        reference, quantized = (session(m).run(None, data[0])[0] for m in (prepared, int8))
+        assert np.abs(quantized - reference).max() < 0.05 * np.abs(reference).max()
+        # A fixed batch lets ORT fold the shape and fuse a Gemm; a symbolic one keeps MatMul and
+        # Add apart (an integer MatMul, then the Add). Either way no float layer remains.
+        kernels = [n.op_type for n in optimized_graph(int8).graph.node]
+        assert ("QGemm" if batch == 2 else "MatMulIntegerToFloat") in kernels, kernels
+        assert not {"Gemm", "MatMul", "FusedGemm"} & set(kernels), kernels
+    # Where the MatMul's input is 3-D, ORT never fuses: the Add keeps its float bias.
+    _, _, plan, _ = _quantize(models.matmul_add_3d())
+    assert plan.nodes == ["matmul"] and plan.biases == []
 
 
 def test_layers_with_short_dot_products_stay_float_on_cpu():

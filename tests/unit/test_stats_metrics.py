@@ -23,6 +23,19 @@ def test_observer_streams_and_merges_like_one_pass():
     assert merged.radius == one.radius == 256.0  # the smallest power of two over max |x|
     np.testing.assert_array_equal(merged.histogram, one.histogram)
     assert one.histogram.sum() == 5000
+    assert merged.rank == one.rank == 1 and a.merge(TensorObserver()).rank == 1
+
+
+def test_observer_keeps_the_rank_only_while_batches_agree():
+    obs = TensorObserver()
+    obs.update(np.ones((2, 3), np.float32))
+    obs.update(np.ones((5, 3), np.float32))
+    assert obs.rank == 2
+    obs.update(np.ones((2, 3, 1), np.float32))
+    assert obs.rank == -1
+    other = TensorObserver()
+    other.update(np.ones(4, np.float32))
+    assert TensorObserver(rank=2, batches=1).merge(other).rank == -1
 
 
 def test_histogram_bins_hold_the_right_values():
@@ -50,10 +63,16 @@ def test_channel_observer_reduces_every_axis_but_one():
 def test_statistics_round_trip_and_identity(tmp_path):
     stats = Statistics("abc", 7, {
         "t": TensorStats(-1.5, 2.25, 10, radius=4.0, histogram=np.arange(8), channel_absmax=np.ones(3, np.float32)),
-        "u/v": TensorStats(0.0, 1e-8, 3, 1, mean_min=0.5, mean_max=0.75),
+        "u/v": TensorStats(0.0, 1e-8, 3, 1, mean_min=0.5, mean_max=0.75, rank=3),
     })
     stats.save(tmp_path)
     assert load_statistics(tmp_path, model_sha256="abc") == stats
+    # Files written before ranks were kept load with the rank unknown.
+    with np.load(tmp_path / "stats.npz") as archive:
+        older = {k: archive[k] for k in archive.files if k != "rank"}
+    np.savez_compressed(tmp_path / "stats.npz", **older)
+    assert {name: s.rank for name, s in load_statistics(tmp_path).tensors.items()} == {"t": -1, "u/v": -1}
+    stats.save(tmp_path)
     with pytest.raises(StatsError, match="belong to model"):
         load_statistics(tmp_path, model_sha256="def")
     with pytest.raises(StatsError, match="no entry for tensor 'w'"):
