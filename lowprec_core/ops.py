@@ -35,6 +35,9 @@ class OpRule:
     integer_output_required: bool  # no integer kernel with a float output exists (Conv)
     input_channel_axis: int  # the axis of the activation input that the weight contracts over
     reduction: Callable[[onnx.NodeProto, tuple[int, ...]], int]  # (node, weight dims) -> products summed per output
+    # Activations that ORT fuses into this op's *float* kernel (Gemm -> FusedGemm) before its QDQ
+    # fusions: an integer kernel needs a quantized output between the two.
+    float_fused_activations: frozenset[str] = frozenset()
 
 
 def _conv_reduction(node: onnx.NodeProto, dims: tuple[int, ...]) -> int:
@@ -56,7 +59,9 @@ QUANTIZABLE: dict[str, OpRule] = {
     "Conv": OpRule((0,), 1, 2, lambda node, rank: 0, True, 1, _conv_reduction),
     "ConvTranspose": OpRule((0,), 1, 2, _conv_transpose_axis, True, 1, _conv_transpose_reduction),
     "Gemm": OpRule((0,), 1, 2, lambda node, rank: 0 if _attr(node, "transB", 0) else 1, False, -1,
-                   lambda node, dims: int(dims[-1] if _attr(node, "transB", 0) else dims[0])),
+                   lambda node, dims: int(dims[-1] if _attr(node, "transB", 0) else dims[0]),
+                   # onnxruntime's GemmActivationFusion, checked op by op with optimized_graph.
+                   frozenset({"Relu", "LeakyRelu", "Sigmoid", "Tanh", "HardSigmoid", "Elu", "Selu", "Softplus", "Softsign"})),
     # ORT's integer MatMul takes per-column scales for a 2-D B only.
     "MatMul": OpRule((0,), 1, None, lambda node, rank: rank - 1 if rank == 2 else None, False, -1,
                      lambda node, dims: int(dims[-2] if len(dims) > 1 else dims[0])),

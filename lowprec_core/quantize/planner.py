@@ -90,6 +90,7 @@ def statistic_requests(model: onnx.ModelProto, target: str = "cpu") -> dict[str,
     graph = model.graph
     inits = initializers(graph)
     users = consumers(graph)
+    graph_outputs = {o.name for o in graph.output}
     ops = TARGETS[target].ops
     candidates = []
     for node in graph.node:
@@ -107,7 +108,7 @@ def statistic_requests(model: onnx.ModelProto, target: str = "cpu") -> dict[str,
     for node, rule in candidates:
         outputs = [node.output[0]] + [f.output[0] for f in users.get(node.output[0], []) if f.op_type in FUSABLE_ACTIVATIONS]
         for tensor in outputs:
-            if rule.integer_output_required or _feeds_reads(tensor, reads, users):
+            if rule.integer_output_required or _feeds_reads(tensor, reads, users) or _float_fused(node, rule, users, graph_outputs):
                 needed.setdefault(tensor, None)
     return dict(sorted(needed.items()))
 
@@ -191,6 +192,7 @@ def plan(model: onnx.ModelProto, stats: Statistics, config: QuantConfig) -> Quan
             skipped[node.name] = floor
     order = {node.name: index for index, node in enumerate(graph.node)}
     chosen.sort(key=lambda entry: order[entry[0].name])
+    chosen = _drop_float_fused(chosen, users, graph_outputs, skipped)
 
     nested = _nested_layers(graph)
     skipped.update(nested)
@@ -273,7 +275,7 @@ def plan(model: onnx.ModelProto, stats: Statistics, config: QuantConfig) -> Quan
         ):
             fused.append(FusedActivation(node=followers[0].name, into=node.name))
             quantize_tensor(followers[0].output[0], output=True)
-        elif rule.integer_output_required or feeds_quantized(output):
+        elif rule.integer_output_required or feeds_quantized(output) or _float_fused(node, rule, users, graph_outputs):
             quantize_tensor(output, output=True)
 
         weight = inits[weight_name]
@@ -314,6 +316,35 @@ def plan(model: onnx.ModelProto, stats: Statistics, config: QuantConfig) -> Quan
         nodes=[node.name for node, _, _ in chosen],
         skipped=skipped,
     )
+
+
+def _float_fused(node, rule, users, graph_outputs: set[str]) -> onnx.NodeProto | None:
+    """The activation ORT would fuse with `node` into a float kernel, if any."""
+    readers = users.get(node.output[0], [])
+    if len(readers) != 1 or node.output[0] in graph_outputs or readers[0].op_type not in rule.float_fused_activations:
+        return None
+    return readers[0]
+
+
+def _drop_float_fused(chosen, users, graph_outputs: set[str], skipped: dict[str, str]):
+    """Leave float a layer that ORT fuses with its activation into a float kernel where only
+    float layers read the activation: an integer kernel would need a quantizer between the two,
+    rounding values that only float layers use (and, once a reader is reverted to float, undoing
+    part of that revert). Repeated, since each layer left float leaves its input unread."""
+    while True:
+        reads = {name for _, act_inputs, _ in chosen for name in act_inputs}
+        dropped = {}
+        for node, _, _ in chosen:
+            activation = _float_fused(node, QUANTIZABLE[node.op_type], users, graph_outputs)
+            if activation is not None and not _feeds_reads(activation.output[0], reads, users):
+                dropped[node.name] = (
+                    f"its {activation.op_type} feeds float layers only, and ORT fuses the two into a float kernel "
+                    "before its QDQ fusions: quantized weights would buy no integer kernel"
+                )
+        if not dropped:
+            return chosen
+        skipped.update(dropped)
+        chosen = [entry for entry in chosen if entry[0].name not in dropped]
 
 
 def _nested_layers(graph: onnx.GraphProto, owner: str = "") -> dict[str, str]:

@@ -48,6 +48,12 @@ def test_demo_model_quantized_layers_run_in_integer_kernels(tmp_path, demo):
     # the last Gemm (64) shrinks 64 features to 10: both stay float.
     floor = lp.quantize(demo["model"], tmp_path / "floor.onnx", data=demo["calib"], config=lp.QuantConfig(min_reduction=300))
     assert _short_layers(floor) == {"/features/features.0/Conv", "/head/head.3/Gemm"}, floor.plan.skipped
+    # The hidden Gemm's ReLU then feeds a float layer only, and ORT fuses the two into a float
+    # FusedGemm: the Gemm stays float rather than run in float on dequantized weights.
+    assert "feeds float layers only" in floor.plan.skipped["/head/head.1/Gemm"]
+    kernels = _kernels(tmp_path / "floor.onnx")
+    assert kernels["QLinearConv"] == 2 and sum(kernels[k] for k in INTEGER_KERNELS) == 2, kernels
+    assert _float_layers_read_float_weights(tmp_path / "floor.onnx"), kernels
 
 
 def test_demo_accuracy_within_half_a_point(tmp_path, demo):

@@ -124,10 +124,28 @@ def test_per_tensor_when_per_channel_is_off():
 def test_ignored_scope_by_name_op_type_and_pattern():
     _, _, plan, _ = _quantize(models.conv_relu_conv(), QuantConfig(ignore=("conv2",)))
     assert plan.nodes == ["conv1"] and plan.skipped == {"conv2": "ignored scope"}
-    _, _, plan, _ = _quantize(models.mlp(), QuantConfig(ignore=("MatMul",)))
-    assert plan.nodes == ["gemm"]
+    _, _, plan, _ = _quantize(models.mlp(), QuantConfig(ignore=("Gemm",)))
+    assert plan.nodes == ["matmul"]
     _, _, plan, _ = _quantize(models.conv_relu_conv(), QuantConfig(ignore=("re:conv[0-9]",)))
     assert plan.nodes == []
+
+
+def test_a_gemm_that_ort_fuses_with_its_activation_is_integer_or_entirely_float():
+    """ORT fuses Gemm + Relu (Sigmoid, Tanh, ...) into a float FusedGemm before its QDQ fusions:
+    without a quantizer between the two, the Gemm ran in float on dequantized weights."""
+    def kernels(int8):
+        graph = optimized_graph(int8).graph
+        producers = {out: node.op_type for node in graph.node for out in node.output}
+        return [(n.op_type, producers.get(n.input[1])) for n in graph.node if "Gemm" in n.op_type or "MatMul" in n.op_type]
+
+    # Symmetric activations cannot take the ReLU into the quantizer: the Gemm's own output is quantized.
+    _, int8, plan, _ = _quantize(models.mlp(), QuantConfig(preset="performance"))
+    assert plan.nodes == ["gemm", "matmul"] and {"h", "r"} <= {a.tensor for a in plan.activations}
+    assert [k for k, _ in kernels(int8)] == ["QGemm", "MatMulIntegerToFloat"], kernels(int8)
+    # With the MatMul float, only float layers read the ReLU: the Gemm stays float too, on float weights.
+    _, int8, plan, _ = _quantize(models.mlp(), QuantConfig(ignore=("MatMul",)))
+    assert plan.nodes == [] and "feeds float layers only" in plan.skipped["gemm"]
+    assert kernels(int8) == [("FusedGemm", None), ("MatMul", None)], kernels(int8)
 
 
 def test_unknown_ignored_entry_names_near_matches():
