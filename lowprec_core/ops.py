@@ -89,6 +89,9 @@ class Target:
     min_reduction: layers whose outputs sum fewer products than this stay float (depthwise
         and first convolutions, thin 1x1s): quantizing the input and requantizing the output
         costs more than a short integer dot product saves, and the float kernels fuse better.
+    channels_last_convs: integer convolutions run channels-last (ORT's CPU QLinearConv), so a
+        conv whose output is split into channel groups (ShuffleNet's channel shuffle) pays a
+        full transpose each way; such convs stay float while min_reduction is above 0.
     """
 
     ops: frozenset[str]
@@ -99,6 +102,7 @@ class Target:
     symmetric_activations: bool | None
     int16_pairs: bool = False
     min_reduction: int = 0
+    channels_last_convs: bool = False
 
 
 TARGETS: dict[str, Target] = {
@@ -107,10 +111,12 @@ TARGETS: dict[str, Target] = {
     # No ConvTranspose: ORT's CPU provider has no integer kernel for it, so Q/DQ would only add error.
     # min_reduction 64: measured with bench/reduction.py (PP-OCRv4 det, rec and cls, digits):
     # faster and closer to FP32 than quantizing every layer, on every model.
-    "cpu": Target(frozenset({"Conv", "Gemm", "MatMul"}), np.uint8, np.int8, True, True, None, int16_pairs=True, min_reduction=64),
+    "cpu": Target(frozenset({"Conv", "Gemm", "MatMul"}), np.uint8, np.int8, True, True, None, int16_pairs=True, min_reduction=64,
+                  channels_last_convs=True),
     # The same on CPUs with AVX512-VNNI / AVX-VNNI / AMX (int32 accumulation): full 8-bit weights everywhere.
     # min_reduction as on "cpu" until measured on VNNI hardware (its integer dot products are cheaper).
-    "cpu-vnni": Target(frozenset({"Conv", "Gemm", "MatMul"}), np.uint8, np.int8, True, True, None, min_reduction=64),
+    "cpu-vnni": Target(frozenset({"Conv", "Gemm", "MatMul"}), np.uint8, np.int8, True, True, None, min_reduction=64,
+                       channels_last_convs=True),
     # TensorRT-style: s8 symmetric everywhere, per-channel weights.
     "gpu": Target(frozenset({"Conv", "ConvTranspose", "Gemm", "MatMul"}), np.int8, np.int8, True, True, True),
     # Conservative accelerators: per-tensor weights, u8 asymmetric activations.

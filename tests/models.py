@@ -286,3 +286,31 @@ def matmul_add_3d(seed: int = 0) -> onnx.ModelProto:
         [helper.make_tensor_value_info("y", TensorProto.FLOAT, ["N", 6, 5])],
         inits,
     )
+
+
+def channel_shuffle(seed: int = 0) -> onnx.ModelProto:
+    """x[N,8,6,6] -> Conv 1x1 (group 2) -> Relu -> Reshape [N,2,4,6,6] -> Transpose -> Reshape
+    [N,8,6,6] -> Conv 1x1 -> y: ShuffleNet's channel shuffle between two convolutions."""
+    rng = np.random.default_rng(seed)
+    inits = {
+        "w1": rng.normal(0, 0.5, (8, 4, 1, 1)).astype(np.float32),
+        "b1": rng.normal(0, 0.1, 8).astype(np.float32),
+        "w2": rng.normal(0, 0.3, (8, 8, 1, 1)).astype(np.float32),
+        "b2": rng.normal(0, 0.1, 8).astype(np.float32),
+        "split": np.array([0, 2, 4, 6, 6], np.int64),
+        "merge": np.array([0, 8, 6, 6], np.int64),
+    }
+    nodes = [
+        helper.make_node("Conv", ["x", "w1", "b1"], ["c1"], "gconv", group=2),
+        helper.make_node("Relu", ["c1"], ["r1"], "relu"),
+        helper.make_node("Reshape", ["r1", "split"], ["groups"], "split_channels"),
+        helper.make_node("Transpose", ["groups"], ["swapped"], "shuffle", perm=[0, 2, 1, 3, 4]),
+        helper.make_node("Reshape", ["swapped", "merge"], ["shuffled"], "merge_channels"),
+        helper.make_node("Conv", ["shuffled", "w2", "b2"], ["y"], "conv"),
+    ]
+    return _model(
+        nodes,
+        [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["N", 8, 6, 6])],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, ["N", 8, 6, 6])],
+        inits,
+    )
