@@ -15,6 +15,7 @@ from pathlib import Path
 
 import numpy as np
 
+from tests.plugins import magika as filetypes
 from tests.plugins import vad as silero
 from tests.plugins.ocr_metric import decode as ctc_decode
 
@@ -186,6 +187,22 @@ def vad() -> BenchModel:
     return BenchModel("vad", path, calib, evaluate, [silero.batch(rows[:64])], "agree", (1, 32), rows[100], tile)
 
 
+def magika() -> BenchModel:
+    """Magika (a byte-sequence classifier: 214 file types) on real files, see tests/plugins/magika.py.
+
+    Calibration: 150 files of the Python standard library; quality: the share of the other 247
+    where INT8 names FP32's file type (FP32 itself matches Magika's own pipeline on all 397)."""
+    calib, rows = filetypes.split(150)
+    feeds = _batches({"bytes": rows}, 64)
+
+    def evaluate(fp32, int8):
+        ref = np.concatenate([fp32(f)[0] for f in feeds]).argmax(1)
+        got = np.concatenate([int8(f)[0] for f in feeds]).argmax(1)
+        return {"agree": float((ref == got).mean())}
+
+    return BenchModel("magika", filetypes.model_path(), _batches({"bytes": calib}, 50), evaluate, feeds, "agree", (1, 64), {"bytes": rows[:1]})
+
+
 def _levenshtein(a: str, b: str) -> int:
     previous = list(range(len(b) + 1))
     for i, ca in enumerate(a, 1):
@@ -228,4 +245,4 @@ def _export_minilm(path: Path) -> None:
     tmp.replace(path)
 
 
-MODELS = {"digits": digits, "minilm": minilm, "ocr_rec": ocr_rec, "ocr_det": ocr_det, "ocr_cls": ocr_cls, "vad": vad}
+MODELS = {"digits": digits, "minilm": minilm, "ocr_rec": ocr_rec, "ocr_det": ocr_det, "ocr_cls": ocr_cls, "vad": vad, "magika": magika}

@@ -245,15 +245,16 @@ def depthwise_then_conv(seed: int = 0) -> onnx.ModelProto:
     )
 
 
-def pooled_linear_head(seed: int = 0, batch: int | str = "N") -> onnx.ModelProto:
+def pooled_linear_head(seed: int = 0, batch: int | str = "N", bias_shape: tuple[int, ...] = (5,)) -> onnx.ModelProto:
     """x[batch,16,4,4] -> GlobalAveragePool -> Reshape to (batch, -1) with a shape computed from
     Shape(x) -> MatMul(16 -> 5) -> Add(b) -> y: PP-OCR's classifier head. onnx's shape inference
     cannot tell the Reshape's rank, so only calibration knows the MatMul reads a 2-D tensor; ORT
-    knows it when the batch is fixed (it folds the Shape) and fuses MatMul + Add into a Gemm."""
+    knows it when the batch is fixed (it folds the Shape) and fuses MatMul + Add into a Gemm.
+    `bias_shape` (1, 5) is the broadcast bias that jax2tf and tf2onnx write."""
     rng = np.random.default_rng(seed)
     inits = {
         "w": rng.normal(0, 0.3, (16, 5)).astype(np.float32),
-        "b": rng.normal(0, 0.2, 5).astype(np.float32),
+        "b": rng.normal(0, 0.2, 5).astype(np.float32).reshape(bias_shape),
         "starts": np.array([0], np.int64),
         "ends": np.array([1], np.int64),
         "rest": np.array([-1], np.int64),

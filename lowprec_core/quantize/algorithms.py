@@ -77,9 +77,9 @@ def correct_biases(model: onnx.ModelProto, plan: QuantPlan, stats: Statistics) -
         shift = _output_shift(node, weight_error(weight, w), mean.astype(np.float64))
         bias_init = inits[entry.initializer]
         bias = numpy_helper.to_array(bias_init)
-        if shift is None or shift.shape != bias.shape:
+        if shift is None or shift.size != bias.size:
             continue
-        bias_init.CopyFrom(numpy_helper.from_array((bias - shift).astype(np.float32), bias_init.name))
+        bias_init.CopyFrom(numpy_helper.from_array((bias - shift.reshape(bias.shape)).astype(np.float32), bias_init.name))
         corrected.append(entry.initializer)
     log.info("bias correction: %d biases corrected", len(corrected))
     return out, corrected
@@ -223,9 +223,9 @@ def correct_biases_full(
         shift = observers[q_name].mean - observers[shadow_name].mean
         bias_init = inits[entry.initializer]
         bias = numpy_helper.to_array(bias_init)
-        if shift.shape != bias.shape:
+        if shift.size != bias.size:
             continue
-        bias_init.CopyFrom(numpy_helper.from_array((bias - shift).astype(np.float32), bias_init.name))
+        bias_init.CopyFrom(numpy_helper.from_array((bias - shift.reshape(bias.shape)).astype(np.float32), bias_init.name))
         corrected.append(entry.initializer)
     log.info("full bias correction: %d biases corrected", len(corrected))
     return out, corrected

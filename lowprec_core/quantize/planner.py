@@ -299,8 +299,9 @@ def plan(model: onnx.ModelProto, stats: Statistics, config: QuantConfig) -> Quan
             target.bias_int32
             and bias is not None
             and bias.data_type == onnx.TensorProto.FLOAT
-            and len(bias.dims) == 1
-            and (axis is None or bias.dims[0] == weight.dims[axis])
+            and len(bias.dims) >= 1
+            and all(d == 1 for d in bias.dims[:-1])  # [N], or [1, N] as jax2tf and tf2onnx write it
+            and (axis is None or bias.dims[-1] == weight.dims[axis])
         ):
             biases.append(BiasQuant(
                 node=node.name, initializer=bias_name, activation=act_inputs[0], weight=weight_name,

@@ -59,7 +59,8 @@ def apply(model: onnx.ModelProto, plan: QuantPlan) -> onnx.ModelProto:
         node = by_name[entry.reader or entry.node]
         index = list(node.input).index(entry.initializer)
         q, scale = quantize_bias(numpy_helper.to_array(inits[entry.initializer]), act_scale[entry.activation], weight_scale[entry.weight])
-        node.input[index] = _dequantized_constant(names, entry.initializer, q, scale, 0 if scale.ndim else None, new_inits, new_nodes)
+        # Per output channel along the bias's last axis ([N], or [1, N] for a broadcast Add).
+        node.input[index] = _dequantized_constant(names, entry.initializer, q, scale, q.ndim - 1 if scale.ndim else None, new_inits, new_nodes)
 
     graph.node.extend(new_nodes)
     graph.initializer.extend(new_inits)

@@ -233,12 +233,13 @@ def test_matmul_then_add_on_2d_input_gets_an_int32_bias_and_runs_as_qgemm():
     """ORT folds MatMul + Add on 2-D input into a Gemm before its QDQ fusions; with a float bias
     that Gemm ran in float on dequantized weights (PP-OCR's classifier head). The rank here
     comes from calibration: shape inference cannot tell a Reshape to a computed shape."""
-    for batch in (2, "N"):
-        prepared, int8, plan, data = _quantize(models.pooled_linear_head(batch=batch))
+    for batch, bias_shape in ((2, (5,)), ("N", (5,)), (2, (1, 5))):
+        prepared, int8, plan, data = _quantize(models.pooled_linear_head(batch=batch, bias_shape=bias_shape))
         assert not any(v.name == "flat" and v.type.tensor_type.HasField("shape") for v in prepared.graph.value_info)
         assert [(b.node, b.reader, b.initializer) for b in plan.biases] == [("matmul", "add", "b")]
         inits = {i.name: onnx.numpy_helper.to_array(i) for i in int8.graph.initializer}
-        assert inits["b_quantized"].dtype == np.int32
+        assert inits["b_quantized"].dtype == np.int32 and inits["b_quantized"].shape == bias_shape
+        assert "b" in plan.corrected_biases  # fast bias correction reaches it too
         reference, quantized = (session(m).run(None, data[0])[0] for m in (prepared, int8))
         assert np.abs(quantized - reference).max() < 0.05 * np.abs(reference).max()
         # A fixed batch lets ORT fold the shape and fuse a Gemm; a symbolic one keeps MatMul and
