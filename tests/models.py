@@ -315,3 +315,16 @@ def channel_shuffle(seed: int = 0) -> onnx.ModelProto:
         [helper.make_tensor_value_info("y", TensorProto.FLOAT, ["N", 8, 6, 6])],
         inits,
     )
+
+
+def one_hot_embedding(seed: int = 0) -> onnx.ModelProto:
+    """x[N,6,16] (one-hot codes of 16 tokens) -> MatMul(16 -> 8) -> y: an embedding as a
+    byte-sequence classifier (Magika) computes it."""
+    rng = np.random.default_rng(seed)
+    nodes = [helper.make_node("MatMul", ["x", "w"], ["y"], "embed")]
+    return _model(
+        nodes,
+        [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["N", 6, 16])],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, ["N", 6, 8])],
+        {"w": rng.normal(0, 1.0, (16, 8)).astype(np.float32)},
+    )

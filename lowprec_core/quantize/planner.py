@@ -18,7 +18,7 @@ from ..graph import consumers, initializers, subgraphs
 from ..ops import FUSABLE_ACTIVATIONS, QUANTIZABLE, TARGETS, TRANSPARENT, GraphView, useful_range
 from .overflow import overflow_channels
 from .params import activation_params, quantize_planned_weight
-from .ranges import activation_range
+from .ranges import activation_range, two_levels
 
 log = logging.getLogger(__name__)
 
@@ -252,6 +252,11 @@ def plan(model: onnx.ModelProto, stats: Statistics, config: QuantConfig) -> Quan
             useful_low, useful_high = useful_range(users.get(name, []), name, view)
             low, high = max(low, useful_low), min(high, useful_high)
         scale, zero_point = activation_params(low, high, target.activation_dtype, symmetric=config.symmetric_activations)
+        level = two_levels(stats.tensors[name]) if target.int16_pairs and np.dtype(target.activation_dtype) == np.uint8 else None
+        if level is not None and readers is not None:
+            # Only 0 and `level` (a one-hot code): 0 and 127 hold both exactly, and 127 x 127 pair
+            # sums stay within int16, where 255 would flag nearly every channel for 7-bit weights.
+            scale, zero_point = np.float32(level / 127.0), 0
         activations[name] = ActivationQuant(
             tensor=name, scale=float(scale), zero_point=zero_point, dtype=np.dtype(target.activation_dtype).name, readers=readers
         )

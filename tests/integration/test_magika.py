@@ -46,4 +46,6 @@ def test_magika_names_fp32s_file_type_on_real_files(tmp_path):
     labels = magika.labels()
     assert len({labels[i] for i in fp32.argmax(1)}) >= 15  # the files are of many types, not one
     agree = float(np.mean(fp32.argmax(1) == int8.argmax(1)))
-    assert agree >= 0.96, agree  # measured 0.972 (240 of 247); ORT restricted to Conv/MatMul/Gemm: the same
+    # Measured 0.980 (242 of 247). ORT restricted to Conv/MatMul/Gemm: 0.972, as lowprec was before
+    # one-hot codes took 0 and 127 (the int16 guard had given 62 of the 64 embedding channels 7 bits).
+    assert agree >= 0.97, agree

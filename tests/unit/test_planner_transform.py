@@ -293,6 +293,25 @@ def test_a_conv_whose_output_is_channel_shuffled_stays_float_on_cpu():
         assert plan.nodes == ["gconv", "conv"], config
 
 
+def test_a_one_hot_input_takes_0_and_127_so_no_weight_channel_needs_7_bits():
+    """On AVX2 u8 x s8 pairs of 255 x 127 overflow int16, so the guard narrowed 62 of the 64
+    channels of Magika's byte embedding; a two-level input is exact at 0 and 127 instead."""
+    rng = np.random.default_rng(3)
+    one_hot = [{"x": np.eye(16, dtype=np.float32)[rng.integers(0, 16, (4, 6))]} for _ in range(3)]
+    prepared, int8, plan, _ = _quantize(models.one_hot_embedding(), QuantConfig(target="cpu"), batches=one_hot)
+    x = next(a for a in plan.activations if a.tensor == "x")
+    assert (x.zero_point, x.scale) == (0, pytest.approx(1 / 127)) and plan.weights[0].narrow == []
+    reference, quantized = (session(m).run(None, one_hot[0])[0] for m in (prepared, int8))
+    # Weight rounding only (half a step of each channel's scale): the input itself is exact.
+    w = onnx.numpy_helper.to_array(next(i for i in prepared.graph.initializer if i.name == "w"))
+    assert (np.abs(quantized - reference) <= np.abs(w).max(axis=0) / 127 / 2 + 1e-6).all()
+    # Any other value in the input (here 0.5) and it takes the full u8 grid, with the guard.
+    halves = [{"x": feed["x"] * rng.choice([0.5, 1.0], feed["x"].shape).astype(np.float32)} for feed in one_hot]
+    _, _, plan, _ = _quantize(models.one_hot_embedding(), QuantConfig(target="cpu"), batches=halves)
+    x = next(a for a in plan.activations if a.tensor == "x")
+    assert x.scale == pytest.approx(1 / 255) and plan.weights[0].narrow
+
+
 def test_a_node_whose_subgraph_reads_an_outer_tensor_stays_after_its_producer():
     model = models.conv_then_if()
     rng = np.random.default_rng(3)
