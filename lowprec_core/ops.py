@@ -64,7 +64,10 @@ QUANTIZABLE: dict[str, OpRule] = {
                    frozenset({"Relu", "LeakyRelu", "Sigmoid", "Tanh", "HardSigmoid", "Elu", "Selu", "Softplus", "Softsign"})),
     # ORT's integer MatMul takes per-column scales for a 2-D B only.
     "MatMul": OpRule((0,), 1, None, lambda node, rank: rank - 1 if rank == 2 else None, False, -1,
-                     lambda node, dims: int(dims[-2] if len(dims) > 1 else dims[0])),
+                     lambda node, dims: int(dims[-2] if len(dims) > 1 else dims[0]),
+                     # After the Add that ORT folds into a Gemm with it (2-D input): of the
+                     # activations ORT fuses into a Gemm, only Relu reaches that folded one.
+                     frozenset({"Relu"})),
 }
 
 # Activations that a following QuantizeLinear can absorb: with uint8 and zero point at the

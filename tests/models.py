@@ -328,3 +328,28 @@ def one_hot_embedding(seed: int = 0) -> onnx.ModelProto:
         [helper.make_tensor_value_info("y", TensorProto.FLOAT, ["N", 6, 8])],
         {"w": rng.normal(0, 1.0, (16, 8)).astype(np.float32)},
     )
+
+
+def dense_mlp(seed: int = 0, activation: str = "Relu") -> onnx.ModelProto:
+    """x[N,16] -> MatMul(32) -> Add(b1) -> activation -> MatMul(10) -> Add(b2) -> y: two Keras
+    Dense layers as tf2onnx writes them (MatMul + Add, the activation after the Add)."""
+    rng = np.random.default_rng(seed)
+    inits = {
+        "w1": rng.normal(0, 0.4, (16, 32)).astype(np.float32),
+        "b1": rng.normal(0, 0.1, 32).astype(np.float32),
+        "w2": rng.normal(0, 0.3, (32, 10)).astype(np.float32),
+        "b2": rng.normal(0, 0.1, 10).astype(np.float32),
+    }
+    nodes = [
+        helper.make_node("MatMul", ["x", "w1"], ["m1"], "dense1"),
+        helper.make_node("Add", ["m1", "b1"], ["h"], "bias1"),
+        helper.make_node(activation, ["h"], ["a"], "act"),
+        helper.make_node("MatMul", ["a", "w2"], ["m2"], "dense2"),
+        helper.make_node("Add", ["m2", "b2"], ["y"], "bias2"),
+    ]
+    return _model(
+        nodes,
+        [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["N", 16])],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, ["N", 10])],
+        inits,
+    )

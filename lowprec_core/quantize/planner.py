@@ -108,8 +108,12 @@ def statistic_requests(model: onnx.ModelProto, target: str = "cpu") -> dict[str,
     for node, rule in candidates:
         outputs = [node.output[0]] + [f.output[0] for f in users.get(node.output[0], []) if f.op_type in FUSABLE_ACTIVATIONS]
         for tensor in outputs:
-            if rule.integer_output_required or _feeds_reads(tensor, reads, users) or _float_fused(node, rule, users, graph_outputs):
+            if rule.integer_output_required or _feeds_reads(tensor, reads, users):
                 needed.setdefault(tensor, None)
+        # Ranks are known only after calibration: assume a MatMul's input is 2-D (a superset).
+        fused = _float_fused(node, rule, users, graph_outputs, input_rank=2)
+        if fused is not None:
+            needed.setdefault(fused[0], None)
     return dict(sorted(needed.items()))
 
 
@@ -166,6 +170,11 @@ def plan(model: onnx.ModelProto, stats: Statistics, config: QuantConfig) -> Quan
     skipped: dict[str, str] = {}
     known_ranks = _ranks(model)
 
+    def rank(tensor: str) -> int:
+        """Shape inference's rank, else calibration's (a Reshape to a computed shape)."""
+        entry = stats.tensors.get(tensor)
+        return known_ranks.get(tensor, entry.rank if entry is not None else -1)
+
     chosen: list[tuple[onnx.NodeProto, list[str], str]] = []  # node, activation inputs, weight
     short: list[tuple[onnx.NodeProto, list[str], str, str]] = []  # under the reduction floor, and why
     for node in graph.node:
@@ -195,7 +204,7 @@ def plan(model: onnx.ModelProto, stats: Statistics, config: QuantConfig) -> Quan
             skipped[node.name] = floor
     order = {node.name: index for index, node in enumerate(graph.node)}
     chosen.sort(key=lambda entry: order[entry[0].name])
-    chosen = _drop_float_fused(chosen, users, graph_outputs, skipped)
+    chosen = _drop_float_fused(chosen, users, graph_outputs, skipped, rank)
 
     nested = _nested_layers(graph)
     skipped.update(nested)
@@ -203,11 +212,6 @@ def plan(model: onnx.ModelProto, stats: Statistics, config: QuantConfig) -> Quan
         log.warning("nothing to quantize in the main graph; %d layers inside If/Loop/Scan bodies stay float", len(nested))
 
     quantized_reads = {name for _, act_inputs, _ in chosen for name in act_inputs}
-
-    def rank(tensor: str) -> int:
-        """Shape inference's rank, else calibration's (a Reshape to a computed shape)."""
-        entry = stats.tensors.get(tensor)
-        return known_ranks.get(tensor, entry.rank if entry is not None else -1)
 
     def feeds_quantized(tensor: str) -> bool:
         return _feeds_reads(tensor, quantized_reads, users)
@@ -282,8 +286,17 @@ def plan(model: onnx.ModelProto, stats: Statistics, config: QuantConfig) -> Quan
         ):
             fused.append(FusedActivation(node=followers[0].name, into=node.name))
             quantize_tensor(followers[0].output[0], output=True)
-        elif rule.integer_output_required or feeds_quantized(output) or _float_fused(node, rule, users, graph_outputs):
+        elif rule.integer_output_required or feeds_quantized(output):
             quantize_tensor(output, output=True)
+        else:
+            fused_in_float = _float_fused(node, rule, users, graph_outputs, rank(act_inputs[0]))
+            # A Relu before a u8 quantizer at zero point 0 is dropped by ORT (the Q clamps), so
+            # the layer meets that quantizer and no other is needed.
+            absorbed = fused_in_float is not None and fused_in_float[1].op_type == "Relu" and (
+                not config.symmetric_activations and feeds_quantized(fused_in_float[1].output[0])
+            )
+            if fused_in_float is not None and not absorbed:
+                quantize_tensor(fused_in_float[0], output=True)
 
         weight = inits[weight_name]
         axis = rule.channel_axis(node, len(weight.dims)) if config.per_channel and target.per_channel else None
@@ -326,15 +339,21 @@ def plan(model: onnx.ModelProto, stats: Statistics, config: QuantConfig) -> Quan
     )
 
 
-def _float_fused(node, rule, users, graph_outputs: set[str]) -> onnx.NodeProto | None:
-    """The activation ORT would fuse with `node` into a float kernel, if any."""
-    readers = users.get(node.output[0], [])
-    if len(readers) != 1 or node.output[0] in graph_outputs or readers[0].op_type not in rule.float_fused_activations:
+def _float_fused(node, rule, users, graph_outputs: set[str], input_rank: int) -> tuple[str, onnx.NodeProto] | None:
+    """(the layer's output as ORT's float kernel would take it, the activation ORT fuses into
+    that kernel), if any: a Gemm's own output, or for a MatMul on 2-D input the Add after it
+    (ORT folds the two into a Gemm first)."""
+    reader, _ = _bias(node, rule, users, graph_outputs, input_rank)
+    if rule.bias_input is None and reader is node:
+        return None  # a MatMul ORT does not fold into a Gemm
+    output = reader.output[0]
+    readers = users.get(output, [])
+    if len(readers) != 1 or output in graph_outputs or readers[0].op_type not in rule.float_fused_activations:
         return None
-    return readers[0]
+    return output, readers[0]
 
 
-def _drop_float_fused(chosen, users, graph_outputs: set[str], skipped: dict[str, str]):
+def _drop_float_fused(chosen, users, graph_outputs: set[str], skipped: dict[str, str], rank):
     """Leave float a layer that ORT fuses with its activation into a float kernel where only
     float layers read the activation: an integer kernel would need a quantizer between the two,
     rounding values that only float layers use (and, once a reader is reverted to float, undoing
@@ -342,8 +361,9 @@ def _drop_float_fused(chosen, users, graph_outputs: set[str], skipped: dict[str,
     while True:
         reads = {name for _, act_inputs, _ in chosen for name in act_inputs}
         dropped = {}
-        for node, _, _ in chosen:
-            activation = _float_fused(node, QUANTIZABLE[node.op_type], users, graph_outputs)
+        for node, act_inputs, _ in chosen:
+            fused = _float_fused(node, QUANTIZABLE[node.op_type], users, graph_outputs, rank(act_inputs[0]))
+            activation = fused[1] if fused is not None else None
             if activation is not None and not _feeds_reads(activation.output[0], reads, users):
                 dropped[node.name] = (
                     f"its {activation.op_type} feeds float layers only, and ORT fuses the two into a float kernel "
