@@ -41,6 +41,14 @@ def _dq_axes(model: onnx.ModelProto) -> dict[str, int | None]:
     return axes
 
 
+def _layer_kernels(int8: onnx.ModelProto) -> list[tuple[str, str | None]]:
+    """Each Gemm/MatMul kernel ORT runs, with the op that makes its weight (DequantizeLinear:
+    a float kernel on dequantized weights)."""
+    graph = optimized_graph(int8).graph
+    producers = {out: node.op_type for node in graph.node for out in node.output}
+    return [(n.op_type, producers.get(n.input[1])) for n in graph.node if "Gemm" in n.op_type or "MatMul" in n.op_type]
+
+
 def _fake_quant(x, scale, zp, lo, hi):
     return (np.clip(np.rint(x / scale) + zp, lo, hi) - zp) * scale
 
@@ -133,42 +141,32 @@ def test_ignored_scope_by_name_op_type_and_pattern():
 def test_a_gemm_that_ort_fuses_with_its_activation_is_integer_or_entirely_float():
     """ORT fuses Gemm + Relu (Sigmoid, Tanh, ...) into a float FusedGemm before its QDQ fusions:
     without a quantizer between the two, the Gemm ran in float on dequantized weights."""
-    def kernels(int8):
-        graph = optimized_graph(int8).graph
-        producers = {out: node.op_type for node in graph.node for out in node.output}
-        return [(n.op_type, producers.get(n.input[1])) for n in graph.node if "Gemm" in n.op_type or "MatMul" in n.op_type]
-
     # Symmetric activations cannot take the ReLU into the quantizer: the Gemm's own output is quantized.
     _, int8, plan, _ = _quantize(models.mlp(), QuantConfig(preset="performance"))
     assert plan.nodes == ["gemm", "matmul"] and {"h", "r"} <= {a.tensor for a in plan.activations}
-    assert [k for k, _ in kernels(int8)] == ["QGemm", "MatMulIntegerToFloat"], kernels(int8)
+    assert [k for k, _ in _layer_kernels(int8)] == ["QGemm", "MatMulIntegerToFloat"], _layer_kernels(int8)
     # With the MatMul float, only float layers read the ReLU: the Gemm stays float too, on float weights.
     _, int8, plan, _ = _quantize(models.mlp(), QuantConfig(ignore=("MatMul",)))
     assert plan.nodes == [] and "feeds float layers only" in plan.skipped["gemm"]
-    assert kernels(int8) == [("FusedGemm", None), ("MatMul", None)], kernels(int8)
+    assert _layer_kernels(int8) == [("FusedGemm", None), ("MatMul", None)], _layer_kernels(int8)
 
 
 def test_keras_dense_layers_written_as_matmul_add_relu_are_integer_or_entirely_float():
     """tf2onnx writes Dense(relu) as MatMul -> Add -> Relu; ORT folds MatMul + Add into a Gemm
     and then the Relu into a float FusedGemm, unless a quantizer it keeps sits in between."""
-    def kernels(int8):
-        graph = optimized_graph(int8).graph
-        producers = {out: node.op_type for node in graph.node for out in node.output}
-        return [(n.op_type, producers.get(n.input[1])) for n in graph.node if "Gemm" in n.op_type or "MatMul" in n.op_type]
-
     # Asymmetric: the Relu before the next layer's u8 quantizer (zero point 0) is dropped by ORT.
     _, int8, plan, _ = _quantize(models.dense_mlp())
-    assert "h" not in {a.tensor for a in plan.activations} and kernels(int8) == [("QGemm", None)] * 2
+    assert "h" not in {a.tensor for a in plan.activations} and _layer_kernels(int8) == [("QGemm", None)] * 2
     # Symmetric: ORT keeps that Relu, so the Add's output (the folded Gemm's) is quantized.
     _, int8, plan, _ = _quantize(models.dense_mlp(), QuantConfig(preset="performance"))
-    assert "h" in {a.tensor for a in plan.activations} and kernels(int8) == [("QGemm", None)] * 2
+    assert "h" in {a.tensor for a in plan.activations} and _layer_kernels(int8) == [("QGemm", None)] * 2
     # Only float layers read the Relu: the first Dense stays float too, on float weights.
     _, int8, plan, _ = _quantize(models.dense_mlp(), QuantConfig(ignore=("dense2",)))
     assert plan.nodes == [] and "feeds float layers only" in plan.skipped["dense1"]
-    assert kernels(int8) == [("FusedGemm", None), ("Gemm", None)]
+    assert _layer_kernels(int8) == [("FusedGemm", None), ("Gemm", None)]
     # ORT fuses no other activation into the folded Gemm: a Sigmoid leaves the integer kernel be.
     _, int8, plan, _ = _quantize(models.dense_mlp(activation="Sigmoid"), QuantConfig(ignore=("dense2",)))
-    assert plan.nodes == ["dense1"] and kernels(int8) == [("QGemm", None), ("Gemm", None)]
+    assert plan.nodes == ["dense1"] and _layer_kernels(int8) == [("QGemm", None), ("Gemm", None)]
 
 
 def test_unknown_ignored_entry_names_near_matches():
