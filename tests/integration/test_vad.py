@@ -8,6 +8,7 @@ streams (bench/RESULTS.md) NNCF agrees on 0.916, and every ORT variant writes an
 
 from __future__ import annotations
 
+import collections
 import importlib.util
 import os
 
@@ -16,6 +17,7 @@ import pytest
 
 import lowprec_core as lp
 from lowprec_core import runtime
+from lowprec_core.runtime import FLOAT_KERNELS, INTEGER_KERNELS, optimized_graph
 from tests.plugins import vad
 
 READY = importlib.util.find_spec("silero_vad") is not None and any(vad.SPEECH_DIR.glob("*.wav"))
@@ -33,6 +35,8 @@ def test_silero_vad_keeps_its_calls_on_real_speech(tmp_path):
 
     onnx.checker.check_model(onnx.load(out))  # node order included: subgraphs read outer tensors
     assert len(report.plan.nodes) >= 5  # the STFT, encoder and decoder convolutions
+    kernels = collections.Counter(node.op_type for node in optimized_graph(out.read_bytes()).graph.node)
+    assert sum(kernels[k] for k in INTEGER_KERNELS) == len(report.plan.nodes) and not sum(kernels[k] for k in FLOAT_KERNELS), kernels
     int8 = runtime.session(str(out))
     scores = vad.agreement(lambda feed: fp32.run(None, feed), lambda feed: int8.run(None, feed))
     assert 0.3 < scores["speech"] < 0.7  # the streams hold speech and noise both
