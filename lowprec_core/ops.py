@@ -77,7 +77,9 @@ FUSABLE_ACTIVATIONS: frozenset[str] = frozenset({"Relu", "Clip"})
 # Ops that only move or select values: a quantized tensor passes through them unchanged, and
 # ORT moves Q/DQ pairs across them. A quantized reader behind one counts as a quantized reader.
 TRANSPARENT: frozenset[str] = frozenset(
-    {"Reshape", "Transpose", "Flatten", "Squeeze", "Unsqueeze", "MaxPool", "Identity", "Slice", "Split", "Gather"}
+    # Dropout is the identity at inference (ORT removes it): opset <= 11 exports keep it between
+    # a classifier's Gemm + Relu and the next Gemm (the zoo's AlexNet, VGG, ZFNet).
+    {"Reshape", "Transpose", "Flatten", "Squeeze", "Unsqueeze", "MaxPool", "Identity", "Slice", "Split", "Gather", "Dropout"}
 )
 
 

@@ -69,16 +69,18 @@ def conv_bn(seed: int = 0) -> onnx.ModelProto:
     )
 
 
-def mlp(seed: int = 0, *, trans_b: int = 1) -> onnx.ModelProto:
-    """x[N,16] -> Gemm(32, transB) -> Relu -> MatMul(10) -> y."""
+def mlp(seed: int = 0, *, trans_b: int = 1, dropout: bool = False) -> onnx.ModelProto:
+    """x[N,16] -> Gemm(32, transB) -> Relu -> [Dropout, as opset <= 11 exports keep it] -> MatMul(10) -> y."""
     rng = np.random.default_rng(seed)
     w1 = rng.normal(0, 0.4, (32, 16) if trans_b else (16, 32)).astype(np.float32)
     inits = {"w1": w1, "b1": rng.normal(0, 0.1, 32).astype(np.float32), "w2": rng.normal(0, 0.3, (32, 10)).astype(np.float32)}
     nodes = [
         helper.make_node("Gemm", ["x", "w1", "b1"], ["h"], "gemm", transB=trans_b),
         helper.make_node("Relu", ["h"], ["r"], "relu"),
-        helper.make_node("MatMul", ["r", "w2"], ["y"], "matmul"),
+        helper.make_node("MatMul", ["d" if dropout else "r", "w2"], ["y"], "matmul"),
     ]
+    if dropout:
+        nodes.insert(2, helper.make_node("Dropout", ["r"], ["d", "mask"], "dropout"))
     return _model(
         nodes,
         [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["N", 16])],
