@@ -119,8 +119,9 @@ def default_opset(model: onnx.ModelProto) -> int:
 def prepare(model: onnx.ModelProto) -> onnx.ModelProto:
     """Return a copy ready for calibration and quantization.
 
-    Names every node, turns Constant nodes (and ConstantOfShape of a constant shape) and
-    initializer-inputs into plain initializers,
+    Names every node, turns Constant nodes (and ConstantOfShape of a constant shape, and
+    Identity/Cast/Transpose/Reshape/Squeeze/Unsqueeze of constants) and initializer-inputs into
+    plain initializers,
     folds BatchNormalization into the Conv before it, upgrades to opset 13 where older,
     and runs shape inference. Deterministic: the same model gives the same result.
     """
@@ -228,11 +229,74 @@ def _filled(node: onnx.NodeProto, inits: dict[str, onnx.TensorProto]) -> onnx.Te
     return numpy_helper.from_array(np.full(tuple(shape), value.reshape(-1)[0], dtype=value.dtype))
 
 
+def _attr_value(node: onnx.NodeProto, name: str, default=None):
+    found = next((a for a in node.attribute if a.name == name), None)
+    return default if found is None else onnx.helper.get_attribute_value(found)
+
+
+def _axes(node: onnx.NodeProto, values: list[np.ndarray]) -> tuple[int, ...] | None:
+    """Squeeze/Unsqueeze axes: an input from opset 13, an attribute before."""
+    axes = values[1] if len(values) > 1 else _attr_value(node, "axes")
+    return None if axes is None else tuple(int(a) for a in np.asarray(axes).reshape(-1))
+
+
+def _reshape(node: onnx.NodeProto, values: list[np.ndarray]) -> np.ndarray:
+    data, shape = values[0], [int(d) for d in values[1].reshape(-1)]
+    if not _attr_value(node, "allowzero", 0):  # 0 copies the input's dimension
+        shape = [data.shape[i] if d == 0 else d for i, d in enumerate(shape)]
+    return data.reshape(shape)
+
+
+def _squeeze(node: onnx.NodeProto, values: list[np.ndarray]) -> np.ndarray:
+    axes = _axes(node, values)
+    return np.squeeze(values[0], axis=axes) if axes is not None else np.squeeze(values[0])
+
+
+def _unsqueeze(node: onnx.NodeProto, values: list[np.ndarray]) -> np.ndarray:
+    rank = values[0].ndim + len(_axes(node, values))
+    return np.expand_dims(values[0], tuple(sorted(a % rank for a in _axes(node, values))))
+
+
+# Ops that only copy, rearrange or re-type a constant: exporters leave them on weights (tied
+# weights behind Identity, fp16 storage behind Cast, a transposed weight behind Transpose), and
+# a layer whose weight is a node output has no constant weight to quantize.
+_FOLDABLE: dict[str, Callable[[onnx.NodeProto, list[np.ndarray]], np.ndarray]] = {
+    "Identity": lambda node, v: v[0],
+    "Cast": lambda node, v: v[0].astype(onnx.helper.tensor_dtype_to_np_dtype(_attr_value(node, "to"))),
+    "Transpose": lambda node, v: np.transpose(v[0], _attr_value(node, "perm")),
+    "Reshape": _reshape,
+    "Squeeze": _squeeze,
+    "Unsqueeze": _unsqueeze,
+}
+
+
+def _folded(node: onnx.NodeProto, inits: dict[str, onnx.TensorProto]) -> onnx.TensorProto | None:
+    """The tensor a _FOLDABLE node makes from constant inputs, or None."""
+    if node.op_type not in _FOLDABLE or len(node.output) != 1 or not all(name in inits for name in node.input if name):
+        return None
+    values = [numpy_helper.to_array(inits[name]) for name in node.input if name]
+    if not values or values[0].dtype == object:
+        return None
+    try:
+        return numpy_helper.from_array(np.ascontiguousarray(_FOLDABLE[node.op_type](node, values)))
+    except (ValueError, TypeError, KeyError, IndexError):  # shapes that do not fit: ORT will say so
+        return None
+
+
 def _constants_to_initializers(graph: onnx.GraphProto) -> None:
     outputs = {o.name for o in graph.output}
     inits = {init.name: init for init in graph.initializer}
     keep: list[onnx.NodeProto] = []
     for node in graph.node:
+        if node.domain in ("", "ai.onnx") and node.output and node.output[0] not in outputs and node.op_type in _FOLDABLE:
+            tensor = _folded(node, inits)
+            if tensor is None:
+                keep.append(node)
+                continue
+            tensor.name = node.output[0]
+            graph.initializer.append(tensor)
+            inits[tensor.name] = tensor
+            continue
         if node.op_type == "ConstantOfShape" and node.domain in ("", "ai.onnx") and node.output[0] not in outputs:
             tensor = _filled(node, inits)
             if tensor is None:

@@ -59,6 +59,51 @@ def test_a_constant_of_shape_weight_becomes_an_initializer():
     np.testing.assert_allclose(session(prepared).run(None, x)[0], session(model).run(None, x)[0], rtol=1e-6)
 
 
+def test_weights_behind_identity_cast_transpose_and_reshape_become_initializers():
+    """Exporters leave value-moving ops on weights: fp16 storage behind a Cast, a transposed or
+    reshaped copy, a tied weight behind an Identity. Left as nodes, those layers had no
+    constant weight and stayed float."""
+    from onnx import TensorProto, helper, numpy_helper
+
+    rng = np.random.default_rng(0)
+    inits = {
+        "w16": rng.normal(0, 0.3, (3, 3, 3, 8)).astype(np.float16),  # HWIO, as TensorFlow keeps it
+        "b": rng.normal(0, 0.1, (8, 1)).astype(np.float32),
+        "keep": np.array([0, -1], np.int64),  # Reshape's 0 copies the input's dimension
+        "axes": np.array([1], np.int64),
+        "m": rng.normal(0, 0.3, (8, 8, 1)).astype(np.float32),
+        "last": np.array([2], np.int64),
+    }
+    nodes = [
+        helper.make_node("Cast", ["w16"], ["w32"], "to_float", to=TensorProto.FLOAT),
+        helper.make_node("Transpose", ["w32"], ["w"], "hwio_to_oihw", perm=[3, 2, 0, 1]),
+        helper.make_node("Reshape", ["b", "keep"], ["b2"], "bias_shape"),
+        helper.make_node("Squeeze", ["b2", "axes"], ["bias"], "bias_flat"),
+        helper.make_node("Identity", ["bias"], ["bias_out"], "bias_copy"),
+        helper.make_node("Squeeze", ["m", "last"], ["m2"], "drop_axis"),
+        helper.make_node("Identity", ["m2"], ["tied"], "tied_weight"),
+        helper.make_node("Conv", ["x", "w", "bias"], ["c"], "conv", pads=[1, 1, 1, 1]),
+        helper.make_node("GlobalAveragePool", ["c"], ["p"], "pool"),
+        helper.make_node("Flatten", ["p"], ["f"], "flatten"),
+        helper.make_node("MatMul", ["f", "tied"], ["y"], "head"),
+    ]
+    graph = helper.make_graph(
+        nodes, "g", [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["N", 3, 8, 8])],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, None), helper.make_tensor_value_info("bias_out", TensorProto.FLOAT, None)],
+        [numpy_helper.from_array(v, k) for k, v in inits.items()],
+    )
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 13)], ir_version=8)
+    prepared = prepare(model)
+    # bias_out is a graph output: it stays a node's output, so its Identity stays.
+    assert [n.op_type for n in prepared.graph.node] == ["Identity", "Conv", "GlobalAveragePool", "Flatten", "MatMul"]
+    assert numpy_helper.to_array(next(i for i in prepared.graph.initializer if i.name == "w")).shape == (8, 3, 3, 3)
+    x = models.feeds(model)[0]
+    for got, want in zip(session(prepared).run(None, x), session(model).run(None, x)):
+        np.testing.assert_allclose(got, want, rtol=1e-5, atol=1e-6)
+    _, plan = quantize_model(prepared, collect(prepared, models.feeds(prepared), statistic_requests(prepared), model_sha256="t"), QuantConfig(min_reduction=0))
+    assert plan.nodes == ["conv", "head"], plan.skipped
+
+
 def test_batchnorm_folds_into_conv_exactly():
     model = models.conv_bn()
     prepared = prepare(model)
