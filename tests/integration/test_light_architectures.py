@@ -9,6 +9,8 @@ the plan quantized runs as an integer kernel. Before this test all of them faile
 from __future__ import annotations
 
 import collections
+import importlib.util
+import os
 from pathlib import Path
 
 import numpy as np
@@ -17,7 +19,7 @@ import pytest
 
 import lowprec_core as lp
 from lowprec_core.data import input_specs
-from lowprec_core.runtime import INTEGER_KERNELS, optimized_graph, session
+from lowprec_core.runtime import FLOAT_KERNELS, INTEGER_KERNELS, optimized_graph, session
 
 LIGHT = Path(onnx.__file__).parent / "backend" / "test" / "data" / "light"
 pytestmark = pytest.mark.slow
@@ -43,3 +45,28 @@ def test_a_zoo_architecture_quantizes_to_integer_kernels(name, tmp_path):
     want = session(str(path)).run(None, feeds[0])[0]
     got = session(str(out)).run(None, feeds[0])[0]
     assert got.shape == want.shape and np.isfinite(got).all()
+
+
+@pytest.mark.skipif(importlib.util.find_spec("nudenet") is None and not os.environ.get("CI"), reason="make venv installs nudenet")
+def test_a_yolov8_detector_quantizes_to_integer_kernels(tmp_path):
+    """YOLOv8n as the `nudenet` package ships it (opset 17, 320x320): SiLU as Sigmoid x Mul, C2f
+    blocks of Split and Concat, SPPF max pools, nearest Resize and the DFL head's Softmax. A
+    structure check (the images are uniform noise): valid, every planned conv an integer
+    kernel, none float on dequantized weights, boxes where FP32 puts them."""
+    path = Path(importlib.util.find_spec("nudenet").origin).parent / "320n.onnx"
+    rng = np.random.default_rng(0)
+    images = rng.uniform(0, 1, (4, 3, 320, 320)).astype(np.float32)
+    out = tmp_path / "int8.onnx"
+    report = lp.quantize(path, out, data=[{"images": images[:2]}, {"images": images[2:]}])
+
+    onnx.checker.check_model(onnx.load(out))
+    assert len(report.plan.nodes) >= 55  # of 64 convs: the first and a few thin ones stay float
+    graph = optimized_graph(out.read_bytes()).graph
+    ops = collections.Counter(n.op_type for n in graph.node)
+    producers = {o: n.op_type for n in graph.node for o in n.output}
+    assert sum(ops[k] for k in INTEGER_KERNELS) == len(report.plan.nodes), ops
+    assert not [n.name for n in graph.node if n.op_type in FLOAT_KERNELS and producers.get(n.input[1]) == "DequantizeLinear"]
+    want = session(str(path)).run(None, {"images": images[:1]})[0]
+    got = session(str(out)).run(None, {"images": images[:1]})[0]
+    assert got.shape == want.shape == (1, 22, 2100)
+    assert np.abs(got[:, :4] - want[:, :4]).mean() < 2.0  # box coordinates in pixels of 320: measured 0.50
