@@ -23,6 +23,12 @@ class Names:
         return name
 
 
+def attribute(node: onnx.NodeProto, name: str, default=None):
+    """The value of a node's attribute `name`, or `default` when the node does not set it."""
+    found = next((a for a in node.attribute if a.name == name), None)
+    return default if found is None else onnx.helper.get_attribute_value(found)
+
+
 def initializers(graph: onnx.GraphProto) -> dict[str, onnx.TensorProto]:
     return {init.name: init for init in graph.initializer}
 

@@ -17,7 +17,7 @@ from onnx import numpy_helper
 
 from . import simplify
 from .errors import ModelError
-from .graph import drop_unused_initializers
+from .graph import attribute, drop_unused_initializers
 
 # ONNX's operator-schema registry fills itself on first use (about 15 ms). Do it when this module
 # is imported, as importing onnxruntime.quantization does, rather than inside the first load.
@@ -96,11 +96,11 @@ def external_data_files(model: onnx.ModelProto) -> list[str]:
 def _tensors(graph: onnx.GraphProto):
     yield from graph.initializer
     for node in graph.node:
-        for attribute in node.attribute:
-            if attribute.HasField("t"):
-                yield attribute.t
-            yield from attribute.tensors
-            for sub in (*([attribute.g] if attribute.HasField("g") else []), *attribute.graphs):
+        for attr in node.attribute:
+            if attr.HasField("t"):
+                yield attr.t
+            yield from attr.tensors
+            for sub in (*([attr.g] if attr.HasField("g") else []), *attr.graphs):
                 yield from _tensors(sub)
 
 
@@ -229,20 +229,15 @@ def _filled(node: onnx.NodeProto, inits: dict[str, onnx.TensorProto]) -> onnx.Te
     return numpy_helper.from_array(np.full(tuple(shape), value.reshape(-1)[0], dtype=value.dtype))
 
 
-def _attr_value(node: onnx.NodeProto, name: str, default=None):
-    found = next((a for a in node.attribute if a.name == name), None)
-    return default if found is None else onnx.helper.get_attribute_value(found)
-
-
 def _axes(node: onnx.NodeProto, values: list[np.ndarray]) -> tuple[int, ...] | None:
     """Squeeze/Unsqueeze axes: an input from opset 13, an attribute before."""
-    axes = values[1] if len(values) > 1 else _attr_value(node, "axes")
+    axes = values[1] if len(values) > 1 else attribute(node, "axes")
     return None if axes is None else tuple(int(a) for a in np.asarray(axes).reshape(-1))
 
 
 def _reshape(node: onnx.NodeProto, values: list[np.ndarray]) -> np.ndarray:
     data, shape = values[0], [int(d) for d in values[1].reshape(-1)]
-    if not _attr_value(node, "allowzero", 0):  # 0 copies the input's dimension
+    if not attribute(node, "allowzero", 0):  # 0 copies the input's dimension
         shape = [data.shape[i] if d == 0 else d for i, d in enumerate(shape)]
     return data.reshape(shape)
 
@@ -253,8 +248,9 @@ def _squeeze(node: onnx.NodeProto, values: list[np.ndarray]) -> np.ndarray:
 
 
 def _unsqueeze(node: onnx.NodeProto, values: list[np.ndarray]) -> np.ndarray:
-    rank = values[0].ndim + len(_axes(node, values))
-    return np.expand_dims(values[0], tuple(sorted(a % rank for a in _axes(node, values))))
+    axes = _axes(node, values)
+    rank = values[0].ndim + len(axes)
+    return np.expand_dims(values[0], tuple(sorted(a % rank for a in axes)))
 
 
 # Ops that only copy, rearrange or re-type a constant: exporters leave them on weights (tied
@@ -262,8 +258,8 @@ def _unsqueeze(node: onnx.NodeProto, values: list[np.ndarray]) -> np.ndarray:
 # a layer whose weight is a node output has no constant weight to quantize.
 _FOLDABLE: dict[str, Callable[[onnx.NodeProto, list[np.ndarray]], np.ndarray]] = {
     "Identity": lambda node, v: v[0],
-    "Cast": lambda node, v: v[0].astype(onnx.helper.tensor_dtype_to_np_dtype(_attr_value(node, "to"))),
-    "Transpose": lambda node, v: np.transpose(v[0], _attr_value(node, "perm")),
+    "Cast": lambda node, v: v[0].astype(onnx.helper.tensor_dtype_to_np_dtype(attribute(node, "to"))),
+    "Transpose": lambda node, v: np.transpose(v[0], attribute(node, "perm")),
     "Reshape": _reshape,
     "Squeeze": _squeeze,
     "Unsqueeze": _unsqueeze,
@@ -272,7 +268,7 @@ _FOLDABLE: dict[str, Callable[[onnx.NodeProto, list[np.ndarray]], np.ndarray]] =
 
 def _folded(node: onnx.NodeProto, inits: dict[str, onnx.TensorProto]) -> onnx.TensorProto | None:
     """The tensor a _FOLDABLE node makes from constant inputs, or None."""
-    if node.op_type not in _FOLDABLE or len(node.output) != 1 or not all(name in inits for name in node.input if name):
+    if len(node.output) != 1 or not all(name in inits for name in node.input if name):
         return None
     values = [numpy_helper.to_array(inits[name]) for name in node.input if name]
     if not values or values[0].dtype == object:
@@ -283,39 +279,33 @@ def _folded(node: onnx.NodeProto, inits: dict[str, onnx.TensorProto]) -> onnx.Te
         return None
 
 
+def _constant(node: onnx.NodeProto, inits: dict[str, onnx.TensorProto]) -> onnx.TensorProto | None:
+    """The tensor a node makes from constants alone, or None where it stays a node."""
+    if node.domain not in ("", "ai.onnx"):
+        return None
+    if node.op_type in _FOLDABLE:
+        return _folded(node, inits)
+    if node.op_type == "ConstantOfShape":
+        return _filled(node, inits)
+    if node.op_type != "Constant":
+        return None
+    value = node.attribute[0]
+    if value.name == "value":
+        tensor = onnx.TensorProto()
+        tensor.CopyFrom(value.t)
+        return tensor
+    if value.name in _CONSTANT_ATTRS:
+        return numpy_helper.from_array(_CONSTANT_ATTRS[value.name](value))
+    return None  # sparse or string constants stay as nodes
+
+
 def _constants_to_initializers(graph: onnx.GraphProto) -> None:
     outputs = {o.name for o in graph.output}
     inits = {init.name: init for init in graph.initializer}
     keep: list[onnx.NodeProto] = []
     for node in graph.node:
-        if node.domain in ("", "ai.onnx") and node.output and node.output[0] not in outputs and node.op_type in _FOLDABLE:
-            tensor = _folded(node, inits)
-            if tensor is None:
-                keep.append(node)
-                continue
-            tensor.name = node.output[0]
-            graph.initializer.append(tensor)
-            inits[tensor.name] = tensor
-            continue
-        if node.op_type == "ConstantOfShape" and node.domain in ("", "ai.onnx") and node.output[0] not in outputs:
-            tensor = _filled(node, inits)
-            if tensor is None:
-                keep.append(node)
-                continue
-            tensor.name = node.output[0]
-            graph.initializer.append(tensor)
-            inits[tensor.name] = tensor
-            continue
-        if node.op_type != "Constant" or node.domain not in ("", "ai.onnx") or node.output[0] in outputs:
-            keep.append(node)
-            continue
-        attribute = node.attribute[0]
-        if attribute.name == "value":
-            tensor = onnx.TensorProto()
-            tensor.CopyFrom(attribute.t)
-        elif attribute.name in _CONSTANT_ATTRS:
-            tensor = numpy_helper.from_array(_CONSTANT_ATTRS[attribute.name](attribute))
-        else:  # sparse or string constants stay as nodes
+        tensor = _constant(node, inits) if node.output and node.output[0] not in outputs else None
+        if tensor is None:
             keep.append(node)
             continue
         tensor.name = node.output[0]

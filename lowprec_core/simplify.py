@@ -16,7 +16,7 @@ import numpy as np
 import onnx
 from onnx import helper, numpy_helper
 
-from .graph import consumers, initializers, set_nodes
+from .graph import attribute, consumers, initializers, set_nodes
 
 log = logging.getLogger(__name__)
 
@@ -67,13 +67,6 @@ def simplify(graph: onnx.GraphProto) -> None:
 def _const(inits: dict[str, onnx.TensorProto], name: str) -> np.ndarray | None:
     tensor = inits.get(name)
     return numpy_helper.to_array(tensor) if tensor is not None and tensor.data_type == onnx.TensorProto.FLOAT else None
-
-
-def _attr(node: onnx.NodeProto, name: str, default):
-    for attribute in node.attribute:
-        if attribute.name == name:
-            return helper.get_attribute_value(attribute)
-    return default
 
 
 def _sole_reader(sweep: _Pass, tensor: str) -> onnx.NodeProto | None:
@@ -143,7 +136,7 @@ def _fold_batchnorm(sweep: _Pass, conv: onnx.NodeProto) -> None:
     if any(p is None for p in params) or conv_params is None:
         return
     gamma, beta, mean, var = (p.astype(np.float64) for p in params)
-    factor = gamma / np.sqrt(var + _attr(bn, "epsilon", 1e-5))
+    factor = gamma / np.sqrt(var + attribute(bn, "epsilon", 1e-5))
     weight, bias, bias_name = conv_params
     shape = (-1,) + (1,) * (weight.ndim - 1)
     _set_conv_params(sweep, conv, weight * factor.reshape(shape), (bias - mean) * factor + beta, bias_name)
@@ -184,7 +177,7 @@ def _fold_affine_before_conv(sweep: _Pass, node: onnx.NodeProto) -> None:
     if node.op_type not in ("Mul", "Add") or len(node.input) != 2:
         return
     conv = _sole_reader(sweep, node.output[0])
-    if conv is None or conv.op_type != "Conv" or conv.input[0] != node.output[0] or _attr(conv, "group", 1) != 1:
+    if conv is None or conv.op_type != "Conv" or conv.input[0] != node.output[0] or attribute(conv, "group", 1) != 1:
         return
     const_side = [name for name in node.input if name in sweep.inits]
     if len(const_side) != 1:
@@ -201,7 +194,7 @@ def _fold_affine_before_conv(sweep: _Pass, node: onnx.NodeProto) -> None:
     if node.op_type == "Mul":
         weight = weight * vector.reshape((1, -1) + (1,) * (weight.ndim - 2))
     else:
-        if any(_attr(conv, "pads", [0]) or [0]) or _attr(conv, "auto_pad", b"NOTSET") not in (b"NOTSET", b"VALID", "NOTSET", "VALID"):
+        if any(attribute(conv, "pads", [0]) or [0]) or attribute(conv, "auto_pad", b"NOTSET") not in (b"NOTSET", b"VALID", "NOTSET", "VALID"):
             return  # padded borders would see 0, not the shifted value
         bias = bias + weight.astype(np.float64).reshape(weight.shape[0], weight.shape[1], -1).sum(axis=2) @ vector
     _set_conv_params(sweep, conv, weight, bias, bias_name)

@@ -120,7 +120,6 @@ def statistic_requests(model: onnx.ModelProto, target: str = "cpu") -> dict[str,
     return dict(sorted(needed.items()))
 
 
-
 def resolve_ignored(model: onnx.ModelProto, ignore: tuple[str, ...]) -> set[str]:
     """Node names for entries that are node names, op types or `re:` patterns; unknown entries fail."""
     names = [node.name for node in model.graph.node]
@@ -188,7 +187,7 @@ def plan(model: onnx.ModelProto, stats: Statistics, config: QuantConfig) -> Quan
         else:
             chosen.append((node, act_inputs, node.input[rule.weight_input]))
     # A short layer stays float to spare requantizations its kernel cannot repay; where they are
-    # paid anyway, it is quantized after all (see _requantized_anyway).
+    # paid anyway, it is quantized after all (see placement.requantized_anyway).
     shared = {name for _, act_inputs, _ in chosen for name in act_inputs}
     sizes = sample_sizes(model)
     for node, act_inputs, weight, floor in short:
@@ -333,9 +332,6 @@ def plan(model: onnx.ModelProto, stats: Statistics, config: QuantConfig) -> Quan
     )
 
 
-
-
-
 def _nested_layers(graph: onnx.GraphProto, owner: str = "") -> dict[str, str]:
     """Quantizable nodes inside control-flow bodies, which plans leave float, with the reason."""
     found = {}
@@ -370,11 +366,6 @@ def _skip_reason(node, rule, config, target, ignored, inits, float_tensors) -> s
     if not_float:
         return f"input {not_float[0]!r} is not float32"
     return None
-
-
-
-
-
 
 
 def _fusable(node: onnx.NodeProto, inits: dict[str, onnx.TensorProto]) -> bool:
