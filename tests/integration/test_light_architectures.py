@@ -19,7 +19,8 @@ import pytest
 
 import lowprec_core as lp
 from lowprec_core.data import input_specs
-from lowprec_core.runtime import FLOAT_KERNELS, INTEGER_KERNELS, optimized_graph, session
+from lowprec_core.runtime import INTEGER_KERNELS, optimized_graph, session
+from tests.integration.test_quantize_ort import _float_layers_read_float_weights, _kernels
 
 LIGHT = Path(onnx.__file__).parent / "backend" / "test" / "data" / "light"
 pytestmark = pytest.mark.slow
@@ -61,11 +62,9 @@ def test_a_yolov8_detector_quantizes_to_integer_kernels(tmp_path):
 
     onnx.checker.check_model(onnx.load(out))
     assert len(report.plan.nodes) >= 55  # of 64 convs: the first and a few thin ones stay float
-    graph = optimized_graph(out.read_bytes()).graph
-    ops = collections.Counter(n.op_type for n in graph.node)
-    producers = {o: n.op_type for n in graph.node for o in n.output}
+    ops = _kernels(out)
     assert sum(ops[k] for k in INTEGER_KERNELS) == len(report.plan.nodes), ops
-    assert not [n.name for n in graph.node if n.op_type in FLOAT_KERNELS and producers.get(n.input[1]) == "DequantizeLinear"]
+    assert _float_layers_read_float_weights(out)
     want = session(str(path)).run(None, {"images": images[:1]})[0]
     got = session(str(out)).run(None, {"images": images[:1]})[0]
     assert got.shape == want.shape == (1, 22, 2100)
