@@ -123,7 +123,8 @@ def prepare(model: onnx.ModelProto) -> onnx.ModelProto:
     Identity/Cast/Transpose/Reshape/Squeeze/Unsqueeze of constants) and initializer-inputs into
     plain initializers,
     folds BatchNormalization into the Conv before it, upgrades to opset 13 where older,
-    and runs shape inference. Deterministic: the same model gives the same result.
+    runs shape inference, and then rewrites the tanh GELU into ONNX Runtime's FastGelu.
+    Deterministic: the same model gives the same result.
     """
     model = _copy(model)
     _name_nodes(model.graph)
@@ -140,6 +141,7 @@ def prepare(model: onnx.ModelProto) -> onnx.ModelProto:
         model = onnx.shape_inference.infer_shapes(model, strict_mode=False)
     except (onnx.shape_inference.InferenceError, RuntimeError) as err:
         log.warning("shape inference failed, continuing without it: %s", err)
+    simplify.fuse_for_runtime(model)
     return model
 
 

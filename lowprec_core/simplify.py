@@ -4,6 +4,9 @@
 - Per-channel or scalar Mul/Add constants around a Conv fold into its weight and bias
   (PaddleOCR's PP-LCNet puts a learnable affine around every activation).
 - x * clip(x + 3, 0, 6) / 6, a decomposed HardSwish, becomes x * HardSigmoid(x).
+- 0.5 * x * (1 + tanh(sqrt(2/pi) * (x + 0.044715 * x^3))), the tanh GELU that jax2tf and
+  tf2onnx write out op by op, becomes ONNX Runtime's FastGelu (`fuse_for_runtime`). ORT fuses
+  PyTorch's erf GELU itself, but none of the orders these exporters write the tanh form in.
 
 Each rewrite keeps the FP32 function (up to float rounding); tests compare them in ORT.
 """
@@ -11,6 +14,8 @@ Each rewrite keeps the FP32 function (up to float rounding); tests compare them 
 from __future__ import annotations
 
 import logging
+import math
+from collections import Counter
 
 import numpy as np
 import onnx
@@ -29,6 +34,7 @@ class _Pass:
         self.graph = graph
         self.inits = initializers(graph)
         self.users = consumers(graph)
+        self.producers = {out: node for node in graph.node for out in node.output}
         self.outputs = {o.name for o in graph.output}
         self.touched: set[int] = set()
         self.dropped: set[int] = set()
@@ -54,7 +60,29 @@ class _Pass:
 
 
 def simplify(graph: onnx.GraphProto) -> None:
-    for rewrite in (_fold_batchnorm, _fold_affine_after_conv, _fold_affine_before_conv, _fuse_hardswish):
+    _sweep(graph, (_fold_batchnorm, _fold_affine_after_conv, _fold_affine_before_conv, _fuse_hardswish))
+
+
+RUNTIME_DOMAIN = "com.microsoft"  # ONNX Runtime's contrib ops
+
+
+def fuse_for_runtime(model: onnx.ModelProto) -> None:
+    """Rewrites into ONNX Runtime's contrib ops, run after shape inference (the rewrites read
+    ranks, and ONNX's shape inference does not know these ops, so their outputs keep the shapes
+    inferred before). The model then imports the contrib domain."""
+    if not _sweep(model.graph, (_fuse_tanh_gelu,)):
+        return
+    produced = {out for node in model.graph.node for out in node.output}
+    kept = [v for v in model.graph.value_info if v.name in produced]
+    del model.graph.value_info[:]
+    model.graph.value_info.extend(kept)
+    if not any(entry.domain == RUNTIME_DOMAIN for entry in model.opset_import):
+        model.opset_import.append(helper.make_opsetid(RUNTIME_DOMAIN, 1))
+
+
+def _sweep(graph: onnx.GraphProto, rewrites) -> bool:
+    changed = False
+    for rewrite in rewrites:
         while True:
             sweep = _Pass(graph)
             for node in list(graph.node):
@@ -62,11 +90,18 @@ def simplify(graph: onnx.GraphProto) -> None:
                     rewrite(sweep, node)
             if not sweep.finish():
                 break
+            changed = True
+    return changed
 
 
 def _const(inits: dict[str, onnx.TensorProto], name: str) -> np.ndarray | None:
     tensor = inits.get(name)
     return numpy_helper.to_array(tensor) if tensor is not None and tensor.data_type == onnx.TensorProto.FLOAT else None
+
+
+def _scalar(inits: dict[str, onnx.TensorProto], name: str) -> float | None:
+    value = _const(inits, name)
+    return float(value.reshape(-1)[0]) if value is not None and value.size == 1 else None
 
 
 def _sole_reader(sweep: _Pass, tensor: str) -> onnx.NodeProto | None:
@@ -209,8 +244,7 @@ def _fuse_hardswish(sweep: _Pass, add: onnx.NodeProto) -> None:
         return
 
     def scalar(name: str) -> float | None:
-        value = _const(sweep.inits, name)
-        return float(value.reshape(-1)[0]) if value is not None and value.size == 1 else None
+        return _scalar(sweep.inits, name)
 
     x = next((n for n in add.input if scalar(n) is None), None)
     three = next((n for n in add.input if n != x), None)
@@ -238,3 +272,86 @@ def _fuse_hardswish(sweep: _Pass, add: onnx.NodeProto) -> None:
     sweep.touch(add, clip, mul, last)
     for node in (clip, mul, last):
         sweep.drop(node)
+
+
+GELU_CUBIC = 0.044715
+GELU_SCALE = math.sqrt(2.0 / math.pi)
+
+
+def _close(value: float | None, expected: float) -> bool:
+    return value is not None and abs(value - expected) <= 1e-5 * abs(expected)
+
+
+def _product(sweep: _Pass, tensor: str, *, root: bool = False) -> tuple[Counter, float, list[onnx.NodeProto]]:
+    """`tensor` as a product: its factors (tensor names, with multiplicity), the constant
+    factor, and the Mul/Pow nodes it was read through. Only nodes whose output nothing else
+    reads are opened (the root's excepted), so every node returned can be dropped."""
+    constant = _scalar(sweep.inits, tensor)
+    if constant is not None:
+        return Counter(), constant, []
+    node = sweep.producers.get(tensor)
+    private = root or (tensor not in sweep.outputs and len(sweep.users.get(tensor, [])) == 1)
+    if node is None or not private or not sweep.free(node):
+        return Counter({tensor: 1}), 1.0, []
+    if node.op_type == "Mul" and len(node.input) == 2:
+        (fa, ca, na), (fb, cb, nb) = (_product(sweep, name) for name in node.input)
+        return fa + fb, ca * cb, [*na, *nb, node]
+    if node.op_type == "Pow" and len(node.input) == 2 and _scalar(sweep.inits, node.input[1]) in (2.0, 3.0):
+        power = int(_scalar(sweep.inits, node.input[1]))
+        factors, constant, nodes = _product(sweep, node.input[0])
+        return Counter({k: v * power for k, v in factors.items()}), constant**power, [*nodes, node]
+    return Counter({tensor: 1}), 1.0, []
+
+
+def _fuse_tanh_gelu(sweep: _Pass, tanh: onnx.NodeProto) -> None:
+    """Tanh -> ... ==> FastGelu(x), where the nodes around the Tanh compute, in any order of
+    operands, 0.5 * x * (1 + tanh(sqrt(2/pi) * (x + 0.044715 * x^3)))."""
+    if tanh.op_type != "Tanh":
+        return
+    factors, scale, scale_nodes = _product(sweep, tanh.input[0])
+    if len(factors) != 1 or sum(factors.values()) != 1 or not _close(scale, GELU_SCALE):
+        return
+    (inner,) = factors
+    add = sweep.producers.get(inner)
+    if add is None or add.op_type != "Add" or len(add.input) != 2 or not sweep.free(add) or _sole_reader(sweep, inner) is None:
+        return
+    x = cube_nodes = None
+    left, right = add.input
+    for first, second in ((left, right), (right, left)):
+        cube, cubic, nodes = _product(sweep, second)
+        if cube == Counter({first: 3}) and _close(cubic, GELU_CUBIC):
+            x, cube_nodes = first, nodes
+    plus = _sole_reader(sweep, tanh.output[0])
+    if x is None or plus is None or plus.op_type != "Add" or _other_input(plus, tanh.output[0]) is None:
+        return
+    if _scalar(sweep.inits, _other_input(plus, tanh.output[0])) != 1.0:
+        return
+    reader = plus
+    for _ in range(3):  # 0.5 * x * (1 + t), grouped any way: a chain of up to three Muls
+        reader = _sole_reader(sweep, reader.output[0])
+        if reader is None or reader.op_type != "Mul":
+            return
+        factors, half, product_nodes = _product(sweep, reader.output[0], root=True)
+        if factors == Counter({x: 1, plus.output[0]: 1}) and _close(half, 0.5):
+            break
+    else:
+        return
+    pattern = [*scale_nodes, add, *cube_nodes, tanh, plus, *product_nodes]
+    rank = _rank(sweep.graph, x)
+    if any(len(sweep.inits[name].dims) > rank for node in pattern for name in node.input if name in sweep.inits):
+        return  # a constant of higher rank than x broadcasts the result to a larger shape
+    fused = helper.make_node("FastGelu", [x], [reader.output[0]], f"{tanh.name}_fastgelu", domain=RUNTIME_DOMAIN)
+    sweep.touch(*pattern)
+    for node in pattern:
+        if node is not reader:
+            sweep.drop(node)
+    sweep.replacements[id(reader)] = [fused]
+
+
+def _rank(graph: onnx.GraphProto, tensor: str) -> int:
+    """The rank shape inference found for `tensor`; 0 when it found none (then only true scalar
+    constants can be told apart from ones that broadcast)."""
+    for value in (*graph.value_info, *graph.input, *graph.output):
+        if value.name == tensor and value.type.tensor_type.HasField("shape"):
+            return len(value.type.tensor_type.shape.dim)
+    return 0

@@ -355,3 +355,57 @@ def dense_mlp(seed: int = 0, activation: str = "Relu") -> onnx.ModelProto:
         [helper.make_tensor_value_info("y", TensorProto.FLOAT, ["N", 10])],
         inits,
     )
+
+
+def tanh_gelu_mlp(seed: int = 0, *, order: str = "jax2tf", cubic: float = 0.044715, one_shape: tuple[int, ...] = ()) -> onnx.ModelProto:
+    """x[N,6,16] -> MatMul(32) -> Add(b1) -> tanh GELU, op by op -> MatMul(10) -> y.
+
+    order "jax2tf" writes the GELU as Magika's export does (c*h, then *h *h; 0.5 * (1 + t) * h);
+    "torch" as PyTorch's tanh GELU exported below opset 20 (Pow(h, 3); h * 0.5 * (1 + t)).
+    `one_shape` is the shape of the constant 1 (jax2tf folds it to [1, 1, 1])."""
+    rng = np.random.default_rng(seed)
+    inits = {
+        "w1": rng.normal(0, 0.4, (16, 32)).astype(np.float32),
+        "b1": rng.normal(0, 0.1, 32).astype(np.float32),
+        "w2": rng.normal(0, 0.3, (32, 10)).astype(np.float32),
+        "cubic": np.array(cubic, np.float32),
+        "scale": np.array(np.sqrt(2 / np.pi), np.float32),
+        "one": np.ones(one_shape, np.float32),
+        "half": np.array(0.5, np.float32),
+        "three": np.array(3.0, np.float32),
+    }
+    if order == "jax2tf":
+        gelu = [
+            helper.make_node("Mul", ["cubic", "h"], ["g1"], "gelu_mul"),
+            helper.make_node("Mul", ["h", "g1"], ["g2"], "gelu_mul_1"),
+            helper.make_node("Mul", ["h", "g2"], ["g3"], "gelu_mul_2"),
+            helper.make_node("Add", ["h", "g3"], ["g4"], "gelu_add"),
+            helper.make_node("Mul", ["scale", "g4"], ["g5"], "gelu_mul_3"),
+            helper.make_node("Tanh", ["g5"], ["t"], "gelu_tanh"),
+            helper.make_node("Add", ["one", "t"], ["g6"], "gelu_add_1"),
+            helper.make_node("Mul", ["half", "g6"], ["g7"], "gelu_mul_4"),
+            helper.make_node("Mul", ["h", "g7"], ["a"], "gelu_mul_5"),
+        ]
+    else:
+        gelu = [
+            helper.make_node("Mul", ["h", "half"], ["g0"], "gelu_half"),
+            helper.make_node("Pow", ["h", "three"], ["g1"], "gelu_pow"),
+            helper.make_node("Mul", ["g1", "cubic"], ["g3"], "gelu_mul"),
+            helper.make_node("Add", ["h", "g3"], ["g4"], "gelu_add"),
+            helper.make_node("Mul", ["g4", "scale"], ["g5"], "gelu_mul_1"),
+            helper.make_node("Tanh", ["g5"], ["t"], "gelu_tanh"),
+            helper.make_node("Add", ["t", "one"], ["g6"], "gelu_add_1"),
+            helper.make_node("Mul", ["g0", "g6"], ["a"], "gelu_mul_2"),
+        ]
+    nodes = [
+        helper.make_node("MatMul", ["x", "w1"], ["m1"], "dense1"),
+        helper.make_node("Add", ["m1", "b1"], ["h"], "bias1"),
+        *gelu,
+        helper.make_node("MatMul", ["a", "w2"], ["y"], "dense2"),
+    ]
+    return _model(
+        nodes,
+        [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["N", 6, 16])],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, ["N", 6, 10])],
+        inits,
+    )

@@ -33,6 +33,30 @@ def test_add_before_a_padded_conv_is_not_folded():
     assert any(n.op_type == "Add" for n in prepared.graph.node)  # the border would see 0, not d
 
 
+@pytest.mark.parametrize("order", ["jax2tf", "torch"])
+def test_tanh_gelu_becomes_fastgelu(order):
+    model = models.tanh_gelu_mlp(order=order, one_shape=(1, 1, 1) if order == "jax2tf" else ())
+    prepared = prepare(model)
+    assert [n.op_type for n in prepared.graph.node] == ["MatMul", "Add", "FastGelu", "MatMul"]
+    assert any(entry.domain == "com.microsoft" for entry in prepared.opset_import)
+    # The shape of FastGelu's output survives: ONNX's shape inference does not know the op.
+    assert any(v.name == "a" for v in prepared.graph.value_info)
+    x = {"x": np.random.default_rng(4).normal(0, 2.0, size=(3, 6, 16)).astype(np.float32)}
+    run = lambda m: session(m, optimization="disabled").run(None, x)[0]  # noqa: E731
+    np.testing.assert_allclose(run(prepared), run(model), rtol=1e-5, atol=1e-5)
+
+
+def test_only_the_exact_tanh_gelu_is_fused():
+    def fused(model) -> bool:
+        return any(n.op_type == "FastGelu" for n in prepare(model).graph.node)
+
+    assert not fused(models.tanh_gelu_mlp(cubic=0.0447))  # another function, however close
+    assert not fused(models.tanh_gelu_mlp(one_shape=(1, 1, 1, 1)))  # broadcasts [N,6,32] up to rank 4
+    read_inside = models.tanh_gelu_mlp()
+    read_inside.graph.output.append(__import__("onnx").helper.make_tensor_value_info("t", 1, None))
+    assert not fused(read_inside)  # the Tanh's output is a graph output: it must stay
+
+
 def test_hardswish_input_range_stops_at_minus_three():
     _, _, plan, data = _quantize(models.affine_hardswish_conv(), QuantConfig(activation_range="minmax"))
     conv_out = next(a for a in plan.activations if a.tensor == "h")  # Conv output read only by HardSwish
