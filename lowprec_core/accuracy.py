@@ -31,7 +31,9 @@ class ModelBackend:
         self._fp32 = prepared.SerializeToString()
         self._last: tuple[Reverted, onnx.ModelProto, QuantPlan, bytes | None] | None = None
         _, plan = self.build(())
-        self.candidates = list(plan.nodes)
+        # Layers in If bodies are candidates too; the error proxy reads main-graph tensors only,
+        # so they rank after every main-graph layer the proxy measured, in graph order.
+        self.candidates = plan.layers()
 
     @property
     def reference(self) -> Scores:

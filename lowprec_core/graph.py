@@ -8,10 +8,11 @@ import onnx
 
 
 class Names:
-    """Makes every new name once, deterministically, and never reuses one."""
+    """Makes every new name once, deterministically, and never reuses one. `reserved`: names
+    of enclosing graphs, which a branch body must not shadow."""
 
-    def __init__(self, graph: onnx.GraphProto) -> None:
-        self.taken: set[str] = {n.name for n in graph.node}
+    def __init__(self, graph: onnx.GraphProto, reserved: frozenset[str] = frozenset()) -> None:
+        self.taken: set[str] = {n.name for n in graph.node} | set(reserved)
         self.taken |= {t for n in graph.node for t in (*n.input, *n.output)}
         self.taken |= {i.name for i in graph.initializer} | {i.name for i in graph.input}
 
@@ -35,7 +36,44 @@ def initializers(graph: onnx.GraphProto) -> dict[str, onnx.TensorProto]:
 
 def subgraphs(node: onnx.NodeProto) -> list[onnx.GraphProto]:
     """The bodies of an If, Loop or Scan (any graph-valued attribute)."""
-    return [sub for attribute in node.attribute for sub in (*([attribute.g] if attribute.HasField("g") else []), *attribute.graphs)]
+    return [sub for attribute in node.attribute for sub in _graphs(attribute)]
+
+
+def _graphs(attribute: onnx.AttributeProto) -> list[onnx.GraphProto]:
+    return [*([attribute.g] if attribute.HasField("g") else []), *attribute.graphs]
+
+
+def if_bodies(graph: onnx.GraphProto) -> list[tuple[onnx.NodeProto, str, onnx.GraphProto]]:
+    """(If node, "then_branch" | "else_branch", body) for the If nodes of `graph` itself."""
+    return [(node, attr.name, attr.g) for node in graph.node if node.op_type == "If" for attr in node.attribute if attr.HasField("g")]
+
+
+def all_nodes(graph: onnx.GraphProto):
+    """Every node of `graph` and of the bodies nested in it, depth first."""
+    for node in graph.node:
+        yield node
+        for sub in subgraphs(node):
+            yield from all_nodes(sub)
+
+
+def names_defined_here(graph: onnx.GraphProto) -> set[str]:
+    """The value names `graph` itself defines (not its nested bodies)."""
+    names = {i.name for i in graph.input} | {i.name for i in graph.initializer}
+    return names | {out for node in graph.node for out in node.output if out}
+
+
+def names_defined(graph: onnx.GraphProto) -> set[str]:
+    """Every value name `graph` and its nested bodies define: inputs, initializers, node outputs."""
+    names = names_defined_here(graph)
+    for node in graph.node:
+        for sub in subgraphs(node):
+            names |= names_defined(sub)
+    return names
+
+
+def all_names(graph: onnx.GraphProto) -> frozenset[str]:
+    """Every node and value name in `graph` and its nested bodies (what a new name must avoid)."""
+    return frozenset(names_defined(graph) | names_read(graph) | {node.name for node in all_nodes(graph)})
 
 
 def names_read(graph: onnx.GraphProto) -> set[str]:
@@ -100,3 +138,50 @@ def topological_sort(graph: onnx.GraphProto) -> None:
     if len(order) != len(nodes):
         raise RuntimeError("graph has a cycle after an edit; this is a lowprec bug")
     set_nodes(graph, [nodes[i] for i in order])
+
+
+def body_model(model: onnx.ModelProto, node: onnx.NodeProto, attribute_name: str) -> tuple[onnx.ModelProto, list[str]]:
+    """An If body of `model.graph` as a model of its own, for planning and quantizing it alone.
+
+    Outer values the body reads become the model's inputs (typed where the outer graph knows
+    them). An outer initializer that only this body reads becomes its initializer, so its
+    layer has a constant weight; one read elsewhere too stays an input (its layer stays float:
+    a quantized copy inside the body could not keep its name). Returns the model and the
+    names of the initializers it took over (`put_body` moves them into the body)."""
+    graph = model.graph
+    body = next(attr.g for attr in node.attribute if attr.name == attribute_name)
+    inits = initializers(graph)
+    elsewhere = {o.name for o in graph.output}  # what the outer graph reads, this body aside
+    for other in graph.node:
+        elsewhere.update(other.input)
+        for attr in other.attribute:
+            if not (other is node and attr.name == attribute_name):
+                for sub in _graphs(attr):
+                    elsewhere |= names_read(sub)
+    types = {v.name: v for v in (*graph.input, *graph.value_info, *graph.output)}
+    free = sorted(names_read(body) - names_defined(body) - {""})
+    owned = [name for name in free if name in inits and name not in elsewhere]
+    sub = onnx.GraphProto()
+    sub.CopyFrom(body)
+    sub.initializer.extend(inits[name] for name in owned)
+    for name in free:
+        if name not in owned:
+            sub.input.append(types[name] if name in types else onnx.ValueInfoProto(name=name))
+    out = onnx.helper.make_model(sub, opset_imports=model.opset_import, ir_version=model.ir_version)
+    return out, owned
+
+
+def put_body(model: onnx.ModelProto, node: onnx.NodeProto, attribute_name: str, body: onnx.ModelProto, owned: list[str]) -> None:
+    """Writes a quantized body (from `body_model`) back into `node`; the outer initializers
+    it took over leave the outer graph."""
+    graph = body.graph
+    new = onnx.GraphProto()
+    new.CopyFrom(graph)
+    del new.input[:]  # an If body has none: the values it read stay outer names
+    for attr in node.attribute:
+        if attr.name == attribute_name:
+            attr.g.CopyFrom(new)
+    if owned:
+        kept = [init for init in model.graph.initializer if init.name not in set(owned)]
+        del model.graph.initializer[:]
+        model.graph.initializer.extend(kept)

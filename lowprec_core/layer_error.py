@@ -164,8 +164,8 @@ def tensor_errors(
     inits = initializers(int8.graph)
     visible = {pair: representable(producers.get(pair[1]), inits) for pair in pairs}
     smoothing = {pair: _smoothing(pair[1], producers, inits) for pair in pairs}
-    fp32_sess = runtime.session(with_outputs(fp32, [t for t in fp32_names if t not in _inputs(fp32)]), optimization="basic")
-    int8_sess = runtime.session(with_outputs(int8, [t for t in int8_names if t not in _inputs(int8)]), optimization="basic")
+    fp32_sess = runtime.session(with_outputs(fp32, [t for t in fp32_names if t not in _inputs(fp32)])[0], optimization="basic")
+    int8_sess = runtime.session(with_outputs(int8, [t for t in int8_names if t not in _inputs(int8)])[0], optimization="basic")
     layer_sessions = {}
     for name, (source, (_, output)) in (alone or {}).items():
         model = isolate(int8, source, output, producers, inits)

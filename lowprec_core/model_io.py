@@ -17,7 +17,7 @@ from onnx import numpy_helper
 
 from . import simplify
 from .errors import ModelError
-from .graph import attribute, drop_unused_initializers
+from .graph import all_names, all_nodes, attribute, drop_unused_initializers, names_defined_here, subgraphs
 
 # ONNX's operator-schema registry fills itself on first use (about 15 ms). Do it when this module
 # is imported, as importing onnxruntime.quantization does, rather than inside the first load.
@@ -128,6 +128,7 @@ def prepare(model: onnx.ModelProto) -> onnx.ModelProto:
     """
     model = _copy(model)
     _name_nodes(model.graph)
+    _unique_body_names(model.graph, names_defined_here(model.graph), all_names(model.graph))
     _constants_to_initializers(model.graph)
     # IR 3 required every initializer to be a graph input too (the ONNX model zoo's opset 7-9
     # CNNs); IR 4 lifted that. The inputs are gone now, so the model must say IR 4 at least or
@@ -195,16 +196,51 @@ def _copy(model: onnx.ModelProto) -> onnx.ModelProto:
     return clone
 
 
-def _name_nodes(graph: onnx.GraphProto) -> None:
-    taken = {node.name for node in graph.node if node.name}
+def _name_nodes(graph: onnx.GraphProto, taken: set[str] | None = None) -> None:
+    """Names every unnamed node, in If/Loop/Scan bodies too, uniquely across the whole model."""
+    if taken is None:
+        taken = {node.name for node in all_nodes(graph) if node.name}
     for index, node in enumerate(graph.node):
-        if node.name:
-            continue
-        name = f"{node.op_type}_{index}"
-        while name in taken:
-            name += "_"
-        node.name = name
-        taken.add(name)
+        if not node.name:
+            name = f"{node.op_type}_{index}"
+            while name in taken:
+                name += "_"
+            node.name = name
+            taken.add(name)
+        for sub in subgraphs(node):
+            _name_nodes(sub, taken)
+
+
+def _unique_body_names(graph: onnx.GraphProto, seen: set[str], taken: frozenset[str]) -> None:
+    """Renames values an If/Loop/Scan body defines under a name another scope defines too
+    (ONNX allows then and else to both call theirs `out`): statistics are per tensor name, so
+    each name must mean one tensor across the whole model. Renamed deterministically."""
+    used = set(taken)
+    for node in graph.node:
+        for sub in subgraphs(node):
+            clash = sorted(names_defined_here(sub) & seen)
+            mapping = {}
+            for name in clash:
+                index = 1
+                while f"{name}__{index}" in used:
+                    index += 1
+                mapping[name] = f"{name}__{index}"
+                used.add(mapping[name])
+            if mapping:
+                _rename(sub, mapping)
+            seen |= names_defined_here(sub)
+            _unique_body_names(sub, seen, frozenset(used))
+            used |= seen
+
+
+def _rename(graph: onnx.GraphProto, mapping: dict[str, str]) -> None:
+    for value in (*graph.input, *graph.output, *graph.value_info, *graph.initializer):
+        value.name = mapping.get(value.name, value.name)
+    for node in graph.node:
+        node.input[:] = [mapping.get(name, name) for name in node.input]
+        node.output[:] = [mapping.get(name, name) for name in node.output]
+        for sub in subgraphs(node):
+            _rename(sub, mapping)  # an inner body reads the outer name (it cannot define it again)
 
 
 _CONSTANT_ATTRS = {
@@ -302,6 +338,10 @@ def _constant(node: onnx.NodeProto, inits: dict[str, onnx.TensorProto]) -> onnx.
 
 
 def _constants_to_initializers(graph: onnx.GraphProto) -> None:
+    """Constants become initializers of the graph that holds them, in If/Loop/Scan bodies too."""
+    for node in graph.node:
+        for sub in subgraphs(node):
+            _constants_to_initializers(sub)
     outputs = {o.name for o in graph.output}
     inits = {init.name: init for init in graph.initializer}
     keep: list[onnx.NodeProto] = []

@@ -409,3 +409,33 @@ def tanh_gelu_mlp(seed: int = 0, *, order: str = "jax2tf", cubic: float = 0.0447
         [helper.make_tensor_value_info("y", TensorProto.FLOAT, ["N", 6, 10])],
         inits,
     )
+
+
+def conv_inside_loop(seed: int = 0) -> onnx.ModelProto:
+    """y = Loop(2 times: v <- Conv(v)), v starting at x: a layer inside a Loop body."""
+    rng = np.random.default_rng(seed)
+    inits = {
+        "trips": np.array(2, np.int64),
+        "keep_going": np.array(True),
+        "w": rng.normal(0, 0.2, (8, 8, 3, 3)).astype(np.float32),
+        "b": rng.normal(0, 0.1, 8).astype(np.float32),
+    }
+    body = helper.make_graph(
+        [
+            helper.make_node("Identity", ["cond_in"], ["cond_out"], "keep"),
+            helper.make_node("Conv", ["v_in", "w", "b"], ["v_out"], "conv_in_loop", pads=[1, 1, 1, 1]),
+        ],
+        "body",
+        [
+            helper.make_tensor_value_info("iteration", TensorProto.INT64, []),
+            helper.make_tensor_value_info("cond_in", TensorProto.BOOL, []),
+            helper.make_tensor_value_info("v_in", TensorProto.FLOAT, None),
+        ],
+        [helper.make_tensor_value_info("cond_out", TensorProto.BOOL, []), helper.make_tensor_value_info("v_out", TensorProto.FLOAT, None)],
+    )
+    return _model(
+        [helper.make_node("Loop", ["trips", "keep_going", "x"], ["y"], "repeat", body=body)],
+        [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["N", 8, 8, 8])],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, ["N", 8, 8, 8])],
+        inits,
+    )

@@ -209,7 +209,7 @@ def correct_biases_full(
         return model, []
     topological_sort(probe.graph)
     wanted = [name for t in targets for name in t[1:3]]
-    sess = runtime.session(with_outputs(probe, wanted), optimization="basic")
+    sess = runtime.session(with_outputs(probe, wanted)[0], optimization="basic")
     observers = {name: ChannelObserver(t[3]) for t in targets for name in t[1:3]}
     for index, feed in enumerate(feeds):
         for name, value in zip(wanted, sess.run(wanted, feed)):

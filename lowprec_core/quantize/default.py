@@ -2,15 +2,20 @@
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Callable, Iterable
 
 import onnx
 
 from ..calibration.stats import Statistics
 from ..config import QuantConfig
+from ..graph import all_names, all_nodes, body_model, if_bodies, names_defined_here, put_body
+from ..ops import QUANTIZABLE
 from .algorithms import align_channels, correct_biases, correct_biases_full, smooth_quant
-from .planner import QuantPlan, plan
+from .planner import QuantPlan, plan, resolve_ignored, statistic_requests
 from .transform import apply
+
+log = logging.getLogger(__name__)
 
 
 def resolve_model_type(model: onnx.ModelProto, model_type: str) -> str:
@@ -27,11 +32,42 @@ def quantize_model(
     config: QuantConfig,
     *,
     feeds: Callable[[], Iterable[dict]] | None = None,
+    reserved: frozenset[str] = frozenset(),
 ) -> tuple[onnx.ModelProto, QuantPlan]:
     """Quantize a prepared model; returns the new model and the plan that made it.
 
     `feeds` (a callable giving a fresh pass over the calibration data) enables full bias
-    correction when the config asks for it; with statistics alone the fast one runs."""
+    correction when the config asks for it; with statistics alone the fast one runs.
+
+    The bodies of If nodes (silero VAD's export keeps its whole network in one) are then
+    quantized the same way, each as a model of its own whose inputs are the outer values it
+    reads (`graph.body_model`); their plans go into `QuantPlan.bodies`. The calibration pass
+    passes their tensors out through the If (`calibration.collect.with_outputs`)."""
+    int8, quant_plan = _quantize_graph(model, stats, config, feeds, reserved)
+    ignored = resolve_ignored(model, config.ignore)
+    bodies: dict[str, QuantPlan] = {}
+    unrun: dict[str, str] = {}
+    for node, attribute, body in if_bodies(int8.graph):
+        sub, owned = body_model(int8, node, attribute)
+        own = set(statistic_requests(sub, config.target)) & names_defined_here(body)
+        if own and not own & set(stats.tensors):
+            why = f"inside {node.name}/{attribute}, which no calibration batch ran: it has no statistics"
+            unrun.update({n.name: why for n in all_nodes(body) if n.op_type in QUANTIZABLE})
+            continue
+        inside = {n.name for n in all_nodes(body)} & ignored
+        sub_config = config.model_copy(update={"ignore": tuple(sorted(inside))})
+        sub_int8, sub_plan = quantize_model(sub, stats, sub_config, reserved=reserved | all_names(int8.graph))
+        put_body(int8, node, attribute, sub_int8, owned)
+        if sub_plan.layers():
+            bodies[f"{node.name}/{attribute}"] = sub_plan
+    if unrun:
+        log.warning("%d layers stay float: their If bodies never ran on the calibration data", len(unrun))
+    if bodies or unrun:
+        quant_plan = quant_plan.model_copy(update={"bodies": bodies, "skipped": {**quant_plan.skipped, **unrun}})
+    return int8, quant_plan
+
+
+def _quantize_graph(model, stats, config, feeds, reserved) -> tuple[onnx.ModelProto, QuantPlan]:
     aligned: list[str] = []
     if config.channel_alignment:
         model, stats, aligned = align_channels(model, stats)
@@ -45,4 +81,4 @@ def quantize_model(
     if config.bias_correction == "full" and feeds is not None:
         model, corrected = correct_biases_full(model, apply(model, quant_plan), quant_plan, feeds())
         quant_plan = quant_plan.model_copy(update={"corrected_biases": corrected})
-    return apply(model, quant_plan), quant_plan
+    return apply(model, quant_plan, reserved=reserved), quant_plan

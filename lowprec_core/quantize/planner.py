@@ -14,7 +14,7 @@ from pydantic import BaseModel, ConfigDict
 from ..calibration.stats import Statistics
 from ..config import QuantConfig
 from ..errors import ConfigError
-from ..graph import consumers, initializers, subgraphs
+from ..graph import all_nodes, body_model, consumers, if_bodies, initializers, subgraphs
 from ..ops import FUSABLE_ACTIVATIONS, QUANTIZABLE, TARGETS, TRANSPARENT, GraphView, useful_range
 from .overflow import overflow_channels
 from .params import activation_params, quantize_planned_weight
@@ -82,6 +82,12 @@ class QuantPlan(BaseModel):
     corrected_biases: list[str] = []
     smoothed: list[str] = []
     aligned: list[str] = []
+    # The plans of If bodies, each quantized as a model of its own, by "<If node>/<then_branch|else_branch>".
+    bodies: dict[str, QuantPlan] = {}
+
+    def layers(self) -> list[str]:
+        """Every quantized layer, those inside If bodies included."""
+        return [*self.nodes, *(name for body in self.bodies.values() for name in body.layers())]
 
 
 def statistic_requests(model: onnx.ModelProto, target: str = "cpu") -> dict[str, int | None]:
@@ -117,13 +123,18 @@ def statistic_requests(model: onnx.ModelProto, target: str = "cpu") -> dict[str,
         fused = float_fused(node, rule, users, graph_outputs, input_rank=2)
         if fused is not None:
             needed.setdefault(fused[0], None)
+    for node, attribute, _ in if_bodies(graph):  # quantize_model plans each If body as a model of its own
+        for tensor, axis in statistic_requests(body_model(model, node, attribute)[0], target).items():
+            needed.setdefault(tensor, axis)
     return dict(sorted(needed.items()))
 
 
 def resolve_ignored(model: onnx.ModelProto, ignore: tuple[str, ...]) -> set[str]:
-    """Node names for entries that are node names, op types or `re:` patterns; unknown entries fail."""
-    names = [node.name for node in model.graph.node]
-    op_types = {node.op_type for node in model.graph.node}
+    """Node names for entries that are node names, op types or `re:` patterns, in the main
+    graph and in If/Loop/Scan bodies; unknown entries fail."""
+    nodes = list(all_nodes(model.graph))
+    names = [node.name for node in nodes]
+    op_types = {node.op_type for node in nodes}
     ignored: set[str] = set()
     for entry in ignore:
         if entry.startswith("re:"):
@@ -136,7 +147,7 @@ def resolve_ignored(model: onnx.ModelProto, ignore: tuple[str, ...]) -> set[str]
                 raise ConfigError(f"ignored scope {entry!r} matches no node name")
             ignored |= hits
         elif entry in op_types:
-            ignored |= {node.name for node in model.graph.node if node.op_type == entry}
+            ignored |= {node.name for node in nodes if node.op_type == entry}
         elif entry in names:
             ignored.add(entry)
         else:
@@ -202,7 +213,7 @@ def plan(model: onnx.ModelProto, stats: Statistics, config: QuantConfig) -> Quan
     nested = _nested_layers(graph)
     skipped.update(nested)
     if nested and not chosen:
-        log.warning("nothing to quantize in the main graph; %d layers inside If/Loop/Scan bodies stay float", len(nested))
+        log.warning("nothing to quantize in the main graph; %d layers inside Loop/Scan bodies stay float", len(nested))
 
     quantized_reads = {name for _, act_inputs, _ in chosen for name in act_inputs}
 
@@ -333,11 +344,14 @@ def plan(model: onnx.ModelProto, stats: Statistics, config: QuantConfig) -> Quan
 
 
 def _nested_layers(graph: onnx.GraphProto, owner: str = "") -> dict[str, str]:
-    """Quantizable nodes inside control-flow bodies, which plans leave float, with the reason."""
+    """Quantizable nodes inside Loop/Scan bodies, which plans leave float, with the reason.
+    (If bodies are planned as models of their own: see quantize.default.)"""
     found = {}
     for node in graph.node:
         if owner and node.op_type in QUANTIZABLE:
-            found[node.name or f"{owner}/{node.op_type}"] = f"inside the body of {owner!r}: lowprec quantizes the main graph only"
+            found[node.name or f"{owner}/{node.op_type}"] = f"inside the body of {owner!r}: lowprec quantizes the main graph and If bodies only"
+        if node.op_type == "If" and not owner:
+            continue
         for sub in subgraphs(node):
             found.update(_nested_layers(sub, owner or node.name))
     return found

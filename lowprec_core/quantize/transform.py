@@ -13,11 +13,13 @@ from .planner import QuantPlan
 _DTYPES = {"uint8": np.uint8, "int8": np.int8}
 
 
-def apply(model: onnx.ModelProto, plan: QuantPlan) -> onnx.ModelProto:
+def apply(model: onnx.ModelProto, plan: QuantPlan, *, reserved: frozenset[str] = frozenset()) -> onnx.ModelProto:
+    """The plan applied to a copy of `model`. `reserved`: names of the graphs enclosing this
+    one (an If body's), which new names must not shadow."""
     out = onnx.ModelProto()
     out.CopyFrom(model)
     graph = out.graph
-    names = Names(graph)
+    names = Names(graph, reserved)
     _fuse_activations(graph, plan)
     inits = initializers(graph)
     by_name = {node.name: node for node in graph.node}

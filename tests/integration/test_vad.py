@@ -17,6 +17,7 @@ import pytest
 
 import lowprec_core as lp
 from lowprec_core import runtime
+from lowprec_core.graph import all_nodes
 from lowprec_core.runtime import FLOAT_KERNELS, INTEGER_KERNELS, optimized_graph
 from tests.plugins import vad
 
@@ -62,3 +63,26 @@ def test_the_accuracy_aware_search_runs_on_an_rnn_whose_state_carries_the_batch_
     assert report.plan.nodes  # not everything went back to float
     int8 = runtime.session(str(tmp_path / "aaq.onnx"))
     assert vad.agreement(run, lambda feed: int8.run(None, feed))["agree"] >= 0.98  # measured 0.995
+
+
+def test_silero_vads_default_export_quantizes_inside_its_if(tmp_path):
+    """silero_vad.onnx keeps the whole network in If(sr == 16000): a 16 kHz body and an 8 kHz
+    body, six convolutions each. The 16 kHz calls run the one body; the other, which no
+    calibration batch ran, stays float and says why."""
+    path = vad.model_path().parent / "silero_vad.onnx"
+    fp32 = runtime.session(str(path))
+    calib = vad.calibration(lambda feed: fp32.run(None, feed))
+    out = tmp_path / "vad-default-int8.onnx"
+    report = lp.quantize(path, out, data=calib)
+
+    onnx.checker.check_model(onnx.load(out))
+    assert report.plan.nodes == [] and len(report.plan.bodies) == 1, report.plan.bodies
+    (body,) = report.plan.bodies.values()
+    assert len(body.nodes) == 6 and all(name.startswith("If_0_then_branch") for name in body.nodes)
+    unrun = [name for name, why in report.plan.skipped.items() if "no calibration batch ran" in why]
+    assert len(unrun) == 6 and all(name.startswith("If_0_else_branch") for name in unrun)
+    kernels = collections.Counter(node.op_type for node in all_nodes(optimized_graph(out.read_bytes()).graph))
+    assert kernels["QLinearConv"] == 6, kernels
+    int8 = runtime.session(str(out))
+    scores = vad.agreement(lambda feed: fp32.run(None, feed), lambda feed: int8.run(None, feed))
+    assert scores["agree"] >= 0.95, scores  # measured 0.958, as the flat 16 kHz export

@@ -10,6 +10,7 @@ from onnx.reference import ReferenceEvaluator
 from lowprec_core.calibration.collect import collect
 from lowprec_core.config import QuantConfig
 from lowprec_core.errors import ConfigError
+from lowprec_core.graph import all_nodes
 from lowprec_core.model_io import prepare
 from lowprec_core.quantize.default import quantize_model
 from lowprec_core.quantize.planner import statistic_requests
@@ -353,11 +354,55 @@ def test_a_node_whose_subgraph_reads_an_outer_tensor_stays_after_its_producer():
         assert np.abs(got - want).max() < 0.2 * np.abs(want).max()  # 8 % here; a branch reading the unclamped Conv output: 100 %
 
 
-def test_layers_inside_control_flow_bodies_are_listed_as_float_with_the_reason(caplog):
+def test_layers_inside_if_bodies_are_quantized_as_models_of_their_own():
+    """silero VAD's export keeps its whole network in an If: each body is planned and quantized
+    alone, its tensors calibrated through the If. Both bodies here name their output `out`."""
+    rng = np.random.default_rng(3)
+    batches = [{"x": rng.normal(0, 1, (2, 3, 8, 8)).astype(np.float32), "flag": np.array(flag)} for flag in (True, False, True, False)]
+    model = models.conv_inside_if()
+    prepared, int8, plan, _ = _quantize(model, batches=batches)
+    assert plan.nodes == [] and sorted(plan.bodies) == ["pick/else_branch", "pick/then_branch"]
+    assert sorted(plan.layers()) == ["conv_w1", "conv_w2"]
+    # prepare() renamed one `out`: each body's output quantizer has statistics of its own.
+    outputs = [{a.tensor for a in body.activations} - {"x"} for body in plan.bodies.values()]
+    assert sorted(map(sorted, outputs)) == [["out"], ["out__1"]]
+    optimized = optimized_graph(int8)
+    kernels = [n.op_type for n in all_nodes(optimized.graph) if n.op_type in ("QLinearConv", "Conv")]
+    assert kernels == ["QLinearConv", "QLinearConv"], kernels
+    # A body's output quantizer is the one the same Conv gets in a main graph calibrated on
+    # the batches that ran the body (its input, an outer value, is calibrated on every batch).
+    weights = {i.name: onnx.numpy_helper.to_array(i) for i in model.graph.initializer}
+    for flag, w, b in ((True, "w1", "b1"), (False, "w2", "b2")):
+        alone = onnx.helper.make_model(onnx.helper.make_graph(
+            [onnx.helper.make_node("Conv", ["x", w, b], ["out"], f"conv_{w}", pads=[1, 1, 1, 1])], "alone",
+            [onnx.helper.make_tensor_value_info("x", onnx.TensorProto.FLOAT, ["N", 3, 8, 8])],
+            [onnx.helper.make_tensor_value_info("out", onnx.TensorProto.FLOAT, None)],
+            [onnx.numpy_helper.from_array(weights[w], w), onnx.numpy_helper.from_array(weights[b], b)],
+        ), opset_imports=[onnx.helper.make_opsetid("", 13)], ir_version=7)
+        _, _, alone_plan, _ = _quantize(alone, batches=[{"x": f["x"]} for f in batches if bool(f["flag"]) == flag])
+        body = next(p for p in plan.bodies.values() if p.nodes == [f"conv_{w}"])
+        (want,) = [(a.scale, a.zero_point) for a in alone_plan.activations if a.tensor == "out"]
+        assert [(a.scale, a.zero_point) for a in body.activations if a.tensor != "x"] == [want]
+        feed = {"x": batches[1]["x"], "flag": np.array(flag)}
+        got = session(int8).run(None, feed)[0]
+        fp32 = session(model).run(None, feed)[0]
+        assert np.sqrt(np.mean((got - fp32) ** 2)) < 0.02 * np.sqrt(np.mean(fp32**2))
+
+
+def test_an_ignored_layer_inside_an_if_body_stays_float():
     rng = np.random.default_rng(3)
     batches = [{"x": rng.normal(0, 1, (2, 3, 8, 8)).astype(np.float32), "flag": np.array(flag)} for flag in (True, False)]
-    _, int8, plan, _ = _quantize(models.conv_inside_if(), batches=batches)
-    assert plan.nodes == []
-    assert sorted(plan.skipped) == ["conv_w1", "conv_w2"]
-    assert all("'pick'" in why and "main graph only" in why for why in plan.skipped.values())
-    assert "2 layers inside If/Loop/Scan bodies stay float" in caplog.text
+    _, _, plan, _ = _quantize(models.conv_inside_if(), QuantConfig(ignore=("conv_w2",)), batches=batches)
+    assert plan.layers() == ["conv_w1"]
+    with pytest.raises(ConfigError, match="conv_w3"):
+        _quantize(models.conv_inside_if(), QuantConfig(ignore=("conv_w3",)), batches=batches)
+
+
+def test_layers_inside_loop_bodies_are_listed_as_float_with_the_reason(caplog):
+    model = models.conv_inside_loop()
+    _, int8, plan, data = _quantize(model, batches=[{"x": np.random.default_rng(2).normal(size=(2, 8, 8, 8)).astype(np.float32)}])
+    assert plan.layers() == []
+    assert list(plan.skipped) == ["conv_in_loop"]
+    assert "'repeat'" in plan.skipped["conv_in_loop"] and "If bodies only" in plan.skipped["conv_in_loop"]
+    assert "1 layers inside Loop/Scan bodies stay float" in caplog.text
+    np.testing.assert_array_equal(session(int8).run(None, data[0])[0], session(model).run(None, data[0])[0])
