@@ -191,7 +191,7 @@ def _run(args: argparse.Namespace) -> int:
             search = result.accuracy
             print(f"accuracy-aware: {search.reason}; {len(search.float_layers)} layers float after {search.full_passes} full passes")
         print(
-            f"{args.out}: {len(result.plan.nodes)} nodes quantized, {len(result.plan.skipped)} left in float; "
+            f"{args.out}: {len(result.plan.layers())} nodes quantized, {len(result.plan.left_float())} left in float; "
             f"{result.int8_bytes / 1e6:.2f} MB ({result.int8_bytes / result.fp32_bytes:.0%} of FP32) in {result.seconds:.1f} s"
         )
         if result.layers is not None and result.layers.layers:

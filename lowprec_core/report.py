@@ -16,16 +16,17 @@ from .validate import ValidationReport
 
 def quantize_markdown(report: QuantizeReport) -> str:
     plan = report.plan
+    left_float = plan.left_float()
     lines = [
         "## Quantization",
         f"- INT8 size: {report.int8_bytes / 1e6:.2f} MB ({report.int8_bytes / report.fp32_bytes:.0%} of FP32)",
-        f"- Nodes quantized: {len(plan.nodes)}; left in float: {len(plan.skipped)}; activations fused: {len(plan.fused)}",
+        f"- Nodes quantized: {len(plan.layers())}; left in float: {len(left_float)}; activations fused: {len(plan.fused)}",
         f"- Calibration samples: {report.calibration_samples}; wall time {report.seconds:.1f} s",
         f"- Preset `{plan.config.preset}`, target `{plan.config.target}`",
     ]
-    if plan.skipped:
+    if left_float:
         lines += ["", "| node left in float | why |", "|---|---|"]
-        lines += [f"| `{name}` | {why} |" for name, why in sorted(plan.skipped.items())]
+        lines += [f"| `{name}` | {why} |" for name, why in sorted(left_float.items())]
     if report.calibration_warnings:
         lines += ["", "### Calibration warnings", ""]
         lines += [f"- {f'`{w.tensor}`: ' if w.tensor else ''}{w.message}" for w in report.calibration_warnings]
@@ -206,7 +207,7 @@ def quantize_html(
         f'<div class="card {css}"><span>{escape(name)}</span><b>{escape(value)}</b><small>{escape(note)}</small></div>' for name, value, note, css in cards
     ) + "</div>")
     plan = report.plan
-    body.append(f"<p>{len(plan.nodes)} layers quantized, {len(plan.skipped)} left in float; preset <code>{plan.config.preset}</code>, "
+    body.append(f"<p>{len(plan.layers())} layers quantized, {len(plan.left_float())} left in float; preset <code>{plan.config.preset}</code>, "
                 f"target <code>{plan.config.target}</code>; {report.calibration_samples} calibration samples; {report.seconds:.1f} s.</p>")
 
     body.append("<h2>Calibration warnings</h2>")

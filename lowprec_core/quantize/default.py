@@ -58,7 +58,7 @@ def quantize_model(
         sub_config = config.model_copy(update={"ignore": tuple(sorted(inside))})
         sub_int8, sub_plan = quantize_model(sub, stats, sub_config, reserved=reserved | all_names(int8.graph))
         put_body(int8, node, attribute, sub_int8, owned)
-        if sub_plan.layers():
+        if sub_plan.layers() or sub_plan.left_float():
             bodies[f"{node.name}/{attribute}"] = sub_plan
     if unrun:
         log.warning("%d layers stay float: their If bodies never ran on the calibration data", len(unrun))

@@ -89,6 +89,13 @@ class QuantPlan(BaseModel):
         """Every quantized layer, those inside If bodies included."""
         return [*self.nodes, *(name for body in self.bodies.values() for name in body.layers())]
 
+    def left_float(self) -> dict[str, str]:
+        """Every layer left in float and why, those inside If bodies included."""
+        found = dict(self.skipped)
+        for body in self.bodies.values():
+            found.update(body.left_float())
+        return found
+
 
 def statistic_requests(model: onnx.ModelProto, target: str = "cpu") -> dict[str, int | None]:
     """Every tensor any plan for this model and target may need, mapped to the axis for

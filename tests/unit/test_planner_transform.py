@@ -394,6 +394,7 @@ def test_an_ignored_layer_inside_an_if_body_stays_float():
     batches = [{"x": rng.normal(0, 1, (2, 3, 8, 8)).astype(np.float32), "flag": np.array(flag)} for flag in (True, False)]
     _, _, plan, _ = _quantize(models.conv_inside_if(), QuantConfig(ignore=("conv_w2",)), batches=batches)
     assert plan.layers() == ["conv_w1"]
+    assert "ignored" in plan.left_float()["conv_w2"]  # the reason comes from the body's own plan
     with pytest.raises(ConfigError, match="conv_w3"):
         _quantize(models.conv_inside_if(), QuantConfig(ignore=("conv_w3",)), batches=batches)
 
