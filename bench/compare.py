@@ -69,10 +69,12 @@ def _session(path: Path, threads: int | None) -> ort.InferenceSession:
 
 
 def _kernels(path: Path) -> tuple[int, int]:
-    """(integer, float) Conv/MatMul/Gemm kernels that ORT runs after its optimisation."""
+    """(integer, float) Conv/MatMul/Gemm kernels that ORT runs after its optimisation, in If,
+    Loop and Scan bodies too."""
+    from lowprec_core.graph import all_nodes
     from lowprec_core.runtime import FLOAT_KERNELS, INTEGER_KERNELS, optimized_graph
 
-    ops = collections.Counter(n.op_type for n in optimized_graph(path.read_bytes()).graph.node)
+    ops = collections.Counter(n.op_type for n in all_nodes(optimized_graph(path.read_bytes()).graph))
     return sum(ops[k] for k in INTEGER_KERNELS), sum(ops[k] for k in FLOAT_KERNELS)
 
 

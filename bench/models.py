@@ -167,14 +167,14 @@ def ocr_cls() -> BenchModel:
     return BenchModel("ocr_cls", path, _batches({"x": calib_x}, 10), evaluate, feeds, "top1", (1, 32), {"x": eval_x[:1]})
 
 
-def vad() -> BenchModel:
+def vad(export: str = silero.MODEL, name: str = "vad") -> BenchModel:
     """Silero VAD (recurrent: convolutions, then an LSTM in an If) on real speech; see tests/plugins/vad.py.
 
     Quality is the share of 32 ms chunks where INT8 makes FP32's speech/no-speech call, over
     three streams the calibration never saw; the state is carried call to call, as in use."""
     import onnxruntime as ort
 
-    path = silero.model_path()
+    path = silero.model_path(export)
     fp32 = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
     calib = silero.calibration(lambda feed: fp32.run(None, feed))
     rows = silero.run_stream(lambda feed: fp32.run(None, feed), silero.stream(2))[1]
@@ -185,7 +185,13 @@ def vad() -> BenchModel:
     def tile(batch: int) -> dict[str, np.ndarray]:
         return silero.batch([rows[100 + i] for i in range(batch)])
 
-    return BenchModel("vad", path, calib, evaluate, [silero.batch(rows[:64])], "agree", (1, 32), rows[100], tile)
+    return BenchModel(name, path, calib, evaluate, [silero.batch(rows[:64])], "agree", (1, 32), rows[100], tile)
+
+
+def vad_if() -> BenchModel:
+    """silero VAD's default export: the same network, all of it inside If(sr == 16000) with an
+    8 kHz body beside it; the same calls."""
+    return vad(silero.DEFAULT_EXPORT, "vad_if")
 
 
 def magika() -> BenchModel:
@@ -214,4 +220,4 @@ def _levenshtein(a: str, b: str) -> int:
     return previous[-1]
 
 
-MODELS = {"digits": digits, "minilm": minilm, "ocr_rec": ocr_rec, "ocr_det": ocr_det, "ocr_cls": ocr_cls, "vad": vad, "magika": magika}
+MODELS = {"digits": digits, "minilm": minilm, "ocr_rec": ocr_rec, "ocr_det": ocr_det, "ocr_cls": ocr_cls, "vad": vad, "magika": magika, "vad_if": vad_if}

@@ -69,7 +69,7 @@ def test_silero_vads_default_export_quantizes_inside_its_if(tmp_path):
     """silero_vad.onnx keeps the whole network in If(sr == 16000): a 16 kHz body and an 8 kHz
     body, six convolutions each. The 16 kHz calls run the one body; the other, which no
     calibration batch ran, stays float and says why."""
-    path = vad.model_path().parent / "silero_vad.onnx"
+    path = vad.model_path(vad.DEFAULT_EXPORT)
     fp32 = runtime.session(str(path))
     calib = vad.calibration(lambda feed: fp32.run(None, feed))
     out = tmp_path / "vad-default-int8.onnx"

@@ -18,7 +18,8 @@ from pathlib import Path
 
 import numpy as np
 
-MODEL = "data/silero_vad_16k_op15.onnx"
+MODEL = "data/silero_vad_16k_op15.onnx"  # 16 kHz only, the network in the main graph
+DEFAULT_EXPORT = "data/silero_vad.onnx"  # the package's default: all of it inside If(sr == 16000)
 RATE = 16_000
 CHUNK, CONTEXT = 512, 64
 SPEECH_DIR = Path(os.environ.get("LOWPREC_SPEECH", Path(__file__).resolve().parents[2] / "build" / "speech"))
@@ -26,11 +27,11 @@ SPEECH_DIR = Path(os.environ.get("LOWPREC_SPEECH", Path(__file__).resolve().pare
 Run = Callable[[dict[str, np.ndarray]], list[np.ndarray]]
 
 
-def model_path() -> Path:
+def model_path(export: str = MODEL) -> Path:
     spec = importlib.util.find_spec("silero_vad")  # found without importing it (it wants torch)
     if spec is None or spec.origin is None:
         raise FileNotFoundError("silero-vad is not installed: make venv (pip install --no-deps silero-vad)")
-    return Path(spec.origin).parent / MODEL
+    return Path(spec.origin).parent / export
 
 
 def _read(path: Path) -> np.ndarray:
