@@ -12,7 +12,7 @@ from ..config import QuantConfig
 from ..graph import all_names, all_nodes, body_model, if_bodies, names_defined_here, put_body
 from ..ops import QUANTIZABLE
 from .algorithms import align_channels, correct_biases, correct_biases_full, smooth_quant
-from .planner import QuantPlan, plan, resolve_ignored, statistic_requests
+from .planner import QuantPlan, has_layers, plan, resolve_ignored, statistic_requests
 from .transform import apply
 
 log = logging.getLogger(__name__)
@@ -48,8 +48,10 @@ def quantize_model(
     bodies: dict[str, QuantPlan] = {}
     unrun: dict[str, str] = {}
     for node, attribute, body in if_bodies(int8.graph):
+        if not has_layers(body):
+            continue
         sub, owned = body_model(int8, node, attribute)
-        own = set(statistic_requests(sub, config.target)) & names_defined_here(body)
+        own = set(statistic_requests(sub, config.target, bodies=False)) & names_defined_here(body)
         if own and not own & set(stats.tensors):
             why = f"inside {node.name}/{attribute}, which no calibration batch ran: it has no statistics"
             unrun.update({n.name: why for n in all_nodes(body) if n.op_type in QUANTIZABLE})

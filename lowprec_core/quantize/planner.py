@@ -97,11 +97,12 @@ class QuantPlan(BaseModel):
         return found
 
 
-def statistic_requests(model: onnx.ModelProto, target: str = "cpu") -> dict[str, int | None]:
+def statistic_requests(model: onnx.ModelProto, target: str = "cpu", *, bodies: bool = True) -> dict[str, int | None]:
     """Every tensor any plan for this model and target may need, mapped to the axis for
     per-channel statistics (the inputs of quantizable nodes) or None (tensor-wide only).
 
     Independent of preset and ignored scope, so one calibration serves every config.
+    `bodies`: include the tensors of If bodies (planned as models of their own).
     """
     graph = model.graph
     inits = initializers(graph)
@@ -130,10 +131,16 @@ def statistic_requests(model: onnx.ModelProto, target: str = "cpu") -> dict[str,
         fused = float_fused(node, rule, users, graph_outputs, input_rank=2)
         if fused is not None:
             needed.setdefault(fused[0], None)
-    for node, attribute, _ in if_bodies(graph):  # quantize_model plans each If body as a model of its own
-        for tensor, axis in statistic_requests(body_model(model, node, attribute)[0], target).items():
-            needed.setdefault(tensor, axis)
+    for node, attribute, body in if_bodies(graph) if bodies else []:  # quantize_model plans each as a model of its own
+        if has_layers(body):
+            for tensor, axis in statistic_requests(body_model(model, node, attribute)[0], target).items():
+                needed.setdefault(tensor, axis)
     return dict(sorted(needed.items()))
+
+
+def has_layers(graph: onnx.GraphProto) -> bool:
+    """Whether `graph` or a body nested in it holds a node of a quantizable op type."""
+    return any(node.op_type in QUANTIZABLE for node in all_nodes(graph))
 
 
 def resolve_ignored(model: onnx.ModelProto, ignore: tuple[str, ...]) -> set[str]:
