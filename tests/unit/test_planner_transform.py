@@ -399,6 +399,19 @@ def test_an_ignored_layer_inside_an_if_body_stays_float():
         _quantize(models.conv_inside_if(), QuantConfig(ignore=("conv_w3",)), batches=batches)
 
 
+def test_the_accuracy_aware_search_can_revert_a_layer_inside_an_if_body():
+    from lowprec_core.accuracy import ModelBackend
+
+    rng = np.random.default_rng(3)
+    batches = [{"x": rng.normal(0, 1, (2, 3, 8, 8)).astype(np.float32), "flag": np.array(flag)} for flag in (True, False)]
+    prepared = prepare(models.conv_inside_if())
+    stats = collect(prepared, batches, statistic_requests(prepared), model_sha256="test")
+    backend = ModelBackend(prepared, stats, QuantConfig(min_reduction=0), evaluator=None, speed_feed={})  # build() only
+    assert sorted(backend.candidates) == ["conv_w1", "conv_w2"]
+    _, plan = backend.build(("conv_w1",))
+    assert plan.layers() == ["conv_w2"] and "conv_w1" in plan.left_float()
+
+
 def test_layers_inside_loop_bodies_are_listed_as_float_with_the_reason(caplog):
     model = models.conv_inside_loop()
     _, int8, plan, data = _quantize(model, batches=[{"x": np.random.default_rng(2).normal(size=(2, 8, 8, 8)).astype(np.float32)}])
