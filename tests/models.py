@@ -439,3 +439,25 @@ def conv_inside_loop(seed: int = 0) -> onnx.ModelProto:
         [helper.make_tensor_value_info("y", TensorProto.FLOAT, ["N", 8, 8, 8])],
         inits,
     )
+
+
+def nested_ifs(seed: int = 0) -> onnx.ModelProto:
+    """y = If(outer, then: If(inner, Conv(x, w1), Conv(x, w2)) -> Relu -> Conv(w3), else: Conv(x, w4)):
+    layers one and two If levels deep, the inner If reading `outer`'s scope."""
+    rng = np.random.default_rng(seed)
+    inits = {f"w{i}": rng.normal(0, 0.5, (8, 3, 3, 3)).astype(np.float32) for i in (1, 2, 4)}
+    inits["w3"] = rng.normal(0, 0.3, (8, 8, 1, 1)).astype(np.float32)
+    value = lambda name: helper.make_tensor_value_info(name, TensorProto.FLOAT, None)  # noqa: E731
+    conv = lambda w, out, x="x": helper.make_node("Conv", [x, w], [out], f"conv_{w}", pads=[0, 0, 0, 0] if w == "w3" else [1, 1, 1, 1])  # noqa: E731
+    inner = helper.make_node("If", ["inner"], ["picked"], "inner_if",
+                             then_branch=helper.make_graph([conv("w1", "a")], "inner_then", [], [value("a")]),
+                             else_branch=helper.make_graph([conv("w2", "b")], "inner_else", [], [value("b")]))
+    then_body = helper.make_graph([inner, helper.make_node("Relu", ["picked"], ["r"], "relu"), conv("w3", "t", "r")], "outer_then", [], [value("t")])
+    else_body = helper.make_graph([conv("w4", "e")], "outer_else", [], [value("e")])
+    return _model(
+        [helper.make_node("If", ["outer"], ["y"], "outer_if", then_branch=then_body, else_branch=else_body)],
+        [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["N", 3, 8, 8]),
+         helper.make_tensor_value_info("outer", TensorProto.BOOL, []), helper.make_tensor_value_info("inner", TensorProto.BOOL, [])],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, ["N", 8, 8, 8])],
+        inits,
+    )
