@@ -26,6 +26,9 @@ class InputSpec:
     batch_axis: int | None = 0  # where this input holds its samples; None: shared by all of them
 
 
+_OPEN = "?"  # an unnamed open size, as input_specs counts symbols
+
+
 def input_specs(model: onnx.ModelProto) -> list[InputSpec]:
     """The model's inputs. An input's batch axis is where it carries the symbolic dimension the
     inputs share most (an RNN state [2, batch, 128] has it second); a scalar, or an input
@@ -38,11 +41,14 @@ def input_specs(model: onnx.ModelProto) -> list[InputSpec]:
         tensor = value.type.tensor_type
         dims = tuple(d.dim_value if d.HasField("dim_value") else (d.dim_param or None) for d in tensor.shape.dim)
         shapes.append((value.name, np.dtype(helper.tensor_dtype_to_np_dtype(tensor.elem_type)), dims))
+    # A size left open without a name (0, as silero's default export writes it, or unset) counts
+    # as one shared anonymous symbol: its state [2, 0, 128] then holds the batch second.
+    named = [[dim if isinstance(dim, str) or dim else _OPEN for dim in dims] for _, _, dims in shapes]
     # The symbol the most inputs hold wins; on a tie, the one that sits leftmost (MiniLM's batch
     # before its sequence). A symbol only one input holds says nothing.
     held: dict[str, int] = {}
     leftmost: dict[str, int] = {}
-    for _, _, dims in shapes:
+    for dims in named:
         for position, dim in enumerate(dims):
             if isinstance(dim, str) and dim not in dims[:position]:
                 held[dim] = held.get(dim, 0) + 1
@@ -55,7 +61,7 @@ def input_specs(model: onnx.ModelProto) -> list[InputSpec]:
             return dims.index(batch) if batch in dims else None
         return 0 if dims else None
 
-    return [InputSpec(name, dtype, dims, axis(dims)) for name, dtype, dims in shapes]
+    return [InputSpec(name, dtype, dims, axis(tuple(open_dims))) for (name, dtype, dims), open_dims in zip(shapes, named)]
 
 
 def _sample_axes(feed: Feed, specs: list[InputSpec]) -> dict[str, int | None]:

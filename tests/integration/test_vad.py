@@ -86,3 +86,18 @@ def test_silero_vads_default_export_quantizes_inside_its_if(tmp_path):
     int8 = runtime.session(str(out))
     scores = vad.agreement(lambda feed: fp32.run(None, feed), lambda feed: int8.run(None, feed))
     assert scores["agree"] >= 0.95, scores  # measured 0.958, as the flat 16 kHz export
+
+
+def test_the_accuracy_aware_search_reverts_layers_inside_the_default_exports_if(tmp_path):
+    """Its inputs name no dimension (state [2, 0, 128]): the open size is the batch, second in
+    the state. The layers the search can revert all sit in the 16 kHz body."""
+    path = vad.model_path(vad.DEFAULT_EXPORT)
+    fp32 = runtime.session(str(path))
+    run = lambda feed: fp32.run(None, feed)  # noqa: E731
+    budget = lp.AccuracyBudget(metrics=(lp.MetricBudget(metric="mse", max_drop=2e-4),), min_speedup=0)
+    report = lp.quantize(path, tmp_path / "aaq.onnx", data=vad.calibration(run), eval_data=vad.calibration(run, seed=5), accuracy=budget)
+    final = report.accuracy.iterations[-1]
+    assert final.within_budget and final.float_layers and all(name.startswith("If_0_then_branch") for name in final.float_layers)
+    assert len(report.plan.layers()) >= 3  # not everything went back to float
+    int8 = runtime.session(str(tmp_path / "aaq.onnx"))
+    assert vad.agreement(run, lambda feed: int8.run(None, feed))["agree"] >= 0.98  # measured 0.995

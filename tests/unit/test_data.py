@@ -87,3 +87,12 @@ def test_batch_axes_follow_the_shared_symbol_and_subsets_slice_along_them():
         np.testing.assert_array_equal(joined[name], feed[name])
     # Without a symbol two inputs share, every input holds its samples first.
     assert [s.batch_axis for s in input_specs(models.conv_relu_conv())] == [0]
+    # ... unless it leaves another dimension open, as 0 (silero's default export) or unnamed.
+    graph.input[0].type.tensor_type.shape.dim[0].dim_value = 0
+    for value in graph.input[:2]:
+        for dim in value.type.tensor_type.shape.dim:
+            if dim.dim_param:
+                dim.dim_value = 0  # setting the value clears the symbol
+    assert [(s.name, s.batch_axis) for s in input_specs(helper.make_model(graph))] == [("x", 0), ("state", 1), ("sr", None)]
+    graph.input[1].type.tensor_type.shape.dim[1].dim_value = 3
+    assert [s.batch_axis for s in input_specs(helper.make_model(graph))] == [0, 0, None]  # nothing open: first
