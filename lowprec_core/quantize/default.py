@@ -69,7 +69,14 @@ def quantize_model(
     return int8, quant_plan
 
 
-def _quantize_graph(model, stats, config, feeds, reserved) -> tuple[onnx.ModelProto, QuantPlan]:
+def _quantize_graph(
+    model: onnx.ModelProto,
+    stats: Statistics,
+    config: QuantConfig,
+    feeds: Callable[[], Iterable[dict]] | None,
+    reserved: frozenset[str],
+) -> tuple[onnx.ModelProto, QuantPlan]:
+    """One graph, its If bodies aside: align, smooth, plan, correct biases, apply."""
     aligned: list[str] = []
     if config.channel_alignment:
         model, stats, aligned = align_channels(model, stats)
