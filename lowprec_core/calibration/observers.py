@@ -133,16 +133,21 @@ class ChannelObserver:
         # slices, which vectorises, where short inner rows (a 4x4 feature map) do not.
         outer = int(np.prod(values.shape[:axis], dtype=np.int64))
         grouped = values.reshape(outer, values.shape[axis], -1)
-        high = grouped.max(axis=0).max(axis=1)
-        low = grouped.min(axis=0).min(axis=1)
+        def rows(reduce: str) -> np.ndarray:
+            """[C, inner]: `grouped` reduced over the batch. One sample (a detector's single
+            image) needs no reduction; making one would only copy the tensor."""
+            return grouped[0] if outer == 1 else getattr(grouped, reduce)(axis=0)
+
+        high = rows("max").max(axis=1)
+        low = rows("min").min(axis=1)
         bounds = (float(low.min()), float(high.max()))  # max/min propagate NaN; Inf shows at the ends
         if not (math.isfinite(bounds[0]) and math.isfinite(bounds[1])):
             grouped = np.where(np.isfinite(grouped), grouped, np.float32(0))
-            high = grouped.max(axis=0).max(axis=1)
-            low = grouped.min(axis=0).min(axis=1)
+            high = rows("max").max(axis=1)
+            low = rows("min").min(axis=1)
             bounds = (math.nan, math.nan)
         absmax = np.maximum(high, -low)
-        total = grouped.sum(axis=0).sum(axis=1, dtype=np.float64)  # float32 across the batch, float64 after
+        total = rows("sum").sum(axis=1, dtype=np.float64)  # float32 across the batch, float64 after
         self.absmax = absmax if self.absmax is None else np.maximum(self.absmax, absmax)
         self.minimum = low if self.minimum is None else np.minimum(self.minimum, low)
         self.maximum = high if self.maximum is None else np.maximum(self.maximum, high)
