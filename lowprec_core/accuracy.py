@@ -31,9 +31,7 @@ class ModelBackend:
         self._fp32 = prepared.SerializeToString()
         self._last: tuple[Reverted, onnx.ModelProto, QuantPlan, bytes | None] | None = None
         _, plan = self.build(())
-        # Layers in If bodies are candidates too; the error proxy reads main-graph tensors only,
-        # so they rank after every main-graph layer the proxy measured, in graph order.
-        self.candidates = plan.layers()
+        self.candidates = plan.layers()  # those inside If bodies included
 
     @property
     def reference(self) -> Scores:

@@ -55,6 +55,14 @@ def if_bodies(graph: onnx.GraphProto) -> list[tuple[onnx.NodeProto, str, onnx.Gr
     return [(node, attr.name, attr.g) for node in graph.node if node.op_type == "If" for attr in node.attribute if attr.HasField("g")]
 
 
+def all_graphs(graph: onnx.GraphProto):
+    """`graph` and every body nested in it, depth first."""
+    yield graph
+    for node in graph.node:
+        for sub in subgraphs(node):
+            yield from all_graphs(sub)
+
+
 def all_nodes(graph: onnx.GraphProto):
     """Every node of `graph` and of the bodies nested in it, depth first."""
     for node in graph.node:

@@ -25,7 +25,7 @@ from pydantic import BaseModel
 from . import runtime
 from .calibration.collect import with_outputs
 from .data import Feed
-from .graph import consumers, initializers
+from .graph import all_graphs, all_nodes, consumers
 
 LAYER_OPS = ("Conv", "MatMul", "Gemm")
 WEAK_WEIGHT_DB = 30.0  # below this a weight's own rounding is a visible share of the error
@@ -86,26 +86,45 @@ def representable(dq: onnx.NodeProto | None, inits: dict[str, onnx.TensorProto])
 Layer = tuple[onnx.NodeProto, tuple[str, str], tuple[str, str] | None]
 
 
+def _producers(model: onnx.ModelProto) -> dict[str, onnx.NodeProto]:
+    """Tensor -> the node that makes it, in If/Loop/Scan bodies too (names are unique across
+    scopes once prepare() has run: see model_io._unique_body_names)."""
+    return {out: node for node in all_nodes(model.graph) for out in node.output}
+
+
+def _initializers(model: onnx.ModelProto) -> dict[str, onnx.TensorProto]:
+    return {init.name: init for graph in all_graphs(model.graph) for init in graph.initializer}
+
+
 def layer_tensors(fp32: onnx.ModelProto, int8: onnx.ModelProto) -> list[Layer]:
-    """Quantized layers of `int8` (weights read through DequantizeLinear) with (FP32 name, INT8
-    name) for their output and their activation input; only tensors both graphs hold."""
-    producers = {out: node for node in int8.graph.node for out in node.output}
-    readers = consumers(int8.graph)
-    inits = initializers(int8.graph)
-    fp32_tensors = {out for node in fp32.graph.node for out in node.output} | {i.name for i in fp32.graph.input}
+    """Quantized layers of `int8` (weights read through DequantizeLinear), those inside If
+    bodies included, with (FP32 name, INT8 name) for their output and their activation input;
+    only tensors both graphs hold."""
+    producers = _producers(int8)
+    readers: dict[str, list[onnx.NodeProto]] = {}
+    for graph in all_graphs(int8.graph):
+        for name, nodes in consumers(graph).items():
+            readers.setdefault(name, []).extend(nodes)
+    inits = _initializers(int8)
+    fp32_tensors = set(_producers(fp32)) | {i.name for i in fp32.graph.input}
     rows = []
-    for node in int8.graph.node:
+    for node in all_nodes(int8.graph):
         if node.op_type not in LAYER_OPS or len(node.input) < 2:
             continue
         weight = producers.get(node.input[1])
         if weight is None or weight.op_type != "DequantizeLinear":
             continue
         output = node.output[0]
-        if output not in fp32_tensors:
+        shown = settled(readers, output)
+        if output in fp32_tensors:
+            pair = (output, shown)
+        elif shown in fp32_tensors:  # a graph output (an If body's result): its Q/DQ pair keeps the name
+            pair = (shown, shown)
+        else:
             continue
         source = _quantized_source(node.input[0], producers, inits)
         reads = (source, node.input[0]) if source in fp32_tensors else None
-        rows.append((node, (output, settled(readers, output)), reads))
+        rows.append((node, pair, reads))
     return rows
 
 
@@ -117,7 +136,8 @@ def layer_errors(
     samples seen."""
     layers = layer_tensors(fp32, int8)
     pairs = sorted({pair for _, out, reads in layers for pair in ([out, reads] if reads else [out])})
-    cut = {node.name: (reads[0], out) for node, out, reads in layers if reads} if alone else {}
+    main = {node.name for node in int8.graph.node}  # a layer in a body is not cut out alone
+    cut = {node.name: (reads[0], out) for node, out, reads in layers if reads and node.name in main} if alone else {}
     nmse, own, samples = tensor_errors(fp32, int8, pairs, feeds, cut)
     return layers, nmse, own, samples
 
@@ -160,12 +180,14 @@ def tensor_errors(
     input; and the sample count."""
     fp32_names = sorted({a for a, _ in pairs})
     int8_names = sorted({b for _, b in pairs})
-    producers = {out: node for node in int8.graph.node for out in node.output}
-    inits = initializers(int8.graph)
+    producers = _producers(int8)
+    inits = _initializers(int8)
     visible = {pair: representable(producers.get(pair[1]), inits) for pair in pairs}
     smoothing = {pair: _smoothing(pair[1], producers, inits) for pair in pairs}
-    fp32_sess = runtime.session(with_outputs(fp32, [t for t in fp32_names if t not in _inputs(fp32)])[0], optimization="basic")
-    int8_sess = runtime.session(with_outputs(int8, [t for t in int8_names if t not in _inputs(int8)])[0], optimization="basic")
+    fp32_probe, fp32_lifted = with_outputs(fp32, [t for t in fp32_names if t not in _inputs(fp32)])
+    int8_probe, int8_lifted = with_outputs(int8, [t for t in int8_names if t not in _inputs(int8)])
+    fp32_sess = runtime.session(fp32_probe, optimization="basic")
+    int8_sess = runtime.session(int8_probe, optimization="basic")
     layer_sessions = {}
     for name, (source, (_, output)) in (alone or {}).items():
         model = isolate(int8, source, output, producers, inits)
@@ -184,14 +206,16 @@ def tensor_errors(
     power = dict.fromkeys([*pairs, *layer_sessions], 0.0)
 
     def add(key, expected: np.ndarray, value: np.ndarray) -> None:
+        if not value.size:  # a tensor of an If body this batch did not run
+            return
         diff = value.astype(np.float64) - expected
         error[key] += float(np.sum(diff * diff))
         power[key] += float(np.sum(expected**2))
 
     samples = 0
     for feed in feeds:
-        ref = dict(zip(fp32_names, _run(fp32_sess, fp32_names, feed)))
-        got = dict(zip(int8_names, _run(int8_sess, int8_names, feed)))
+        ref = dict(zip(fp32_names, _run(fp32_sess, fp32_names, feed, fp32_lifted)))
+        got = dict(zip(int8_names, _run(int8_sess, int8_names, feed, int8_lifted)))
         for pair in pairs:
             add(pair, expect(pair, ref[pair[0]]), got[pair[1]])
         for name, sess in layer_sessions.items():
@@ -203,10 +227,10 @@ def tensor_errors(
 
 
 def inspect_layers(fp32: onnx.ModelProto, int8: onnx.ModelProto, feeds: Iterable[Feed]) -> InspectReport:
-    fp32_inits = initializers(fp32.graph)
-    fp32_nodes = {node.name: node for node in fp32.graph.node}
-    inits = initializers(int8.graph)
-    producers = {out: node for node in int8.graph.node for out in node.output}
+    fp32_inits = _initializers(fp32)
+    fp32_nodes = {node.name: node for node in all_nodes(fp32.graph)}
+    inits = _initializers(int8)
+    producers = _producers(int8)
     layers, nmse, isolated, samples = layer_errors(fp32, int8, feeds, alone=True)
     rows = []
     for node, out, reads in layers:
@@ -234,9 +258,11 @@ def _inputs(model: onnx.ModelProto) -> set[str]:
     return {i.name for i in model.graph.input}
 
 
-def _run(sess, names: list[str], feed: Feed) -> list[np.ndarray]:
+def _run(sess, names: list[str], feed: Feed, lifted: dict[str, str]) -> list[np.ndarray]:
+    """`names` from one run; `lifted`: outputs that carry a body's tensor (with_outputs)."""
     inputs = {i.name for i in sess.get_inputs()}
-    values = dict(zip([o.name for o in sess.get_outputs()], sess.run(None, {k: v for k, v in feed.items() if k in inputs})))
+    outputs = [lifted.get(o.name, o.name) for o in sess.get_outputs()]
+    values = dict(zip(outputs, sess.run(None, {k: v for k, v in feed.items() if k in inputs})))
     values.update({k: v for k, v in feed.items() if k in names})
     return [values[n] for n in names]
 

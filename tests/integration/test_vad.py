@@ -86,6 +86,12 @@ def test_silero_vads_default_export_quantizes_inside_its_if(tmp_path):
     int8 = runtime.session(str(out))
     scores = vad.agreement(lambda feed: fp32.run(None, feed), lambda feed: int8.run(None, feed))
     assert scores["agree"] >= 0.95, scores  # measured 0.958, as the flat 16 kHz export
+    # The per-layer analysis reads the body's tensors through the If, as calibration does: the
+    # same last encoder conv stands out as in the flat export's test above.
+    layers = {row.layer.removeprefix("If_0_then_branch__Inline_0__"): row for row in lp.inspect(path, out, calib[:8]).layers}
+    assert len(layers) == 6, sorted(layers)
+    last = layers["/encoder/3/reparam_conv/Conv"]
+    assert last.output_sqnr_db < 8, last
 
 
 def test_the_accuracy_aware_search_reverts_layers_inside_the_default_exports_if(tmp_path):

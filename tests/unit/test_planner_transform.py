@@ -406,6 +406,18 @@ def test_layers_two_if_levels_deep_are_quantized():
         assert np.sqrt(np.mean((got - want) ** 2)) < 0.06 * np.sqrt(np.mean(want**2)), (outer, inner)
 
 
+def test_the_per_layer_analysis_reaches_into_if_bodies():
+    from lowprec_core.layer_error import inspect_layers
+
+    rng = np.random.default_rng(3)
+    batches = [{"x": rng.normal(0, 1, (2, 3, 8, 8)).astype(np.float32), "flag": np.array(flag)} for flag in (True, False, True, False)]
+    prepared, int8, _, _ = _quantize(models.conv_inside_if(), batches=batches)
+    rows = {row.layer: row for row in inspect_layers(prepared, int8, batches).layers}
+    assert sorted(rows) == ["conv_w1", "conv_w2"]
+    for row in rows.values():  # each seen on the batches that ran its body: a real error, not the cap
+        assert 15 < row.output_sqnr_db < 60 and row.weight_sqnr_db is not None, row
+
+
 def test_an_ignored_layer_inside_an_if_body_stays_float():
     rng = np.random.default_rng(3)
     batches = [{"x": rng.normal(0, 1, (2, 3, 8, 8)).astype(np.float32), "flag": np.array(flag)} for flag in (True, False)]
