@@ -100,8 +100,8 @@ def _tensors(graph: onnx.GraphProto):
             if attr.HasField("t"):
                 yield attr.t
             yield from attr.tensors
-            for sub in (*([attr.g] if attr.HasField("g") else []), *attr.graphs):
-                yield from _tensors(sub)
+        for sub in subgraphs(node):
+            yield from _tensors(sub)
 
 
 def model_bytes(loaded: "LoadedModel") -> int:
@@ -128,7 +128,7 @@ def prepare(model: onnx.ModelProto) -> onnx.ModelProto:
     """
     model = _copy(model)
     _name_nodes(model.graph)
-    _unique_body_names(model.graph, names_defined_here(model.graph), all_names(model.graph))
+    _unique_body_names(model.graph, names_defined_here(model.graph), set(all_names(model.graph)))
     _constants_to_initializers(model.graph)
     # IR 3 required every initializer to be a graph input too (the ONNX model zoo's opset 7-9
     # CNNs); IR 4 lifted that. The inputs are gone now, so the model must say IR 4 at least or
@@ -211,16 +211,15 @@ def _name_nodes(graph: onnx.GraphProto, taken: set[str] | None = None) -> None:
             _name_nodes(sub, taken)
 
 
-def _unique_body_names(graph: onnx.GraphProto, seen: set[str], taken: frozenset[str]) -> None:
+def _unique_body_names(graph: onnx.GraphProto, seen: set[str], used: set[str]) -> None:
     """Renames values an If/Loop/Scan body defines under a name another scope defines too
     (ONNX allows then and else to both call theirs `out`): statistics are per tensor name, so
-    each name must mean one tensor across the whole model. Renamed deterministically."""
-    used = set(taken)
+    each name must mean one tensor across the whole model. Renamed deterministically.
+    `seen`: names defined so far; `used`: every name in the model, new ones included."""
     for node in graph.node:
         for sub in subgraphs(node):
-            clash = sorted(names_defined_here(sub) & seen)
             mapping = {}
-            for name in clash:
+            for name in sorted(names_defined_here(sub) & seen):
                 index = 1
                 while f"{name}__{index}" in used:
                     index += 1
@@ -229,8 +228,7 @@ def _unique_body_names(graph: onnx.GraphProto, seen: set[str], taken: frozenset[
             if mapping:
                 _rename(sub, mapping)
             seen |= names_defined_here(sub)
-            _unique_body_names(sub, seen, frozenset(used))
-            used |= seen
+            _unique_body_names(sub, seen, used)
 
 
 def _rename(graph: onnx.GraphProto, mapping: dict[str, str]) -> None:
