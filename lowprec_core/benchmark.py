@@ -103,7 +103,7 @@ def interleaved(sessions, feed: Feed, *, warmup: int, repeats: int) -> tuple[np.
 
 def speedup(reference: bytes, candidate: bytes, feed: Feed, *, repeats: int = 20, threads: int = 1) -> float:
     """FP32 median latency over the candidate's, interleaved on one feed: a quick check, not a benchmark."""
-    sessions = tuple(runtime.session(m, threads=threads) for m in (reference, candidate))
+    sessions = tuple(runtime.session(m, threads=threads, spinning=True) for m in (reference, candidate))
     fp, q = interleaved(sessions, feed, warmup=3, repeats=repeats)
     return float(np.median(fp / q))  # paired rounds: a slow moment hits both models of a round
 
@@ -124,7 +124,7 @@ def run(
         sessions = []
         for index, m in enumerate((fp32, int8)):
             start = time.perf_counter()
-            sessions.append(runtime.session(str(m.path), threads=threads))
+            sessions.append(runtime.session(str(m.path), threads=threads, spinning=True))
             load_ms[index] = max(load_ms[index], (time.perf_counter() - start) * 1e3)
         for batch in config.batches:
             feed = make_feed(specs, batch, sample)

@@ -23,11 +23,19 @@ def session(
     threads: int | None = None,
     optimization: str = "all",
     optimized_model_path: str | None = None,
+    spinning: bool = False,
 ) -> ort.InferenceSession:
-    """An InferenceSession on the CPU provider; failures become ModelError."""
+    """An InferenceSession on the CPU provider; failures become ModelError.
+
+    `spinning`: whether ORT's intra-op workers busy-wait for the next parallel section (its
+    default). lowprec's own loops do numpy work between runs, and a spinning worker takes the
+    core that work needs (an SMT sibling, a pod's CPU quota). Benchmarks time what deployments
+    run, ORT's default, and ask for it."""
     options = ort.SessionOptions()
     options.graph_optimization_level = OPTIMIZATION[optimization]
     options.log_severity_level = 3
+    if not spinning:
+        options.add_session_config_entry("session.intra_op.allow_spinning", "0")
     if threads is not None:
         options.intra_op_num_threads = threads
         options.inter_op_num_threads = 1
