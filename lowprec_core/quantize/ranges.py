@@ -11,6 +11,7 @@ from ..errors import ConfigError
 from ..ops import integer_range
 
 OUTLIER_PROB = 1e-4
+_MSE_FACTORS = np.linspace(0.2, 1.0, 65)  # each end of a candidate range, as a share of the observed end
 
 
 def _minmax(stats: TensorStats, levels: int, symmetric: bool) -> tuple[float, float]:
@@ -49,13 +50,11 @@ def _mse(stats: TensorStats, levels: int, symmetric: bool) -> tuple[float, float
     lo0, hi0 = min(stats.minimum, 0.0), max(stats.maximum, 0.0)
     if hi0 == lo0 or centres.size == 0:
         return stats.minimum, stats.maximum
-    factors = np.linspace(0.2, 1.0, 65)
-    if symmetric:
+    if symmetric:  # paired ends: candidate i is (-absmax, absmax) x factor i
         absmax = max(-lo0, hi0)
-        lows, highs = -absmax * factors, absmax * factors
-    else:
-        grid_lo, grid_hi = np.meshgrid(lo0 * factors, hi0 * factors, indexing="ij")
-        lows, highs = grid_lo.reshape(-1), grid_hi.reshape(-1)
+        lows, highs = -absmax * _MSE_FACTORS, absmax * _MSE_FACTORS
+    else:  # every pair of ends: the grid [low i, high j], from terms of each end alone
+        lows, highs = (lo0 * _MSE_FACTORS)[:, None], (hi0 * _MSE_FACTORS)[None, :]
     # Moments of the bins strictly below a bound: prefix[k][i] = sum over the first i bins of c*x^k.
     prefix = [np.concatenate([[0.0], np.cumsum(counts * centres**k)]) for k in range(3)]
     below = np.searchsorted(centres, lows, side="left")
@@ -67,8 +66,8 @@ def _mse(stats: TensorStats, levels: int, symmetric: bool) -> tuple[float, float
     right = s2r - 2 * highs * s1r + highs**2 * s0r
     step = (highs - lows) / (levels - 1)
     inside = total[0] - s0l - s0r
-    best = int(np.argmin(left + right + inside * step**2 / 12.0))
-    low, high = float(lows[best]), float(highs[best])
+    best = np.unravel_index(int(np.argmin(left + right + inside * step**2 / 12.0)), step.shape)
+    low, high = float(np.broadcast_to(lows, step.shape)[best]), float(np.broadcast_to(highs, step.shape)[best])
     guard = outlier_channel_max(stats)
     if guard is not None:  # a few channels are systematically large: never clip them
         low, high = min(low, max(stats.minimum, -guard)), max(high, min(stats.maximum, guard))
