@@ -115,10 +115,9 @@ class TensorObserver:
 
 @dataclass
 class ChannelObserver:
-    """Per-channel running max of |x| and sum of x along one axis (for SmoothQuant, bias correction)."""
+    """Per-channel running min, max and sum of x along one axis (for SmoothQuant, bias correction)."""
 
     axis: int
-    absmax: np.ndarray | None = None
     minimum: np.ndarray | None = None
     maximum: np.ndarray | None = None
     total: np.ndarray | None = None
@@ -131,7 +130,7 @@ class ChannelObserver:
         axis = self.axis % values.ndim
         # [outer, C, inner], reduced over outer first: element-wise across whole [C, inner]
         # slices, which vectorises, where short inner rows (a 4x4 feature map) do not.
-        outer = int(np.prod(values.shape[:axis], dtype=np.int64))
+        outer = math.prod(values.shape[:axis])
         grouped = values.reshape(outer, values.shape[axis], -1)
         def rows(reduce: str) -> np.ndarray:
             """[C, inner]: `grouped` reduced over the batch. One sample (a detector's single
@@ -146,14 +145,17 @@ class ChannelObserver:
             high = rows("max").max(axis=1)
             low = rows("min").min(axis=1)
             bounds = (math.nan, math.nan)
-        absmax = np.maximum(high, -low)
         total = rows("sum").sum(axis=1, dtype=np.float64)  # float32 across the batch, float64 after
-        self.absmax = absmax if self.absmax is None else np.maximum(self.absmax, absmax)
         self.minimum = low if self.minimum is None else np.minimum(self.minimum, low)
         self.maximum = high if self.maximum is None else np.maximum(self.maximum, high)
         self.total = total if self.total is None else self.total + total
         self.count += values.size // values.shape[axis]
         return bounds
+
+    @property
+    def absmax(self) -> np.ndarray | None:
+        """Per-channel max |x|: the running max of each batch's, without keeping a third array."""
+        return None if self.maximum is None else np.maximum(self.maximum, -self.minimum)
 
     @property
     def mean(self) -> np.ndarray:

@@ -56,7 +56,7 @@ def _mse(stats: TensorStats, levels: int, symmetric: bool) -> tuple[float, float
     else:  # every pair of ends: the grid [low i, high j], from terms of each end alone
         lows, highs = (lo0 * _MSE_FACTORS)[:, None], (hi0 * _MSE_FACTORS)[None, :]
     # Moments of the bins strictly below a bound: prefix[k][i] = sum over the first i bins of c*x^k.
-    prefix = [np.concatenate([[0.0], np.cumsum(counts * centres**k)]) for k in range(3)]
+    prefix = [np.concatenate([[0.0], np.cumsum(moment)]) for moment in (counts, counts * centres, counts * centres**2)]
     below = np.searchsorted(centres, lows, side="left")
     above = np.searchsorted(centres, highs, side="right")
     total = [p[-1] for p in prefix]
@@ -82,8 +82,8 @@ def two_levels(stats: TensorStats) -> float | None:
     bins = stats.histogram.size
     zero = bins // 2
     top = min(int(stats.maximum * bins / (2 * stats.radius) + zero), bins - 1)
-    filled = set(np.flatnonzero(stats.histogram).tolist())
-    return stats.maximum if filled <= {zero, top} else None
+    held = int(stats.histogram[zero]) + (int(stats.histogram[top]) if top != zero else 0)
+    return stats.maximum if held == int(stats.histogram.sum()) else None  # counts are >= 0
 
 
 def median(values: np.ndarray) -> float:
