@@ -8,7 +8,7 @@ folded back into the bias, so the INT8 layer keeps the FP32 layer's output mean.
 from __future__ import annotations
 
 import logging
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 
 import numpy as np
 import onnx
@@ -21,19 +21,15 @@ from ..calibration.stats import Statistics, TensorStats
 from ..config import QuantConfig
 from ..graph import Names, consumers, initializers, topological_sort
 from ..ops import TARGETS
-from .params import quantize_planned_weight
-from .planner import QuantPlan, WeightQuant, resolve_ignored
+from .params import quantize_planned_weights
+from .planner import QuantPlan, resolve_ignored
 from .ranges import median, outlier_channel_max
 
 log = logging.getLogger(__name__)
 
-_DTYPES = {"int8": np.int8, "uint8": np.uint8}
 
-
-def weight_error(weight: np.ndarray, entry: WeightQuant) -> np.ndarray:
-    """W_q - W for the weight exactly as the transformer will quantize it."""
-    axis = entry.axis
-    q, scale = quantize_planned_weight(weight, axis, _DTYPES[entry.dtype], entry.estimator, entry.narrow)
+def weight_error(weight: np.ndarray, q: np.ndarray, scale: np.ndarray, axis: int | None) -> np.ndarray:
+    """W_q - W for the weight as the transformer quantizes it (q, scale: quantize_planned_weights)."""
     shape = [1] * weight.ndim
     if axis is not None:
         shape[axis] = -1
@@ -59,22 +55,27 @@ def _output_shift(node: onnx.NodeProto, delta: np.ndarray, mean: np.ndarray) -> 
     return None
 
 
-def correct_biases(model: onnx.ModelProto, plan: QuantPlan, stats: Statistics) -> tuple[onnx.ModelProto, list[str]]:
-    """Fast bias correction for every planned bias; returns the new float model and what changed."""
+def correct_biases(
+    model: onnx.ModelProto, plan: QuantPlan, stats: Statistics, *, weights_q: Mapping[str, tuple[np.ndarray, np.ndarray]] | None = None
+) -> tuple[onnx.ModelProto, list[str]]:
+    """Fast bias correction for every planned bias; returns the new float model and what changed.
+    `weights_q`: the plan's weights as quantize_planned_weights gives them, where the caller has them."""
     out = onnx.ModelProto()
     out.CopyFrom(model)
     inits = initializers(out.graph)
     nodes = {node.name: node for node in out.graph.node}
     weights = {w.initializer: w for w in plan.weights}
+    if weights_q is None:
+        weights_q = quantize_planned_weights(plan.weights, inits)
     corrected = []
     for entry in plan.biases:
         node = nodes[entry.node]
         mean = stats.require(entry.activation).channel_mean
         if mean is None:
             continue
-        w = weights[entry.weight]
         weight = numpy_helper.to_array(inits[entry.weight])
-        shift = _output_shift(node, weight_error(weight, w), mean.astype(np.float64))
+        delta = weight_error(weight, *weights_q[entry.weight], weights[entry.weight].axis)
+        shift = _output_shift(node, delta, mean.astype(np.float64))
         bias_init = inits[entry.initializer]
         bias = numpy_helper.to_array(bias_init)
         if shift is None or shift.size != bias.size:

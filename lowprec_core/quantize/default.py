@@ -9,9 +9,10 @@ import onnx
 
 from ..calibration.stats import Statistics
 from ..config import QuantConfig
-from ..graph import all_names, all_nodes, body_model, if_bodies, names_defined_here, put_body
+from ..graph import all_names, all_nodes, body_model, if_bodies, initializers, names_defined_here, put_body
 from ..ops import QUANTIZABLE
 from .algorithms import align_channels, correct_biases, correct_biases_full, smooth_quant
+from .params import quantize_planned_weights
 from .planner import QuantPlan, has_layers, plan, resolve_ignored, statistic_requests
 from .transform import apply
 
@@ -84,10 +85,12 @@ def _quantize_graph(
     if resolve_model_type(model, config.model_type) == "transformer":
         model, stats, smoothed = smooth_quant(model, stats, config)
     quant_plan = plan(model, stats, config).model_copy(update={"smoothed": smoothed, "aligned": aligned})
+    # Bias correction changes biases only: the weights quantize once for it and the transform.
+    weights_q = quantize_planned_weights(quant_plan.weights, initializers(model.graph))
     if config.bias_correction != "none":
-        model, corrected = correct_biases(model, quant_plan, stats)
+        model, corrected = correct_biases(model, quant_plan, stats, weights_q=weights_q)
         quant_plan = quant_plan.model_copy(update={"corrected_biases": corrected})
     if config.bias_correction == "full" and feeds is not None:
-        model, corrected = correct_biases_full(model, apply(model, quant_plan), quant_plan, feeds())
+        model, corrected = correct_biases_full(model, apply(model, quant_plan, weights_q=weights_q), quant_plan, feeds())
         quant_plan = quant_plan.model_copy(update={"corrected_biases": corrected})
-    return apply(model, quant_plan, reserved=reserved), quant_plan
+    return apply(model, quant_plan, reserved=reserved, weights_q=weights_q), quant_plan

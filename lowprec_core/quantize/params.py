@@ -3,9 +3,11 @@ where ONNX Runtime does it, so an int32 bias matches the scale ORT expects exact
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Iterable, Mapping, Sequence
 
 import numpy as np
+import onnx
+from onnx import numpy_helper
 
 from ..ops import integer_range
 from .ranges import weight_clip
@@ -68,6 +70,15 @@ def quantize_planned_weight(
     """A weight exactly as the transformer writes it: the estimator's clip, then quantize_weight."""
     clip = weight_clip(weight, axis, estimator, levels=2 * integer_range(dtype)[1] + 1)
     return quantize_weight(weight, axis, dtype, clip, narrow)
+
+
+def quantize_planned_weights(entries: Iterable, inits: Mapping[str, onnx.TensorProto]) -> dict[str, tuple[np.ndarray, np.ndarray]]:
+    """Every planned weight (a plan's WeightQuant entries), as the transformer writes it:
+    {initializer: (q, scale)}. Bias correction and the transform share one result."""
+    return {
+        e.initializer: quantize_planned_weight(numpy_helper.to_array(inits[e.initializer]), e.axis, np.dtype(e.dtype).type, e.estimator, e.narrow)
+        for e in entries
+    }
 
 
 def quantize_bias(bias: np.ndarray, input_scale: np.float32, weight_scale: np.ndarray) -> tuple[np.ndarray, np.ndarray]:

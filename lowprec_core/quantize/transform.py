@@ -2,20 +2,29 @@
 
 from __future__ import annotations
 
+from collections.abc import Mapping
+
 import numpy as np
 import onnx
 from onnx import helper, numpy_helper
 
 from ..graph import Names, drop_unused_initializers, initializers, subgraphs, topological_sort
-from .params import quantize_bias, quantize_planned_weight
+from .params import quantize_bias, quantize_planned_weights
 from .planner import QuantPlan
 
 _DTYPES = {"uint8": np.uint8, "int8": np.int8}
 
 
-def apply(model: onnx.ModelProto, plan: QuantPlan, *, reserved: frozenset[str] = frozenset()) -> onnx.ModelProto:
+def apply(
+    model: onnx.ModelProto,
+    plan: QuantPlan,
+    *,
+    reserved: frozenset[str] = frozenset(),
+    weights_q: Mapping[str, tuple[np.ndarray, np.ndarray]] | None = None,
+) -> onnx.ModelProto:
     """The plan applied to a copy of `model`. `reserved`: names of the graphs enclosing this
-    one (an If body's), which new names must not shadow."""
+    one (an If body's), which new names must not shadow. `weights_q`: the plan's weights as
+    quantize_planned_weights gives them, where the caller has them."""
     out = onnx.ModelProto()
     out.CopyFrom(model)
     graph = out.graph
@@ -41,12 +50,12 @@ def apply(model: onnx.ModelProto, plan: QuantPlan, *, reserved: frozenset[str] =
         new_nodes.append(helper.make_node("QuantizeLinear", [source, scale, zero], [quantized], names.new(f"{entry.tensor}_QuantizeLinear")))
         new_nodes.append(helper.make_node("DequantizeLinear", [quantized, scale, zero], [dequantized], names.new(f"{entry.tensor}_DequantizeLinear")))
 
+    if weights_q is None:
+        weights_q = quantize_planned_weights(plan.weights, inits)
     weight_scale: dict[str, np.ndarray] = {}
     weight_out: dict[str, str] = {}
     for entry in plan.weights:
-        array = numpy_helper.to_array(inits[entry.initializer])
-        dtype = _DTYPES[entry.dtype]
-        q, scale = quantize_planned_weight(array, entry.axis, dtype, entry.estimator, entry.narrow)
+        q, scale = weights_q[entry.initializer]
         weight_scale[entry.initializer] = scale
         weight_out[entry.initializer] = _dequantized_constant(names, entry.initializer, q, scale, entry.axis, new_inits, new_nodes)
 
