@@ -128,7 +128,7 @@ def quantize(
         if stats is not None:
             statistics = load_statistics(localize(stats, tmp), model_sha256=loaded.sha256)
         elif source is not None:
-            statistics = _collect(loaded, prepared, source, calibration, config.target)
+            statistics = _collect(loaded, prepared, source, calibration, config.target, serving=config)
         else:
             raise ConfigError("quantize needs calibration data (--data) or statistics (--stats)")
         replay = None
@@ -420,9 +420,13 @@ def fetch(version_uri: str, destination: PathOrUri) -> registry.Manifest:
     return registry.fetch(version_uri, destination)
 
 
-def _collect(loaded: LoadedModel, prepared: onnx.ModelProto, data, config: CalibrationConfig, target: str) -> Statistics:
+def _collect(
+    loaded: LoadedModel, prepared: onnx.ModelProto, data, config: CalibrationConfig, target: str, *, serving: QuantConfig | None = None
+) -> Statistics:
+    """`serving`: the one config the statistics are for (quantize calibrating in the same call);
+    None: statistics for every config (calibrate's stats file)."""
     feeds = iter_feeds(data, input_specs(prepared), batch_size=config.batch_size, max_samples=config.max_samples)
-    return collect(prepared, feeds, statistic_requests(prepared, target), model_sha256=loaded.sha256)
+    return collect(prepared, feeds, statistic_requests(prepared, target, config=serving), model_sha256=loaded.sha256)
 
 
 def _load_pair(fp32: PathOrUri, int8: PathOrUri, tmp: str) -> tuple[LoadedModel, LoadedModel]:

@@ -97,13 +97,26 @@ class QuantPlan(BaseModel):
         return found
 
 
-def statistic_requests(model: onnx.ModelProto, target: str = "cpu", *, bodies: bool = True) -> dict[str, int | None]:
+def statistic_requests(
+    model: onnx.ModelProto,
+    target: str = "cpu",
+    *,
+    bodies: bool = True,
+    config: QuantConfig | None = None,
+    ignored: set[str] | None = None,
+) -> dict[str, int | None]:
     """Every tensor any plan for this model and target may need, mapped to the axis for
     per-channel statistics (the inputs of quantizable nodes) or None (tensor-wide only).
 
-    Independent of preset and ignored scope, so one calibration serves every config.
+    Without `config`, independent of preset and ignored scope, so one calibration (a stats
+    file) serves every config. With it, for plans of that config and of it with more layers
+    ignored (the accuracy-aware search's): a Conv's output before an activation the config
+    fuses is then left out, as only the activation's output is quantized. `ignored`: the
+    config's ignored scope, resolved over the whole model (If bodies pass it down).
     `bodies`: include the tensors of If bodies (planned as models of their own).
     """
+    if config is not None and ignored is None:
+        ignored = resolve_ignored(model, config.ignore)
     graph = model.graph
     inits = initializers(graph)
     users = consumers(graph)
@@ -123,7 +136,10 @@ def statistic_requests(model: onnx.ModelProto, target: str = "cpu", *, bodies: b
     # Outputs only where a plan can quantize them: the same rule plan() applies, over every
     # candidate (an ignored scope only removes readers, so this stays a superset).
     for node, rule in candidates:
-        outputs = [node.output[0]] + [f.output[0] for f in users.get(node.output[0], []) if f.op_type in FUSABLE_ACTIVATIONS]
+        followers = users.get(node.output[0], [])
+        outputs = [node.output[0]] + [f.output[0] for f in followers if f.op_type in FUSABLE_ACTIVATIONS]
+        if config is not None and rule.integer_output_required and _fuses_activation(node, followers, graph_outputs, ignored, inits, config):
+            outputs = outputs[1:]
         for tensor in outputs:
             if rule.integer_output_required or feeds_reads(tensor, reads, users):
                 needed.setdefault(tensor, None)
@@ -133,7 +149,7 @@ def statistic_requests(model: onnx.ModelProto, target: str = "cpu", *, bodies: b
             needed.setdefault(fused[0], None)
     for node, attribute, body in if_bodies(graph) if bodies else []:  # quantize_model plans each as a model of its own
         if has_layers(body):
-            for tensor, axis in statistic_requests(body_model(model, node, attribute)[0], target).items():
+            for tensor, axis in statistic_requests(body_model(model, node, attribute)[0], target, config=config, ignored=ignored).items():
                 needed.setdefault(tensor, axis)
     return dict(sorted(needed.items()))
 
@@ -293,14 +309,8 @@ def plan(model: onnx.ModelProto, stats: Statistics, config: QuantConfig) -> Quan
 
         output = node.output[0]
         followers = users.get(output, [])
-        if (
-            config.fuse_activations
-            and not config.symmetric_activations
-            and len(followers) == 1
-            and output not in graph_outputs
-            and followers[0].name not in ignored
-            and _fusable(followers[0], inits)
-            and (rule.integer_output_required or feeds_quantized(followers[0].output[0]))
+        if _fuses_activation(node, followers, graph_outputs, ignored, inits, config) and (
+            rule.integer_output_required or feeds_quantized(followers[0].output[0])
         ):
             fused.append(FusedActivation(node=followers[0].name, into=node.name))
             quantize_tensor(followers[0].output[0], output=True)
@@ -394,6 +404,20 @@ def _skip_reason(node, rule, config, target, ignored, inits, float_tensors) -> s
     if not_float:
         return f"input {not_float[0]!r} is not float32"
     return None
+
+
+def _fuses_activation(node, followers, graph_outputs, ignored, inits, config: QuantConfig) -> bool:
+    """Whether `config` lets the output quantizer of `node` go after its one reader, a fusable
+    activation (the integer kernel then applies it). A Conv always takes the fusion then; a
+    MatMul or Gemm only where a quantized layer reads the activation."""
+    return (
+        config.fuse_activations
+        and not config.symmetric_activations
+        and len(followers) == 1
+        and node.output[0] not in graph_outputs
+        and followers[0].name not in ignored
+        and _fusable(followers[0], inits)
+    )
 
 
 def _fusable(node: onnx.NodeProto, inits: dict[str, onnx.TensorProto]) -> bool:

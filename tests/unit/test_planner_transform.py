@@ -186,6 +186,23 @@ def test_symmetric_preset_does_not_fuse_relu():
     assert {a.zero_point for a in plan.activations} == {128}
 
 
+def test_statistics_for_one_config_skip_what_it_never_quantizes_and_quantize_the_same():
+    prepared = prepare(models.conv_relu_conv())
+    every = statistic_requests(prepared)
+    assert "c1" in every  # the symmetric preset quantizes the Conv output before its Relu
+    fused = QuantConfig(min_reduction=0)
+    assert set(every) - set(statistic_requests(prepared, config=fused)) == {"c1"}
+    for config in (QuantConfig(preset="performance", min_reduction=0), fused.model_copy(update={"ignore": ("relu1",)})):
+        assert statistic_requests(prepared, config=config) == every  # Relu not fused: c1 is quantized
+    data = models.feeds(prepared)
+    full = collect(prepared, data, every, model_sha256="test")
+    served = collect(prepared, data, statistic_requests(prepared, config=fused), model_sha256="test")
+    assert "c1" not in served.tensors
+    for config in (fused, fused.model_copy(update={"ignore": ("conv2",)})):  # the accuracy-aware search adds ignores
+        (a, plan_a), (b, plan_b) = quantize_model(prepared, full, config), quantize_model(prepared, served, config)
+        assert plan_a == plan_b and a.SerializeToString(deterministic=True) == b.SerializeToString(deterministic=True)
+
+
 def test_output_quantizers_only_where_an_integer_kernel_or_a_quantized_reader_needs_them():
     _, _, plan, _ = _quantize(models.conv_relu_conv())
     assert "y" in {a.tensor for a in plan.activations}  # Conv has no float-output integer kernel
