@@ -102,10 +102,11 @@ def names_read(graph: onnx.GraphProto) -> set[str]:
 
 
 def drop_unused_initializers(graph: onnx.GraphProto) -> None:
+    """Removes the initializers no node reads, in place: the others are not copied (extending a
+    repeated field copies every tensor, a model's weights whole)."""
     used = names_read(graph)
-    keep = [init for init in graph.initializer if init.name in used]
-    del graph.initializer[:]
-    graph.initializer.extend(keep)
+    for index in reversed([i for i, init in enumerate(graph.initializer) if init.name not in used]):
+        del graph.initializer[index]
 
 
 def consumers(graph: onnx.GraphProto) -> dict[str, list[onnx.NodeProto]]:
