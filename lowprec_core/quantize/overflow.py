@@ -17,25 +17,26 @@ import onnx
 INT16_MAX = 32767
 
 
-def overflow_channels(node: onnx.NodeProto, q: np.ndarray, act_low: np.ndarray, act_high: np.ndarray) -> list[int]:
+def overflow_channels(node: onnx.NodeProto, q: np.ndarray, act_high: np.ndarray) -> list[int]:
     """Output channels of `node` whose int16 pair sums can saturate.
 
-    q: the integer weight as the transformer writes it; act_low/act_high: the calibrated
-    per-input-channel range of the activation in u8 units. [] where the layout is unknown."""
-    walks = _contraction_walks(node, q, act_low.size)
+    q: the integer weight as the transformer writes it; act_high: the calibrated top of each
+    input channel's activation range in u8 units. [] where the layout is unknown.
+
+    A u8 x s8 product always fits in int16 (255 * 128 = 32640), so a pair can only overflow
+    when both products share a sign, and then the sum is largest in magnitude at the top of
+    the activation range (u8 >= 0): the signed sums there decide for every activation."""
+    walks = _contraction_walks(node, q, act_high.size)
     if not walks:
         return []
     weights, channel, orders = walks
-    low, high = act_low.astype(np.int32)[channel], act_high.astype(np.int32)[channel]
-    weights = weights.astype(np.int32)
-    # The extreme products of each entry over the activation range (u8 >= 0, so the ends).
-    a, b = low * weights, high * weights
-    most, least = np.maximum(np.maximum(a, b), 0), np.minimum(np.minimum(a, b), 0)
+    products = act_high.astype(np.int32)[channel] * weights.astype(np.int32)
     flagged = np.zeros(weights.shape[0], dtype=bool)
     for order in orders:  # each: [N, K] with K in the order the kernel walks it
-        for extreme, over in ((order(most), lambda s: s > INT16_MAX), (order(least), lambda s: s < -INT16_MAX - 1)):
-            k = extreme.shape[1] - extreme.shape[1] % 2  # an odd last entry is paired with padding
-            flagged |= over(extreme[:, 0:k:2] + extreme[:, 1:k:2]).any(axis=1)
+        walked = order(products)
+        k = walked.shape[1] - walked.shape[1] % 2  # an odd last entry is paired with padding
+        pairs = walked[:, 0:k:2] + walked[:, 1:k:2]
+        flagged |= ((pairs > INT16_MAX) | (pairs < -INT16_MAX - 1)).any(axis=1)
     return [int(i) for i in np.flatnonzero(flagged)]
 
 

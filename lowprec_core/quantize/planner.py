@@ -386,8 +386,8 @@ def _overflowing(node, weight: onnx.TensorProto, entry: WeightQuant, act: Activa
     if act.dtype != "uint8" or entry.dtype != "int8" or act_stats is None or act_stats.channel_min is None:
         return []
     q, _ = quantize_planned_weight(numpy_helper.to_array(weight), entry.axis, np.int8, entry.estimator)
-    to_u8 = lambda v: np.clip(np.rint(v / np.float32(act.scale)) + act.zero_point, 0, 255)  # noqa: E731
-    flagged = overflow_channels(node, q, to_u8(act_stats.channel_min), to_u8(act_stats.channel_max))
+    high = np.clip(np.rint(act_stats.channel_max / np.float32(act.scale)) + act.zero_point, 0, 255)  # in u8 units
+    flagged = overflow_channels(node, q, high)
     return [0] if flagged and entry.axis is None else flagged
 
 

@@ -16,7 +16,6 @@ from lowprec_core.quantize.params import quantize_weight
 from lowprec_core.quantize.planner import statistic_requests
 
 FULL = np.full(4, 255.0)
-ZERO = np.zeros(4)
 
 
 def test_adjacent_pairs_over_int16_are_flagged_and_others_are_not():
@@ -24,21 +23,21 @@ def test_adjacent_pairs_over_int16_are_flagged_and_others_are_not():
     # 255 * 127 = 32385 alone); both negative side by side (overflows downwards).
     q = np.array([[127, 127, -127], [127, 0, -127], [0, 127, 0], [0, 0, 0]], dtype=np.int8)
     node = helper.make_node("MatMul", ["x", "w"], ["y"])
-    assert overflow_channels(node, q, ZERO, FULL) == [0, 2]
+    assert overflow_channels(node, q, FULL) == [0, 2]
     # The same weights cannot overflow when the activation stays small.
-    assert overflow_channels(node, q, ZERO, np.full(4, 120.0)) == []
+    assert overflow_channels(node, q, np.full(4, 120.0)) == []
 
 
 def test_gemm_trans_b_and_conv_layouts():
     q = np.array([[127, 127, 0, 0], [127, 0, 127, 0]], dtype=np.int8)  # [N, K]
     gemm = helper.make_node("Gemm", ["x", "w"], ["y"], transB=1)
-    assert overflow_channels(gemm, q, ZERO, FULL) == [0]
+    assert overflow_channels(gemm, q, FULL) == [0]
     # Conv [N=1, C=2, 1, 2]: NCHW im2col pairs (c0k0, c0k1), NHWC pairs (k0c0, k0c1).
     conv = helper.make_node("Conv", ["x", "w"], ["y"])
     by_tap = np.array([[[[127, 127]], [[0, 0]]]], dtype=np.int8)
     by_channel = np.array([[[[127, 0]], [[127, 0]]]], dtype=np.int8)
-    assert overflow_channels(conv, by_tap, np.zeros(2), np.full(2, 255.0)) == [0]
-    assert overflow_channels(conv, by_channel, np.zeros(2), np.full(2, 255.0)) == [0]
+    assert overflow_channels(conv, by_tap, np.full(2, 255.0)) == [0]
+    assert overflow_channels(conv, by_channel, np.full(2, 255.0)) == [0]
 
 
 def test_narrow_channels_use_half_the_range():
