@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Callable
 
 import numpy as np
@@ -25,8 +26,16 @@ def _mean_minmax(stats: TensorStats, levels: int, symmetric: bool) -> tuple[floa
 def _bins(stats: TensorStats) -> tuple[np.ndarray, np.ndarray]:
     if stats.histogram is None:
         raise ConfigError("this range estimator needs histograms; recalibrate with this version of lowprec")
-    edges = np.linspace(-stats.radius, stats.radius, stats.histogram.size + 1)
-    return (edges[:-1] + edges[1:]) / 2, stats.histogram.astype(np.float64)
+    return _centres(stats.radius, stats.histogram.size), stats.histogram.astype(np.float64)
+
+
+@functools.lru_cache(maxsize=64)
+def _centres(radius: float, bins: int) -> np.ndarray:
+    """Bin centres over [-radius, radius] (read-only: shared by every tensor of that radius)."""
+    edges = np.linspace(-radius, radius, bins + 1)
+    centres = (edges[:-1] + edges[1:]) / 2
+    centres.flags.writeable = False
+    return centres
 
 
 def _quantile(stats: TensorStats, levels: int, symmetric: bool, prob: float = OUTLIER_PROB) -> tuple[float, float]:
@@ -67,7 +76,7 @@ def _mse(stats: TensorStats, levels: int, symmetric: bool) -> tuple[float, float
     step = (highs - lows) / (levels - 1)
     inside = total[0] - s0l - s0r
     best = np.unravel_index(int(np.argmin(left + right + inside * step**2 / 12.0)), step.shape)
-    low, high = float(np.broadcast_to(lows, step.shape)[best]), float(np.broadcast_to(highs, step.shape)[best])
+    low, high = float(lows.reshape(-1)[best[0]]), float(highs.reshape(-1)[best[-1]])  # (i,) paired, (i, j) on the grid
     guard = outlier_channel_max(stats)
     if guard is not None:  # a few channels are systematically large: never clip them
         low, high = min(low, max(stats.minimum, -guard)), max(high, min(stats.maximum, guard))
