@@ -82,14 +82,16 @@ def fuse_for_runtime(model: onnx.ModelProto) -> None:
 
 def _sweep(graph: onnx.GraphProto, rewrites) -> bool:
     changed = False
+    sweep = None
     for rewrite in rewrites:
         while True:
-            sweep = _Pass(graph)
+            sweep = sweep or _Pass(graph)
             for node in list(graph.node):
                 if sweep.free(node):
                     rewrite(sweep, node)
             if not sweep.finish():
-                break
+                break  # nothing touched: the graph and the pass's maps still agree, for the next rewrite too
+            sweep = None
             changed = True
     return changed
 
