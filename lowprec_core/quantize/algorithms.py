@@ -21,7 +21,6 @@ from ..calibration.stats import Statistics, TensorStats
 from ..config import QuantConfig
 from ..graph import Names, consumers, initializers, topological_sort
 from ..ops import TARGETS
-from .params import quantize_planned_weights
 from .planner import QuantPlan, resolve_ignored
 from .ranges import median, outlier_channel_max
 
@@ -56,17 +55,15 @@ def _output_shift(node: onnx.NodeProto, delta: np.ndarray, mean: np.ndarray) -> 
 
 
 def correct_biases(
-    model: onnx.ModelProto, plan: QuantPlan, stats: Statistics, *, weights_q: Mapping[str, tuple[np.ndarray, np.ndarray]] | None = None
+    model: onnx.ModelProto, plan: QuantPlan, stats: Statistics, *, weights_q: Mapping[str, tuple[np.ndarray, np.ndarray]]
 ) -> tuple[onnx.ModelProto, list[str]]:
     """Fast bias correction for every planned bias; returns the new float model and what changed.
-    `weights_q`: the plan's weights as quantize_planned_weights gives them, where the caller has them."""
+    `weights_q`: the plan's weights as quantize_planned_weights gives them (the transform's too)."""
     out = onnx.ModelProto()
     out.CopyFrom(model)
     inits = initializers(out.graph)
     nodes = {node.name: node for node in out.graph.node}
     weights = {w.initializer: w for w in plan.weights}
-    if weights_q is None:
-        weights_q = quantize_planned_weights(plan.weights, inits)
     corrected = []
     for entry in plan.biases:
         node = nodes[entry.node]

@@ -9,7 +9,7 @@ import onnx
 from onnx import helper, numpy_helper
 
 from ..graph import Names, drop_unused_initializers, initializers, subgraphs, topological_sort
-from .params import quantize_bias, quantize_planned_weights
+from .params import quantize_bias
 from .planner import QuantPlan
 
 _DTYPES = {"uint8": np.uint8, "int8": np.int8}
@@ -19,12 +19,12 @@ def apply(
     model: onnx.ModelProto,
     plan: QuantPlan,
     *,
+    weights_q: Mapping[str, tuple[np.ndarray, np.ndarray]],
     reserved: frozenset[str] = frozenset(),
-    weights_q: Mapping[str, tuple[np.ndarray, np.ndarray]] | None = None,
 ) -> onnx.ModelProto:
-    """The plan applied to a copy of `model`. `reserved`: names of the graphs enclosing this
-    one (an If body's), which new names must not shadow. `weights_q`: the plan's weights as
-    quantize_planned_weights gives them, where the caller has them."""
+    """The plan applied to a copy of `model`. `weights_q`: the plan's weights as
+    quantize_planned_weights gives them. `reserved`: names of the graphs enclosing this one
+    (an If body's), which new names must not shadow."""
     out = onnx.ModelProto()
     out.CopyFrom(model)
     graph = out.graph
@@ -50,8 +50,6 @@ def apply(
         new_nodes.append(helper.make_node("QuantizeLinear", [source, scale, zero], [quantized], names.new(f"{entry.tensor}_QuantizeLinear")))
         new_nodes.append(helper.make_node("DequantizeLinear", [quantized, scale, zero], [dequantized], names.new(f"{entry.tensor}_DequantizeLinear")))
 
-    if weights_q is None:
-        weights_q = quantize_planned_weights(plan.weights, inits)
     weight_scale: dict[str, np.ndarray] = {}
     weight_out: dict[str, str] = {}
     for entry in plan.weights:
