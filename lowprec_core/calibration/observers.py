@@ -74,7 +74,9 @@ class TensorObserver:
         # Bin of x in [-R, R]: x * B / 2R + B / 2 (this is calibration's hot path).
         position = values * np.float32(HISTOGRAM_BINS / (2 * self.radius))
         position += np.float32(HISTOGRAM_BINS // 2)
-        index = position.astype(np.intp)  # bincount's own index type: an int32 array is converted first, 4x slower
+        # bincount's own index type is intp (an int32 array is converted first, 4x slower);
+        # float32 -> int32 -> intp is twice as fast as float32 -> intp, and exact here (< 2**31).
+        index = position.astype(np.int32).astype(np.intp)
         counts = np.bincount(index, minlength=HISTOGRAM_BINS + 1)
         counts[HISTOGRAM_BINS - 1] += counts[HISTOGRAM_BINS]  # values == R belong in the top bin
         return counts[:HISTOGRAM_BINS]
@@ -145,7 +147,9 @@ class ChannelObserver:
             high = rows("max").max(axis=1)
             low = rows("min").min(axis=1)
             bounds = (math.nan, math.nan)
-        total = rows("sum").sum(axis=1, dtype=np.float64)  # float32 across the batch, float64 after
+        # float32 pairwise sums along each channel's row, float64 across batches: summing the
+        # rows into float64 directly goes through a cast buffer, 3-4x slower on a large map.
+        total = rows("sum").sum(axis=1).astype(np.float64)
         self.minimum = low if self.minimum is None else np.minimum(self.minimum, low)
         self.maximum = high if self.maximum is None else np.maximum(self.maximum, high)
         self.total = total if self.total is None else self.total + total
