@@ -138,12 +138,38 @@ def prepare(model: onnx.ModelProto) -> onnx.ModelProto:
     drop_unused_initializers(model.graph)
     if default_opset(model) < MIN_QDQ_OPSET:
         model = _upgrade_opset(model, MIN_QDQ_OPSET)
-    try:
-        model = onnx.shape_inference.infer_shapes(model, strict_mode=False)
-    except (onnx.shape_inference.InferenceError, RuntimeError) as err:
-        log.warning("shape inference failed, continuing without it: %s", err)
+    model = _infer_shapes(model)
     simplify.fuse_for_runtime(model)
     return model
+
+
+_WEIGHT_PAYLOAD = 4096  # bytes: a float initializer larger than this goes round shape inference
+
+
+def _infer_shapes(model: onnx.ModelProto) -> onnx.ModelProto:
+    """ONNX shape inference on `model` (mutated meanwhile; on failure, returned as it was).
+
+    Inference reads a weight's type and dims, never its values: the only values it folds are
+    small shape-like inputs (Reshape's shape, Resize's scales). So the main graph's large float
+    initializers travel through it without their payload, which ONNX's C++ side would otherwise
+    serialize, parse and copy back (90 MB each way on MiniLM), and go back in by name after."""
+    payloads = {}
+    for init in model.graph.initializer:
+        if init.data_type == onnx.TensorProto.FLOAT and (len(init.raw_data) if init.HasField("raw_data") else 4 * len(init.float_data)) > _WEIGHT_PAYLOAD:
+            kept = onnx.TensorProto()
+            kept.CopyFrom(init)
+            payloads[init.name] = kept
+            init.ClearField("raw_data")
+            init.ClearField("float_data")
+    result = model
+    try:
+        result = onnx.shape_inference.infer_shapes(model, strict_mode=False)
+    except (onnx.shape_inference.InferenceError, RuntimeError) as err:
+        log.warning("shape inference failed, continuing without it: %s", err)
+    for init in result.graph.initializer:
+        if init.name in payloads:
+            init.CopyFrom(payloads[init.name])
+    return result
 
 
 @dataclass(frozen=True)

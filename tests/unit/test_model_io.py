@@ -114,6 +114,36 @@ def test_batchnorm_folds_into_conv_exactly():
     np.testing.assert_allclose(run(prepared), run(model), rtol=1e-4, atol=1e-5)
 
 
+def test_shape_inference_sees_large_weights_without_their_payload_and_gives_them_back(monkeypatch):
+    from lowprec_core import model_io
+
+    monkeypatch.setattr(model_io, "_WEIGHT_PAYLOAD", 0)  # every float weight goes round
+    model = models.conv_relu_conv(seed=3)
+    model.graph.initializer[0].float_data.extend(onnx.numpy_helper.to_array(model.graph.initializer[0]).ravel().tolist())
+    model.graph.initializer[0].ClearField("raw_data")  # one weight in float_data, the rest raw
+    before = {i.name: i.SerializeToString() for i in model.graph.initializer}
+    seen = []
+    infer = onnx.shape_inference.infer_shapes
+
+    def spy(m, **kw):
+        seen.extend((i.name, len(i.raw_data) + len(i.float_data)) for i in m.graph.initializer)
+        return infer(m, **kw)
+
+    monkeypatch.setattr(onnx.shape_inference, "infer_shapes", spy)
+    prepared = prepare(model)
+    assert seen and all(size == 0 for _, size in seen)
+    assert {i.name: i.SerializeToString() for i in prepared.graph.initializer} == before
+    assert {v.name: [d.dim_value or d.dim_param for d in v.type.tensor_type.shape.dim] for v in prepared.graph.value_info}["r1"] == ["N", 8, 8, 8]
+
+    def failing(m, **kw):
+        raise RuntimeError("inference failed")
+
+    monkeypatch.setattr(onnx.shape_inference, "infer_shapes", failing)
+    unshaped = prepare(model)
+    assert {i.name: i.SerializeToString() for i in unshaped.graph.initializer} == before
+    assert not unshaped.graph.value_info
+
+
 def test_prepare_is_deterministic_and_names_nodes():
     model = models.conv_relu_conv()
     for node in model.graph.node:
