@@ -75,11 +75,13 @@ def warm_up() -> None:
     Callers start it before Python work that precedes their first session (parsing and
     preparing the model), so the two overlap: ORT releases the GIL while it builds a session.
     The warm-up session is one Identity node and is dropped; a failure in it is ignored, as
-    the caller's own session reports any real problem."""
+    the caller's own session reports any real problem. Not a daemon: a process that exits
+    early (a bad argument) waits the few ms for it, where tearing ORT down under a session
+    still being built aborts the process."""
     if _warm.is_set():
         return
     _warm.set()
-    threading.Thread(target=_build_tiny, name="lowprec-ort-warm-up", daemon=True).start()
+    threading.Thread(target=_build_tiny, name="lowprec-ort-warm-up", daemon=False).start()
 
 
 def _build_tiny() -> None:
