@@ -20,8 +20,7 @@ from ..calibration.observers import ChannelObserver
 from ..calibration.stats import Statistics, TensorStats
 from ..config import QuantConfig
 from ..graph import Names, consumers, initializers, topological_sort
-from ..ops import TARGETS
-from .planner import QuantPlan, resolve_ignored
+from .planner import QuantPlan, resolve_ignored, smoothing_groups
 from .ranges import median, outlier_channel_max
 
 log = logging.getLogger(__name__)
@@ -99,21 +98,8 @@ def smooth_quant(
     out = onnx.ModelProto()
     out.CopyFrom(model)
     graph = out.graph
-    target = TARGETS[config.target]
-    inits, users = initializers(graph), consumers(graph)
-    ignored = resolve_ignored(out, config.ignore)
-    groups: dict[str, list[onnx.NodeProto]] = {}
-    for node in graph.node:
-        if node.op_type not in ("MatMul", "Gemm") or node.op_type not in target.ops or node.name in ignored:
-            continue
-        if node.op_type == "Gemm" and next((a.i for a in node.attribute if a.name == "transA"), 0):
-            continue
-        weight = inits.get(node.input[1])
-        if weight is None or weight.data_type != onnx.TensorProto.FLOAT or len(weight.dims) != 2:
-            continue
-        if len(users.get(node.input[1], [])) != 1:
-            continue  # a shared weight cannot take one input's scale
-        groups.setdefault(node.input[0], []).append(node)
+    inits = initializers(graph)
+    groups = smoothing_groups(graph, config, resolve_ignored(out, config.ignore))
     names = Names(graph)
     tensors = dict(stats.tensors)
     smoothed = []

@@ -13,18 +13,10 @@ from ..graph import all_names, all_nodes, body_model, if_bodies, initializers, n
 from ..ops import QUANTIZABLE
 from .algorithms import align_channels, correct_biases, correct_biases_full, smooth_quant
 from .params import quantize_planned_weights
-from .planner import QuantPlan, has_layers, plan, resolve_ignored, statistic_requests
+from .planner import QuantPlan, has_layers, plan, resolve_ignored, resolve_model_type, statistic_requests
 from .transform import apply
 
 log = logging.getLogger(__name__)
-
-
-def resolve_model_type(model: onnx.ModelProto, model_type: str) -> str:
-    """`auto`: a graph with attention (Softmax) or LayerNormalization is a transformer."""
-    if model_type != "auto":
-        return model_type
-    ops = {node.op_type for node in model.graph.node}
-    return "transformer" if ops & {"Softmax", "LayerNormalization"} else "cnn"
 
 
 def quantize_model(
@@ -52,13 +44,14 @@ def quantize_model(
         if not has_layers(body):
             continue
         sub, owned = body_model(int8, node, attribute)
-        own = set(statistic_requests(sub, config.target, bodies=False)) & names_defined_here(body)
+        inside = {n.name for n in all_nodes(body)} & ignored
+        sub_config = config.model_copy(update={"ignore": tuple(sorted(inside))})
+        # What this config's plan of the body reads (statistics collected for this config alone hold no more).
+        own = set(statistic_requests(sub, config.target, bodies=False, config=sub_config)) & names_defined_here(body)
         if own and not own & set(stats.tensors):
             why = f"inside {node.name}/{attribute}, which no calibration batch ran: it has no statistics"
             unrun.update({n.name: why for n in all_nodes(body) if n.op_type in QUANTIZABLE})
             continue
-        inside = {n.name for n in all_nodes(body)} & ignored
-        sub_config = config.model_copy(update={"ignore": tuple(sorted(inside))})
         sub_int8, sub_plan = quantize_model(sub, stats, sub_config, reserved=reserved | all_names(int8.graph))
         put_body(int8, node, attribute, sub_int8, owned)
         if sub_plan.layers() or sub_plan.left_float():

@@ -110,10 +110,15 @@ def statistic_requests(
 
     Without `config`, independent of preset and ignored scope, so one calibration (a stats
     file) serves every config. With it, for plans of that config and of it with more layers
-    ignored (the accuracy-aware search's): a Conv's output before an activation the config
-    fuses is then left out, as only the activation's output is quantized. `ignored`: the
-    config's ignored scope, resolved over the whole model (If bodies pass it down).
-    `bodies`: include the tensors of If bodies (planned as models of their own).
+    ignored (the accuracy-aware search's):
+    - only the layers the plan can choose (`_choose`: a layer under the config's reduction
+      floor, say, stays float, and nothing reads its input or output statistics), and the
+      inputs SmoothQuant may smooth where it runs (a transformer); with channel alignment on,
+      every layer, as it reads Conv pairs the plan may leave float;
+    - a Conv's output before an activation the config fuses is left out, as only the
+      activation's output is quantized.
+    `ignored`: the config's ignored scope, resolved over the whole model (If bodies pass it
+    down). `bodies`: include the tensors of If bodies (planned as models of their own).
     """
     if config is not None and ignored is None:
         ignored = resolve_ignored(model, config.ignore)
@@ -123,16 +128,25 @@ def statistic_requests(
     graph_outputs = {o.name for o in graph.output}
     ops = TARGETS[target].ops
     candidates = []
-    for node in graph.node:
-        rule = QUANTIZABLE.get(node.op_type) if node.op_type in ops and node.domain in ("", "ai.onnx") else None
-        if rule is not None and len(node.input) > rule.weight_input and node.input[rule.weight_input] in inits:
-            candidates.append((node, rule))
+    if config is not None and not config.channel_alignment:
+        chosen = _choose(model, config, ignored, inits, users, _float_tensors(model), ranks(model), {})
+        candidates = [(node, QUANTIZABLE[node.op_type]) for node, _, _ in chosen]
+    else:
+        for node in graph.node:
+            rule = QUANTIZABLE.get(node.op_type) if node.op_type in ops and node.domain in ("", "ai.onnx") else None
+            if rule is not None and len(node.input) > rule.weight_input and node.input[rule.weight_input] in inits:
+                candidates.append((node, rule))
     needed: dict[str, int | None] = {}
     for node, rule in candidates:
         for i in rule.activation_inputs:
             if i < len(node.input) and node.input[i]:
                 needed[node.input[i]] = rule.input_channel_axis
     reads = set(needed)
+    if config is not None and not config.channel_alignment and resolve_model_type(model, config.model_type) == "transformer":
+        # SmoothQuant runs before the plan and reads the inputs it may smooth, whether or not
+        # the plan then quantizes their layers.
+        for tensor, readers in smoothing_groups(graph, config, ignored).items():
+            needed.setdefault(tensor, QUANTIZABLE[readers[0].op_type].input_channel_axis)
     # Outputs only where a plan can quantize them: the same rule plan() applies, over every
     # candidate (an ignored scope only removes readers, so this stays a superset).
     for node, rule in candidates:
@@ -209,35 +223,7 @@ def plan(model: onnx.ModelProto, stats: Statistics, config: QuantConfig) -> Quan
         entry = stats.tensors.get(tensor)
         return known_ranks.get(tensor, entry.rank if entry is not None else -1)
 
-    chosen: list[tuple[onnx.NodeProto, list[str], str]] = []  # node, activation inputs, weight
-    short: list[tuple[onnx.NodeProto, list[str], str, str]] = []  # under the reduction floor, and why
-    for node in graph.node:
-        rule = QUANTIZABLE.get(node.op_type)
-        if rule is None or node.domain not in ("", "ai.onnx"):
-            continue
-        reason = _skip_reason(node, rule, config, target, ignored, inits, float_tensors)
-        if not reason and target.channels_last_convs and config.reduction_floor > 0 and node.op_type == "Conv":
-            reason = channel_split(node, users, known_ranks)
-        if reason:
-            skipped[node.name] = reason
-            continue
-        act_inputs = [node.input[i] for i in rule.activation_inputs if i < len(node.input) and node.input[i]]
-        floor = under_floor(node, rule, config, inits)
-        if floor:
-            short.append((node, act_inputs, node.input[rule.weight_input], floor))
-        else:
-            chosen.append((node, act_inputs, node.input[rule.weight_input]))
-    # A short layer stays float to spare requantizations its kernel cannot repay; where they are
-    # paid anyway, it is quantized after all (see placement.requantized_anyway).
-    shared = {name for _, act_inputs, _ in chosen for name in act_inputs}
-    sizes = sample_sizes(model)
-    for node, act_inputs, weight, floor in short:
-        if requantized_anyway(node, act_inputs, shared, users, sizes):
-            chosen.append((node, act_inputs, weight))
-        else:
-            skipped[node.name] = floor
-    order = {node.name: index for index, node in enumerate(graph.node)}
-    chosen.sort(key=lambda entry: order[entry[0].name])
+    chosen = _choose(model, config, ignored, inits, users, float_tensors, known_ranks, skipped)
     chosen = drop_float_fused(chosen, users, graph_outputs, skipped, rank)
 
     nested = _nested_layers(graph)
@@ -365,6 +351,75 @@ def plan(model: onnx.ModelProto, stats: Statistics, config: QuantConfig) -> Quan
         nodes=[node.name for node, _, _ in chosen],
         skipped=skipped,
     )
+
+
+def _choose(model, config: QuantConfig, ignored, inits, users, float_tensors, known_ranks, skipped: dict[str, str]):
+    """The layers the plan quantizes, before it leaves float those ORT would fuse into a float
+    kernel (which needs calibrated ranks), as [(node, activation inputs, weight)] in graph
+    order; the others go into `skipped` with the reason. Reads the graph only, no statistics.
+    With more layers ignored, the choice is a subset of this one."""
+    graph = model.graph
+    target = TARGETS[config.target]
+    chosen: list[tuple[onnx.NodeProto, list[str], str]] = []  # node, activation inputs, weight
+    short: list[tuple[onnx.NodeProto, list[str], str, str]] = []  # under the reduction floor, and why
+    for node in graph.node:
+        rule = QUANTIZABLE.get(node.op_type)
+        if rule is None or node.domain not in ("", "ai.onnx"):
+            continue
+        reason = _skip_reason(node, rule, config, target, ignored, inits, float_tensors)
+        if not reason and target.channels_last_convs and config.reduction_floor > 0 and node.op_type == "Conv":
+            reason = channel_split(node, users, known_ranks)
+        if reason:
+            skipped[node.name] = reason
+            continue
+        act_inputs = [node.input[i] for i in rule.activation_inputs if i < len(node.input) and node.input[i]]
+        floor = under_floor(node, rule, config, inits)
+        if floor:
+            short.append((node, act_inputs, node.input[rule.weight_input], floor))
+        else:
+            chosen.append((node, act_inputs, node.input[rule.weight_input]))
+    # A short layer stays float to spare requantizations its kernel cannot repay; where they are
+    # paid anyway, it is quantized after all (see placement.requantized_anyway). Fewer layers
+    # chosen (more ignored) share fewer inputs, so they can only keep more short layers float.
+    shared = {name for _, act_inputs, _ in chosen for name in act_inputs}
+    sizes = sample_sizes(model)
+    for node, act_inputs, weight, floor in short:
+        if requantized_anyway(node, act_inputs, shared, users, sizes):
+            chosen.append((node, act_inputs, weight))
+        else:
+            skipped[node.name] = floor
+    order = {node.name: index for index, node in enumerate(graph.node)}
+    chosen.sort(key=lambda entry: order[entry[0].name])
+    return chosen
+
+
+def smoothing_groups(graph: onnx.GraphProto, config: QuantConfig, ignored: set[str]) -> dict[str, list[onnx.NodeProto]]:
+    """The MatMul/Gemm inputs SmoothQuant may smooth, each with the layers that read it: those
+    whose weight is a 2-D float constant read by that layer alone (one input's scale goes
+    into it). With more layers ignored, a subset."""
+    target = TARGETS[config.target]
+    inits, users = initializers(graph), consumers(graph)
+    groups: dict[str, list[onnx.NodeProto]] = {}
+    for node in graph.node:
+        if node.op_type not in ("MatMul", "Gemm") or node.op_type not in target.ops or node.name in ignored:
+            continue
+        if node.op_type == "Gemm" and next((a.i for a in node.attribute if a.name == "transA"), 0):
+            continue
+        weight = inits.get(node.input[1])
+        if weight is None or weight.data_type != onnx.TensorProto.FLOAT or len(weight.dims) != 2:
+            continue
+        if len(users.get(node.input[1], [])) != 1:
+            continue  # a shared weight cannot take one input's scale
+        groups.setdefault(node.input[0], []).append(node)
+    return groups
+
+
+def resolve_model_type(model: onnx.ModelProto, model_type: str) -> str:
+    """`auto`: a graph with attention (Softmax) or LayerNormalization is a transformer."""
+    if model_type != "auto":
+        return model_type
+    ops = {node.op_type for node in model.graph.node}
+    return "transformer" if ops & {"Softmax", "LayerNormalization"} else "cnn"
 
 
 def _nested_layers(graph: onnx.GraphProto, owner: str = "") -> dict[str, str]:

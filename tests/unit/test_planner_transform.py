@@ -203,6 +203,39 @@ def test_statistics_for_one_config_skip_what_it_never_quantizes_and_quantize_the
         assert plan_a == plan_b and a.SerializeToString(deterministic=True) == b.SerializeToString(deterministic=True)
 
 
+def test_statistics_for_one_config_leave_out_the_layers_its_plan_keeps_float():
+    prepared = prepare(models.depthwise_then_conv())
+    every = statistic_requests(prepared)
+    served_requests = statistic_requests(prepared, config=QuantConfig())
+    # The depthwise conv sums 9 products, under the cpu target's floor: it stays float, and
+    # nothing reads its input; the 3x3 conv after it reads the Relu's output.
+    assert {"x", "r", "y"} <= set(every) and set(served_requests) == {"r", "y"}
+    assert "x" in statistic_requests(prepared, config=QuantConfig(min_reduction=0))
+    aligning = statistic_requests(prepared, config=QuantConfig(channel_alignment=True))
+    assert {"x", "r"} <= set(aligning)  # alignment reads Conv pairs the plan may leave float
+    data = models.feeds(prepared)
+    full = collect(prepared, data, every, model_sha256="test")
+    served = collect(prepared, data, served_requests, model_sha256="test")
+    for config in (QuantConfig(), QuantConfig(ignore=("conv",))):
+        (a, plan_a), (b, plan_b) = quantize_model(prepared, full, config), quantize_model(prepared, served, config)
+        assert plan_a == plan_b and a.SerializeToString(deterministic=True) == b.SerializeToString(deterministic=True)
+
+
+def test_statistics_for_a_transformer_config_hold_what_smooth_quant_reads():
+    prepared = prepare(models.mlp())
+    x = np.random.default_rng(0).normal(0, 1, (64, 16)).astype(np.float32)
+    x[:, 3] *= 30.0  # an outlier channel for SmoothQuant to move into the weights
+    # Every layer under the reduction floor: the plan quantizes nothing, SmoothQuant still runs.
+    config = QuantConfig(model_type="transformer", smooth_quant_alpha=0.5, min_reduction=10**6)
+    served_requests = statistic_requests(prepared, config=config)
+    assert "x" in served_requests and "x" not in statistic_requests(prepared, config=config.model_copy(update={"model_type": "cnn"}))
+    full = collect(prepared, [{"x": x}], statistic_requests(prepared), model_sha256="test")
+    served = collect(prepared, [{"x": x}], served_requests, model_sha256="test")
+    (a, plan_a), (b, plan_b) = quantize_model(prepared, full, config), quantize_model(prepared, served, config)
+    assert plan_a.smoothed == ["x"] and plan_a == plan_b
+    assert a.SerializeToString(deterministic=True) == b.SerializeToString(deterministic=True)
+
+
 def test_output_quantizers_only_where_an_integer_kernel_or_a_quantized_reader_needs_them():
     _, _, plan, _ = _quantize(models.conv_relu_conv())
     assert "y" in {a.tensor for a in plan.activations}  # Conv has no float-output integer kernel
