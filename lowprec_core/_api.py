@@ -68,7 +68,6 @@ def calibrate(
     target: str = "cpu",
 ) -> Statistics:
     """One streaming pass over `data`; writes stats.json + stats.npz into out_dir."""
-    runtime.warm_up()
     with tempfile.TemporaryDirectory(prefix="lowprec-") as tmp:
         loaded = load_model(localize(model, tmp))
         prepared = prepare(loaded.proto)
@@ -105,7 +104,6 @@ def quantize(
     A budget that cannot be met, or an INT8 model slower than FP32, raises GateFailed after
     the model and report are written."""
     started = time.perf_counter()
-    runtime.warm_up()  # overlaps ORT's one-time set-up with loading and preparing the model
     if inspect_samples < 0:
         raise ConfigError(f"inspect_samples must be 0 (no per-layer analysis) or a positive sample count, not {inspect_samples}")
     with tempfile.TemporaryDirectory(prefix="lowprec-") as tmp:

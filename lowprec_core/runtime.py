@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import threading
-
 import onnx
 import onnxruntime as ort
 
@@ -63,39 +61,6 @@ def _build(source: bytes | str, options: ort.SessionOptions) -> ort.InferenceSes
     except Exception as err:  # ORT raises its own Fail/InvalidGraph/... types
         first = str(err).strip().splitlines()[0] if str(err).strip() else err.__class__.__name__
         raise ModelError(f"ONNX Runtime cannot load the model: {first}") from None
-
-
-_warm = threading.Event()
-
-
-def warm_up() -> None:
-    """Start ONNX Runtime's one-time set-up (its first session in a process costs a few ms
-    more than any later one) in a background thread, once per process.
-
-    Callers start it before Python work that precedes their first session (parsing and
-    preparing the model), so the two overlap: ORT releases the GIL while it builds a session.
-    The warm-up session is one Identity node and is dropped; a failure in it is ignored, as
-    the caller's own session reports any real problem. Not a daemon: a process that exits
-    early (a bad argument) waits the few ms for it, where tearing ORT down under a session
-    still being built aborts the process."""
-    if _warm.is_set():
-        return
-    _warm.set()
-    threading.Thread(target=_build_tiny, name="lowprec-ort-warm-up", daemon=False).start()
-
-
-def _build_tiny() -> None:
-    try:
-        session(_tiny_model(), threads=1, optimization="disabled")
-    except ModelError:
-        pass
-
-
-def _tiny_model() -> bytes:
-    x = onnx.helper.make_tensor_value_info("x", onnx.TensorProto.FLOAT, [1])
-    y = onnx.helper.make_tensor_value_info("y", onnx.TensorProto.FLOAT, [1])
-    graph = onnx.helper.make_graph([onnx.helper.make_node("Identity", ["x"], ["y"])], "warm_up", [x], [y])
-    return onnx.helper.make_model(graph, opset_imports=[onnx.helper.make_opsetid("", 13)], ir_version=7).SerializeToString()
 
 
 def version() -> str:
