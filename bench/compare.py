@@ -80,21 +80,28 @@ def _kernels(path: Path) -> tuple[int, int]:
     return sum(ops[k] for k in INTEGER_KERNELS), sum(ops[k] for k in FLOAT_KERNELS)
 
 
-def time_interleaved(paths: dict[str, Path], feed: dict, rounds: int) -> dict[str, float]:
+def time_interleaved(paths: dict[str, Path], feed: dict, rounds: int, budget_s: float = 0.0) -> dict[str, float]:
+    """Median latency of each model, 1 thread, round by round (order reversed every other round).
+    `rounds` at least; more, up to 10x, while the whole loop has run under `budget_s`: a model
+    that runs in milliseconds gets enough rounds for its medians to settle."""
     sessions = {name: _session(path, threads=1) for name, path in paths.items()}
     for sess in sessions.values():
         for _ in range(3):
             sess.run(None, feed)
     times = {name: [] for name in sessions}
-    for r in range(rounds):
+    started = time.perf_counter()
+    r = 0
+    while r < rounds or (r < 10 * rounds and time.perf_counter() - started < budget_s):
         order = list(sessions) if r % 2 == 0 else list(reversed(sessions))
         for name in order:
             start = time.perf_counter()
             sessions[name].run(None, feed)
             times[name].append(time.perf_counter() - start)
+        r += 1
     return {name: float(np.median(t)) for name, t in times.items()}
 
 
+TIMING_BUDGET_S = 5.0  # per model and batch size: fast models time more rounds (time_interleaved)
 FAST_QUANTIZER_S = 0.5  # a variant whose first run is quicker than this runs 5x as often
 
 
@@ -151,7 +158,7 @@ def run_model(model_name: str, variants: list[str], workdir: Path, rounds: int, 
     small, large = bench.bench_batches
     for batch in (small, large):
         feed = bench.feed(batch)
-        medians = time_interleaved(paths, feed, rounds if batch == small else max(rounds // 4, 10))
+        medians = time_interleaved(paths, feed, rounds if batch == small else max(rounds // 4, 10), budget_s=TIMING_BUDGET_S)
         for row in rows:
             if row["variant"] in medians:
                 row[f"speedup_b{'small' if batch == small else 'large'}"] = medians["fp32"] / medians[row["variant"]]
@@ -162,7 +169,7 @@ def run_model(model_name: str, variants: list[str], workdir: Path, rounds: int, 
     return rows
 
 
-def render(rows: list[dict], command: str) -> str:
+def render(rows: list[dict], command: str, rounds: int = 60) -> str:
     cpu = platform.processor() or platform.machine()
     flags = Path("/proc/cpuinfo").read_text() if Path("/proc/cpuinfo").exists() else ""
     isa = "AVX512-VNNI" if "avx512_vnni" in flags else ("AVX-VNNI" if "avx_vnni" in flags else "no VNNI")
@@ -172,7 +179,8 @@ def render(rows: list[dict], command: str) -> str:
         f"Command: `{command}`",
         "",
         f"Machine: {mp.cpu_count()} cores ({cpu}, {isa}); onnxruntime {ort.__version__}, onnx {onnx.__version__}.",
-        "Speedups are FP32 median latency / INT8 median latency, 1 thread, timed interleaved in one process.",
+        "Speedups are FP32 median latency / INT8 median latency, 1 thread, timed interleaved in one process",
+        f"(at least {rounds} rounds at batch 1 and {max(rounds // 4, 10)} at the large batch; more, up to 10x, while under {TIMING_BUDGET_S:.0f} s).",
         "Kernels: integer / float Conv-MatMul-Gemm kernels that ORT runs after its graph optimisation.",
         "Quant s and peak RSS: medians over fresh-process runs, the variants alternating run by run",
         f"({min((r['quant_runs'] for r in rows if 'quant_runs' in r), default=0)} runs each; 5x as many for a quantizer whose first run took under {FAST_QUANTIZER_S} s).",
@@ -208,7 +216,7 @@ def main() -> None:
         for name in args.models.split(","):
             rows += run_model(name, args.variants.split(","), Path(tmp), args.rounds, args.quant_runs)
     command = "python -m bench.compare " + " ".join(sys.argv[1:])
-    text = render(rows, command.strip())
+    text = render(rows, command.strip(), args.rounds)
     print(text)
     if args.out:
         args.out.write_text(text)
