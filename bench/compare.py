@@ -120,9 +120,8 @@ def quantize_interleaved(model_name: str, variants: list[str], workdir: Path, ru
         for variant in variants if index % 2 == 0 else variants[::-1]:
             if variant in errors or len(done[variant]) >= target[variant]:
                 continue
-            out = workdir / f"{model_name}-{variant.replace('/', '_')}.onnx"
             print(f"[{model_name}] quantizing with {variant} (run {len(done[variant]) + 1}) ...", file=sys.stderr, flush=True)
-            result = quantize_in_child(model_name, variant, out)
+            result = quantize_in_child(model_name, variant, _out_path(workdir, model_name, variant))
             if "error" in result:
                 errors[variant] = result
                 continue
@@ -135,10 +134,14 @@ def quantize_interleaved(model_name: str, variants: list[str], workdir: Path, ru
             "seconds": statistics.median(r["seconds"] for r in done[variant]),
             "rss_mb": statistics.median(r["rss_mb"] for r in done[variant]),
             "quant_runs": len(done[variant]),
-            "out": workdir / f"{model_name}-{variant.replace('/', '_')}.onnx",
+            "out": _out_path(workdir, model_name, variant),
         }
         for variant in variants
     }
+
+
+def _out_path(workdir: Path, model_name: str, variant: str) -> Path:
+    return workdir / f"{model_name}-{variant.replace('/', '_')}.onnx"
 
 
 def run_model(model_name: str, variants: list[str], workdir: Path, rounds: int, quant_runs: int = 1) -> list[dict]:
