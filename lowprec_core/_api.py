@@ -416,8 +416,8 @@ def publish(
         )
 
 
-def fetch(version_uri: str, destination: PathOrUri) -> registry.Manifest:
-    return registry.fetch(version_uri, destination)
+def fetch(version_uri: str, destination: PathOrUri, *, revision: str | None = None) -> registry.Manifest:
+    return registry.fetch(version_uri, destination, revision=revision)
 
 
 def _collect(

@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import logging
 import os
+import signal
 import sys
 from pathlib import Path
 
@@ -128,6 +129,14 @@ def _parser() -> argparse.ArgumentParser:
     p = sub.add_parser("fetch", help="download a published version and verify its hashes")
     p.add_argument("uri")
     p.add_argument("--out", required=True)
+    p.add_argument("--revision", help="an earlier revision of the version (REGISTRY/NAME/VERSION/revisions/REV)")
+
+    p = sub.add_parser("gc", help="remove what interrupted publishes left: objects of revisions that never completed")
+    p.add_argument("--registry", required=True, help="file:// path or s3://bucket/prefix")
+    p.add_argument("--name", help="only this model's versions")
+    p.add_argument("--min-age", type=float, default=3600.0, metavar="SECONDS",
+                   help="leave younger revisions alone: a publish may still be writing them (default 3600)")
+    p.add_argument("--dry-run", action="store_true", help="list what would be removed; remove nothing")
 
     pipe = sub.add_parser("pipeline", help="compile, run or submit the Kubeflow pipelines").add_subparsers(dest="action", required=True)
     p = pipe.add_parser("compile", help="write a pipeline's KFP YAML")
@@ -229,8 +238,13 @@ def _run(args: argparse.Namespace) -> int:
         uri, manifest = _api.publish(args.int8, args.registry, args.name, source=args.source, attach=args.attach)
         print(f"published {len(manifest.files)} files -> {uri}")
     elif args.command == "fetch":
-        manifest = _api.fetch(args.uri, args.out)
+        manifest = _api.fetch(args.uri, args.out, revision=args.revision)
         print(f"fetched {manifest.name} {manifest.version}: {len(manifest.files)} files verified -> {args.out}")
+    elif args.command == "gc":
+        removed = registry.gc(args.registry, args.name, dry_run=args.dry_run, min_age_s=args.min_age)
+        for uri in removed:
+            print(f"{'would remove' if args.dry_run else 'removed'} {uri}")
+        print(f"{len(removed)} objects of incomplete revisions {'found' if args.dry_run else 'removed'}")
     elif args.command == "pipeline":
         return _pipeline(args)
     elif args.command == "demo":
@@ -296,6 +310,7 @@ def _demo(registry_uri: str) -> int:
     from pipelines.run import run_local
 
     import json
+    import tempfile
     import time
 
     started = time.perf_counter()
@@ -305,9 +320,10 @@ def _demo(registry_uri: str) -> int:
         max_drop=0.005, batches="1,256",
     )
     uri, manifest = registry.versions(registry_uri, "digits")[-1]
-    folder = Path(uri.removeprefix("file://"))
-    valid = json.loads((folder / "reports" / "validation.json").read_text())
-    bench = json.loads((folder / "reports" / "benchmark.json").read_text())
+    with tempfile.TemporaryDirectory(prefix="lowprec-demo-") as tmp:
+        registry.fetch(uri, tmp)
+        valid = json.loads((Path(tmp) / "reports" / "validation.json").read_text())
+        bench = json.loads((Path(tmp) / "reports" / "benchmark.json").read_text())
     print()
     print(f"digit classifier, {valid['samples']} test images:")
     print(f"  top-1 accuracy  FP32 {valid['reference_score']:.2%}   INT8 {valid['candidate_score']:.2%}")
@@ -315,8 +331,8 @@ def _demo(registry_uri: str) -> int:
         print(f"  batch {row['batch']:>3}: FP32 {row['fp32_median_ms']:.3f} ms, INT8 {row['int8_median_ms']:.3f} ms -> {row['speedup']:.2f}x")
     print(f"  size: {bench['fp32_bytes'] / 1e3:.0f} KB -> {bench['int8_bytes'] / 1e3:.0f} KB")
     print(f"published {manifest.name} {manifest.version} with {len(manifest.files)} files -> {uri}")
-    if (folder / "reports" / "report.html").exists():
-        print(f"report: {(folder / 'reports' / 'report.html').as_uri()}")
+    if "reports/report.html" in manifest.files:
+        print(f"report: {registry.file_uri(uri, manifest, 'reports/report.html')}")
     print(f"(whole pipeline in {time.perf_counter() - started:.1f} s)")
     return 0
 
@@ -346,6 +362,10 @@ class ProgressDisplay(logging.Handler):
         self.stream.flush()
 
 
+def _terminated(signum, frame) -> None:
+    raise SystemExit(128 + signum)
+
+
 def main(argv: list[str] | None = None) -> int:
     args = _parser().parse_args(argv)
     level = (logging.WARNING, logging.INFO, logging.DEBUG)[min(args.verbose, 2)]
@@ -354,6 +374,9 @@ def main(argv: list[str] | None = None) -> int:
     shown.addHandler(ProgressDisplay(sys.stderr))
     shown.setLevel(logging.INFO)
     shown.propagate = False
+    # SIGTERM (a pod's eviction, a CI timeout) unwinds like Ctrl-C, so a publish or fetch that
+    # is stopped removes what it had written instead of leaving it to `gc`.
+    signal.signal(signal.SIGTERM, _terminated)
     try:
         return _run(args)
     except LowprecError as err:

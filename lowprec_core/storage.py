@@ -1,16 +1,58 @@
-"""Object stores behind URIs: local paths, file:// and s3://. The only importer of boto3."""
+"""Object stores behind URIs: local paths, file:// and s3://. The only importer of boto3.
+
+Keys are checked before they touch a path: a key from a manifest or a bucket listing is
+untrusted text, and `check_key` is the one place that decides whether it may name a file.
+"""
 
 from __future__ import annotations
 
 import os
+import re
 import shutil
 import tempfile
-from dataclasses import dataclass
-from pathlib import Path
+import time
+from dataclasses import dataclass, field
+from pathlib import Path, PurePosixPath
 from typing import Protocol
 from urllib.parse import urlparse
 
-from .errors import RegistryError
+from .errors import ConfigError, RegistryError
+
+# How long one store (one publish, fetch or gc) may wait on S3; each from the environment.
+TIMEOUTS = {
+    "LOWPREC_S3_CONNECT_TIMEOUT": 10.0,  # seconds to open a connection
+    "LOWPREC_S3_READ_TIMEOUT": 60.0,  # seconds a request may go without a byte
+    "LOWPREC_S3_DEADLINE": 0.0,  # seconds for the whole operation, retries included; 0: none
+}
+_KEY_PART = re.compile(r"[^\x00-\x1f\x7f\\]+")
+_DRIVE = re.compile(r"[A-Za-z]:")
+TMP_MARK = ".lowprec-tmp-"  # temporary names: a leading dot and this mark
+
+
+def check_key(key: str, *, what: str = "key") -> str:
+    """`key` if it is a plain relative path: '/'-separated, no empty, '.', '..' or hidden part,
+    no absolute or drive prefix, no backslash or control character. Else ValueError naming it."""
+    if not isinstance(key, str) or not key or len(key) > 1024:
+        raise ValueError(f"{what} {key!r} must be a relative path of 1 to 1024 characters")
+    if key.startswith("/") or _DRIVE.match(key):
+        raise ValueError(f"{what} {key!r} is absolute; expected a relative path")
+    for part in key.split("/"):
+        if part in ("", ".", ".."):
+            raise ValueError(f"{what} {key!r} has a {part or 'empty'!r} part; expected a normalised relative path")
+        if part.startswith("."):
+            raise ValueError(f"{what} {key!r} has a hidden part {part!r}; names starting with '.' are kept for temporary files")
+        if not _KEY_PART.fullmatch(part):
+            raise ValueError(f"{what} {key!r} holds a backslash or a control character")
+    if PurePosixPath(key).as_posix() != key:
+        raise ValueError(f"{what} {key!r} is not a normalised relative path")
+    return key
+
+
+def temp_path(target: Path) -> Path:
+    """A fresh temporary name beside `target` (same folder: renaming it over the target is atomic)."""
+    fd, name = tempfile.mkstemp(prefix=f".{target.name[:64]}{TMP_MARK}", dir=target.parent)
+    os.close(fd)
+    return Path(name)
 
 
 class ObjectStore(Protocol):
@@ -24,6 +66,7 @@ class ObjectStore(Protocol):
     def exists(self, key: str) -> bool: ...
     def list(self, prefix: str) -> list[str]: ...
     def delete(self, key: str) -> None: ...
+    def holds(self, path: Path) -> bool: ...
 
 
 @dataclass
@@ -34,6 +77,19 @@ class FileStore:
     def uri(self) -> str:
         return self.root.as_uri()
 
+    def _path(self, key: str) -> Path:
+        """The file for `key`, which must stay under the root once links are resolved."""
+        if key:
+            try:
+                check_key(key)
+            except ValueError as err:
+                raise RegistryError(f"{self.uri}: {err}") from None
+        path = self.root / key
+        resolved = path.resolve()
+        if resolved != self.root.resolve() and self.root.resolve() not in resolved.parents:
+            raise RegistryError(f"{path} resolves to {resolved}, outside the registry folder {self.root}")
+        return path
+
     def check(self) -> None:
         try:
             self.root.mkdir(parents=True, exist_ok=True)
@@ -43,26 +99,31 @@ class FileStore:
             raise RegistryError(f"registry folder {self.root} is not writable")
 
     def put(self, key: str, path: Path) -> None:
-        target = self.root / key
-        target.parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(prefix=f".{target.name}.", dir=target.parent)
-        os.close(fd)
+        target = self._path(key)
+        tmp = None
         try:
+            target.parent.mkdir(parents=True, exist_ok=True)
+            tmp = temp_path(target)
             shutil.copyfile(path, tmp)
             os.replace(tmp, target)
-        except BaseException:
-            Path(tmp).unlink(missing_ok=True)
-            raise
+        except OSError as err:
+            raise RegistryError(f"cannot write {target}: {err.strerror or err}") from None
+        finally:
+            if tmp is not None:
+                tmp.unlink(missing_ok=True)
 
     def get(self, key: str, path: Path) -> None:
-        source = self.root / key
+        source = self._path(key)
         if not source.is_file():
             raise RegistryError(f"not found: {source}")
-        path.parent.mkdir(parents=True, exist_ok=True)
-        shutil.copyfile(source, path)
+        try:
+            path.parent.mkdir(parents=True, exist_ok=True)
+            shutil.copyfile(source, path)
+        except OSError as err:
+            raise RegistryError(f"cannot copy {source} to {path}: {err.strerror or err}") from None
 
     def exists(self, key: str) -> bool:
-        return (self.root / key).is_file()
+        return self._path(key).is_file()
 
     def list(self, prefix: str) -> list[str]:
         base = self.root / prefix
@@ -70,23 +131,46 @@ class FileStore:
             return [prefix]
         if not base.is_dir():
             return []
-        return sorted(str(p.relative_to(self.root)) for p in base.rglob("*") if p.is_file() and not p.name.startswith("."))
+        keys = (str(p.relative_to(self.root).as_posix()) for p in base.rglob("*") if p.is_file() and not p.is_symlink())
+        return sorted(k for k in keys if not any(part.startswith(".") for part in k.split("/")))
 
     def delete(self, key: str) -> None:
-        (self.root / key).unlink(missing_ok=True)
+        path = self._path(key)
+        try:
+            path.unlink(missing_ok=True)
+            for parent in path.parents:  # folders it leaves empty go too, up to the root
+                if parent == self.root or self.root not in parent.parents:
+                    break
+                parent.rmdir()
+        except OSError:
+            pass  # a folder that still holds something stays
+
+    def holds(self, path: Path) -> bool:
+        resolved, root = path.resolve(), self.root.resolve()
+        return resolved == root or root in resolved.parents
 
 
+class _DeadlinePassed(Exception):
+    """Raised from botocore's before-send hook once an operation's deadline has passed."""
+
+
+@dataclass
 class S3Store:
     """A bucket (and key prefix) on S3 or any S3-compatible server.
 
     The endpoint comes from AWS_ENDPOINT_URL_S3 / AWS_ENDPOINT_URL, credentials from the
-    standard AWS variables or files; nothing is taken from pipeline parameters.
+    standard AWS variables or files, timeouts from LOWPREC_S3_*; nothing is taken from
+    pipeline parameters.
     """
 
-    def __init__(self, bucket: str, client=None) -> None:
-        self.bucket = bucket
-        self.uri = f"s3://{bucket}"
-        self._client = client
+    bucket: str
+    _client: object = None
+    timeouts: dict[str, float] = field(default_factory=lambda: s3_timeouts(os.environ))
+    started: float = field(default_factory=time.monotonic)
+
+    @property
+    def uri(self) -> str:
+        return f"s3://{self.bucket}"
 
     @property
     def client(self):
@@ -98,19 +182,38 @@ class S3Store:
             self._client = boto3.session.Session().client(
                 "s3",
                 region_name=os.environ.get("AWS_REGION") or os.environ.get("AWS_DEFAULT_REGION") or "us-east-1",
-                config=Config(s3={"addressing_style": "path"}, retries={"max_attempts": 3, "mode": "standard"}),
+                config=Config(
+                    s3={"addressing_style": "path"}, retries={"max_attempts": 3, "mode": "standard"},
+                    connect_timeout=self.timeouts["LOWPREC_S3_CONNECT_TIMEOUT"],
+                    read_timeout=self.timeouts["LOWPREC_S3_READ_TIMEOUT"],
+                ),
             )
+            if self.timeouts["LOWPREC_S3_DEADLINE"] > 0:
+                self._client.meta.events.register("before-send.s3", self._before_send)
         return self._client
 
+    def _before_send(self, **_) -> None:
+        """Every request, retries included, checks the operation's deadline before it goes out."""
+        if time.monotonic() - self.started > self.timeouts["LOWPREC_S3_DEADLINE"]:
+            raise _DeadlinePassed()
+
     def _call(self, what: str, key: str, fn, *args, **kwargs):
+        from boto3.exceptions import Boto3Error
         from botocore.exceptions import BotoCoreError, ClientError
 
         try:
             return fn(*args, **kwargs)
         except ClientError as err:
             raise self._error(what, key, err) from None
-        except BotoCoreError as err:
-            raise RegistryError(f"S3 {what} s3://{self.bucket}/{key} failed: {err}") from None
+        except (BotoCoreError, Boto3Error, _DeadlinePassed) as err:
+            raise RegistryError(f"S3 {what} s3://{self.bucket}/{key} failed: {self._reason(err)}") from None
+
+    def _reason(self, err: BaseException) -> str:
+        text = " ".join(str(err).split())
+        if isinstance(err, _DeadlinePassed) or "_DeadlinePassed" in text:
+            limit = self.timeouts["LOWPREC_S3_DEADLINE"]
+            return f"the {limit:g} s deadline passed (LOWPREC_S3_DEADLINE)"
+        return text or err.__class__.__name__
 
     def _error(self, what: str, key: str, err) -> RegistryError:
         code = err.response.get("Error", {}).get("Code", "?")
@@ -124,27 +227,31 @@ class S3Store:
         self._call("upload to", key, self.client.upload_file, str(path), self.bucket, key)
 
     def get(self, key: str, path: Path) -> None:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
-        os.close(fd)
         try:
-            self._call("download of", key, self.client.download_file, self.bucket, key, tmp)
+            path.parent.mkdir(parents=True, exist_ok=True)
+            tmp = temp_path(path)
+        except OSError as err:
+            raise RegistryError(f"cannot write under {path.parent}: {err.strerror or err}") from None
+        try:
+            self._call("download of", key, self.client.download_file, self.bucket, key, str(tmp))
             os.replace(tmp, path)
+        except OSError as err:
+            raise RegistryError(f"cannot write {path}: {err.strerror or err}") from None
         finally:
-            Path(tmp).unlink(missing_ok=True)
+            tmp.unlink(missing_ok=True)
 
     def exists(self, key: str) -> bool:
-        from botocore.exceptions import BotoCoreError, ClientError
+        from botocore.exceptions import ClientError
 
         try:
             self.client.head_object(Bucket=self.bucket, Key=key)
             return True
-        except BotoCoreError as err:
-            raise RegistryError(f"S3 lookup of s3://{self.bucket}/{key} failed: {err}") from None
         except ClientError as err:
-            if err.response.get("Error", {}).get("Code") in ("404", "NoSuchKey", "NotFound"):
+            if err.response.get("Error", {}).get("Code") in _MISSING:
                 return False
             raise self._error("lookup of", key, err) from None
+        except Exception as err:  # transport errors and the deadline, as _call reports them
+            return self._call("lookup of", key, _reraise, err)
 
     def list(self, prefix: str) -> list[str]:
         keys: list[str] = []
@@ -157,7 +264,15 @@ class S3Store:
     def delete(self, key: str) -> None:
         self._call("delete of", key, self.client.delete_object, Bucket=self.bucket, Key=key)
 
+    def holds(self, path: Path) -> bool:
+        return False
 
+
+def _reraise(err: BaseException):
+    raise err
+
+
+_MISSING = ("404", "NoSuchKey", "NotFound")
 _S3_HINTS = {
     "NoSuchBucket": " (the bucket does not exist)",
     "404": " (not found: check the bucket and key)",
@@ -165,7 +280,25 @@ _S3_HINTS = {
     "AccessDenied": " (check the credentials and the bucket policy)",
     "InvalidAccessKeyId": " (unknown access key: check AWS_ACCESS_KEY_ID)",
     "SignatureDoesNotMatch": " (wrong secret key: check AWS_SECRET_ACCESS_KEY)",
+    "SlowDown": " (the server is throttling: retry later)",
+    "ServiceUnavailable": " (the server is unavailable: retry later)",
+    "503": " (the server is unavailable: retry later)",
 }
+
+
+def s3_timeouts(environ) -> dict[str, float]:
+    """LOWPREC_S3_* timeouts from `environ`, each a non-negative number of seconds."""
+    out = {}
+    for name, default in TIMEOUTS.items():
+        text = environ.get(name, "")
+        try:
+            value = float(text) if text.strip() else default
+        except ValueError:
+            value = -1.0
+        if not value >= 0 or value == float("inf") or (value == 0 and name != "LOWPREC_S3_DEADLINE"):
+            raise ConfigError(f"{name}={text!r}: expected a positive number of seconds")
+        out[name] = value
+    return out
 
 
 def open_store(uri: str) -> tuple[ObjectStore, str]:
@@ -205,5 +338,9 @@ def localize(uri: str | os.PathLike[str], workdir: str | os.PathLike[str]) -> Pa
         raise RegistryError(f"nothing found at {text}")
     folder = workdir / name
     for item in keys:
-        store.get(item, folder / item[len(prefix):])
+        try:
+            relative = check_key(item[len(prefix):], what="object key")
+        except ValueError as err:
+            raise RegistryError(f"{text}: {err}; refusing to download it") from None
+        store.get(item, folder / relative)
     return folder

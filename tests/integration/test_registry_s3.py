@@ -26,9 +26,11 @@ def test_publish_then_fetch_verifies_every_hash(int8_model, bucket, demo, tmp_pa
     report.write_text("{}")
     uri, manifest = lp.publish(int8_model, f"s3://{name}/models", "digits", source=str(demo["model"]), attach=[report])
     keys = _keys(client, name)
-    assert f"models/digits/{manifest.version}/manifest.json" in keys
-    assert f"models/digits/{manifest.version}/model.onnx" in keys
-    assert f"models/digits/{manifest.version}/attachments/validation.json" in keys
+    version = f"models/digits/{manifest.version}"
+    assert f"{version}/manifest.json" in keys
+    assert f"{version}/revisions/{manifest.revision}/manifest.json" in keys
+    assert f"{version}/revisions/{manifest.revision}/model.onnx" in keys
+    assert f"{version}/revisions/{manifest.revision}/attachments/validation.json" in keys
     fetched = lp.fetch(uri, tmp_path / "fetched")
     assert fetched.files["model.onnx"].sha256 == manifest.files["model.onnx"].sha256
     assert (tmp_path / "fetched" / "model.onnx").read_bytes() == int8_model.read_bytes()
@@ -37,8 +39,8 @@ def test_publish_then_fetch_verifies_every_hash(int8_model, bucket, demo, tmp_pa
 def test_fetch_detects_a_tampered_object(int8_model, bucket, tmp_path):
     client, name = bucket
     uri, manifest = lp.publish(int8_model, f"s3://{name}", "digits")
-    client.put_object(Bucket=name, Key=f"digits/{manifest.version}/model.onnx", Body=b"not the model")
-    with pytest.raises(lp.IntegrityError, match="does not match the manifest"):
+    client.put_object(Bucket=name, Key=f"digits/{manifest.version}/revisions/{manifest.revision}/model.onnx", Body=b"not the model")
+    with pytest.raises(lp.IntegrityError, match="model.onnx: .*the manifest"):
         lp.fetch(uri, tmp_path / "fetched")
 
 
