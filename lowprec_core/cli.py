@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 import argparse
+import contextlib
 import logging
 import os
 import signal
 import sys
+import threading
 from pathlib import Path
 
 from . import _api, registry
@@ -369,23 +371,42 @@ def _terminated(signum, frame) -> None:
 def main(argv: list[str] | None = None) -> int:
     args = _parser().parse_args(argv)
     level = (logging.WARNING, logging.INFO, logging.DEBUG)[min(args.verbose, 2)]
-    logging.basicConfig(level=level, format="%(levelname)s %(name)s: %(message)s")
-    shown = logging.getLogger("lowprec.progress")
-    shown.addHandler(ProgressDisplay(sys.stderr))
+    with _console(level) as shown:
+        try:
+            return _run(args)
+        except LowprecError as err:
+            if shown.open_line:
+                print(file=sys.stderr)
+            print(f"lowprec: error: {err}", file=sys.stderr)
+            return err.exit_code
+        except KeyboardInterrupt:
+            return 130
+
+
+@contextlib.contextmanager
+def _console(level: int):
+    """Log lines and progress to this call's stderr, and SIGTERM as an exit that unwinds (a pod's
+    eviction, a CI timeout: a publish or fetch that is stopped removes what it had written);
+    all of it undone on return, so that main() can run more than once in one process."""
+    root, shown = logging.getLogger(), logging.getLogger("lowprec.progress")
+    saved = (root.level, shown.level, shown.propagate)
+    lines, progress = logging.StreamHandler(sys.stderr), ProgressDisplay(sys.stderr)
+    lines.setFormatter(logging.Formatter("%(levelname)s %(name)s: %(message)s"))
+    root.addHandler(lines)
+    root.setLevel(level)
+    shown.addHandler(progress)
     shown.setLevel(logging.INFO)
     shown.propagate = False
-    # SIGTERM (a pod's eviction, a CI timeout) unwinds like Ctrl-C, so a publish or fetch that
-    # is stopped removes what it had written instead of leaving it to `gc`.
-    signal.signal(signal.SIGTERM, _terminated)
+    on_main = threading.current_thread() is threading.main_thread()
+    previous = signal.signal(signal.SIGTERM, _terminated) if on_main else None
     try:
-        return _run(args)
-    except LowprecError as err:
-        if any(getattr(h, "open_line", False) for h in shown.handlers):
-            print(file=sys.stderr)
-        print(f"lowprec: error: {err}", file=sys.stderr)
-        return err.exit_code
-    except KeyboardInterrupt:
-        return 130
+        yield progress
+    finally:
+        if on_main:
+            signal.signal(signal.SIGTERM, previous)
+        root.removeHandler(lines)
+        shown.removeHandler(progress)
+        root.level, shown.level, shown.propagate = saved
 
 
 if __name__ == "__main__":

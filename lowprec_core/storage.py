@@ -206,6 +206,8 @@ class S3Store:
         except ClientError as err:
             raise self._error(what, key, err) from None
         except (BotoCoreError, Boto3Error, _DeadlinePassed) as err:
+            if isinstance(err.__context__, ClientError):  # boto3's transfer wraps the server's answer
+                raise self._error(what, key, err.__context__) from None
             raise RegistryError(f"S3 {what} s3://{self.bucket}/{key} failed: {self._reason(err)}") from None
 
     def _reason(self, err: BaseException) -> str:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import shutil
@@ -110,7 +111,8 @@ def bucket(s3_env, request):
     from botocore.config import Config
 
     client = boto3.client("s3", config=Config(s3={"addressing_style": "path"}))
-    name = "t-" + request.node.name.lower().replace("_", "-")[:40].strip("-") + f"-{os.getpid()}"
+    tag = hashlib.sha256(request.node.nodeid.encode()).hexdigest()[:8]  # parametrized ids share a prefix
+    name = "t-" + request.node.name.lower().replace("_", "-")[:36].strip("-") + f"-{tag}-{os.getpid()}"
     name = "".join(ch for ch in name if ch.isalnum() or ch == "-")
     client.create_bucket(Bucket=name)
     return client, name
