@@ -24,9 +24,12 @@ LABEL org.opencontainers.image.title="lowprec" \
 COPY --from=build /opt/lowprec /opt/lowprec
 # A numeric non-root user: runAsNonRoot clusters can verify it without an /etc/passwd entry.
 RUN mkdir -p /home/lowprec && chown 10001:10001 /home/lowprec
+# PYTHONSAFEPATH: `python3 -m kfp.dsl.executor_main` does not put the working directory first on
+# sys.path, so no module in it can shadow an installed one.
 ENV PATH=/opt/lowprec/bin:$PATH \
     HOME=/home/lowprec \
     PYTHONUNBUFFERED=1 \
+    PYTHONSAFEPATH=1 \
     LOWPREC_HOME=/home/lowprec/.lowprec
 USER 10001:10001
 WORKDIR /home/lowprec

@@ -63,6 +63,9 @@ def cpu_description() -> tuple[str, list[str]]:
     return model, [flag for flag in wanted if flag in flags]
 
 
+SYNTHETIC_LIMIT = 1 << 30  # bytes of made-up values one input may take when no data is given
+
+
 def make_feed(specs: list[InputSpec], batch: int, sample: Feed | None = None, seed: int = 0) -> Feed:
     """A feed of `batch` rows: repeats of the sample's rows when given, else seeded values."""
     rng = np.random.default_rng(seed)
@@ -80,6 +83,12 @@ def make_feed(specs: list[InputSpec], batch: int, sample: Feed | None = None, se
                 dims.append(dim)
             else:
                 raise DataError(f"input {spec.name!r} has a symbolic size {dim!r} on axis {axis}; pass --data to benchmark it")
+        size = int(np.prod(dims, dtype=object)) * spec.dtype.itemsize
+        if size > SYNTHETIC_LIMIT:
+            raise DataError(
+                f"input {spec.name!r} of shape {dims} would need {size / 2**30:.3g} GiB of made-up values "
+                f"(limit {SYNTHETIC_LIMIT / 2**30:g} GiB); pass --data with real rows"
+            )
         if np.issubdtype(spec.dtype, np.floating):
             feed[spec.name] = rng.standard_normal(dims).astype(spec.dtype)
         else:

@@ -79,7 +79,7 @@ def _parser() -> argparse.ArgumentParser:
     aa.add_argument("--eval", help="evaluation data (.npz, folder of .npz, or s3:// URI)")
     aa.add_argument("--labels", help=".npy of labels, one per evaluation sample (integers or strings)")
     aa.add_argument("--metric", action="append", default=[], metavar="NAME[=MAX_DROP]",
-                    help=f"repeatable; one of {', '.join(METRICS)}, topK, or a plugin package.module:function")
+                    help=f"repeatable; one of {', '.join(METRICS)}, topK, or a plugin package.module:function or ./file.py:function (plugin code runs in this process: name only code you trust)")
     aa.add_argument("--max-drop", type=float, default=0.01, help="budget for each --metric without its own")
     aa.add_argument("--drop-type", default="absolute", choices=["absolute", "relative"])
     aa.add_argument("--max-iterations", type=int, default=50, help="most layers (or groups) reverted")
@@ -108,7 +108,7 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("int8")
     p.add_argument("--data", required=True)
     p.add_argument("--labels", help=".npy of class ids (for top1)")
-    p.add_argument("--metric", required=True, help=f"one of: {', '.join(METRICS)}, topK, or a plugin package.module:function")
+    p.add_argument("--metric", required=True, help=f"one of: {', '.join(METRICS)}, topK, or a plugin package.module:function or ./file.py:function (plugin code runs in this process: name only code you trust)")
     p.add_argument("--max-drop", type=float, default=0.01)
     p.add_argument("--report")
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import zipfile
+import zlib
 from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path
@@ -121,8 +122,37 @@ def check_feed(feed: Mapping[str, np.ndarray], specs: list[InputSpec], where: st
                 raise DataError(
                     f"{where}: input {spec.name!r} has size {got} on axis {axis}; the model expects {want}"
                 )
+        _check_finite(array, spec.name, where)
         out[spec.name] = array
+    _check_batch_sizes(out, specs, where)
     return out
+
+
+def _check_finite(array: np.ndarray, name: str, where: str) -> None:
+    """NaN is never an input value; an input that is all ±Inf carries no value either (a
+    -Inf here and there, as in an additive attention mask, is allowed)."""
+    if array.dtype.kind not in "fc" or array.size == 0:
+        return
+    finite = np.isfinite(array)
+    if finite.all():
+        return
+    nans = int(np.isnan(array).sum())
+    if nans:
+        raise DataError(f"{where}: input {name!r} holds {nans} NaN of {array.size} values; expected numbers")
+    if not finite.any():
+        raise DataError(f"{where}: input {name!r} is all ±Inf; expected finite numbers")
+
+
+def _check_batch_sizes(feed: Feed, specs: list[InputSpec], where: str) -> None:
+    """Inputs whose batch axis is open (a symbol) must hold as many samples as each other; a
+    fixed size was checked against the model already."""
+    axes = _sample_axes(feed, specs)
+    open_axis = {spec.name for spec in specs
+                 if axes.get(spec.name) is not None and not (isinstance(spec.shape[axes[spec.name]], int) and spec.shape[axes[spec.name]] > 0)}
+    sizes = {name: feed[name].shape[axes[name]] for name in sorted(open_axis)}
+    if len(set(sizes.values())) > 1:
+        listed = ", ".join(f"{name!r} {size}" for name, size in sizes.items())
+        raise DataError(f"{where}: inputs disagree on the number of samples ({listed}); every input of a feed needs the same")
 
 
 def iter_feeds(
@@ -189,16 +219,62 @@ def _fixed_batch(specs: list[InputSpec]) -> int | None:
     return None
 
 
-def _open_npz(path: Path) -> np.lib.npyio.NpzFile:
+_DEFLATE_MAX_RATIO = 1100  # deflate expands at most ~1032x: a member claiming more is lying
+
+
+def read_npz(path: Path) -> dict[str, np.ndarray]:
+    """The arrays of an .npz, each member checked before it is read: a .npy of a plain dtype
+    (no pickled objects) whose header's shape fits the bytes the member holds. Any fault is a
+    DataError naming the file and the member."""
     try:
-        return np.load(path, allow_pickle=False)
-    except (OSError, ValueError, zipfile.BadZipFile) as err:
-        raise DataError(f"{path}: not a readable .npz file ({err})") from None
+        archive = zipfile.ZipFile(path)
+    except (OSError, zipfile.BadZipFile, ValueError) as err:
+        raise DataError(f"{path}: not a readable .npz file ({_reason(err)})") from None
+    arrays: dict[str, np.ndarray] = {}
+    with archive:
+        members = archive.infolist()
+        for info in members:
+            _check_member(path, archive, info)
+        for info in members:
+            name = info.filename[: -len(".npy")]
+            try:
+                with archive.open(info) as handle:
+                    arrays[name] = np.lib.format.read_array(handle, allow_pickle=False)
+            except (OSError, ValueError, EOFError, zipfile.BadZipFile, MemoryError, zlib.error) as err:
+                raise DataError(f"{path}: member {info.filename!r} cannot be read ({_reason(err)})") from None
+    return arrays
+
+
+def _check_member(path: Path, archive: zipfile.ZipFile, info: zipfile.ZipInfo) -> None:
+    where = f"{path}: member {info.filename!r}"
+    if info.is_dir() or not info.filename.endswith(".npy"):
+        raise DataError(f"{where} is not a .npy array; an .npz holds only .npy members")
+    if info.compress_type == zipfile.ZIP_STORED and info.file_size != info.compress_size:
+        raise DataError(f"{where} claims {info.file_size} bytes but stores {info.compress_size}")
+    if info.compress_type != zipfile.ZIP_STORED and info.file_size > _DEFLATE_MAX_RATIO * info.compress_size + 4096:
+        raise DataError(f"{where} claims {info.file_size} bytes from {info.compress_size} compressed: not a real member")
+    try:
+        with archive.open(info) as handle:
+            version = np.lib.format.read_magic(handle)
+            read_header = np.lib.format.read_array_header_1_0 if version == (1, 0) else np.lib.format.read_array_header_2_0
+            shape, _, dtype = read_header(handle)
+            header_bytes = handle.tell()
+    except (OSError, ValueError, EOFError, zipfile.BadZipFile, zlib.error) as err:
+        raise DataError(f"{where} is not a .npy array ({_reason(err)})") from None
+    if dtype.hasobject or dtype.kind == "V":
+        raise DataError(f"{where} has dtype {dtype}, which would need unpickling; expected numbers or strings")
+    needed = int(np.prod(shape, dtype=object)) * dtype.itemsize
+    held = info.file_size - header_bytes
+    if needed != held:
+        raise DataError(f"{where} claims shape {list(shape)} of {dtype} ({needed} bytes) but holds {held} bytes")
+
+
+def _reason(err: BaseException) -> str:
+    return " ".join(str(err).split())[:300] or err.__class__.__name__
 
 
 def _sliced_feeds(path: Path, batch_size: int) -> Iterator[Feed]:
-    with _open_npz(path) as archive:
-        arrays = {name: archive[name] for name in archive.files}
+    arrays = read_npz(path)
     if not arrays:
         raise DataError(f"{path}: the .npz holds no arrays")
     lengths = {name: (a.shape[0] if a.ndim else None) for name, a in arrays.items()}
@@ -214,5 +290,4 @@ def _folder_feeds(path: Path) -> Iterator[Feed]:
     if not files:
         raise DataError(f"{path}: folder holds no .npz files")
     for file in files:
-        with _open_npz(file) as archive:
-            yield {name: archive[name] for name in archive.files}
+        yield read_npz(file)

@@ -72,7 +72,8 @@ METRICS: dict[str, Metric] = {
 
 
 def resolve_metric(name: str) -> Metric:
-    """A built-in by name, `topK` for any K, or a plugin `package.module:function`.
+    """A built-in by name, `topK` for any K, or a plugin `package.module:function` or
+    `path/to/file.py:function`. A plugin is code and runs with this process's rights.
 
     A plugin is called as function(outputs, labels) with every output of one batch (a list of
     arrays) and that batch's labels (None without --labels); it returns one score per sample,
@@ -83,16 +84,16 @@ def resolve_metric(name: str) -> Metric:
         k = int(name[3:])
         return Metric(name, lambda ref, cand, labels: topk(cand[0], labels, k), True, True, False)
     if ":" in name:
-        module_name, _, attr = name.partition(":")
-        try:
-            function = getattr(_import_plugin(module_name), attr)
-        except (ImportError, AttributeError) as err:
-            raise ConfigError(f"metric plugin {name!r} cannot be loaded: {err}") from None
-        if not callable(function):
-            raise ConfigError(f"metric plugin {name!r} is not a function")
+        module_name, _, attr = name.rpartition(":")
+        function = getattr(_import_plugin(name, module_name), attr, None)
+        if function is None or not callable(function):
+            raise ConfigError(f"metric plugin {name!r}: {module_name} has no function {attr!r}")
 
         def plugin(ref: Outputs, cand: Outputs, labels: np.ndarray | None) -> np.ndarray:
-            scores = np.asarray(function(cand, labels), dtype=np.float64).reshape(-1)
+            try:
+                scores = np.asarray(function(cand, labels), dtype=np.float64).reshape(-1)
+            except Exception as err:  # the plugin's own fault: one line naming it, not a traceback
+                raise DataError(f"metric plugin {name!r} failed: {err.__class__.__name__}: {_one_line(err)}") from None
             if scores.size != cand[0].shape[0]:
                 raise DataError(f"metric plugin {name!r} returned {scores.size} scores for a batch of {cand[0].shape[0]}")
             return scores
@@ -108,14 +109,39 @@ def drop(reference_score: float, candidate_score: float, higher_is_better: bool)
     return reference_score - candidate_score if higher_is_better else candidate_score - reference_score
 
 
-def _import_plugin(module_name: str):
-    """Import a plugin's module; like `python -m`, the working directory is searched too, so a
-    module beside the user's data needs no install (a container's working dir, a CI checkout)."""
-    import importlib
-    import os
-    import sys
+def _import_plugin(name: str, module: str):
+    """A plugin's module. A plugin is code: it runs in this process with its rights.
 
-    cwd = os.getcwd()
-    if cwd not in sys.path and "" not in sys.path:
-        sys.path.append(cwd)
-    return importlib.import_module(module_name)
+    `package.module` is imported from the installed packages (sys.path as Python set it; the
+    working directory is not added). A path to a .py file (`./my_metric.py`, `/opt/m.py`) loads
+    that one file: a module beside the user's data is used only when named this way."""
+    import hashlib
+    import importlib
+    import importlib.util
+    import sys
+    from pathlib import Path
+
+    try:
+        if module.endswith(".py") or "/" in module:
+            path = Path(module).expanduser().resolve()
+            if not path.is_file():
+                raise ConfigError(f"metric plugin {name!r}: no file {path}")
+            unique = f"lowprec_plugin_{hashlib.sha256(str(path).encode()).hexdigest()[:12]}"
+            if unique not in sys.modules:
+                spec = importlib.util.spec_from_file_location(unique, path)
+                loaded = importlib.util.module_from_spec(spec)
+                spec.loader.exec_module(loaded)
+                sys.modules[unique] = loaded
+            return sys.modules[unique]
+        return importlib.import_module(module)
+    except ConfigError:
+        raise
+    except ModuleNotFoundError as err:
+        raise ConfigError(f"metric plugin {name!r} cannot be loaded: {_one_line(err)} (a module of an installed "
+                          f"package, or a path to a .py file)") from None
+    except Exception as err:  # the plugin's own code raised while it loaded
+        raise DataError(f"metric plugin {name!r} failed while loading: {err.__class__.__name__}: {_one_line(err)}") from None
+
+
+def _one_line(err: BaseException) -> str:
+    return " ".join(str(err).split())[:300]

@@ -193,10 +193,10 @@ def fetch(version_uri: str, destination: str | os.PathLike[str], *, revision: st
     store, base = open_store(version_uri)
     base = base.strip("/")
     destination = Path(destination)
-    if store.holds(destination):
-        raise ConfigError(f"--out {destination} is inside the registry folder {version_uri}; fetch into a folder outside it")
     if revision is not None and not _REVISION.fullmatch(revision):
         raise ConfigError(f"revision {revision!r} is not of the form YYYYMMDDTHHMMSSZ-xxxxxxxx")
+    if store.holds(destination):
+        raise ConfigError(f"--out {destination} is inside the registry folder {version_uri}; fetch into a folder outside it")
     manifest_key = _join(base, REVISIONS, revision, MANIFEST) if revision else _join(base, MANIFEST)
     if not store.exists(manifest_key):
         what = f"revision {revision}" if revision else MANIFEST

@@ -3,6 +3,7 @@ subprocesses of this Python or in the component image through a Docker-compatibl
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
 import re
@@ -58,10 +59,28 @@ def run_local(
         warnings.filterwarnings("ignore", message=r"Task .* have no effect in the current local runner", category=UserWarning)
         init_local(runner, Path(pipeline_root or tmp))
         try:
-            PIPELINES[pipeline](**arguments)
+            with _safe_path():
+                PIPELINES[pipeline](**arguments)
         except RuntimeError as err:  # kfp's local runner reports a failed task this way
             message = re.sub(r"\x1b\[[0-9;]*m", "", str(err).strip().splitlines()[0])
             raise PipelineError(f"pipeline {pipeline!r} failed: {message}") from None
+
+
+@contextlib.contextmanager
+def _safe_path():
+    """The subprocess runner starts each task as `python3 -m kfp.dsl.executor_main` in this
+    process's working directory, and `-m` puts that directory first on sys.path: a stray
+    `onnxruntime.py` there would be imported by every task. PYTHONSAFEPATH=1 (Python 3.11+)
+    keeps it off; the component image sets it too."""
+    previous = os.environ.get("PYTHONSAFEPATH")
+    os.environ["PYTHONSAFEPATH"] = "1"
+    try:
+        yield
+    finally:
+        if previous is None:
+            os.environ.pop("PYTHONSAFEPATH", None)
+        else:
+            os.environ["PYTHONSAFEPATH"] = previous
 
 
 def init_local(runner: str, pipeline_root: Path) -> None:
