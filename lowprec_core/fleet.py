@@ -19,7 +19,7 @@ from pydantic import BaseModel
 from .config import QuantConfig
 from .errors import ConfigError
 from .model_io import file_sha256
-from .registry import MANIFEST, version_id
+from .registry import MANIFEST, check_name, version_id
 from .storage import open_store
 
 MODEL, CALIB, EVAL, LABELS = "model.onnx", "calib.npz", "eval.npz", "labels.npy"
@@ -44,6 +44,8 @@ def scan(models_prefix: str, config: QuantConfig) -> list[FleetModel]:
     names = sorted({k[len(start):].split("/")[0] for k in keys if k[len(start):].count("/") == 1 and k.endswith(f"/{MODEL}")})
     if not names:
         raise ConfigError(f"no models under {models_prefix}: expected NAME/{MODEL} folders (with {CALIB} and {EVAL})")
+    for name in names:  # a folder's name becomes a registry name: refuse a bad one before any work
+        check_name(name)
     root = models_prefix.rstrip("/")
     found = []
     with tempfile.TemporaryDirectory(prefix="lowprec-fleet-") as tmp:

@@ -41,7 +41,11 @@ def test_calibrate_quantize_validate_benchmark_publish(tmp_path, demo):
                      "--attach", tmp_path / "v.json", stats)
     assert result.returncode == 0, result.stderr
     (version,) = list((registry / "digits").iterdir())
-    assert (version / "manifest.json").is_file() and (version / "stats" / "stats.npz").is_file()
+    revision = json.loads((version / "manifest.json").read_text())["revision"]
+    assert (version / "revisions" / revision / "stats" / "stats.npz").is_file()
+    result = lowprec("fetch", version, "--out", tmp_path / "fetched")
+    assert result.returncode == 0 and "files verified" in result.stdout, result.stderr
+    assert (tmp_path / "fetched" / "stats" / "stats.npz").read_bytes() == (stats / "stats.npz").read_bytes()
 
 
 def test_failed_gate_exits_10(tmp_path, demo):

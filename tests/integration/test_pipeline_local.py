@@ -16,6 +16,7 @@ from kfp.pipeline_spec import pipeline_spec_pb2
 
 from pipelines.run import PIPELINES as PIPELINE_FUNCS
 from pipelines.run import compile_pipeline, run_local
+from tests.conftest import SECRET_KEY
 
 pytestmark = pytest.mark.slow
 PIPELINES = Path(__file__).resolve().parents[2] / "pipelines"
@@ -58,7 +59,7 @@ def _tasks(spec: dict):
         yield from component.get("dag", {}).get("tasks", {}).values()
 
 
-def test_ptq_pulls_from_s3_and_publishes_a_verifiable_version(bucket, demo, tmp_path):
+def test_ptq_pulls_from_s3_and_publishes_a_verifiable_version(bucket, demo, tmp_path, capfd):
     client, name = bucket
     for key, path in (("fp32/digits.onnx", demo["model"]), ("data/calib.npz", demo["calib"]),
                       ("data/eval.npz", demo["eval"]), ("data/labels.npy", demo["labels"])):
@@ -87,6 +88,13 @@ def test_ptq_pulls_from_s3_and_publishes_a_verifiable_version(bucket, demo, tmp_
     assert fetched.version == manifest.version
     validation = lp.ValidationReport.model_validate_json((tmp_path / "fetched" / "reports" / "validation.json").read_text())
     assert validation.passed and validation.drop <= 0.005
+    # The secret key reached every task (they read the bucket) and was written nowhere: not in
+    # any task's log, output artifact, report, manifest or the compiled pipelines.
+    logs = capfd.readouterr()
+    written = [p for p in tmp_path.rglob("*") if p.is_file()] + sorted(PIPELINES.glob("*.yaml"))
+    assert written and "lowprec-ptq" in logs.out + logs.err
+    for text in [logs.out, logs.err, *(p.read_bytes().decode("latin-1") for p in written)]:
+        assert SECRET_KEY not in text
 
 
 def test_gate_failure_publishes_nothing(bucket, demo, tmp_path):
