@@ -144,3 +144,21 @@ def test_pipeline_run_failure_is_one_error_line_and_exit_8(tmp_path):
     assert result.stderr.strip().splitlines()[-1] == \
         "lowprec: error: pipeline 'ptq' failed: Pipeline 'lowprec-ptq' finished with status FAILURE. Inner task failed: 'calibrate'."
     assert not (tmp_path / "reg").exists()
+
+
+def test_the_per_layer_analysis_runs_when_its_result_is_shown_or_asked_for(tmp_path, demo, capsys):
+    """Off by default (it costs more than quantizing); on with --html, which shows it, or --inspect-samples."""
+    from lowprec_core.cli import main
+
+    runs = {"default": [], "html": ["--html", tmp_path / "page.html"], "asked": ["--inspect-samples", "8"]}
+    for label, extra in runs.items():
+        code = main([str(a) for a in ("quantize", demo["model"], "--data", demo["calib"], "--out", tmp_path / f"{label}.onnx",
+                                      "--report", tmp_path / f"{label}.json", *extra)])
+        assert code == 0
+        layers = json.loads((tmp_path / f"{label}.json").read_text())["layers"]
+        printed = capsys.readouterr().out
+        if label == "default":
+            assert layers is None and "worst layers" not in printed
+        else:
+            assert layers["samples"] == (32 if label == "html" else 8) and layers["layers"]
+            assert "worst layers (own SQNR over" in printed

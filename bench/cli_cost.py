@@ -1,0 +1,128 @@
+"""What quantizing costs as users run it: `lowprec quantize` with the command line's defaults
+against a script that calls ORT's `quantize_static` (each variant), whole fresh processes
+(interpreter start, imports, reading the data, writing the model), alternating run by run.
+
+    .venv/bin/python -m bench.cli_cost [--models digits,ocr_det,...] [--runs 3] [--out bench/results/cli_cost-<cpu>.md]
+
+Both read the same calibration feeds, written once as a folder of .npz files (one feed each).
+Reports medians of wall time and peak RSS (the child's own, from wait4) and the ratio to the
+fastest ORT variant, with the CPU and its integer ISA.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import platform
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+
+from bench.models import MODELS
+from lowprec_core.benchmark import cpu_description
+
+ORT_VARIANTS = ("ort_per_tensor", "ort_per_channel", "ort_per_channel_ops")
+LOWPREC = Path(sys.executable).parent / "lowprec"
+
+
+def _timed(command: list[str]) -> tuple[float, float]:
+    """(seconds, peak RSS in MB) of one fresh process."""
+    with tempfile.TemporaryFile() as errors:
+        start = time.perf_counter()
+        proc = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=errors)
+        _, status, usage = os.wait4(proc.pid, 0)
+        seconds = time.perf_counter() - start
+        proc.returncode = os.waitstatus_to_exitcode(status)
+        if proc.returncode != 0:
+            errors.seek(0)
+            raise RuntimeError(f"exit {proc.returncode}: {errors.read().decode(errors='replace')[-400:]}")
+    return seconds, usage.ru_maxrss / 1024
+
+
+def measure(name: str, runs: int, workdir: Path) -> dict[str, dict]:
+    bench = MODELS[name]()
+    folder = workdir / f"{name}-calib"
+    folder.mkdir()
+    for i, feed in enumerate(bench.calib):
+        np.savez(folder / f"{i:04d}.npz", **feed)
+    commands = {"lowprec (CLI defaults)": [str(LOWPREC), "quantize", str(bench.path), "--data", str(folder),
+                                           "--out", str(workdir / f"{name}-lowprec.onnx")]}
+    for variant in ORT_VARIANTS:
+        commands[variant] = [sys.executable, "-m", "bench.ort_quantize", str(bench.path), str(folder),
+                             str(workdir / f"{name}-{variant}.onnx"), variant]
+    samples: dict[str, list[tuple[float, float]]] = {label: [] for label in commands}
+    errors: dict[str, str] = {}
+    for _ in range(runs):
+        for label, command in commands.items():  # alternating: drift hits every quantizer alike
+            if label in errors:
+                continue
+            try:
+                samples[label].append(_timed(command))
+            except RuntimeError as err:
+                errors[label] = " ".join(str(err).split())[:160]
+    out = {}
+    for label in commands:
+        if label in errors:
+            out[label] = {"error": errors[label]}
+        else:
+            out[label] = {"seconds": statistics.median(s for s, _ in samples[label]),
+                          "rss_mb": statistics.median(r for _, r in samples[label]), "runs": len(samples[label])}
+    return out
+
+
+def render(results: dict[str, dict[str, dict]], runs: int, command: str) -> str:
+    cpu, isa = cpu_description()
+    lines = [
+        "# Quantization cost of the command users run",
+        "",
+        f"Machine: {cpu or platform.processor()} ({os.cpu_count()} cores; integer ISA: {', '.join(isa) or 'none detected'}).",
+        f"Made with `{command}`: medians of {runs} fresh processes per quantizer, alternating.",
+        "Ratio: lowprec's wall time and peak RSS over those of the fastest ORT variant that produced a model (< 1: lowprec is cheaper).",
+        "",
+        "| model | quantizer | wall s | peak RSS MB | time ratio | RSS ratio |",
+        "|---|---|---|---|---|---|",
+    ]
+    for name, rows in results.items():
+        done = {k: v for k, v in rows.items() if "error" not in v and k in ORT_VARIANTS}
+        fastest = min(done, key=lambda k: done[k]["seconds"]) if done else None
+        ours = rows["lowprec (CLI defaults)"]
+        for label, row in rows.items():
+            if "error" in row:
+                lines.append(f"| {name} | {label} | failed: {row['error']} | | | |")
+                continue
+            ratio = ("", "")
+            if label.startswith("lowprec") and fastest is not None:
+                ratio = (f"{row['seconds'] / done[fastest]['seconds']:.2f}", f"{row['rss_mb'] / done[fastest]['rss_mb']:.2f}")
+            mark = " (fastest ORT)" if label == fastest else ""
+            lines.append(f"| {name} | {label}{mark} | {row['seconds']:.2f} | {row['rss_mb']:.0f} | {ratio[0]} | {ratio[1]} |")
+        if fastest is None and "error" not in ours:
+            lines.append(f"| {name} | (every ORT variant failed) | | | | |")
+    return "\n".join(lines) + "\n"
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--models", default="digits,ocr_cls,ocr_rec,ocr_det,magika,vad")
+    parser.add_argument("--runs", type=int, default=3)
+    parser.add_argument("--out", help="markdown file to write (default: print)")
+    args = parser.parse_args()
+    results = {}
+    with tempfile.TemporaryDirectory(prefix="lowprec-cli-cost-") as tmp:
+        for name in args.models.split(","):
+            results[name] = measure(name, args.runs, Path(tmp))
+            print(f"{name}: " + ", ".join(f"{k} {v.get('seconds', float('nan')):.2f} s" for k, v in results[name].items()),
+                  file=sys.stderr)
+    text = render(results, args.runs, "python -m bench.cli_cost " + " ".join(sys.argv[1:]))
+    if args.out:
+        Path(args.out).parent.mkdir(parents=True, exist_ok=True)
+        Path(args.out).write_text(text)
+    print(text, end="")
+
+
+if __name__ == "__main__":
+    main()
