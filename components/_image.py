@@ -1,3 +1,5 @@
 """The one image every component runs in (built from the repository's Dockerfile)."""
 
-IMAGE = "ghcr.io/lowprec/lowprec-python:0.1.0"
+from lowprec_core import __version__
+
+IMAGE = f"ghcr.io/lowprec/lowprec-python:{__version__}"  # the image of this release, tagged by scripts/build-image.sh

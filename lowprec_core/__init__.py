@@ -28,6 +28,7 @@ from .errors import (
     IntegrityError,
     LowprecError,
     ModelError,
+    PipelineError,
     RegistryError,
     StatsError,
 )
@@ -53,6 +54,7 @@ __all__ = [
     "Manifest",
     "MetricBudget",
     "ModelError",
+    "PipelineError",
     "QuantConfig",
     "QuantPlan",
     "QuantizeReport",

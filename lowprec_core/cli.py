@@ -23,7 +23,7 @@ from .config import (
     QuantConfig,
     build,
 )
-from .errors import ConfigError, LowprecError
+from .errors import ConfigError, GateFailed, LowprecError
 from .metrics import METRICS, resolve_metric
 from .ops import TARGETS
 
@@ -39,8 +39,73 @@ def _int_list(text: str) -> tuple[int, ...]:
         raise argparse.ArgumentTypeError(f"expected comma-separated integers such as 1,8; got {text!r}") from None
 
 
+class _Formatter(argparse.HelpFormatter):
+    """Every option's help line ends with its default, where it has one."""
+
+    def _get_help_string(self, action: argparse.Action) -> str:
+        text = action.help or ""
+        if "%(default)" not in text and action.default not in (None, False, [], "", argparse.SUPPRESS) and not action.required:
+            shown = ",".join(map(str, action.default)) if isinstance(action.default, tuple) else "%(default)s"
+            text += f" (default: {shown})"
+        return text
+
+
+class _Parser(argparse.ArgumentParser):
+    def __init__(self, *args, **kwargs) -> None:
+        kwargs.setdefault("formatter_class", _Formatter)
+        super().__init__(*args, **kwargs)
+
+
+# One line of help for the arguments many sub-commands share, by destination.
+_SHARED_HELP = {
+    "model": "the FP32 ONNX model (path or s3:// URI)",
+    "fp32": "the FP32 ONNX model (path or s3:// URI)",
+    "int8": "the INT8 ONNX model (path or s3:// URI)",
+    "uri": "a published version: REGISTRY/NAME/VERSION",
+    "out": "where to write the result",
+    "data": "data to run: .npz, folder of .npz, or s3:// URI",
+    "batch_size": "samples per inference run while calibrating",
+    "max_samples": "read at most this many samples of the data",
+    "target": f"hardware target, one of: {', '.join(sorted(TARGETS))}",
+    "smooth_quant_alpha": "SmoothQuant's migration strength (0: none, 1: all of the activations' range into the weights)",
+    "drop_type": "absolute: FP32 score - INT8 score; relative: that over the FP32 score",
+    "title": "the page's title",
+    "max_drop": "largest allowed drop of the metric",
+    "report": "write the report (JSON) here",
+    "batch": "batch sizes, comma-separated",
+    "threads": "intra-op thread counts, comma-separated",
+    "repeats": "timed runs per batch size and model",
+    "name": "the model's name in the registry",
+    "attach": "files or folders to publish with the model (each keeps its name)",
+    "calib": "calibration data (.npz, folder of .npz, or s3:// URI)",
+    "eval": "evaluation data (.npz, folder of .npz, or s3:// URI)",
+    "registry": "registry: a folder, file:// or s3://bucket/prefix",
+    "labels": ".npy of labels, one per evaluation sample",
+    "metric": "validation metric",
+    "preset": "quantization preset",
+    "runner": "subprocess: tasks run with this Python; docker: in the component image",
+    "experiment": "the KFP experiment to file the run under",
+    "namespace": "the Kubernetes namespace (multi-user Kubeflow)",
+    "run_name": "a name for the run (default: the pipeline's name and the time)",
+}
+
+
+def _fill_help(parser: argparse.ArgumentParser) -> argparse.ArgumentParser:
+    for action in parser._actions:
+        if isinstance(action, argparse._SubParsersAction):
+            for child in action.choices.values():
+                _fill_help(child)
+        elif action.help is None:
+            action.help = _SHARED_HELP.get(action.dest)
+    return parser
+
+
 def _parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="lowprec", description="Post-training INT8 quantization of ONNX models.")
+    return _fill_help(_build_parser())
+
+
+def _build_parser() -> argparse.ArgumentParser:
+    parser = _Parser(prog="lowprec", description="Post-training INT8 quantization of ONNX models.")
     parser.add_argument("-v", "--verbose", action="count", default=0, help="more log output (-vv for debug)")
     sub = parser.add_subparsers(dest="command", required=True)
 
@@ -231,7 +296,7 @@ def _run(args: argparse.Namespace) -> int:
         verdict = "PASS" if result.passed else "FAIL"
         print(f"{verdict}: {result.metric} FP32 {result.reference_score:.4f}, INT8 {result.candidate_score:.4f}, drop {result.drop:.4f} (max {result.max_drop})")
         if not result.passed:
-            return 10
+            return GateFailed.exit_code
     elif args.command == "benchmark":
         config = build(BenchmarkConfig, batches=args.batch, threads=args.threads, repeats=args.repeats)
         result = _api.benchmark(args.fp32, args.int8, config=config, data=args.data, report=args.report)

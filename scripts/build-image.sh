@@ -13,12 +13,13 @@ ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 cd "$ROOT"
 export CONTAINERS_CONF="$ROOT/scripts/containers.conf"
 
-IMAGE="${IMAGE:-$(sed -n 's/^IMAGE = "\(.*\)"$/\1/p' components/_image.py)}"
 BASE_IMAGE="${BASE_IMAGE:-localhost/lowprec-base:bookworm}"
 DEBIAN_MIRROR="${DEBIAN_MIRROR:-http://deb.debian.org/debian}"
 if [[ -z "${PYTHON:-}" ]]; then
     if [[ -x .venv/bin/python ]]; then PYTHON=.venv/bin/python; else PYTHON=python3; fi
 fi
+# The tag the pipelines name: components/_image.py, from the package's version.
+IMAGE="${IMAGE:-$("$PYTHON" -c 'from components._image import IMAGE; print(IMAGE)')}"
 TOOLS=(podman buildah mmdebstrap runc)
 
 missing=()

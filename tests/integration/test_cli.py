@@ -162,3 +162,25 @@ def test_the_per_layer_analysis_runs_when_its_result_is_shown_or_asked_for(tmp_p
         else:
             assert layers["samples"] == (32 if label == "html" else 8) and layers["layers"]
             assert "worst layers (own SQNR over" in printed
+
+
+def test_every_option_has_help_and_shows_its_default(capsys):
+    import argparse
+
+    from lowprec_core.cli import _parser, main
+
+    def walk(parser, path):
+        for action in parser._actions:
+            if isinstance(action, argparse._SubParsersAction):
+                for name, child in action.choices.items():
+                    yield from walk(child, [*path, name])
+            else:
+                yield path, action
+
+    for path, action in walk(_parser(), ["lowprec"]):
+        assert action.help, f"{' '.join(path)} {action.option_strings or action.dest} has no help"
+    with pytest.raises(SystemExit):
+        main(["quantize", "--help"])
+    text = " ".join(capsys.readouterr().out.split())
+    assert "--max-iterations MAX_ITERATIONS most layers (or groups) reverted (default: 50)" in text
+    assert "--batch-size BATCH_SIZE samples per inference run while calibrating (default: 16)" in text
