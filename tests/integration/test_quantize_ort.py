@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import collections
 import importlib.util
+import os
 from pathlib import Path
 
 import numpy as np
@@ -89,7 +90,7 @@ def test_stats_of_another_model_are_refused(tmp_path, demo):
 
 
 @pytest.mark.slow
-@pytest.mark.skipif(OCR is None, reason="rapidocr-onnxruntime is installed by `make venv`")
+@pytest.mark.skipif(OCR is None and not os.environ.get("CI"), reason="rapidocr-onnxruntime is installed by `make venv`")
 @pytest.mark.parametrize(("filename", "shape", "size"), [
     ("ch_PP-OCRv4_rec_infer.onnx", (4, 3, 48, 320), 0.40),
     ("ch_PP-OCRv4_det_infer.onnx", (2, 3, 160, 160), 0.40),
