@@ -44,6 +44,19 @@ def _timed(command: list[str]) -> tuple[float, float]:
     return seconds, usage.ru_maxrss / 1024
 
 
+def _check_model(path: Path) -> None:
+    """A quantizer that wrote a model the ONNX checker refuses or ORT cannot load (as bench.compare
+    checks) has not produced one."""
+    import onnx
+    import onnxruntime as ort
+
+    try:
+        onnx.checker.check_model(str(path))
+        ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+    except Exception as err:
+        raise RuntimeError(f"invalid model: {str(err).splitlines()[0][:120]}") from None
+
+
 def measure(name: str, runs: int, workdir: Path) -> dict[str, dict]:
     bench = MODELS[name]()
     folder = workdir / f"{name}-calib"
@@ -63,6 +76,7 @@ def measure(name: str, runs: int, workdir: Path) -> dict[str, dict]:
                 continue
             try:
                 samples[label].append(_timed(command))
+                _check_model(Path(command[command.index("--out") + 1] if "--out" in command else command[-2]))
             except RuntimeError as err:
                 errors[label] = " ".join(str(err).split())[:160]
     out = {}

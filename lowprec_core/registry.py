@@ -23,7 +23,6 @@ import re
 import secrets
 import tempfile
 from datetime import datetime, timedelta, timezone
-from importlib import metadata
 from pathlib import Path
 
 from pydantic import BaseModel, ValidationError, field_validator
@@ -359,6 +358,8 @@ def _join(*parts: str | None) -> str:
 
 
 def _version(package: str) -> str:
+    from importlib import metadata  # only a publish needs it; importing it costs every command ~10 ms
+
     try:
         return metadata.version(package)
     except metadata.PackageNotFoundError:
