@@ -20,6 +20,7 @@ from pydantic import BaseModel
 
 from . import benchmark as _bench
 from . import registry, runtime
+from . import runtime as _runtime  # validate's `runtime` argument names the serving runtime
 from ._version import __version__
 from .accuracy import ModelBackend
 from .calibration.collect import collect
@@ -282,8 +283,11 @@ def validate(
     batch_size: int = 32,
     report: PathOrUri | None = None,
     gate: bool = False,
+    runtime: str = "onnxruntime",
 ) -> ValidationReport:
-    """Score INT8 against FP32; with gate=True a failed check raises GateFailed (after the report)."""
+    """Score INT8 against FP32 in `runtime` (onnxruntime or openvino); with gate=True a failed
+    check raises GateFailed (after the report)."""
+    _runtime.check_runtime(runtime)
     with tempfile.TemporaryDirectory(prefix="lowprec-") as tmp:
         reference, candidate = _load_pair(fp32, int8, tmp)
         label_array = load_labels(localize(labels, tmp)) if labels is not None else None
@@ -295,6 +299,7 @@ def validate(
             metric=metric,
             max_drop=max_drop,
             labels=label_array,
+            serving=runtime,
         )
     if report is not None:
         _write_json(report, result)
@@ -365,7 +370,9 @@ def benchmark(
     data: PathOrUri | None = None,
     report: PathOrUri | None = None,
 ) -> _bench.BenchmarkReport:
-    """Latency of FP32 and INT8, interleaved in this process; sample rows from `data` if given."""
+    """Latency of FP32 and INT8, interleaved in this process, in `config.runtime`; sample rows
+    from `data` if given."""
+    runtime.check_runtime(config.runtime)
     with tempfile.TemporaryDirectory(prefix="lowprec-") as tmp:
         reference, candidate = _load_pair(fp32, int8, tmp)
         specs = input_specs(reference.proto)

@@ -32,13 +32,17 @@ class LatencyResult(BaseModel):
     fp32_per_s: float = 0.0  # throughput, samples per second at the median
     int8_per_s: float = 0.0
     repeats: int = 0
+    fp32_default_median_ms: float | None = None  # the FP32 model at the runtime's own default precision (OpenVINO: bf16 where the CPU has it)
+    speedup_vs_default: float | None = None  # INT8 against that: whether INT8 beats what the runtime does unasked
     cv: float = 0.0  # the larger coefficient of variation of the two series
     drift: float = 0.0  # relative difference of the speedups measured in the first and second half
     noisy: bool = False  # still above NOISY_CV or NOISY_DRIFT after measuring longer: do not act on this speedup alone
 
 
 class BenchmarkReport(BaseModel):
-    onnxruntime: str
+    runtime: str = "onnxruntime"
+    onnxruntime: str  # the version of the runtime the models ran in (ONNX Runtime's, or OpenVINO's)
+    fp32_default_precision: str | None = None  # the runtime's own precision for the FP32 model, where it is not f32
     providers: list[str] = []
     cpu: str = ""
     isa: list[str] = []  # the integer dot-product extensions the CPU offers (avx512_vnni, avx_vnni, amx_int8, ...)
@@ -96,18 +100,20 @@ def make_feed(specs: list[InputSpec], batch: int, sample: Feed | None = None, se
     return feed
 
 
-def interleaved(sessions, feed: Feed, *, warmup: int, repeats: int) -> tuple[np.ndarray, np.ndarray]:
-    """Milliseconds per run of two sessions on one feed, alternating which goes first so drift hits both alike."""
-    times: tuple[list[float], list[float]] = ([], [])
+def interleaved(sessions, feed: Feed, *, warmup: int, repeats: int) -> tuple[np.ndarray, ...]:
+    """Milliseconds per run of each session on one feed, round by round, the order reversed
+    every other round so drift hits all of them alike."""
+    times: list[list[float]] = [[] for _ in sessions]
     for sess in sessions:
         for _ in range(warmup):
             sess.run(None, feed)
+    forward = list(range(len(sessions)))
     for repeat in range(repeats):
-        for index in (0, 1) if repeat % 2 == 0 else (1, 0):
+        for index in forward if repeat % 2 == 0 else forward[::-1]:
             start = time.perf_counter()
             sessions[index].run(None, feed)
             times[index].append((time.perf_counter() - start) * 1e3)
-    return np.array(times[0]), np.array(times[1])
+    return tuple(np.array(t) for t in times)
 
 
 def speedup(reference: bytes, candidate: bytes, feed: Feed, *, repeats: int = 20, threads: int = 1) -> float:
@@ -129,22 +135,31 @@ def run(
 
     results = []
     load_ms = [0.0, 0.0]
+    default_precision = None
     for threads in config.threads:
         sessions = []
         for index, m in enumerate((fp32, int8)):
             start = time.perf_counter()
-            sessions.append(runtime.session(str(m.path), threads=threads, spinning=True))
+            sessions.append(runtime.serving_session(str(m.path), runtime=config.runtime, threads=threads,
+                                                    precision="f32" if index == 0 else None, spinning=True))
             load_ms[index] = max(load_ms[index], (time.perf_counter() - start) * 1e3)
+        if config.runtime == "openvino":  # the FP32 model as OpenVINO runs it unasked (bf16 on AMX, AVX512_BF16)
+            unasked = runtime.serving_session(str(fp32.path), runtime=config.runtime, threads=threads)
+            if unasked.precision != sessions[0].precision:
+                default_precision = unasked.precision
+                sessions.append(unasked)
         for batch in config.batches:
             feed = make_feed(specs, batch, sample)
             repeats = config.repeats
-            fp, q = interleaved(sessions, feed, warmup=config.warmup, repeats=repeats)
+            series = interleaved(sessions, feed, warmup=config.warmup, repeats=repeats)
             for _ in range(MAX_EXTENSIONS):  # noisy: measure longer, keeping what was measured
-                if not _noisy(_cv(fp, q), _drift(fp, q)):
+                if not _noisy(_cv(*series[:2]), _drift(*series[:2])):
                     break
-                more_fp, more_q = interleaved(sessions, feed, warmup=0, repeats=repeats)
-                fp, q = np.concatenate([fp, more_fp]), np.concatenate([q, more_q])
+                more = interleaved(sessions, feed, warmup=0, repeats=repeats)
+                series = tuple(np.concatenate([a, b]) for a, b in zip(series, more))
                 repeats *= 2
+            fp, q = series[:2]
+            default = float(np.median(series[2])) if len(series) > 2 else None
             cv, drift = _cv(fp, q), _drift(fp, q)
             results.append(
                 LatencyResult(
@@ -160,6 +175,8 @@ def run(
                     fp32_per_s=batch * 1e3 / float(np.median(fp)),
                     int8_per_s=batch * 1e3 / float(np.median(q)),
                     repeats=len(fp),
+                    fp32_default_median_ms=default,
+                    speedup_vs_default=None if default is None else default / float(np.median(q)),
                     cv=cv,
                     drift=drift,
                     noisy=_noisy(cv, drift),
@@ -167,8 +184,10 @@ def run(
             )
     cpu, isa = cpu_description()
     return BenchmarkReport(
-        onnxruntime=runtime.version(),
-        providers=list(runtime.PROVIDERS),
+        runtime=config.runtime,
+        onnxruntime=runtime.runtime_version(config.runtime),
+        fp32_default_precision=default_precision,
+        providers=list(runtime.PROVIDERS) if config.runtime == "onnxruntime" else ["CPU"],
         cpu=cpu,
         isa=isa,
         fp32_bytes=model_bytes(fp32),

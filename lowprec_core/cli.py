@@ -19,6 +19,7 @@ from .config import (
     AccuracyBudget,
     BenchmarkConfig,
     CalibrationConfig,
+    RUNTIMES,
     MetricBudget,
     QuantConfig,
     build,
@@ -178,6 +179,7 @@ def _build_parser() -> argparse.ArgumentParser:
     p.add_argument("--metric", required=True, help=f"one of: {', '.join(METRICS)}, topK, or a plugin package.module:function or ./file.py:function (plugin code runs in this process: name only code you trust)")
     p.add_argument("--max-drop", type=float, default=0.01)
     p.add_argument("--report")
+    p.add_argument("--runtime", default="onnxruntime", help=f"where both models run: {', '.join(RUNTIMES)}")
 
     p = sub.add_parser("benchmark", help="latency and size, FP32 vs INT8, interleaved")
     p.add_argument("fp32")
@@ -187,6 +189,8 @@ def _build_parser() -> argparse.ArgumentParser:
     p.add_argument("--repeats", type=int, default=BenchmarkConfig().repeats)
     p.add_argument("--data", help="take input rows from this data (needed for symbolic non-batch sizes)")
     p.add_argument("--report")
+    p.add_argument("--runtime", default=BenchmarkConfig().runtime,
+                   help=f"where both models run: {', '.join(RUNTIMES)} (openvino also times the FP32 model at its own default precision, bf16 where the CPU has it)")
 
     p = sub.add_parser("publish", help="push an INT8 model and its files to a registry, manifest last")
     p.add_argument("int8")
@@ -291,14 +295,15 @@ def _run(args: argparse.Namespace) -> int:
         print(f"report -> {path}")
     elif args.command == "validate":
         result = _api.validate(
-            args.fp32, args.int8, args.data, metric=args.metric, max_drop=args.max_drop, labels=args.labels, report=args.report, gate=False
+            args.fp32, args.int8, args.data, metric=args.metric, max_drop=args.max_drop, labels=args.labels, report=args.report, gate=False,
+            runtime=args.runtime,
         )
         verdict = "PASS" if result.passed else "FAIL"
         print(f"{verdict}: {result.metric} FP32 {result.reference_score:.4f}, INT8 {result.candidate_score:.4f}, drop {result.drop:.4f} (max {result.max_drop})")
         if not result.passed:
             return GateFailed.exit_code
     elif args.command == "benchmark":
-        config = build(BenchmarkConfig, batches=args.batch, threads=args.threads, repeats=args.repeats)
+        config = build(BenchmarkConfig, batches=args.batch, threads=args.threads, repeats=args.repeats, runtime=args.runtime)
         result = _api.benchmark(args.fp32, args.int8, config=config, data=args.data, report=args.report)
         from .report import benchmark_markdown
 

@@ -105,11 +105,26 @@ class AccuracyBudget(_Frozen):
         return value
 
 
+# The runtimes a model can be validated and benchmarked in, and how to install each.
+RUNTIMES = {
+    "onnxruntime": "pip install onnxruntime",
+    "openvino": "pip install 'lowprec[openvino]' (the openvino package)",
+}
+
+
 class BenchmarkConfig(_Frozen):
     batches: tuple[int, ...] = (1, 8)
     threads: tuple[int, ...] = (1,)
     warmup: int = Field(default=5, ge=0)
     repeats: int = Field(default=30, ge=3)
+    runtime: str = "onnxruntime"
+
+    @field_validator("runtime")
+    @classmethod
+    def _known_runtime(cls, value: str) -> str:
+        if value not in RUNTIMES:
+            raise ValueError(f"unknown runtime {value!r}; expected one of: {', '.join(RUNTIMES)}")
+        return value
 
     @field_validator("batches", "threads")
     @classmethod

@@ -77,8 +77,9 @@ def validation_markdown(report: ValidationReport) -> str:
 
 
 def benchmark_markdown(report: BenchmarkReport) -> str:
+    where = "OpenVINO" if report.runtime == "openvino" else "ONNX Runtime"
     lines = [
-        f"## Benchmark (ONNX Runtime {report.onnxruntime}, {', '.join(report.providers) or 'CPU'})",
+        f"## Benchmark ({where} {report.onnxruntime}, {', '.join(report.providers) or 'CPU'})",
         f"CPU: {report.cpu or 'unknown'}; integer dot-product extensions: {', '.join(report.isa) or 'none found'}",
         f"Size: FP32 {report.fp32_bytes / 1e6:.2f} MB, INT8 {report.int8_bytes / 1e6:.2f} MB ({report.size_ratio:.0%}); "
         f"session load FP32 {report.fp32_load_ms:.0f} ms, INT8 {report.int8_load_ms:.0f} ms; peak RSS {report.peak_rss_mb:.0f} MB",
@@ -92,6 +93,11 @@ def benchmark_markdown(report: BenchmarkReport) -> str:
         f"{r.speedup:.2f}x{' (noisy)' if r.noisy else ''} | {r.repeats} | {r.cv:.2f} |"
         for r in report.results
     ]
+    if report.fp32_default_precision is not None:
+        lines += ["", f"FP32 at {where}'s own default precision ({report.fp32_default_precision}), what serving the FP32 "
+                      "model unasked gives:", "", "| batch | threads | FP32 default p50 ms | INT8 speedup over it |", "|---|---|---|---|"]
+        lines += [f"| {r.batch} | {r.threads} | {r.fp32_default_median_ms:.3f} | {r.speedup_vs_default:.2f}x |"
+                  for r in report.results if r.fp32_default_median_ms is not None]
     return "\n".join(lines) + "\n"
 
 

@@ -5,7 +5,8 @@ from __future__ import annotations
 import onnx
 import onnxruntime as ort
 
-from .errors import ModelError
+from .config import RUNTIMES
+from .errors import ConfigError, ModelError
 
 PROVIDERS = ["CPUExecutionProvider"]
 PROTOBUF_LIMIT = 2**31 - 1  # one serialized ModelProto; larger models need external data
@@ -53,6 +54,39 @@ def session(
             onnx.save_model(clone, path, save_as_external_data=True, all_tensors_to_one_file=True, location="model.onnx.data")
             return _build(str(path), options)
     return _build(model.SerializeToString() if isinstance(model, onnx.ModelProto) else model, options)
+
+
+def check_runtime(name: str) -> str:
+    """`name` if it is a runtime lowprec knows and this environment has installed."""
+    if name not in RUNTIMES:
+        raise ConfigError(f"unknown runtime {name!r}; expected one of: {', '.join(RUNTIMES)}")
+    if name == "openvino":
+        try:
+            import openvino  # noqa: F401
+        except ImportError:
+            raise ConfigError(f"runtime 'openvino' is not installed: {RUNTIMES[name]}") from None
+    return name
+
+
+def serving_session(model: onnx.ModelProto | bytes | str, *, runtime: str = "onnxruntime", threads: int | None = None,
+                    precision: str | None = None, spinning: bool = False):
+    """A session in the runtime the model is served with: ONNX Runtime's CPU provider, or
+    OpenVINO's CPU plugin (`precision`: its inference precision, None for the plugin's own
+    default). Both answer get_inputs, get_outputs and run(names, feed)."""
+    check_runtime(runtime)
+    if runtime == "openvino":
+        from .runtime_openvino import OpenVINOSession
+
+        return OpenVINOSession(model, threads=threads, precision=precision)
+    return session(model, threads=threads, spinning=spinning)
+
+
+def runtime_version(name: str) -> str:
+    if name == "openvino":
+        from .runtime_openvino import version as openvino_version
+
+        return openvino_version()
+    return ort.__version__
 
 
 def _build(source: bytes | str, options: ort.SessionOptions) -> ort.InferenceSession:

@@ -16,6 +16,7 @@ from .metrics import Metric, drop, resolve_metric
 
 
 class ValidationReport(BaseModel):
+    runtime: str = "onnxruntime"  # where both models ran
     metric: str
     output: str
     samples: int
@@ -35,13 +36,15 @@ def compare(
     max_drop: float,
     labels: np.ndarray | None = None,
     threads: int | None = None,
+    serving: str = "onnxruntime",
 ) -> ValidationReport:
-    """Score both models batch by batch; memory holds scores, not outputs."""
+    """Score both models batch by batch in the `serving` runtime (FP32 at f32 there); memory
+    holds scores, not outputs."""
     spec = resolve_metric(metric)
     if spec.needs_labels and labels is None:
         raise ConfigError(f"metric {metric!r} needs labels (--labels LABELS.npy)")
-    ref_sess = runtime.session(reference, threads=threads)
-    cand_sess = runtime.session(candidate, threads=threads)
+    ref_sess = runtime.serving_session(reference, runtime=serving, threads=threads, precision="f32")
+    cand_sess = runtime.serving_session(candidate, runtime=serving, threads=threads)
     names = _output_names(ref_sess, cand_sess)
     ref_total = cand_total = 0.0
     seen = 0
@@ -54,6 +57,7 @@ def compare(
     ref_score, cand_score = ref_total / seen, cand_total / seen
     loss = drop(ref_score, cand_score, spec.higher_is_better)
     return ValidationReport(
+        runtime=serving,
         metric=metric,
         output=names[0],
         samples=seen,
