@@ -46,11 +46,11 @@ compile: $(STAMP)
 image: $(STAMP)
 	scripts/build-image.sh
 
-# requirements.lock: what `pip install .` resolves to today, for the image's pinned build.
+# requirements.lock: what `pip install '.[openvino]'` resolves to today, for the image's pinned build.
 lock:
 	rm -rf build/lock-venv && $(PYTHON) -m venv build/lock-venv
-	build/lock-venv/bin/pip install -q .
-	{ echo "# Pinned runtime dependencies of the lowprec image (what \`pip install .\` resolves to)."; \
+	build/lock-venv/bin/pip install -q '.[openvino]'
+	{ echo "# Pinned runtime dependencies of the lowprec image (what \`pip install '.[openvino]'\` resolves to)."; \
 	  echo "# Regenerate with \`make lock\` after changing pyproject.toml's dependencies."; \
 	  build/lock-venv/bin/pip freeze --exclude lowprec; } > requirements.lock
 

@@ -13,12 +13,13 @@ def benchmark(
     report: Output[Artifact],
     summary: Output[Markdown],
     metrics: Output[Metrics],
+    runtime: str = "onnxruntime",
 ):
-    """Latency of FP32 and INT8, interleaved in one process."""
+    """Latency of FP32 and INT8, interleaved in one process, in the serving runtime."""
     import lowprec_core
     from lowprec_core.report import benchmark_markdown
 
-    config = lowprec_core.BenchmarkConfig(batches=tuple(int(b) for b in batches.split(",")))
+    config = lowprec_core.BenchmarkConfig(batches=tuple(int(b) for b in batches.split(",")), runtime=runtime)
     result = lowprec_core.benchmark(model_uri, int8_model.path, config=config, data=data_uri, report=report.path)
     with open(summary.path, "w") as handle:
         handle.write(benchmark_markdown(result))

@@ -14,12 +14,14 @@ def validate(
     max_drop: float,
     metrics: Output[Metrics],
     report: Output[Artifact],
+    runtime: str = "onnxruntime",
 ) -> bool:
-    """FP32 vs INT8 on evaluation data; returns whether the accuracy gate passed."""
+    """FP32 vs INT8 on evaluation data, in the serving runtime; returns whether the accuracy gate passed."""
     import lowprec_core
 
     result = lowprec_core.validate(
-        model_uri, int8_model.path, data_uri, metric=metric, max_drop=max_drop, labels=labels_uri or None, report=report.path
+        model_uri, int8_model.path, data_uri, metric=metric, max_drop=max_drop, labels=labels_uri or None, report=report.path,
+        runtime=runtime,
     )
     metrics.log_metric(f"fp32_{metric}", result.reference_score)
     metrics.log_metric(f"int8_{metric}", result.candidate_score)

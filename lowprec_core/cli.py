@@ -224,6 +224,7 @@ def _build_parser() -> argparse.ArgumentParser:
     p.add_argument("--max-drop", type=float, default=0.01)
     p.add_argument("--batch", default="1,8")
     p.add_argument("--accuracy-aware", action="store_true", help="quantize with the accuracy-aware search on --eval against --metric/--max-drop")
+    p.add_argument("--runtime", default="onnxruntime", help=f"where validate and benchmark run the models: {', '.join(RUNTIMES)}")
     p.add_argument("--runner", default="subprocess", choices=["subprocess", "docker"],
                    help="docker: each step in the component image, through the Docker API at DOCKER_HOST")
     p = pipe.add_parser("run-many", help="run `ptq_many` locally: every model under --models without a version in --registry")
@@ -234,6 +235,7 @@ def _build_parser() -> argparse.ArgumentParser:
     p.add_argument("--max-drop", type=float, default=0.01)
     p.add_argument("--batch", default="1,8")
     p.add_argument("--runner", default="subprocess", choices=["subprocess", "docker"])
+    p.add_argument("--runtime", default="onnxruntime", help=f"where validate and benchmark run the models: {', '.join(RUNTIMES)}")
     p = pipe.add_parser("submit", help="submit a run, or a recurring run with --schedule, to a Kubeflow Pipelines API")
     p.add_argument("--host", required=True, help="the KFP API, e.g. http://ml-pipeline.kubeflow.svc.cluster.local:8888")
     p.add_argument("--pipeline", default="ptq", help="ptq or ptq_many")
@@ -335,21 +337,22 @@ def _pipeline(args: argparse.Namespace) -> int:
     if args.action == "submit":
         arguments = typed_arguments(args.pipeline, args.param)
         if args.pipeline == "ptq":
-            _check_choices(str(arguments.get("metric", "agreement")), str(arguments.get("preset", "mixed")))
+            _check_choices(str(arguments.get("metric", "agreement")), str(arguments.get("preset", "mixed")),
+                           str(arguments.get("runtime", "onnxruntime")))
         ident = submit(args.host, pipeline=args.pipeline, arguments=arguments, schedule=args.schedule,
                        experiment=args.experiment, namespace=args.namespace, run_name=args.run_name)
         print(f"{'recurring run' if args.schedule else 'run'} {ident} of {args.pipeline} submitted to {args.host}")
         return 0
-    _check_choices(args.metric, args.preset)
+    _check_choices(args.metric, args.preset, args.runtime)
     if args.action == "run-many":
         run_local(pipeline="ptq_many", runner=args.runner, models_prefix=args.models, registry_uri=args.registry,
-                  preset=args.preset, metric=args.metric, max_drop=args.max_drop, batches=args.batch)
+                  preset=args.preset, metric=args.metric, max_drop=args.max_drop, batches=args.batch, runtime=args.runtime)
         return 0
     run_local(
         runner=args.runner,
         model_uri=args.model, calib_uri=args.calib, eval_uri=args.eval, registry_uri=args.registry, name=args.name,
         preset=args.preset, metric=args.metric, labels_uri=args.labels, max_drop=args.max_drop, batches=args.batch,
-        accuracy_aware=args.accuracy_aware,
+        accuracy_aware=args.accuracy_aware, runtime=args.runtime,
     )
     return 0
 
@@ -382,10 +385,12 @@ def _accuracy_budget(args: argparse.Namespace) -> AccuracyBudget | None:
                  min_speedup=args.min_speedup)
 
 
-def _check_choices(metric: str, preset: str) -> None:
-    """Catch bad values before any task starts, not in the third container."""
+def _check_choices(metric: str, preset: str, runtime: str = "onnxruntime") -> None:
+    """Catch bad values before any task starts, not in the third container. (Whether a runtime is
+    installed is the image's business: the local Python may not serve it.)"""
     resolve_metric(metric)
     build(QuantConfig, preset=preset)
+    build(BenchmarkConfig, runtime=runtime)
 
 
 def _demo(registry_uri: str) -> int:

@@ -2,7 +2,8 @@
 
 Every step reads the registry or the models' bucket, so every step gets the S3 Secret as
 environment variables, retries on failure (S3 and node hiccups; the steps are idempotent:
-publish replaces a partial version, and the others write only their own outputs), explicit
+a retried publish writes a revision of its own or finds its files published, and the others write
+only their own outputs), explicit
 resources, and caching off: its inputs are URIs whose objects may change under the same name,
 and a cached benchmark would report an old machine's timings.
 """
@@ -51,6 +52,7 @@ def ptq(
     batches: str = "1,8",
     accuracy_aware: bool = False,
     min_speedup: float = 1.0,
+    runtime: str = "onnxruntime",
 ):
     stats = step(calibrate(model_uri=model_uri, data_uri=calib_uri), "calibrate")
     quant = step(quantize(
@@ -64,8 +66,10 @@ def ptq(
         labels_uri=labels_uri,
         metric=metric,
         max_drop=max_drop,
+        runtime=runtime,
     ), "validate")
-    bench = step(benchmark(model_uri=model_uri, int8_model=quant.outputs["int8_model"], data_uri=eval_uri, batches=batches), "benchmark")
+    bench = step(benchmark(model_uri=model_uri, int8_model=quant.outputs["int8_model"], data_uri=eval_uri, batches=batches,
+                           runtime=runtime), "benchmark")
     page = step(report(
         model_uri=model_uri,
         int8_model=quant.outputs["int8_model"],

@@ -19,6 +19,7 @@ def ptq_many(
     max_drop: float = 0.01,
     batches: str = "1,8",
     min_speedup: float = 1.0,
+    runtime: str = "onnxruntime",
 ):
     todo = step(list_pending(models_prefix=models_prefix, registry_uri=registry_uri, preset=preset), "list models without a version")
     with dsl.ParallelFor(todo.output, parallelism=PARALLELISM, name="each-model") as model:
@@ -34,4 +35,5 @@ def ptq_many(
             max_drop=max_drop,
             batches=batches,
             min_speedup=min_speedup,
+            runtime=runtime,
         )

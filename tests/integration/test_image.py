@@ -124,9 +124,12 @@ def test_ptq_runs_in_containers_through_docker_runner(docker_env, image, bucket,
     uris = _upload(client_s3, name, demo)
     run_local(runner="docker", pipeline_root=tmp_path / "kfp", model_uri=uris["model"], calib_uri=uris["calib"],
               eval_uri=uris["eval"], labels_uri=uris["labels"], registry_uri=f"s3://{name}/registry", name="digits",
-              metric="top1", max_drop=0.005, batches="1", min_speedup=0.0)
+              metric="top1", max_drop=0.005, batches="1", min_speedup=0.0, runtime="openvino")
     (uri, manifest), = registry.versions(f"s3://{name}/registry", "digits")
     assert {"model.onnx", "reports/report.html", "reports/validation.json"} <= set(manifest.files)
+    registry.fetch(uri, tmp_path / "fetched")
+    for report in ("validation.json", "benchmark.json"):  # validated and timed in the image's OpenVINO
+        assert json.loads((tmp_path / "fetched" / "reports" / report).read_text())["runtime"] == "openvino"
     image_python = subprocess.run(["podman", "run", "--rm", "--network", "none", image, "python3", "-c",
                                    "import platform; print(platform.python_version())"],
                                   env={**os.environ, "CONTAINERS_CONF": str(CONTAINERS_CONF)}, capture_output=True, text=True, timeout=120)
