@@ -62,7 +62,13 @@ def quantize_in_child(model_name: str, variant: str, out: Path) -> dict:
     return result
 
 
-def _session(path: Path, threads: int | None) -> ort.InferenceSession:
+def _session(path: Path, threads: int | None, runtime: str = "onnxruntime", precision: str | None = "f32"):
+    """A session in `runtime`. OpenVINO: `precision` f32 (the FP32 reference), or None for its
+    own default (bf16 where the CPU has it; what an INT8 model gets in any case)."""
+    if runtime == "openvino":
+        from lowprec_core.runtime import serving_session
+
+        return serving_session(str(path), runtime="openvino", threads=threads, precision=precision)
     options = ort.SessionOptions()
     if threads:
         options.intra_op_num_threads = threads
@@ -80,11 +86,12 @@ def _kernels(path: Path) -> tuple[int, int]:
     return sum(ops[k] for k in INTEGER_KERNELS), sum(ops[k] for k in FLOAT_KERNELS)
 
 
-def time_interleaved(paths: dict[str, Path], feed: dict, rounds: int, budget_s: float = 0.0) -> dict[str, float]:
-    """Median latency of each model, 1 thread, round by round (order reversed every other round).
-    `rounds` at least; more, up to 10x, while the whole loop has run under `budget_s`: a model
-    that runs in milliseconds gets enough rounds for its medians to settle."""
-    sessions = {name: _session(path, threads=1) for name, path in paths.items()}
+def time_interleaved(sessions: dict[str, object], feed: dict, rounds: int, budget_s: float = 0.0) -> dict[str, float]:
+    """Median latency of each session (1 thread each), round by round (order reversed every
+    other round). `rounds` at least; more, up to 10x, while the whole loop has run under
+    `budget_s`: a model that runs in milliseconds gets enough rounds for its medians to settle.
+    A path stands for an ONNX Runtime session of it."""
+    sessions = {name: _session(Path(s), threads=1) if isinstance(s, (str, Path)) else s for name, s in sessions.items()}
     for sess in sessions.values():
         for _ in range(3):
             sess.run(None, feed)
@@ -144,27 +151,48 @@ def _out_path(workdir: Path, model_name: str, variant: str) -> Path:
     return workdir / f"{model_name}-{variant.replace('/', '_')}.onnx"
 
 
-def run_model(model_name: str, variants: list[str], workdir: Path, rounds: int, quant_runs: int = 1) -> list[dict]:
+DEFAULT_FP32 = "fp32 at the runtime's default precision"
+
+
+def run_model(model_name: str, variants: list[str], workdir: Path, rounds: int, quant_runs: int = 1,
+              runtime: str = "onnxruntime") -> list[dict]:
+    """Quantize with every variant, then score and time every model in `runtime`."""
     bench = MODELS[model_name]()
     paths = {"fp32": bench.path}
     rows = []
+    unasked = None
+    if runtime == "openvino":  # FP32 as OpenVINO runs it unasked: a baseline INT8 must beat too
+        unasked = _session(bench.path, 1, runtime, precision=None)
+        if unasked.precision == "f32":
+            unasked = None
     for variant, result in quantize_interleaved(model_name, variants, workdir, quant_runs).items():
         out = result.pop("out", None)
         row = {"model": model_name, "variant": variant, **result}
         if "error" not in result:
             paths[variant] = out
             row["mb"] = out.stat().st_size / 1e6
-            row["integer_kernels"], row["float_kernels"] = _kernels(out)
-            ref, cand = _session(bench.path, None), _session(out, None)
+            row["integer_kernels"], row["float_kernels"] = _kernels(out) if runtime == "onnxruntime" else ("-", "-")
+            ref, cand = _session(bench.path, None, runtime), _session(out, None, runtime, precision=None)
             row.update(bench.evaluate(lambda f: ref.run(None, f), lambda f: cand.run(None, f)))
         rows.append(row)
+    if unasked is not None:
+        ref, cand = _session(bench.path, None, runtime), _session(bench.path, None, runtime, precision=None)
+        rows.append({"model": model_name, "variant": f"{DEFAULT_FP32} ({unasked.precision})", "seconds": 0.0, "rss_mb": 0.0,
+                     "quant_runs": 0, "mb": bench.path.stat().st_size / 1e6, "integer_kernels": "-", "float_kernels": "-",
+                     **bench.evaluate(lambda f: ref.run(None, f), lambda f: cand.run(None, f))})
     small, large = bench.bench_batches
     for batch in (small, large):
         feed = bench.feed(batch)
-        medians = time_interleaved(paths, feed, rounds if batch == small else max(rounds // 4, 10), budget_s=TIMING_BUDGET_S)
+        sessions = {name: _session(path, 1, runtime, precision="f32" if name == "fp32" else None) for name, path in paths.items()}
+        if unasked is not None:
+            sessions[rows[-1]["variant"]] = _session(bench.path, 1, runtime, precision=None)
+        medians = time_interleaved(sessions, feed, rounds if batch == small else max(rounds // 4, 10), budget_s=TIMING_BUDGET_S)
+        size = "small" if batch == small else "large"
         for row in rows:
             if row["variant"] in medians:
-                row[f"speedup_b{'small' if batch == small else 'large'}"] = medians["fp32"] / medians[row["variant"]]
+                row[f"speedup_b{size}"] = medians["fp32"] / medians[row["variant"]]
+                if unasked is not None:
+                    row[f"vs_default_b{size}"] = medians[rows[-1]["variant"]] / medians[row["variant"]]
     for row in rows:
         row["fp32_mb"] = bench.path.stat().st_size / 1e6
         row["headline"] = bench.headline
@@ -172,24 +200,29 @@ def run_model(model_name: str, variants: list[str], workdir: Path, rounds: int, 
     return rows
 
 
-def render(rows: list[dict], command: str, rounds: int = 60) -> str:
+def render(rows: list[dict], command: str, rounds: int = 60, runtime: str = "onnxruntime") -> str:
     cpu = platform.processor() or platform.machine()
     flags = Path("/proc/cpuinfo").read_text() if Path("/proc/cpuinfo").exists() else ""
     isa = "AVX512-VNNI" if "avx512_vnni" in flags else ("AVX-VNNI" if "avx_vnni" in flags else "no VNNI")
     lines = [
-        "# lowprec vs anchors",
+        "# lowprec vs anchors" + (" in OpenVINO" if runtime == "openvino" else ""),
         "",
         f"Command: `{command}`",
         "",
-        f"Machine: {mp.cpu_count()} cores ({cpu}, {isa}); onnxruntime {ort.__version__}, onnx {onnx.__version__}.",
+        f"Machine: {mp.cpu_count()} cores ({cpu}, {isa}); onnxruntime {ort.__version__}, onnx {onnx.__version__}"
+        + (f", openvino {_openvino_version()}." if runtime == "openvino" else "."),
+        *(["Every model scored and timed in OpenVINO's CPU plugin: FP32 at f32 (the reference the speedups divide), INT8 models",
+           "at the plugin's default; 'vs default' divides FP32 at OpenVINO's own default precision (bf16 where the CPU has it)."]
+          if runtime == "openvino" else []),
         "Speedups are FP32 median latency / INT8 median latency, 1 thread, timed interleaved in one process",
         f"(at least {rounds} rounds at batch 1 and {max(rounds // 4, 10)} at the large batch; more, up to 10x, while under {TIMING_BUDGET_S:.0f} s).",
         "Kernels: integer / float Conv-MatMul-Gemm kernels that ORT runs after its graph optimisation.",
         "Quant s and peak RSS: medians over fresh-process runs, the variants alternating run by run",
-        f"({min((r['quant_runs'] for r in rows if 'quant_runs' in r), default=0)} runs each; 5x as many for a quantizer whose first run took under {FAST_QUANTIZER_S} s).",
+        f"({min((r['quant_runs'] for r in rows if r.get('quant_runs')), default=0)} runs each; 5x as many for a quantizer whose first run took under {FAST_QUANTIZER_S} s).",
         "",
-        "| model | variant | quality | other metrics | quant s | peak RSS MB | MB (FP32) | kernels int/float | speedup b=1 | speedup large b |",
-        "|---|---|---|---|---|---|---|---|---|---|",
+        "| model | variant | quality | other metrics | quant s | peak RSS MB | MB (FP32) | kernels int/float | speedup b=1 | speedup large b |"
+        + (" vs default b=1 | vs default large b |" if runtime == "openvino" else ""),
+        "|---|---|---|---|---|---|---|---|---|---|" + ("---|---|" if runtime == "openvino" else ""),
     ]
     for row in rows:
         if "error" in row:
@@ -197,13 +230,22 @@ def render(rows: list[dict], command: str, rounds: int = 60) -> str:
             continue
         key = row["headline"]
         others = ", ".join(f"{k} {row[k]:.4f}" for k in row if isinstance(row[k], float) and k not in
-                           {key, "seconds", "rss_mb", "mb", "fp32_mb", "speedup_bsmall", "speedup_blarge"})
+                           {key, "seconds", "rss_mb", "mb", "fp32_mb", "speedup_bsmall", "speedup_blarge", "vs_default_bsmall",
+                            "vs_default_blarge"})
         lines.append(
             f"| {row['model']} | {row['variant']} | {key} {row[key]:.4f} | {others} | {row['seconds']:.3f} | "
             f"{row['rss_mb']:.0f} | {row['mb']:.2f} ({row['fp32_mb']:.2f}) | {row['integer_kernels']}/{row['float_kernels']} | "
             f"{row.get('speedup_bsmall', float('nan')):.2f}x | {row.get('speedup_blarge', float('nan')):.2f}x (b={row['batches'][1]}) |"
+            + (f" {row.get('vs_default_bsmall', float('nan')):.2f}x | {row.get('vs_default_blarge', float('nan')):.2f}x |"
+               if runtime == "openvino" else "")
         )
     return "\n".join(lines) + "\n"
+
+
+def _openvino_version() -> str:
+    from lowprec_core.runtime import runtime_version
+
+    return runtime_version("openvino")
 
 
 def main() -> None:
@@ -212,14 +254,16 @@ def main() -> None:
     parser.add_argument("--variants", default=",".join(VARIANTS))
     parser.add_argument("--rounds", type=int, default=60)
     parser.add_argument("--quant-runs", type=int, default=3, help="fresh-process quantization runs per variant (medians)")
+    parser.add_argument("--runtime", default="onnxruntime", choices=["onnxruntime", "openvino"],
+                        help="where every model is scored and timed (the quantizers are the same)")
     parser.add_argument("--out", type=Path)
     args = parser.parse_args()
     rows = []
     with tempfile.TemporaryDirectory(prefix="lowprec-bench-") as tmp:
         for name in args.models.split(","):
-            rows += run_model(name, args.variants.split(","), Path(tmp), args.rounds, args.quant_runs)
+            rows += run_model(name, args.variants.split(","), Path(tmp), args.rounds, args.quant_runs, args.runtime)
     command = "python -m bench.compare " + " ".join(sys.argv[1:])
-    text = render(rows, command.strip(), args.rounds)
+    text = render(rows, command.strip(), args.rounds, args.runtime)
     print(text)
     if args.out:
         args.out.write_text(text)
