@@ -10,11 +10,11 @@ from __future__ import annotations
 
 import argparse
 import multiprocessing as mp
-import resource
 import tempfile
 import time
 from pathlib import Path
 
+from bench.compare import peak_rss_mb
 from bench.models import MODELS
 
 
@@ -44,7 +44,7 @@ def _child(tool: str, model_name: str, samples: int, queue) -> None:
                     return next(self.it, None)
 
             quantize_static(str(bench.path), str(Path(tmp) / "q.onnx"), Reader())
-    queue.put((resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, time.perf_counter() - start))
+    queue.put((peak_rss_mb(), time.perf_counter() - start))
 
 
 def measure(tool: str, model_name: str, samples: int) -> tuple[float, float]:

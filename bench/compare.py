@@ -30,6 +30,7 @@ import onnxruntime as ort
 
 from bench.anchors import IMPORTS, VARIANTS
 from bench.models import MODELS
+from lowprec_core import LowprecError
 
 
 def _quantize_child(model_name: str, variant: str, out: str, queue) -> None:
@@ -40,10 +41,20 @@ def _quantize_child(model_name: str, variant: str, out: str, queue) -> None:
         start = time.perf_counter()
         VARIANTS[variant](bench.path, calib, Path(out), model_name)
         seconds = time.perf_counter() - start
-        queue.put({"seconds": seconds, "rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024})
+        queue.put({"seconds": seconds, "rss_mb": peak_rss_mb()})
     except BaseException as err:  # report any failure of an anchor as data, not a crash
         queue.put({"error": f"{err.__class__.__name__}: {str(err).splitlines()[0] if str(err) else ''}"[:120],
                    "trace": traceback.format_exc()})
+
+
+def peak_rss_mb() -> float:
+    """This process's own peak RSS since it started (VmHWM, which exec resets). Not ru_maxrss:
+    a spawned child keeps the peak of the parent it was forked from, so every quantizer run
+    from a parent holding 1.3 GB of earlier models reported at least 1.3 GB."""
+    for line in Path("/proc/self/status").read_text().splitlines():
+        if line.startswith("VmHWM:"):
+            return int(line.split()[1]) / 1024
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # no /proc: the best there is
 
 
 def quantize_in_child(model_name: str, variant: str, out: Path) -> dict:
@@ -162,17 +173,25 @@ def run_model(model_name: str, variants: list[str], workdir: Path, rounds: int, 
     rows = []
     unasked = None
     if runtime == "openvino":  # FP32 as OpenVINO runs it unasked: a baseline INT8 must beat too
-        unasked = _session(bench.path, 1, runtime, precision=None)
+        try:
+            unasked = _session(bench.path, 1, runtime, precision=None)
+        except LowprecError as err:  # the FP32 model itself does not run there: nothing to compare
+            return [{"model": model_name, "variant": "fp32", "error": f"{str(err)[:100]} … {str(err)[-120:]}"}]
         if unasked.precision == "f32":
             unasked = None
     for variant, result in quantize_interleaved(model_name, variants, workdir, quant_runs).items():
         out = result.pop("out", None)
         row = {"model": model_name, "variant": variant, **result}
         if "error" not in result:
+            try:
+                ref, cand = _session(bench.path, None, runtime), _session(out, None, runtime, precision=None)
+            except LowprecError as err:  # the runtime cannot run this quantizer's model: that is its result here
+                row = {"model": model_name, "variant": variant, "error": str(err)[:160]}
+                rows.append(row)
+                continue
             paths[variant] = out
             row["mb"] = out.stat().st_size / 1e6
             row["integer_kernels"], row["float_kernels"] = _kernels(out) if runtime == "onnxruntime" else ("-", "-")
-            ref, cand = _session(bench.path, None, runtime), _session(out, None, runtime, precision=None)
             row.update(bench.evaluate(lambda f: ref.run(None, f), lambda f: cand.run(None, f)))
         rows.append(row)
     if unasked is not None:

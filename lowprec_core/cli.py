@@ -6,6 +6,7 @@ import argparse
 import contextlib
 import logging
 import os
+import re
 import signal
 import sys
 import threading
@@ -30,7 +31,9 @@ from .ops import TARGETS
 
 DEMO = Path(__file__).resolve().parent / "_demo"
 HTML_INSPECT_SAMPLES = 32
-DEFAULT_REGISTRY = Path(os.environ.get("LOWPREC_HOME", Path.home() / ".local" / "share" / "lowprec")) / "registry"
+HOME = Path(os.environ.get("LOWPREC_HOME", Path.home() / ".local" / "share" / "lowprec"))
+DEFAULT_REGISTRY = HOME / "registry"
+LOG_DIR = HOME / "logs"
 
 
 def _int_list(text: str) -> tuple[int, ...]:
@@ -401,11 +404,18 @@ def _demo(registry_uri: str) -> int:
     import time
 
     started = time.perf_counter()
-    run_local(
-        model_uri=str(DEMO / "digits.onnx"), calib_uri=str(DEMO / "digits_calib.npz"), eval_uri=str(DEMO / "digits_eval.npz"),
-        registry_uri=registry_uri, name="digits", metric="top1", labels_uri=str(DEMO / "digits_eval_labels.npy"),
-        max_drop=0.005, batches="1,256",
-    )
+    log = LOG_DIR / f"demo-{time.strftime('%Y%m%dT%H%M%S')}-{os.getpid()}.log"
+    print(f"running the ptq pipeline on the digit classifier (kfp's log: {log})")
+    try:
+        with _steps_only(log):
+            run_local(
+                model_uri=str(DEMO / "digits.onnx"), calib_uri=str(DEMO / "digits_calib.npz"), eval_uri=str(DEMO / "digits_eval.npz"),
+                registry_uri=registry_uri, name="digits", metric="top1", labels_uri=str(DEMO / "digits_eval_labels.npy"),
+                max_drop=0.005, batches="1,256",
+            )
+    except LowprecError:
+        print(f"the tasks' own output is in {log}", file=sys.stderr)
+        raise
     uri, manifest = registry.versions(registry_uri, "digits")[-1]
     with tempfile.TemporaryDirectory(prefix="lowprec-demo-") as tmp:
         registry.fetch(uri, tmp)
@@ -422,6 +432,57 @@ def _demo(registry_uri: str) -> int:
         print(f"report: {registry.file_uri(uri, manifest, 'reports/report.html')}")
     print(f"(whole pipeline in {time.perf_counter() - started:.1f} s)")
     return 0
+
+
+_TASK_DONE = re.compile(r"Task '([^']+)' finished with status (\w+)")
+_ANSI = re.compile(r"\x1b\[[0-9;]*m")
+
+
+@contextlib.contextmanager
+def _steps_only(log: Path):
+    """Everything written to stdout and stderr (kfp's executor JSON, each task's own output) goes
+    to `log`; the screen gets one line per task as it finishes."""
+    log.parent.mkdir(parents=True, exist_ok=True)
+    sys.stdout.flush()
+    sys.stderr.flush()
+    saved = os.dup(1), os.dup(2)
+    screen = os.fdopen(os.dup(saved[0]), "w", buffering=1)
+    stop = threading.Event()
+
+    def follow() -> None:
+        position, rest = 0, ""
+        while True:
+            finished = stop.is_set()
+            with open(log, "rb") as handle:
+                handle.seek(position)
+                chunk = handle.read()
+            position += len(chunk)
+            *lines, rest = (rest + chunk.decode(errors="replace")).split("\n")
+            for line in lines if not finished else [*lines, rest]:
+                found = _TASK_DONE.search(_ANSI.sub("", line))
+                if found:
+                    screen.write(f"  {found[1]:<34} {found[2].lower()}\n")
+            if finished:
+                return
+            stop.wait(0.2)
+
+    with open(log, "ab") as handle:
+        os.dup2(handle.fileno(), 1)
+        os.dup2(handle.fileno(), 2)
+    follower = threading.Thread(target=follow, daemon=True)
+    follower.start()
+    try:
+        yield
+    finally:
+        sys.stdout.flush()
+        sys.stderr.flush()
+        os.dup2(saved[0], 1)
+        os.dup2(saved[1], 2)
+        for fd in saved:
+            os.close(fd)
+        stop.set()
+        follower.join(timeout=5)
+        screen.close()
 
 
 class ProgressDisplay(logging.Handler):

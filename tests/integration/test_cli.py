@@ -184,3 +184,23 @@ def test_every_option_has_help_and_shows_its_default(capsys):
     text = " ".join(capsys.readouterr().out.split())
     assert "--max-iterations MAX_ITERATIONS most layers (or groups) reverted (default: 50)" in text
     assert "--batch-size BATCH_SIZE samples per inference run while calibrating (default: 16)" in text
+
+
+@pytest.mark.slow
+def test_demo_prints_a_line_per_step_and_keeps_kfp_logs_in_a_file(tmp_path):
+    import os
+    import re
+
+    env = {**os.environ, "LOWPREC_HOME": str(tmp_path / "home")}
+    result = subprocess.run([str(Path(sys.executable).parent / "lowprec"), "demo"], capture_output=True, text=True, env=env,
+                            timeout=600, cwd=tmp_path)
+    assert result.returncode == 0, result.stderr[-3000:]
+    lines = result.stdout.splitlines()
+    log = Path(re.fullmatch(r"running the ptq pipeline on the digit classifier \(kfp's log: (.+)\)", lines[0])[1])
+    assert log.parent == tmp_path / "home" / "logs" and "executor" in log.read_text()
+    steps = [line.split() for line in lines[1:] if line.startswith("  ") and line.split()[-1] in ("success", "failure")]
+    assert [name for name, _ in steps] == ["calibrate", "quantize", "validate", "benchmark", "report", "publish"]
+    assert all(state == "success" for _, state in steps)
+    assert "top-1 accuracy" in result.stdout and "published digits" in result.stdout
+    assert "{" not in result.stdout, "kfp's executor JSON stays in the log"
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["home"], "nothing written to the working directory"
