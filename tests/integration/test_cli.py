@@ -199,7 +199,9 @@ def test_demo_prints_a_line_per_step_and_keeps_kfp_logs_in_a_file(tmp_path):
     log = Path(re.fullmatch(r"running the ptq pipeline on the digit classifier \(kfp's log: (.+)\)", lines[0])[1])
     assert log.parent == tmp_path / "home" / "logs" and "executor" in log.read_text()
     steps = [line.split() for line in lines[1:] if line.startswith("  ") and line.split()[-1] in ("success", "failure")]
-    assert [name for name, _ in steps] == ["calibrate", "quantize", "validate", "benchmark", "report", "publish"]
+    names = [name for name, _ in steps]  # in the order kfp ran them; validate and benchmark are independent
+    assert sorted(names) == sorted(["calibrate", "quantize", "validate", "benchmark", "report", "publish"])
+    assert names[:2] == ["calibrate", "quantize"] and names[-1] == "publish"
     assert all(state == "success" for _, state in steps)
     assert "top-1 accuracy" in result.stdout and "published digits" in result.stdout
     assert "{" not in result.stdout, "kfp's executor JSON stays in the log"
