@@ -15,6 +15,12 @@ from pathlib import Path
 import pytest
 
 DEMO = Path(__file__).resolve().parents[1] / "lowprec_core" / "_demo"
+LOWPREC = [sys.executable, "-m", "lowprec_core.cli"]
+
+
+def lowprec(*args: str | Path, env: dict | None = None) -> subprocess.CompletedProcess:
+    """The `lowprec` command in a process of its own, output captured."""
+    return subprocess.run([*LOWPREC, *map(str, args)], capture_output=True, text=True, env=env, timeout=300)
 ACCESS_KEY, SECRET_KEY = "lowprec-test", "lowprec-test-secret-0123456789"
 
 

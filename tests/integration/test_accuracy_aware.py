@@ -11,7 +11,7 @@ import pytest
 
 import lowprec_core as lp
 from lowprec_core.config import AccuracyBudget, MetricBudget
-from tests.integration.test_cli import lowprec
+from tests.conftest import lowprec
 
 # The default INT8 model's logits sit at MSE 0.0046 from FP32: a 0.001 budget forces reverts.
 # Timing is for bench/; the speed gate's logic has its own unit test.

@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-import shutil
 import struct
 import zipfile
 from dataclasses import dataclass

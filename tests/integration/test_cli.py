@@ -10,12 +10,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-LOWPREC = [sys.executable, "-m", "lowprec_core.cli"]
-
-
-def lowprec(*args: str | Path, env: dict | None = None) -> subprocess.CompletedProcess:
-    return subprocess.run([*LOWPREC, *map(str, args)], capture_output=True, text=True, env=env, timeout=300)
-
+from tests.conftest import lowprec
 
 def _one_line_error(result: subprocess.CompletedProcess, *needles: str) -> None:
     assert result.returncode != 0

@@ -11,7 +11,7 @@ import pytest
 
 import lowprec_core as lp
 from lowprec_core.config import BenchmarkConfig
-from tests.integration.test_cli import lowprec
+from tests.conftest import lowprec
 
 CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
 

@@ -8,7 +8,7 @@ import lowprec_core as lp
 from lowprec_core.calibration.stats import Statistics
 from lowprec_core.config import QuantConfig
 from lowprec_core.model_io import load_model, prepare
-from tests.integration.test_cli import lowprec
+from tests.conftest import lowprec
 
 BAD = "/features/features.5/Conv"
 

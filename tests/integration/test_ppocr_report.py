@@ -13,7 +13,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from tests.integration.test_cli import lowprec
+from tests.conftest import lowprec
 from tests.integration.test_html_report import CHROMIUM, render_in_chromium
 from tests.plugins import ocr_metric
 

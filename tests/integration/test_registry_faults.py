@@ -7,18 +7,14 @@ from __future__ import annotations
 import os
 import signal
 import subprocess
-import sys
 import time
-from pathlib import Path
 
 import pytest
 
 from lowprec_core import registry
 from lowprec_core.cli import main
-from tests.conftest import ACCESS_KEY, SECRET_KEY
+from tests.conftest import ACCESS_KEY, LOWPREC, SECRET_KEY
 from tests.faultproxy import FaultProxy
-
-LOWPREC = [sys.executable, "-m", "lowprec_core.cli"]
 
 
 @pytest.fixture
