@@ -63,11 +63,12 @@ def measure(name: str, runs: int, workdir: Path) -> dict[str, dict]:
     folder.mkdir()
     for i, feed in enumerate(bench.calib):
         np.savez(folder / f"{i:04d}.npz", **feed)
+    outputs = {label: workdir / f"{name}-{label.split()[0]}.onnx" for label in ("lowprec (CLI defaults)", *ORT_VARIANTS)}
     commands = {"lowprec (CLI defaults)": [str(LOWPREC), "quantize", str(bench.path), "--data", str(folder),
-                                           "--out", str(workdir / f"{name}-lowprec.onnx")]}
+                                           "--out", str(outputs["lowprec (CLI defaults)"])]}
     for variant in ORT_VARIANTS:
         commands[variant] = [sys.executable, "-m", "bench.ort_quantize", str(bench.path), str(folder),
-                             str(workdir / f"{name}-{variant}.onnx"), variant]
+                             str(outputs[variant]), variant]
     samples: dict[str, list[tuple[float, float]]] = {label: [] for label in commands}
     errors: dict[str, str] = {}
     for _ in range(runs):
@@ -76,7 +77,7 @@ def measure(name: str, runs: int, workdir: Path) -> dict[str, dict]:
                 continue
             try:
                 samples[label].append(_timed(command))
-                _check_model(Path(command[command.index("--out") + 1] if "--out" in command else command[-2]))
+                _check_model(outputs[label])
             except RuntimeError as err:
                 errors[label] = " ".join(str(err).split())[:160]
     out = {}

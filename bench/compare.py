@@ -262,9 +262,9 @@ def render(rows: list[dict], command: str, rounds: int = 60, runtime: str = "onn
 
 
 def _openvino_version() -> str:
-    from lowprec_core.runtime import runtime_version
+    from lowprec_core.runtime import version
 
-    return runtime_version("openvino")
+    return version("openvino")
 
 
 def main() -> None:

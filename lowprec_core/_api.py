@@ -20,7 +20,6 @@ from pydantic import BaseModel
 
 from . import benchmark as _bench
 from . import registry, runtime
-from . import runtime as _runtime  # validate's `runtime` argument names the serving runtime
 from ._version import __version__
 from .accuracy import ModelBackend
 from .calibration.collect import collect
@@ -36,6 +35,7 @@ from .model_io import LoadedModel, file_sha256, load_model, model_bytes, prepare
 from .quantize.accuracy_aware import Iteration, Journal, SearchResult, search
 from .quantize.default import quantize_model
 from .quantize.planner import QuantPlan, statistic_requests
+from .runtime import check_runtime
 from .storage import localize
 from .validate import Evaluator, ValidationReport, compare
 
@@ -287,7 +287,7 @@ def validate(
 ) -> ValidationReport:
     """Score INT8 against FP32 in `runtime` (onnxruntime or openvino); with gate=True a failed
     check raises GateFailed (after the report)."""
-    _runtime.check_runtime(runtime)
+    check_runtime(runtime)
     with tempfile.TemporaryDirectory(prefix="lowprec-") as tmp:
         reference, candidate = _load_pair(fp32, int8, tmp)
         label_array = load_labels(localize(labels, tmp)) if labels is not None else None
@@ -372,7 +372,7 @@ def benchmark(
 ) -> _bench.BenchmarkReport:
     """Latency of FP32 and INT8, interleaved in this process, in `config.runtime`; sample rows
     from `data` if given."""
-    runtime.check_runtime(config.runtime)
+    check_runtime(config.runtime)
     with tempfile.TemporaryDirectory(prefix="lowprec-") as tmp:
         reference, candidate = _load_pair(fp32, int8, tmp)
         specs = input_specs(reference.proto)

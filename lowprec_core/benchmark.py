@@ -185,7 +185,7 @@ def run(
     cpu, isa = cpu_description()
     return BenchmarkReport(
         runtime=config.runtime,
-        onnxruntime=runtime.runtime_version(config.runtime),
+        onnxruntime=runtime.version(config.runtime),
         fp32_default_precision=default_precision,
         providers=list(runtime.PROVIDERS) if config.runtime == "onnxruntime" else ["CPU"],
         cpu=cpu,

@@ -91,7 +91,10 @@ _SHARED_HELP = {
     "experiment": "the KFP experiment to file the run under",
     "namespace": "the Kubernetes namespace (multi-user Kubeflow)",
     "run_name": "a name for the run (default: the pipeline's name and the time)",
+    "runtime": f"the runtime that serves the model, where validate and benchmark run both models: {', '.join(RUNTIMES)}",
 }
+_METRIC_HELP = (f"one of {', '.join(METRICS)}, topK, or a plugin package.module:function or ./file.py:function "
+                "(plugin code runs in this process: name only code you trust)")
 
 
 def _fill_help(parser: argparse.ArgumentParser) -> argparse.ArgumentParser:
@@ -150,7 +153,7 @@ def _build_parser() -> argparse.ArgumentParser:
     aa.add_argument("--eval", help="evaluation data (.npz, folder of .npz, or s3:// URI)")
     aa.add_argument("--labels", help=".npy of labels, one per evaluation sample (integers or strings)")
     aa.add_argument("--metric", action="append", default=[], metavar="NAME[=MAX_DROP]",
-                    help=f"repeatable; one of {', '.join(METRICS)}, topK, or a plugin package.module:function or ./file.py:function (plugin code runs in this process: name only code you trust)")
+                    help=f"repeatable; {_METRIC_HELP}")
     aa.add_argument("--max-drop", type=float, default=0.01, help="budget for each --metric without its own")
     aa.add_argument("--drop-type", default="absolute", choices=["absolute", "relative"])
     aa.add_argument("--max-iterations", type=int, default=50, help="most layers (or groups) reverted")
@@ -179,10 +182,10 @@ def _build_parser() -> argparse.ArgumentParser:
     p.add_argument("int8")
     p.add_argument("--data", required=True)
     p.add_argument("--labels", help=".npy of class ids (for top1)")
-    p.add_argument("--metric", required=True, help=f"one of: {', '.join(METRICS)}, topK, or a plugin package.module:function or ./file.py:function (plugin code runs in this process: name only code you trust)")
+    p.add_argument("--metric", required=True, help=_METRIC_HELP)
     p.add_argument("--max-drop", type=float, default=0.01)
     p.add_argument("--report")
-    p.add_argument("--runtime", default="onnxruntime", help=f"where both models run: {', '.join(RUNTIMES)}")
+    p.add_argument("--runtime", default="onnxruntime")
 
     p = sub.add_parser("benchmark", help="latency and size, FP32 vs INT8, interleaved")
     p.add_argument("fp32")
@@ -211,7 +214,7 @@ def _build_parser() -> argparse.ArgumentParser:
     p.add_argument("--registry", required=True, help="file:// path or s3://bucket/prefix")
     p.add_argument("--name", help="only this model's versions")
     p.add_argument("--min-age", type=float, default=3600.0, metavar="SECONDS",
-                   help="leave younger revisions alone: a publish may still be writing them (default 3600)")
+                   help="leave younger revisions alone: a publish may still be writing them")
     p.add_argument("--dry-run", action="store_true", help="list what would be removed; remove nothing")
 
     pipe = sub.add_parser("pipeline", help="compile, run or submit the Kubeflow pipelines").add_subparsers(dest="action", required=True)
@@ -227,7 +230,7 @@ def _build_parser() -> argparse.ArgumentParser:
     p.add_argument("--max-drop", type=float, default=0.01)
     p.add_argument("--batch", default="1,8")
     p.add_argument("--accuracy-aware", action="store_true", help="quantize with the accuracy-aware search on --eval against --metric/--max-drop")
-    p.add_argument("--runtime", default="onnxruntime", help=f"where validate and benchmark run the models: {', '.join(RUNTIMES)}")
+    p.add_argument("--runtime", default="onnxruntime")
     p.add_argument("--runner", default="subprocess", choices=["subprocess", "docker"],
                    help="docker: each step in the component image, through the Docker API at DOCKER_HOST")
     p = pipe.add_parser("run-many", help="run `ptq_many` locally: every model under --models without a version in --registry")
@@ -238,7 +241,7 @@ def _build_parser() -> argparse.ArgumentParser:
     p.add_argument("--max-drop", type=float, default=0.01)
     p.add_argument("--batch", default="1,8")
     p.add_argument("--runner", default="subprocess", choices=["subprocess", "docker"])
-    p.add_argument("--runtime", default="onnxruntime", help=f"where validate and benchmark run the models: {', '.join(RUNTIMES)}")
+    p.add_argument("--runtime", default="onnxruntime")
     p = pipe.add_parser("submit", help="submit a run, or a recurring run with --schedule, to a Kubeflow Pipelines API")
     p.add_argument("--host", required=True, help="the KFP API, e.g. http://ml-pipeline.kubeflow.svc.cluster.local:8888")
     p.add_argument("--pipeline", default="ptq", help="ptq or ptq_many")

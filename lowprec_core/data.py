@@ -13,7 +13,7 @@ import numpy as np
 import onnx
 from onnx import helper
 
-from .errors import DataError
+from .errors import DataError, one_line
 
 Feed = dict[str, np.ndarray]
 DataSource = str | os.PathLike[str] | Iterable[Mapping[str, np.ndarray]]
@@ -147,9 +147,11 @@ def _check_batch_sizes(feed: Feed, specs: list[InputSpec], where: str) -> None:
     """Inputs whose batch axis is open (a symbol) must hold as many samples as each other; a
     fixed size was checked against the model already."""
     axes = _sample_axes(feed, specs)
-    open_axis = {spec.name for spec in specs
-                 if axes.get(spec.name) is not None and not (isinstance(spec.shape[axes[spec.name]], int) and spec.shape[axes[spec.name]] > 0)}
-    sizes = {name: feed[name].shape[axes[name]] for name in sorted(open_axis)}
+    sizes = {}
+    for spec in sorted(specs, key=lambda s: s.name):
+        axis = axes.get(spec.name)
+        if axis is not None and not (isinstance(spec.shape[axis], int) and spec.shape[axis] > 0):
+            sizes[spec.name] = feed[spec.name].shape[axis]
     if len(set(sizes.values())) > 1:
         listed = ", ".join(f"{name!r} {size}" for name, size in sizes.items())
         raise DataError(f"{where}: inputs disagree on the number of samples ({listed}); every input of a feed needs the same")
@@ -229,7 +231,7 @@ def read_npz(path: Path) -> dict[str, np.ndarray]:
     try:
         archive = zipfile.ZipFile(path)
     except (OSError, zipfile.BadZipFile, ValueError) as err:
-        raise DataError(f"{path}: not a readable .npz file ({_reason(err)})") from None
+        raise DataError(f"{path}: not a readable .npz file ({one_line(err)})") from None
     arrays: dict[str, np.ndarray] = {}
     with archive:
         members = archive.infolist()
@@ -241,7 +243,7 @@ def read_npz(path: Path) -> dict[str, np.ndarray]:
                 with archive.open(info) as handle:
                     arrays[name] = np.lib.format.read_array(handle, allow_pickle=False)
             except (OSError, ValueError, EOFError, zipfile.BadZipFile, MemoryError, zlib.error) as err:
-                raise DataError(f"{path}: member {info.filename!r} cannot be read ({_reason(err)})") from None
+                raise DataError(f"{path}: member {info.filename!r} cannot be read ({one_line(err)})") from None
     return arrays
 
 
@@ -260,17 +262,13 @@ def _check_member(path: Path, archive: zipfile.ZipFile, info: zipfile.ZipInfo) -
             shape, _, dtype = read_header(handle)
             header_bytes = handle.tell()
     except (OSError, ValueError, EOFError, zipfile.BadZipFile, zlib.error) as err:
-        raise DataError(f"{where} is not a .npy array ({_reason(err)})") from None
+        raise DataError(f"{where} is not a .npy array ({one_line(err)})") from None
     if dtype.hasobject or dtype.kind == "V":
         raise DataError(f"{where} has dtype {dtype}, which would need unpickling; expected numbers or strings")
     needed = int(np.prod(shape, dtype=object)) * dtype.itemsize
     held = info.file_size - header_bytes
     if needed != held:
         raise DataError(f"{where} claims shape {list(shape)} of {dtype} ({needed} bytes) but holds {held} bytes")
-
-
-def _reason(err: BaseException) -> str:
-    return " ".join(str(err).split())[:300] or err.__class__.__name__
 
 
 def _sliced_feeds(path: Path, batch_size: int) -> Iterator[Feed]:

@@ -3,6 +3,13 @@
 from __future__ import annotations
 
 
+def one_line(err: BaseException, limit: int = 300) -> str:
+    """An exception's whole message on one line, cut at `limit` characters (a library's message
+    can span lines, with the useful part, such as a node's name, on a later one)."""
+    text = " ".join(str(err).split()) or err.__class__.__name__
+    return text if len(text) <= limit else text[: limit - 1] + "…"
+
+
 class LowprecError(Exception):
     """Base of every error lowprec raises on purpose; ``str(err)`` is one line for the user."""
 

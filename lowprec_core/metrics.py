@@ -7,7 +7,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from .errors import ConfigError, DataError
+from .errors import ConfigError, DataError, one_line
 
 
 def _flat(x: np.ndarray) -> np.ndarray:
@@ -93,7 +93,7 @@ def resolve_metric(name: str) -> Metric:
             try:
                 scores = np.asarray(function(cand, labels), dtype=np.float64).reshape(-1)
             except Exception as err:  # the plugin's own fault: one line naming it, not a traceback
-                raise DataError(f"metric plugin {name!r} failed: {err.__class__.__name__}: {_one_line(err)}") from None
+                raise DataError(f"metric plugin {name!r} failed: {err.__class__.__name__}: {one_line(err)}") from None
             if scores.size != cand[0].shape[0]:
                 raise DataError(f"metric plugin {name!r} returned {scores.size} scores for a batch of {cand[0].shape[0]}")
             return scores
@@ -137,11 +137,7 @@ def _import_plugin(name: str, module: str):
     except ConfigError:
         raise
     except ModuleNotFoundError as err:
-        raise ConfigError(f"metric plugin {name!r} cannot be loaded: {_one_line(err)} (a module of an installed "
+        raise ConfigError(f"metric plugin {name!r} cannot be loaded: {one_line(err)} (a module of an installed "
                           f"package, or a path to a .py file)") from None
     except Exception as err:  # the plugin's own code raised while it loaded
-        raise DataError(f"metric plugin {name!r} failed while loading: {err.__class__.__name__}: {_one_line(err)}") from None
-
-
-def _one_line(err: BaseException) -> str:
-    return " ".join(str(err).split())[:300]
+        raise DataError(f"metric plugin {name!r} failed while loading: {err.__class__.__name__}: {one_line(err)}") from None

@@ -16,7 +16,7 @@ from google.protobuf.message import DecodeError
 from onnx import numpy_helper
 
 from . import simplify
-from .errors import ModelError
+from .errors import ModelError, one_line
 from .graph import all_names, all_nodes, attribute, drop_unused_initializers, names_defined_here, subgraphs
 
 # ONNX's operator-schema registry fills itself on first use (about 15 ms). Do it when this module
@@ -59,7 +59,7 @@ def load_model(path: str | os.PathLike[str]) -> LoadedModel:
     try:
         proto = onnx.load_model_from_string(raw)
     except (DecodeError, RuntimeError, ValueError) as err:
-        raise ModelError(f"{path}: not a valid ONNX model ({err.__class__.__name__}: {_one_line(err)})") from None
+        raise ModelError(f"{path}: not a valid ONNX model ({err.__class__.__name__}: {one_line(err)})") from None
     if not proto.graph.node or not proto.opset_import:
         raise ModelError(f"{path}: not a valid ONNX model (no graph nodes or no opset_import)")
     digest = hashlib.sha256(raw)
@@ -75,19 +75,13 @@ def load_model(path: str | os.PathLike[str]) -> LoadedModel:
         try:
             onnx.external_data_helper.load_external_data_for_model(proto, str(path.parent))
         except (OSError, ValueError, MemoryError) as err:
-            raise ModelError(f"{path}: cannot read its external data: {_one_line(err)}") from None
+            raise ModelError(f"{path}: cannot read its external data: {one_line(err)}") from None
     try:
         # The file's own bytes when they hold the whole model: no second serialization.
         onnx.checker.check_model(raw if not data_files else (str(path) if proto.ByteSize() >= _PROTOBUF_LIMIT else proto))
     except (onnx.checker.ValidationError, ValueError) as err:
-        raise ModelError(f"{path}: ONNX checker rejected the model: {_one_line(err)}") from None
+        raise ModelError(f"{path}: ONNX checker rejected the model: {one_line(err, 600)}") from None
     return LoadedModel(proto, digest.hexdigest(), path, tuple(data_files))
-
-
-def _one_line(err: BaseException, limit: int = 600) -> str:
-    """An exception's whole message on one line (the checker puts the node's name on a later line)."""
-    text = " ".join(str(err).split()) or err.__class__.__name__
-    return text if len(text) <= limit else text[: limit - 1] + "…"
 
 
 def external_data_files(model: onnx.ModelProto) -> list[str]:

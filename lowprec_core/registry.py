@@ -197,13 +197,11 @@ def fetch(version_uri: str, destination: str | os.PathLike[str], *, revision: st
     if store.holds(destination):
         raise ConfigError(f"--out {destination} is inside the registry folder {version_uri}; fetch into a folder outside it")
     manifest_key = _join(base, REVISIONS, revision, MANIFEST) if revision else _join(base, MANIFEST)
-    if not store.exists(manifest_key):
+    found = _read_manifest(store, manifest_key, f"{version_uri}/{manifest_key[len(base):].lstrip('/')}")
+    if found is None:
         what = f"revision {revision}" if revision else MANIFEST
         raise RegistryError(f"no {what} at {version_uri}: not a published version")
-    with tempfile.TemporaryDirectory(prefix="lowprec-fetch-") as tmp:
-        store.get(manifest_key, Path(tmp) / MANIFEST)
-        raw = (Path(tmp) / MANIFEST).read_bytes()
-    manifest = parse_manifest(raw, f"{version_uri}/{manifest_key[len(base):].lstrip('/')}")
+    manifest, raw = found
     if revision is not None and manifest.revision != revision:
         raise IntegrityError(f"{version_uri}: the manifest of revision {revision} names revision {manifest.revision}")
     objects = _join(base, REVISIONS, manifest.revision) if manifest.revision else base
@@ -300,12 +298,18 @@ def gc(registry: str, name: str | None = None, *, dry_run: bool = False, min_age
 
 
 def _current(store: ObjectStore, base: str, uri: str) -> Manifest | None:
-    key = _join(base, MANIFEST)
+    found = _read_manifest(store, _join(base, MANIFEST), f"{uri}/{MANIFEST}")
+    return None if found is None else found[0]
+
+
+def _read_manifest(store: ObjectStore, key: str, where: str) -> tuple[Manifest, bytes] | None:
+    """The manifest at `key` and its bytes, None where there is none."""
     if not store.exists(key):
         return None
     with tempfile.TemporaryDirectory(prefix="lowprec-manifest-") as tmp:
         store.get(key, Path(tmp) / MANIFEST)
-        return parse_manifest((Path(tmp) / MANIFEST).read_bytes(), f"{uri}/{MANIFEST}")
+        raw = (Path(tmp) / MANIFEST).read_bytes()
+    return parse_manifest(raw, where), raw
 
 
 def _target(destination: Path, rel: str) -> Path:

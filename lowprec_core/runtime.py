@@ -81,14 +81,6 @@ def serving_session(model: onnx.ModelProto | bytes | str, *, runtime: str = "onn
     return session(model, threads=threads, spinning=spinning)
 
 
-def runtime_version(name: str) -> str:
-    if name == "openvino":
-        from .runtime_openvino import version as openvino_version
-
-        return openvino_version()
-    return ort.__version__
-
-
 def _build(source: bytes | str, options: ort.SessionOptions) -> ort.InferenceSession:
     try:
         return ort.InferenceSession(source, sess_options=options, providers=PROVIDERS)
@@ -97,7 +89,12 @@ def _build(source: bytes | str, options: ort.SessionOptions) -> ort.InferenceSes
         raise ModelError(f"ONNX Runtime cannot load the model: {first}") from None
 
 
-def version() -> str:
+def version(name: str = "onnxruntime") -> str:
+    """The installed version of a serving runtime."""
+    if name == "openvino":
+        from .runtime_openvino import version as openvino_version
+
+        return openvino_version()
     return ort.__version__
 
 

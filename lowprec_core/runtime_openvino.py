@@ -16,7 +16,7 @@ import numpy as np
 import onnx
 import openvino as ov
 
-from .errors import ModelError
+from .errors import ModelError, one_line
 
 _CORE: ov.Core | None = None
 
@@ -41,16 +41,14 @@ class OpenVINOSession:
         if precision is not None:
             config["INFERENCE_PRECISION_HINT"] = precision
         try:
-            if isinstance(model, str):
-                compiled = _core().compile_model(_core().read_model(model), "CPU", config)
-            else:
-                with tempfile.TemporaryDirectory(prefix="lowprec-ov-") as tmp:
-                    path = Path(tmp) / "model.onnx"
-                    path.write_bytes(model.SerializeToString() if isinstance(model, onnx.ModelProto) else model)
-                    compiled = _core().compile_model(_core().read_model(str(path)), "CPU", config)
+            with tempfile.TemporaryDirectory(prefix="lowprec-ov-") as tmp:
+                path = model
+                if not isinstance(model, str):  # OpenVINO's ONNX frontend reads files
+                    path = str(Path(tmp) / "model.onnx")
+                    Path(path).write_bytes(model.SerializeToString() if isinstance(model, onnx.ModelProto) else model)
+                compiled = _core().compile_model(_core().read_model(path), "CPU", config)
         except Exception as err:  # OpenVINO raises RuntimeError with the node it could not convert
-            text = " ".join(str(err).split())[:400] or err.__class__.__name__
-            raise ModelError(f"OpenVINO cannot compile the model: {text}") from None
+            raise ModelError(f"OpenVINO cannot compile the model: {one_line(err, 400)}") from None
         hint = compiled.get_property("INFERENCE_PRECISION_HINT")
         self.precision = hint.to_string() if hasattr(hint, "to_string") else str(hint)  # "f32", "bf16", "f16"
         self._inputs = [_Value(port.get_any_name()) for port in compiled.inputs]

@@ -12,11 +12,11 @@ import shutil
 import tempfile
 import time
 from dataclasses import dataclass, field
-from pathlib import Path, PurePosixPath
+from pathlib import Path
 from typing import Protocol
 from urllib.parse import urlparse
 
-from .errors import ConfigError, RegistryError
+from .errors import ConfigError, RegistryError, one_line
 
 # How long one store (one publish, fetch or gc) may wait on S3; each from the environment.
 TIMEOUTS = {
@@ -43,8 +43,6 @@ def check_key(key: str, *, what: str = "key") -> str:
             raise ValueError(f"{what} {key!r} has a hidden part {part!r}; names starting with '.' are kept for temporary files")
         if not _KEY_PART.fullmatch(part):
             raise ValueError(f"{what} {key!r} holds a backslash or a control character")
-    if PurePosixPath(key).as_posix() != key:
-        raise ValueError(f"{what} {key!r} is not a normalised relative path")
     return key
 
 
@@ -197,13 +195,17 @@ class S3Store:
         if time.monotonic() - self.started > self.timeouts["LOWPREC_S3_DEADLINE"]:
             raise _DeadlinePassed()
 
-    def _call(self, what: str, key: str, fn, *args, **kwargs):
+    def _call(self, what: str, key: str, fn, *args, missing_ok: bool = False, **kwargs):
+        """fn(*args, **kwargs), every failure a RegistryError naming `what` and `key`; with
+        `missing_ok`, None when the server says the key is not there."""
         from boto3.exceptions import Boto3Error
         from botocore.exceptions import BotoCoreError, ClientError
 
         try:
             return fn(*args, **kwargs)
         except ClientError as err:
+            if missing_ok and err.response.get("Error", {}).get("Code") in _MISSING:
+                return None
             raise self._error(what, key, err) from None
         except (BotoCoreError, Boto3Error, _DeadlinePassed) as err:
             if isinstance(err.__context__, ClientError):  # boto3's transfer wraps the server's answer
@@ -211,11 +213,10 @@ class S3Store:
             raise RegistryError(f"S3 {what} s3://{self.bucket}/{key} failed: {self._reason(err)}") from None
 
     def _reason(self, err: BaseException) -> str:
-        text = " ".join(str(err).split())
-        if isinstance(err, _DeadlinePassed) or "_DeadlinePassed" in text:
+        if isinstance(err, _DeadlinePassed) or isinstance(err.__context__, _DeadlinePassed):
             limit = self.timeouts["LOWPREC_S3_DEADLINE"]
             return f"the {limit:g} s deadline passed (LOWPREC_S3_DEADLINE)"
-        return text or err.__class__.__name__
+        return one_line(err, 600)
 
     def _error(self, what: str, key: str, err) -> RegistryError:
         code = err.response.get("Error", {}).get("Code", "?")
@@ -243,17 +244,7 @@ class S3Store:
             tmp.unlink(missing_ok=True)
 
     def exists(self, key: str) -> bool:
-        from botocore.exceptions import ClientError
-
-        try:
-            self.client.head_object(Bucket=self.bucket, Key=key)
-            return True
-        except ClientError as err:
-            if err.response.get("Error", {}).get("Code") in _MISSING:
-                return False
-            raise self._error("lookup of", key, err) from None
-        except Exception as err:  # transport errors and the deadline, as _call reports them
-            return self._call("lookup of", key, _reraise, err)
+        return self._call("lookup of", key, self.client.head_object, Bucket=self.bucket, Key=key, missing_ok=True) is not None
 
     def list(self, prefix: str) -> list[str]:
         keys: list[str] = []
@@ -268,10 +259,6 @@ class S3Store:
 
     def holds(self, path: Path) -> bool:
         return False
-
-
-def _reraise(err: BaseException):
-    raise err
 
 
 _MISSING = ("404", "NoSuchKey", "NotFound")
