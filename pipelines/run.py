@@ -16,6 +16,7 @@ from kfp import compiler, local
 
 from lowprec_core.errors import ConfigError, PipelineError
 
+from ._kfp_docker import exit_codes_kept
 from .ptq import ptq
 from .ptq_many import ptq_many
 
@@ -59,7 +60,7 @@ def run_local(
         warnings.filterwarnings("ignore", message=r"Task .* have no effect in the current local runner", category=UserWarning)
         init_local(runner, Path(pipeline_root or tmp))
         try:
-            with _safe_path():
+            with _safe_path(), exit_codes_kept() if runner == "docker" else contextlib.nullcontext():
                 PIPELINES[pipeline](**arguments)
         except RuntimeError as err:  # kfp's local runner reports a failed task this way
             message = re.sub(r"\x1b\[[0-9;]*m", "", str(err).strip().splitlines()[0])
@@ -94,30 +95,7 @@ def init_local(runner: str, pipeline_root: Path) -> None:
     else:
         root.chmod(0o777)  # the image's user (uid 10001) writes the outputs under it
         chosen = local.DockerRunner(network_mode="host", environment={k: os.environ[k] for k in PASSED_ENV if k in os.environ})
-        _report_container_exit_codes()
     local.init(runner=chosen, pipeline_root=str(root), raise_on_error=True)
-
-
-def _report_container_exit_codes() -> None:
-    """kfp 2.17's DockerRunner starts containers with auto_remove and reads a removed container
-    as exit code 0, so a failing component passes (kubeflow/pipelines#13332, fix pending in
-    #13907). Until it lands, containers are kept until their exit code is read, then removed."""
-    from kfp.local import docker_task_handler
-
-    def run_docker_container(client, image: str, command: list[str], volumes: dict, **run_args) -> int:
-        image = docker_task_handler.add_latest_tag_if_not_present(image)
-        if not any(image in found.tags for found in client.images.list()):
-            client.images.pull(image)
-        container = client.containers.run(image=image, command=command, detach=True, stdout=True, stderr=True,
-                                          volumes=volumes, **run_args)
-        try:
-            for line in container.logs(stream=True):
-                print(line.decode(errors="replace"), end="")
-            return int(container.wait()["StatusCode"])
-        finally:
-            container.remove(force=True)
-
-    docker_task_handler.run_docker_container = run_docker_container
 
 
 def package(name: str, tmp: str | os.PathLike[str]) -> Path:

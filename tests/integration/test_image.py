@@ -18,6 +18,7 @@ import yaml
 
 from components._image import IMAGE
 from lowprec_core import registry
+from pipelines._kfp_docker import exit_codes_kept
 from pipelines.run import init_local, run_local
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -143,5 +144,5 @@ def test_a_failing_container_fails_its_task(docker_env, image, bucket, tmp_path)
 
     _, name = bucket
     init_local("docker", tmp_path / "kfp")
-    with pytest.raises(RuntimeError, match="calibrate"):
+    with exit_codes_kept(), pytest.raises(RuntimeError, match="calibrate"):
         calibrate(model_uri=f"s3://{name}/absent.onnx", data_uri=f"s3://{name}/c.npz")
