@@ -24,7 +24,7 @@ from pathlib import Path
 import numpy as np
 
 from bench.models import MODELS
-from lowprec_core.benchmark import cpu_description
+from lowprec_core import cpu_description
 
 ORT_VARIANTS = ("ort_per_tensor", "ort_per_channel", "ort_per_channel_ops")
 LOWPREC = Path(sys.executable).parent / "lowprec"

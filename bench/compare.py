@@ -12,8 +12,8 @@ round. The table reports medians.
 from __future__ import annotations
 
 import argparse
-import collections
 import importlib
+import importlib.metadata
 import multiprocessing as mp
 import platform
 import resource
@@ -30,6 +30,7 @@ import onnxruntime as ort
 
 from bench.anchors import IMPORTS, VARIANTS
 from bench.models import MODELS
+import lowprec_core as lp
 from lowprec_core import LowprecError
 
 
@@ -77,9 +78,7 @@ def _session(path: Path, threads: int | None, runtime: str = "onnxruntime", prec
     """A session in `runtime`. OpenVINO: `precision` f32 (the FP32 reference), or None for its
     own default (bf16 where the CPU has it; what an INT8 model gets in any case)."""
     if runtime == "openvino":
-        from lowprec_core.runtime import serving_session
-
-        return serving_session(str(path), runtime="openvino", threads=threads, precision=precision)
+        return lp.serving_session(str(path), runtime="openvino", threads=threads, precision=precision)
     options = ort.SessionOptions()
     if threads:
         options.intra_op_num_threads = threads
@@ -88,13 +87,8 @@ def _session(path: Path, threads: int | None, runtime: str = "onnxruntime", prec
 
 
 def _kernels(path: Path) -> tuple[int, int]:
-    """(integer, float) Conv/MatMul/Gemm kernels that ORT runs after its optimisation, in If,
-    Loop and Scan bodies too."""
-    from lowprec_core.graph import all_nodes
-    from lowprec_core.runtime import FLOAT_KERNELS, INTEGER_KERNELS, optimized_graph
-
-    ops = collections.Counter(n.op_type for n in all_nodes(optimized_graph(path.read_bytes()).graph))
-    return sum(ops[k] for k in INTEGER_KERNELS), sum(ops[k] for k in FLOAT_KERNELS)
+    """(integer, float) Conv/MatMul/Gemm kernels that ORT runs after its optimisation."""
+    return lp.kernel_counts(str(path))
 
 
 def time_interleaved(sessions: dict[str, object], feed: dict, rounds: int, budget_s: float = 0.0) -> dict[str, float]:
@@ -262,9 +256,7 @@ def render(rows: list[dict], command: str, rounds: int = 60, runtime: str = "onn
 
 
 def _openvino_version() -> str:
-    from lowprec_core.runtime import version
-
-    return version("openvino")
+    return importlib.metadata.version("openvino")
 
 
 def main() -> None:

@@ -74,7 +74,7 @@ def float_layers(path: Path) -> int:
 
 def run_lowprec(task: Task, bench, labels, out: Path) -> dict:
     import lowprec_core as lp
-    from lowprec_core.config import AccuracyBudget, MetricBudget
+    from lowprec_core import AccuracyBudget, MetricBudget
 
     budget = AccuracyBudget(metrics=(MetricBudget(metric=task.metric, max_drop=task.max_drop),), min_speedup=0)
     start = time.perf_counter()

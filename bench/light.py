@@ -23,8 +23,6 @@ import onnxruntime as ort
 
 import lowprec_core as lp
 from bench.compare import time_interleaved
-from lowprec_core.data import input_specs
-from lowprec_core.runtime import FLOAT_KERNELS, INTEGER_KERNELS, optimized_graph
 
 LIGHT = Path(onnx.__file__).parent / "backend" / "test" / "data" / "light"
 NAMES = ["bvlc_alexnet", "densenet121", "inception_v1", "inception_v2", "resnet50", "shufflenet", "squeezenet", "vgg19", "zfnet512"]
@@ -40,15 +38,15 @@ def _kind(why: str) -> str:
 def measure(name: str, workdir: Path, rounds: int) -> str:
     path = LIGHT / f"light_{name}.onnx"
     rng = np.random.default_rng(0)
-    specs = input_specs(onnx.load(path))
+    specs = lp.input_specs(onnx.load(path))
     feeds = [{s.name: rng.uniform(0, 1, [d if isinstance(d, int) and d > 0 else 1 for d in s.shape]).astype(s.dtype) for s in specs}
              for _ in range(2)]
     out = workdir / f"{name}.onnx"
     report = lp.quantize(path, out, data=feeds)
-    ops = collections.Counter(n.op_type for n in optimized_graph(out.read_bytes()).graph.node)
+    integer, floating = lp.kernel_counts(str(out))
     medians = time_interleaved({"fp32": path, "int8": out}, feeds[0], rounds)
     float_reasons = collections.Counter(_kind(why) for why in report.plan.skipped.values())
-    return (f"| {name} | {len(report.plan.nodes)} | {sum(ops[k] for k in INTEGER_KERNELS)}/{sum(ops[k] for k in FLOAT_KERNELS)} | "
+    return (f"| {name} | {len(report.plan.nodes)} | {integer}/{floating} | "
             f"{medians['fp32'] * 1e3:.1f} | {medians['int8'] * 1e3:.1f} | {medians['fp32'] / medians['int8']:.2f}x | "
             f"{'; '.join(f'{n}x {r}' for r, n in float_reasons.most_common(3))} |")
 

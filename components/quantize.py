@@ -22,7 +22,6 @@ def quantize(
     """FP32 -> INT8 from precomputed statistics; with accuracy_aware, layers go back to float
     until `metric` drops by at most `max_drop` on the evaluation data (an unmet budget fails the step)."""
     import lowprec_core
-    from lowprec_core.report import quantize_markdown
 
     config = lowprec_core.QuantConfig(preset=preset)
     budget = None
@@ -34,4 +33,4 @@ def quantize(
     )
     int8_model.metadata.update({"sha256": result.output_sha256, "bytes": result.int8_bytes})
     with open(summary.path, "w") as handle:
-        handle.write(quantize_markdown(result))
+        handle.write(lowprec_core.markdown(result))

@@ -19,7 +19,6 @@ def report(
 ):
     """Per-layer error on the evaluation data, then one self-contained HTML page of every report."""
     import lowprec_core
-    from lowprec_core.report import inspect_markdown
 
     result = lowprec_core.inspect(model_uri, int8_model.path, data_uri, max_samples=256, report=layers.path)
     lowprec_core.render_report(
@@ -27,4 +26,4 @@ def report(
         inspect_report=layers.path, stats=stats.path, title=f"lowprec: {model_uri}",
     )
     with open(summary.path, "w") as handle:
-        handle.write(inspect_markdown(result))
+        handle.write(lowprec_core.markdown(result))

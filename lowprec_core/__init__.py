@@ -2,7 +2,6 @@
 
 from ._version import __version__
 from ._api import (
-    QuantizeReport,
     benchmark,
     calibrate,
     fetch,
@@ -12,7 +11,7 @@ from ._api import (
     render_report,
     validate,
 )
-from .benchmark import BenchmarkReport
+from .benchmark import cpu_description
 from .calibration.stats import Statistics, load_statistics
 from .config import (
     AccuracyBudget,
@@ -32,11 +31,13 @@ from .errors import (
     RegistryError,
     StatsError,
 )
-from .layer_error import InspectReport, LayerError
-from .quantize.accuracy_aware import SearchResult
-from .quantize.planner import QuantPlan
+from .data import InputSpec, input_specs
+from .fleet import FleetModel, pending
+from .quantize.plan import QuantPlan
 from .registry import Manifest
-from .validate import ValidationReport
+from .render import markdown
+from .reports import BenchmarkReport, InspectReport, LayerError, QuantizeReport, SearchResult, ValidationReport
+from .runtime import kernel_counts, serving_session
 
 __all__ = [
     "__version__",
@@ -46,7 +47,9 @@ __all__ = [
     "CalibrationConfig",
     "ConfigError",
     "DataError",
+    "FleetModel",
     "GateFailed",
+    "InputSpec",
     "InspectReport",
     "IntegrityError",
     "LayerError",
@@ -65,11 +68,17 @@ __all__ = [
     "ValidationReport",
     "benchmark",
     "calibrate",
+    "cpu_description",
     "fetch",
+    "input_specs",
     "inspect",
+    "kernel_counts",
     "load_statistics",
+    "markdown",
+    "pending",
     "publish",
     "quantize",
     "render_report",
+    "serving_session",
     "validate",
 ]

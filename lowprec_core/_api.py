@@ -5,59 +5,41 @@ No computation lives here; every step is a call into a module with one job.
 
 from __future__ import annotations
 
-import hashlib
-import json
 import logging
 import os
 import tempfile
 import time
 from collections.abc import Iterable, Iterator, Mapping, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 import onnx
 from pydantic import BaseModel
 
+from . import accuracy as accuracy_search
 from . import benchmark as _bench
-from . import registry, runtime
-from ._version import __version__
-from .accuracy import ModelBackend
+from . import lineage, registry, runtime, workdir
 from .calibration.collect import collect
-from .calibration.health import CalibrationWarning
 from .calibration.health import check as calibration_health
 from .calibration.stats import Statistics, load_statistics
 from .config import AccuracyBudget, BenchmarkConfig, CalibrationConfig, QuantConfig
-from .data import input_specs, iter_feeds, load_labels, take
+from .data import input_specs, iter_feeds, load_labels
 from .errors import ConfigError, GateFailed
-from .layer_error import InspectReport, inspect_layers
-from .metrics import resolve_metric
-from .model_io import LoadedModel, file_sha256, load_model, model_bytes, prepare, save_model
-from .quantize.accuracy_aware import Iteration, Journal, SearchResult, search
+from .layer_error import inspect_layers
+from .metrics import Metric, resolve_metric
+from .model_io import LoadedModel, load_model, model_bytes, prepare, save_model
 from .quantize.default import quantize_model
-from .quantize.planner import QuantPlan, statistic_requests
+from .quantize.plan import QuantPlan
+from .quantize.planner import statistic_requests
+from .reports import BenchmarkReport, CalibrationWarning, InspectReport, QuantizeReport, ValidationReport
 from .runtime import check_runtime
-from .storage import localize
-from .validate import Evaluator, ValidationReport, compare
+from .storage import localize, write_text
+from .validate import compare
 
 log = logging.getLogger(__name__)
 
 PathOrUri = str | os.PathLike[str]
-META_PREFIX = "lowprec."
-
-
-class QuantizeReport(BaseModel):
-    source: str
-    source_sha256: str
-    output: str
-    output_sha256: str
-    fp32_bytes: int
-    int8_bytes: int
-    calibration_samples: int
-    seconds: float
-    plan: QuantPlan
-    accuracy: SearchResult | None = None  # the accuracy-aware search, when one ran
-    calibration_warnings: list[CalibrationWarning] = []
-    layers: InspectReport | None = None  # per-layer error on the evaluation (else calibration) data
 
 
 def calibrate(
@@ -111,47 +93,25 @@ def quantize(
         loaded = load_model(localize(model, tmp))
         prepared = prepare(loaded.proto)
         source = _local_data(data, tmp) if data is not None else None
-        work = None
+        run = None
         if accuracy is not None:
-            work = Path(work_dir) if work_dir is not None else Path(tmp) / "work"
             # Everything the search reads is checked before calibration spends any time.
-            if eval_data is None:
-                raise ConfigError("accuracy-aware quantization needs evaluation data (--eval)")
-            if isinstance(eval_data, Iterator):
-                raise ConfigError("evaluation data is read many times: pass a path or a list of feeds, not an iterator")
-            if config.bias_correction == "full":
-                raise ConfigError("bias_correction 'full' re-reads the calibration data for every model; the accuracy-aware search uses 'fast' or 'none'")
-            metrics = [resolve_metric(b.metric) for b in accuracy.metrics]
-            label_array = load_labels(localize(labels, tmp)) if isinstance(labels, (str, os.PathLike)) else labels
-            _claim_work_dir(work, loaded.sha256, config, accuracy, eval_data, labels)
-            if stats is None and (work / "stats" / "stats.json").exists():
-                stats = work / "stats"  # a resumed run: calibration finished before
-        if stats is not None:
-            statistics = load_statistics(localize(stats, tmp), model_sha256=loaded.sha256)
-        elif source is not None:
-            statistics = _collect(loaded, prepared, source, calibration, config.target, serving=config)
-        else:
-            raise ConfigError("quantize needs calibration data (--data) or statistics (--stats)")
-        replay = None
-        if source is not None and not isinstance(source, Iterator):  # a path or a list can be read twice
-            specs = input_specs(prepared)
-            replay = lambda: iter_feeds(source, specs, batch_size=calibration.batch_size, max_samples=calibration.max_samples)  # noqa: E731
+            run = _search_run(loaded, config, accuracy, eval_data, labels, work_dir, tmp)
+            stats = stats if stats is not None else workdir.saved_stats(run.work)  # a resumed run calibrated before
+        statistics = _statistics(loaded, prepared, stats, source, calibration, config, tmp)
         search = None
-        if accuracy is None:
-            int8, plan = quantize_model(prepared, statistics, config, feeds=replay)
+        if run is None:
+            int8, plan = quantize_model(prepared, statistics, config, feeds=_replay(prepared, source, calibration))
         else:
-            if not (work / "stats" / "stats.json").exists():
-                statistics.save(work / "stats")
-            int8, plan, search, config = _accuracy_aware(prepared, statistics, config, accuracy, metrics, eval_data, label_array, work, tmp)
-        # Tensors the calibration pass observed (SmoothQuant's scaled copies take derived statistics).
-        observed = {out for node in prepared.graph.node for out in node.output} | {i.name for i in prepared.graph.input}
-        warnings = calibration_health(statistics, [a.tensor for a in plan.activations if a.tensor in observed], config.activation_range)
-        for warning in warnings:
-            log.warning("calibration: %s%s", f"{warning.tensor}: " if warning.tensor else "", warning.message)
+            if workdir.saved_stats(run.work) is None:
+                statistics.save(run.work / workdir.STATS)
+            int8, plan, search, config = accuracy_search.run(
+                prepared, statistics, config, accuracy, run.metrics, _local_data(eval_data, tmp), run.labels, run.work)
+        warnings = _calibration_warnings(prepared, statistics, plan, config)
         layers = None
         if inspect_samples > 0:
             layers = _inspect_in_run(prepared, int8, eval_data if eval_data is not None else source, inspect_samples, tmp)
-        _stamp(int8, loaded.sha256, config)
+        lineage.stamp(int8, loaded.sha256, config)
         # A model ORT cannot load never reaches `out`. The check never runs the model, so it
         # builds no thread pool (which costs more than loading a small model).
         saved = save_model(int8, out, external_data=bool(loaded.data_files) or None, verify=_loads)
@@ -173,12 +133,61 @@ def quantize(
     if report is not None:
         _write_json(report, result)
     if html is not None:
-        from .report import quantize_html
+        from .render import quantize_html
 
-        _write_text(html, quantize_html(result, stats=statistics))
+        write_text(html, quantize_html(result, stats=statistics))
     if search is not None:
-        _accuracy_gate(search, accuracy.min_speedup)
+        accuracy_search.gate(search, accuracy.min_speedup)
     return result
+
+
+@dataclass(frozen=True)
+class _SearchRun:
+    work: Path
+    metrics: list[Metric]
+    labels: np.ndarray | None
+
+
+def _search_run(loaded: LoadedModel, config: QuantConfig, accuracy: AccuracyBudget, eval_data, labels, work_dir, tmp: str) -> _SearchRun:
+    """The accuracy-aware search's inputs, checked, and its work dir claimed for this run."""
+    if eval_data is None:
+        raise ConfigError("accuracy-aware quantization needs evaluation data (--eval)")
+    if isinstance(eval_data, Iterator):
+        raise ConfigError("evaluation data is read many times: pass a path or a list of feeds, not an iterator")
+    if config.bias_correction == "full":
+        raise ConfigError("bias_correction 'full' re-reads the calibration data for every model; the accuracy-aware search uses 'fast' or 'none'")
+    metrics = [resolve_metric(b.metric) for b in accuracy.metrics]
+    label_array = load_labels(localize(labels, tmp)) if isinstance(labels, (str, os.PathLike)) else labels
+    work = Path(work_dir) if work_dir is not None else Path(tmp) / "work"
+    workdir.claim(work, loaded.sha256, config, accuracy, eval_data, labels)
+    return _SearchRun(work, metrics, label_array)
+
+
+def _statistics(loaded: LoadedModel, prepared: onnx.ModelProto, stats, source, calibration: CalibrationConfig,
+                config: QuantConfig, tmp: str) -> Statistics:
+    """The statistics file given, else one calibration pass over `source` for this config."""
+    if stats is not None:
+        return load_statistics(localize(stats, tmp), model_sha256=loaded.sha256)
+    if source is not None:
+        return _collect(loaded, prepared, source, calibration, config.target, serving=config)
+    raise ConfigError("quantize needs calibration data (--data) or statistics (--stats)")
+
+
+def _replay(prepared: onnx.ModelProto, source, calibration: CalibrationConfig):
+    """The calibration data read again (full bias correction), where it can be: a path or a list."""
+    if source is None or isinstance(source, Iterator):
+        return None
+    specs = input_specs(prepared)
+    return lambda: iter_feeds(source, specs, batch_size=calibration.batch_size, max_samples=calibration.max_samples)
+
+
+def _calibration_warnings(prepared: onnx.ModelProto, statistics: Statistics, plan: QuantPlan, config: QuantConfig) -> list[CalibrationWarning]:
+    # Tensors the calibration pass observed (SmoothQuant's scaled copies take derived statistics).
+    observed = {out for node in prepared.graph.node for out in node.output} | {i.name for i in prepared.graph.input}
+    warnings = calibration_health(statistics, [a.tensor for a in plan.activations if a.tensor in observed], config.activation_range)
+    for warning in warnings:
+        log.warning("calibration: %s%s", f"{warning.tensor}: " if warning.tensor else "", warning.message)
+    return warnings
 
 
 def _inspect_in_run(prepared: onnx.ModelProto, int8: onnx.ModelProto, data, samples: int, tmp: str) -> InspectReport | None:
@@ -193,83 +202,6 @@ def _inspect_in_run(prepared: onnx.ModelProto, int8: onnx.ModelProto, data, samp
     for row in result.layers[:3]:
         log.info("worst layer %s: own SQNR %.1f dB (%s)", row.layer, row.own_sqnr_db, row.action)
     return result
-
-
-def _claim_work_dir(work: Path, model_sha256: str, config: QuantConfig, accuracy: AccuracyBudget, eval_data, labels) -> None:
-    """A work dir serves one run: the same model, config, budget and evaluation data."""
-    identity = {
-        "model_sha256": model_sha256,
-        "config": config.model_dump(mode="json"),
-        "accuracy": accuracy.model_dump(mode="json"),
-        "eval_data": _identity(eval_data),
-        "labels": _identity(labels),
-    }
-    marker = work / "run.json"
-    if marker.exists():
-        recorded = json.loads(marker.read_text())
-        if recorded != identity:
-            changed = sorted(k for k in identity if recorded.get(k) != identity[k])
-            raise ConfigError(f"work dir {work} belongs to another run (different {', '.join(changed)}); use a new --work-dir or remove it")
-        return
-    work.mkdir(parents=True, exist_ok=True)
-    marker.write_text(json.dumps(identity, indent=1, sort_keys=True))
-
-
-def _identity(value) -> str | None:
-    """What names a data source across runs: a file's sha256, a folder's file list, else its repr."""
-    if value is None:
-        return None
-    if isinstance(value, (str, os.PathLike)) and not str(value).startswith(("s3://", "file://")):
-        path = Path(value)
-        if path.is_file():
-            return file_sha256(path)
-        if path.is_dir():
-            return json.dumps(sorted((p.name, p.stat().st_size) for p in path.iterdir()))
-    if isinstance(value, np.ndarray):
-        return hashlib.sha256(np.ascontiguousarray(value).tobytes()).hexdigest()
-    return str(value)
-
-
-def _accuracy_aware(prepared, statistics, config: QuantConfig, accuracy: AccuracyBudget, metrics, eval_data, label_array, work: Path, tmp: str):
-    """The search over float layers; returns the final model, its plan, the search and the config that makes it."""
-    specs = input_specs(prepared)
-    source = _local_data(eval_data, tmp)
-    feeds = lambda: iter_feeds(source, specs, batch_size=32)  # noqa: E731
-    evaluator = Evaluator(prepared.SerializeToString(), feeds, metrics, labels=label_array, cache_dir=work / "reference", specs=specs)
-    first = next(iter(feeds()))
-    backend = ModelBackend(prepared, statistics, config, evaluator, speed_feed=take(first, specs, slice(0, 1)))
-    iterations = work / "iterations"
-    iterations.mkdir(exist_ok=True)
-
-    def write(iteration: Iteration) -> None:
-        path = iterations / f"{iteration.index:04d}.json"
-        if path.exists():  # written before a restart
-            return
-        _, plan = backend.build(tuple(iteration.float_layers))
-        _write_text(path, json.dumps({"iteration": iteration.model_dump(mode="json"), "plan": plan.model_dump(mode="json")}, indent=1))
-        log.info("iteration %d (%s): %s", iteration.index, iteration.kind,
-                 ", ".join(f"{n} drop {r.drop:.4f}/{r.max_drop:.4f}" for n, r in iteration.metrics.items()))
-
-    journal = Journal(work / "journal.jsonl")
-    result = search(backend, metrics, accuracy, journal=journal, on_iteration=write)
-    if journal.replayed:
-        log.info("resumed: %d evaluations replayed from %s", journal.replayed, journal.path)
-    final = tuple(result.float_layers)
-    model, plan = backend.build(final)
-    return model, plan, result, backend.config_for(final)
-
-
-def _accuracy_gate(search: SearchResult, min_speedup: float) -> None:
-    last = search.iterations[-1]
-    if not search.met:
-        worst = ", ".join(f"{n} drop {r.drop:.4f} > {r.max_drop:.4f}" for n, r in last.metrics.items() if r.drop > r.max_drop)
-        raise GateFailed(f"accuracy budget not met ({worst}): {search.reason}")
-    if last.speedup is not None and last.speedup < min_speedup:
-        raise GateFailed(
-            f"the budget is met with {len(search.float_layers)} layers in float, but the INT8 model runs at "
-            f"{last.speedup:.2f}x of FP32 at batch 1, below the required {min_speedup:.2f}x"
-            + (": slower than the model it replaces" if last.speedup < 1.0 else "")
-        )
 
 
 def validate(
@@ -345,7 +277,7 @@ def render_report(
     title: str = "lowprec INT8 report",
 ) -> Path:
     """The JSON reports of one model as one self-contained HTML page (no scripts, no network)."""
-    from .report import quantize_html
+    from .render import quantize_html
 
     with tempfile.TemporaryDirectory(prefix="lowprec-") as tmp:
         def read(model_cls, path):
@@ -354,12 +286,12 @@ def render_report(
         html = quantize_html(
             read(QuantizeReport, quantize_report),
             validation=read(ValidationReport, validation),
-            benchmark=read(_bench.BenchmarkReport, benchmark_report),
+            benchmark=read(BenchmarkReport, benchmark_report),
             layers=read(InspectReport, inspect_report),
             stats=load_statistics(localize(stats, tmp)) if stats is not None else None,
             title=title,
         )
-    return _write_text(out, html)
+    return write_text(out, html)
 
 
 def benchmark(
@@ -369,7 +301,7 @@ def benchmark(
     config: BenchmarkConfig = BenchmarkConfig(),
     data: PathOrUri | None = None,
     report: PathOrUri | None = None,
-) -> _bench.BenchmarkReport:
+) -> BenchmarkReport:
     """Latency of FP32 and INT8, interleaved in this process, in `config.runtime`; sample rows
     from `data` if given."""
     check_runtime(config.runtime)
@@ -398,8 +330,7 @@ def publish(
     with tempfile.TemporaryDirectory(prefix="lowprec-") as tmp:
         int8_path = localize(int8, tmp)
         model = load_model(int8_path)
-        meta = {p.key: p.value for p in model.proto.metadata_props}
-        source_sha = meta.get(f"{META_PREFIX}source_sha256")
+        source_sha, config = lineage.read(model.proto)
         if source is not None:
             actual = load_model(localize(source, tmp)).sha256
             if source_sha is not None and actual != source_sha:
@@ -407,7 +338,6 @@ def publish(
                     f"{int8} was quantized from a model with sha256 {source_sha[:12]}…, not from {source} ({actual[:12]}…)"
                 )
             source_sha = actual
-        config = json.loads(meta.get(f"{META_PREFIX}config", "{}"))
         files = {"model.onnx": Path(int8_path)}
         files.update({location: Path(int8_path).parent / location for location in model.data_files})
         named = attach.items() if isinstance(attach, Mapping) else ((None, item) for item in attach)
@@ -450,21 +380,6 @@ def _loads(path: str) -> None:
     runtime.session(path, threads=1)
 
 
-def _stamp(model: onnx.ModelProto, source_sha256: str, config: QuantConfig) -> None:
-    """Lineage travels inside the INT8 model: its source and the config that made it."""
-    entries = {
-        "source_sha256": source_sha256,
-        "config": json.dumps(config.model_dump(mode="json"), sort_keys=True),
-        "version": __version__,
-    }
-    kept = [p for p in model.metadata_props if not p.key.startswith(META_PREFIX)]
-    del model.metadata_props[:]
-    model.metadata_props.extend(kept)
-    for key, value in sorted(entries.items()):
-        prop = model.metadata_props.add()
-        prop.key, prop.value = f"{META_PREFIX}{key}", value
-
-
 def _attachment(path: Path, key: str | None) -> dict[str, Path]:
     if path.is_file():
         return {key or f"attachments/{path.name}": path}
@@ -474,14 +389,4 @@ def _attachment(path: Path, key: str | None) -> dict[str, Path]:
 
 
 def _write_json(path: PathOrUri, report: BaseModel) -> None:
-    _write_text(path, report.model_dump_json(indent=1))
-
-
-def _write_text(path: PathOrUri, text: str) -> Path:
-    """Written beside the target, then renamed: a reader never sees half a file."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp")
-    tmp.write_text(text)
-    os.replace(tmp, path)
-    return path
+    write_text(path, report.model_dump_json(indent=1))

@@ -5,54 +5,18 @@ from __future__ import annotations
 import time
 
 import numpy as np
-from pydantic import BaseModel
 
 from . import runtime
 from .config import BenchmarkConfig
 from .data import Feed, InputSpec
 from .errors import DataError
 from .model_io import LoadedModel, model_bytes
+from .reports import BenchmarkReport, LatencyResult
 
 
 NOISY_CV = 0.10  # coefficient of variation above which a series is measured longer
 NOISY_DRIFT = 0.04  # the speedups of a run's two halves differ by more than this share: measured longer
 MAX_EXTENSIONS = 2  # each doubles the repeats
-
-
-class LatencyResult(BaseModel):
-    batch: int
-    threads: int
-    fp32_median_ms: float
-    fp32_p90_ms: float
-    fp32_p99_ms: float = 0.0
-    int8_median_ms: float
-    int8_p90_ms: float
-    int8_p99_ms: float = 0.0
-    speedup: float
-    fp32_per_s: float = 0.0  # throughput, samples per second at the median
-    int8_per_s: float = 0.0
-    repeats: int = 0
-    fp32_default_median_ms: float | None = None  # the FP32 model at the runtime's own default precision (OpenVINO: bf16 where the CPU has it)
-    speedup_vs_default: float | None = None  # INT8 against that: whether INT8 beats what the runtime does unasked
-    cv: float = 0.0  # the larger coefficient of variation of the two series
-    drift: float = 0.0  # relative difference of the speedups measured in the first and second half
-    noisy: bool = False  # still above NOISY_CV or NOISY_DRIFT after measuring longer: do not act on this speedup alone
-
-
-class BenchmarkReport(BaseModel):
-    runtime: str = "onnxruntime"
-    onnxruntime: str  # the version of the runtime the models ran in (ONNX Runtime's, or OpenVINO's)
-    fp32_default_precision: str | None = None  # the runtime's own precision for the FP32 model, where it is not f32
-    providers: list[str] = []
-    cpu: str = ""
-    isa: list[str] = []  # the integer dot-product extensions the CPU offers (avx512_vnni, avx_vnni, amx_int8, ...)
-    fp32_bytes: int
-    int8_bytes: int
-    size_ratio: float
-    fp32_load_ms: float = 0.0
-    int8_load_ms: float = 0.0
-    peak_rss_mb: float = 0.0
-    results: list[LatencyResult]
 
 
 def cpu_description() -> tuple[str, list[str]]:

@@ -313,9 +313,9 @@ def _run(args: argparse.Namespace) -> int:
     elif args.command == "benchmark":
         config = build(BenchmarkConfig, batches=args.batch, threads=args.threads, repeats=args.repeats, runtime=args.runtime)
         result = _api.benchmark(args.fp32, args.int8, config=config, data=args.data, report=args.report)
-        from .report import benchmark_markdown
+        from .render import markdown
 
-        print(benchmark_markdown(result), end="")
+        print(markdown(result), end="")
     elif args.command == "publish":
         uri, manifest = _api.publish(args.int8, args.registry, args.name, source=args.source, attach=args.attach)
         print(f"published {len(manifest.files)} files -> {uri}")

@@ -20,34 +20,18 @@ from collections.abc import Iterable
 import numpy as np
 import onnx
 from onnx import numpy_helper
-from pydantic import BaseModel
 
 from . import runtime
 from .calibration.collect import with_outputs
 from .data import Feed
 from .graph import all_graphs, all_nodes, consumers
+from .reports import InspectReport, LayerError
 
 LAYER_OPS = ("Conv", "MatMul", "Gemm")
 WEAK_WEIGHT_DB = 30.0  # below this a weight's own rounding is a visible share of the error
 WEAK_ACTIVATION_DB = 20.0
 QUIET_LAYER_DB = 40.0  # a layer whose own error sits this far below its signal needs nothing
 SQNR_CAP_DB = 200.0  # what no measurable error reports as
-
-
-class LayerError(BaseModel):
-    layer: str
-    op_type: str
-    output: str
-    output_sqnr_db: float
-    own_sqnr_db: float
-    weight_sqnr_db: float | None
-    input_sqnr_db: float | None
-    action: str
-
-
-class InspectReport(BaseModel):
-    samples: int
-    layers: list[LayerError]  # worst first: lowest own SQNR
 
 
 def sqnr_db(power: float, error: float) -> float:

@@ -7,6 +7,7 @@ import onnxruntime as ort
 
 from .config import RUNTIMES
 from .errors import ConfigError, ModelError
+from .graph import all_nodes
 
 PROVIDERS = ["CPUExecutionProvider"]
 PROTOBUF_LIMIT = 2**31 - 1  # one serialized ModelProto; larger models need external data
@@ -124,3 +125,10 @@ def optimized_graph(model: onnx.ModelProto | bytes | str, *, optimization: str =
 # Op types that run integer arithmetic on the ORT CPU provider, and their float counterparts.
 INTEGER_KERNELS = frozenset({"QLinearConv", "QLinearMatMul", "QGemm", "MatMulIntegerToFloat", "ConvInteger", "MatMulInteger", "NhwcQLinearConv", "QLinearConvTranspose"})
 FLOAT_KERNELS = frozenset({"Conv", "FusedConv", "NchwcConv", "ConvTranspose", "MatMul", "FusedMatMul", "Gemm", "FusedGemm"})
+
+
+def kernel_counts(model: onnx.ModelProto | bytes | str) -> tuple[int, int]:
+    """(integer, float) Conv/MatMul/Gemm kernels ONNX Runtime runs after its optimisation, in
+    If, Loop and Scan bodies too: how much of a QDQ model became integer arithmetic."""
+    ops = [node.op_type for node in all_nodes(optimized_graph(model).graph)]
+    return sum(op in INTEGER_KERNELS for op in ops), sum(op in FLOAT_KERNELS for op in ops)

@@ -53,6 +53,16 @@ def temp_path(target: Path) -> Path:
     return Path(name)
 
 
+def write_text(path: str | os.PathLike[str], text: str) -> Path:
+    """A local file written beside its target, then renamed: a reader never sees half of it."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.tmp")
+    tmp.write_text(text)
+    os.replace(tmp, path)
+    return path
+
+
 class ObjectStore(Protocol):
     """Flat keys under one root. put is atomic per object; there are no partial objects."""
 

@@ -7,24 +7,12 @@ from collections.abc import Callable, Iterable, Iterator, Sequence
 from pathlib import Path
 
 import numpy as np
-from pydantic import BaseModel
 
 from . import runtime
 from .data import Feed, InputSpec, batch_size, concat, take
 from .errors import ConfigError, DataError
 from .metrics import Metric, drop, resolve_metric
-
-
-class ValidationReport(BaseModel):
-    runtime: str = "onnxruntime"  # where both models ran
-    metric: str
-    output: str
-    samples: int
-    reference_score: float
-    candidate_score: float
-    drop: float
-    max_drop: float
-    passed: bool
+from .reports import ValidationReport
 
 
 def compare(

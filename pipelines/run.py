@@ -14,7 +14,7 @@ from pathlib import Path
 
 from kfp import compiler, local
 
-from lowprec_core.errors import ConfigError, PipelineError
+from lowprec_core import ConfigError, PipelineError
 
 from ._kfp_docker import exit_codes_kept
 from .ptq import ptq

@@ -8,20 +8,14 @@ from __future__ import annotations
 from collections.abc import Iterable
 
 import numpy as np
-from pydantic import BaseModel
 
+from ..reports import CalibrationWarning
 from .stats import Statistics, TensorStats
 
 # Fewest calibration samples each activation estimator can work from.
 MIN_SAMPLES = {"minmax": 1, "mean_minmax": 8, "quantile": 100, "mse": 32}
 TAIL = 1e-4  # share of values beyond which a range counts as "set by very few values"
 TAIL_REACH = 4.0  # extremes this many times beyond the 99.99 % |x| bound
-
-
-class CalibrationWarning(BaseModel):
-    tensor: str | None  # None: about the calibration set as a whole
-    kind: str  # never_seen, nonfinite, outliers, constant, small_set
-    message: str
 
 
 def check(stats: Statistics, tensors: Iterable[str], activation_range: str) -> list[CalibrationWarning]:

@@ -30,14 +30,14 @@ import os
 import time
 from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import Literal, Protocol
+from typing import Protocol
 
 import numpy as np
-from pydantic import BaseModel
 
 from .. import progress
 from ..config import AccuracyBudget
 from ..metrics import Metric, drop
+from ..reports import Iteration, MetricResult, SearchResult
 
 log = logging.getLogger(__name__)
 
@@ -60,40 +60,6 @@ class Backend(Protocol):
     def proxy(self, reverted: Reverted, indices: Sequence[int]) -> dict[str, float]: ...
 
     def speed(self, reverted: Reverted) -> float | None: ...
-
-
-class MetricResult(BaseModel):
-    fp32: float
-    int8: float
-    drop: float
-    max_drop: float
-
-
-class Iteration(BaseModel):
-    """kind `full`: a full validation pass; `revert`: a layer (or group) reverted, its full-set
-    figures predicted from the ranking subset; `requantize`: the final pruning pass gave a
-    float layer back its quantizers (figures predicted the same way)."""
-
-    index: int
-    kind: Literal["full", "revert", "requantize"]
-    reverted: list[str] = []
-    float_layers: list[str]
-    metrics: dict[str, MetricResult]
-    within_budget: bool
-    seconds: float  # evaluation time spent up to this iteration
-    speedup: float | None = None  # FP32 over INT8 latency at batch 1 (full passes)
-    why: str | None = None
-
-
-class SearchResult(BaseModel):
-    met: bool
-    reason: str
-    float_layers: dict[str, str]  # layer -> why it is float
-    iterations: list[Iteration]
-    full_passes: int  # passes over the whole evaluation set (the FP32 reference shares the first)
-    subset_evaluations: int
-    proxy_passes: int
-    seconds: float
 
 
 class Journal:

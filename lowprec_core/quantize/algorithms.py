@@ -20,7 +20,8 @@ from ..calibration.observers import ChannelObserver
 from ..calibration.stats import Statistics, TensorStats
 from ..config import QuantConfig
 from ..graph import Names, consumers, initializers, topological_sort
-from .planner import QuantPlan, resolve_ignored, smoothing_groups
+from .plan import QuantPlan
+from .planner import resolve_ignored, smoothing_groups
 from .ranges import median, outlier_channel_max
 
 log = logging.getLogger(__name__)

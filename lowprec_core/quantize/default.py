@@ -13,7 +13,8 @@ from ..graph import all_names, all_nodes, body_model, if_bodies, initializers, n
 from ..ops import QUANTIZABLE
 from .algorithms import align_channels, correct_biases, correct_biases_full, smooth_quant
 from .params import quantize_planned_weights
-from .planner import QuantPlan, has_layers, plan, resolve_ignored, resolve_model_type, statistic_requests
+from .plan import QuantPlan
+from .planner import has_layers, plan, resolve_ignored, resolve_model_type, statistic_requests
 from .transform import apply
 
 log = logging.getLogger(__name__)

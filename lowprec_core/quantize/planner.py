@@ -9,7 +9,6 @@ import re
 import numpy as np
 import onnx
 from onnx import numpy_helper
-from pydantic import BaseModel, ConfigDict
 
 from ..calibration.stats import Statistics
 from ..config import QuantConfig
@@ -18,83 +17,13 @@ from ..graph import all_nodes, body_model, consumers, if_bodies, initializers, s
 from ..ops import FUSABLE_ACTIVATIONS, QUANTIZABLE, TARGETS, TRANSPARENT, GraphView, useful_range
 from .overflow import overflow_channels
 from .params import activation_params, quantize_planned_weight
+from .plan import ActivationQuant, BiasQuant, FusedActivation, QuantPlan, WeightQuant
 from .placement import (
     channel_split, drop_float_fused, feeds_reads, float_fused, layer_bias, ranks, requantized_anyway, sample_sizes, under_floor,
 )
 from .ranges import activation_range, two_levels
 
 log = logging.getLogger(__name__)
-
-
-class _Entry(BaseModel):
-    model_config = ConfigDict(frozen=True)
-
-
-class ActivationQuant(_Entry):
-    """A Q/DQ pair on one tensor. `readers` lists the nodes that read the DQ output; None means
-    every reader (the tensor is the integer output of a quantized node: no float copy exists
-    once ORT fuses it). Other readers keep the float value."""
-
-    tensor: str
-    scale: float
-    zero_point: int
-    dtype: str
-    readers: list[str] | None = None
-
-
-class WeightQuant(_Entry):
-    """`narrow`: output channels given 7-bit weights so int16 pair sums cannot saturate."""
-
-    initializer: str
-    axis: int | None
-    dtype: str
-    estimator: str = "minmax"
-    narrow: list[int] = []
-
-
-class BiasQuant(_Entry):
-    """`reader`: the node that adds the bias, where it is not `node` itself (the Add after a
-    MatMul on 2-D input, which ORT folds into a Gemm before its QDQ fusions)."""
-
-    node: str
-    initializer: str
-    activation: str
-    weight: str
-    reader: str | None = None
-
-
-class FusedActivation(_Entry):
-    node: str
-    into: str
-
-
-class QuantPlan(BaseModel):
-    """Everything the transformer does, as data."""
-
-    model_sha256: str
-    config: QuantConfig
-    activations: list[ActivationQuant] = []
-    weights: list[WeightQuant] = []
-    biases: list[BiasQuant] = []
-    fused: list[FusedActivation] = []
-    nodes: list[str] = []
-    skipped: dict[str, str] = {}
-    corrected_biases: list[str] = []
-    smoothed: list[str] = []
-    aligned: list[str] = []
-    # The plans of If bodies, each quantized as a model of its own, by "<If node>/<then_branch|else_branch>".
-    bodies: dict[str, QuantPlan] = {}
-
-    def layers(self) -> list[str]:
-        """Every quantized layer, those inside If bodies included."""
-        return [*self.nodes, *(name for body in self.bodies.values() for name in body.layers())]
-
-    def left_float(self) -> dict[str, str]:
-        """Every layer left in float and why, those inside If bodies included."""
-        found = dict(self.skipped)
-        for body in self.bodies.values():
-            found.update(body.left_float())
-        return found
 
 
 def statistic_requests(

@@ -10,7 +10,7 @@ from onnx import helper, numpy_helper
 
 from ..graph import Names, drop_unused_initializers, initializers, subgraphs, topological_sort
 from .params import quantize_bias
-from .planner import QuantPlan
+from .plan import QuantPlan
 
 _DTYPES = {"uint8": np.uint8, "int8": np.int8}
 

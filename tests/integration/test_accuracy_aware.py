@@ -75,10 +75,10 @@ def test_a_work_dir_serves_one_run(demo, tmp_path):
 
 
 def test_plugin_metric_from_the_api(demo, tmp_path):
-    budget = AccuracyBudget(metrics=(MetricBudget(metric="tests.plugins.digits_metric:correct", max_drop=0.0),), min_speedup=0)
+    budget = AccuracyBudget(metrics=(MetricBudget(metric="examples.digits_metric:correct", max_drop=0.0),), min_speedup=0)
     report = lp.quantize(demo["model"], tmp_path / "p.onnx", data=demo["calib"], eval_data=demo["eval"],
                          labels=np.load(demo["labels"]), accuracy=budget)
-    figures = report.accuracy.iterations[-1].metrics["tests.plugins.digits_metric:correct"]
+    figures = report.accuracy.iterations[-1].metrics["examples.digits_metric:correct"]
     assert report.accuracy.met and figures.drop <= 0.0
     assert figures.fp32 == pytest.approx(lp.validate(demo["model"], demo["model"], demo["eval"], metric="top1",
                                                      max_drop=0, labels=demo["labels"]).reference_score)

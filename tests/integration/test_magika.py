@@ -22,7 +22,7 @@ import pytest
 import lowprec_core as lp
 from lowprec_core import runtime
 from lowprec_core.runtime import FLOAT_KERNELS, INTEGER_KERNELS, optimized_graph
-from tests.plugins import magika
+from examples import magika
 
 pytestmark = [
     pytest.mark.slow,

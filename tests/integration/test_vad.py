@@ -19,7 +19,7 @@ import lowprec_core as lp
 from lowprec_core import runtime
 from lowprec_core.graph import all_nodes
 from lowprec_core.runtime import FLOAT_KERNELS, INTEGER_KERNELS, optimized_graph
-from tests.plugins import vad
+from examples import vad
 
 READY = importlib.util.find_spec("silero_vad") is not None and any(vad.SPEECH_DIR.glob("*.wav"))
 pytestmark = [

@@ -102,15 +102,15 @@ def test_a_killed_run_resumes_from_its_journal_to_the_same_plan(tmp_path):
 def test_the_gate_fails_a_result_slower_than_fp32():
     import pytest
 
-    from lowprec_core._api import _accuracy_gate
+    from lowprec_core.accuracy import gate
     from lowprec_core.errors import GateFailed
 
     result = search(Additive(_costs()), [METRICS["cosine"]], BUDGET, journal=Journal(None))
-    _accuracy_gate(result, min_speedup=1.0)  # 1.4x: passes
+    gate(result, min_speedup=1.0)  # 1.4x: passes
     slow = result.model_copy(update={"iterations": [*result.iterations[:-1], result.iterations[-1].model_copy(update={"speedup": 0.9})]})
     with pytest.raises(GateFailed, match="0.90x of FP32 at batch 1.*slower than the model it replaces"):
-        _accuracy_gate(slow, min_speedup=1.0)
-    _accuracy_gate(slow, min_speedup=0.0)
+        gate(slow, min_speedup=1.0)
+    gate(slow, min_speedup=0.0)
 
 
 class Hurts(Additive):

@@ -1,4 +1,4 @@
-"""Reports rendered for people (Markdown, self-contained HTML) from the JSON report models."""
+"""Reports rendered for people (Markdown, self-contained HTML) from the report models (reports.py)."""
 
 from __future__ import annotations
 
@@ -6,12 +6,9 @@ from html import escape
 
 import numpy as np
 
-from ._api import QuantizeReport
-from .benchmark import BenchmarkReport
 from .calibration.stats import Statistics
-from .layer_error import SQNR_CAP_DB, InspectReport
-from .quantize.accuracy_aware import SearchResult
-from .validate import ValidationReport
+from .layer_error import SQNR_CAP_DB
+from .reports import BenchmarkReport, InspectReport, QuantizeReport, SearchResult, ValidationReport
 
 
 def quantize_markdown(report: QuantizeReport) -> str:
@@ -99,6 +96,23 @@ def benchmark_markdown(report: BenchmarkReport) -> str:
         lines += [f"| {r.batch} | {r.threads} | {r.fp32_default_median_ms:.3f} | {r.speedup_vs_default:.2f}x |"
                   for r in report.results if r.fp32_default_median_ms is not None]
     return "\n".join(lines) + "\n"
+
+
+def markdown(report: QuantizeReport | ValidationReport | BenchmarkReport | InspectReport | SearchResult) -> str:
+    """Any of lowprec's reports as Markdown (a pipeline step's summary, a terminal)."""
+    for kind, render in _MARKDOWN.items():
+        if isinstance(report, kind):
+            return render(report)
+    raise TypeError(f"no Markdown for {type(report).__name__}; expected one of: {', '.join(k.__name__ for k in _MARKDOWN)}")
+
+
+_MARKDOWN = {
+    QuantizeReport: quantize_markdown,
+    ValidationReport: validation_markdown,
+    BenchmarkReport: benchmark_markdown,
+    InspectReport: inspect_markdown,
+    SearchResult: accuracy_markdown,
+}
 
 
 # --- HTML: one self-contained file, inline SVG, no scripts, no network --------------------------
