@@ -22,7 +22,7 @@ MODEL = "data/silero_vad_16k_op15.onnx"  # 16 kHz only, the network in the main 
 DEFAULT_EXPORT = "data/silero_vad.onnx"  # the package's default: all of it inside If(sr == 16000)
 RATE = 16_000
 CHUNK, CONTEXT = 512, 64
-SPEECH_DIR = Path(os.environ.get("LOWPREC_SPEECH", Path(__file__).resolve().parents[2] / "build" / "speech"))
+SPEECH_DIR = Path(os.environ.get("LOWPREC_SPEECH", Path(__file__).resolve().parents[1] / "build" / "speech"))
 
 Run = Callable[[dict[str, np.ndarray]], list[np.ndarray]]
 

@@ -29,6 +29,7 @@ import logging
 import os
 import time
 from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Protocol
 
@@ -100,241 +101,285 @@ def search(
     journal: Journal,
     on_iteration: Callable[[Iteration], None] = lambda it: None,
 ) -> SearchResult:
-    by_name = {m.name: m for m in metrics}
-    limits = {b.metric: b.max_drop for b in budget.metrics}
-    counts = {"full": 0, "subset": 0, "proxy": 0}
-    spent = 0.0
+    """Revert quantized layers to float, fewest first, until every metric is within `budget`."""
+    evals = _Evaluations(backend, journal)
+    scores = evals.full(())  # the backend may score FP32 in this same pass over the data
+    scoring = _Scoring(backend.reference, {m.name: m for m in metrics}, {b.metric: b.max_drop for b in budget.metrics},
+                       budget.drop_type == "relative")
+    record = _Recorder(evals, on_iteration)
+    state = _State(scores=scores)
+    record("full", (), [], scoring.figures(scores))
+    while True:
+        reason = _stop_reason(state, scoring, backend.candidates, budget)
+        if reason:
+            break
+        target = scoring.worst_metric(state.scores)
+        indices = _worst_samples(scoring.reference[target], state.scores[target], scoring.by_name[target].higher_is_better,
+                                 budget.ranking_subset)
+        base = evals.subset(state.reverted, indices)
+        steps = _rank(evals, scoring, backend.candidates, state.reverted, target, indices, base, budget.confirm)
+        if not steps:
+            reason = f"no remaining layer or group of layers improves {target} on the {len(indices)} samples where INT8 and FP32 disagree most"
+            break
+        before = state.reverted
+        _revert(evals, scoring, record, state, steps, target, indices, base, budget.max_iterations)
+        if state.reverted != before:
+            state.scores = evals.full(state.reverted)
+            record("full", state.reverted, [], scoring.figures(state.scores))
 
-    def figures(scores: Scores) -> dict[str, MetricResult]:
-        out = {}
-        for name, limit in limits.items():
-            fp32, int8 = float(np.mean(reference[name])), float(np.mean(scores[name]))
-            loss = drop(fp32, int8, by_name[name].higher_is_better)
-            if budget.drop_type == "relative":
-                loss /= max(abs(fp32), 1e-12)
-            out[name] = MetricResult(fp32=fp32, int8=int8, drop=loss, max_drop=limit)
-        return out
+    if scoring.within(state.scores) and len(state.reverted) > 1:
+        state.reverted, state.scores = _prune(evals, scoring, record, state, budget.ranking_subset)
 
-    def within(scores: Scores) -> bool:
-        return all(r.drop <= r.max_drop for r in figures(scores).values())
+    log.info("accuracy-aware search: %s; %d layers float, %d full passes", reason, len(state.reverted), evals.counts["full"])
+    return SearchResult(
+        met=scoring.within(state.scores),
+        reason=reason,
+        float_layers={layer: state.why[layer] for layer in state.reverted},
+        iterations=record.iterations,
+        full_passes=evals.counts["full"],
+        subset_evaluations=evals.counts["subset"],
+        proxy_passes=evals.counts["proxy"],
+        seconds=round(evals.spent, 3),
+    )
 
-    def worst_metric(scores: Scores) -> str:
-        results = figures(scores)
-        return max(results, key=lambda n: ((results[n].drop - results[n].max_drop) / max(results[n].max_drop, 1e-6), n))
 
-    def key(kind: str, reverted: Reverted, indices: Sequence[int] = ()) -> str:
-        return json.dumps([kind, sorted(reverted), list(indices)])
+Gain = tuple[float, float]  # (metric gain on the subset, output-error gain): the second breaks ties
+Step = tuple[list[str], Scores, float, str]  # (layers reverted together, their subset scores, nmse, why)
 
-    def full(reverted: Reverted) -> Scores:
-        nonlocal spent
-        entry = journal.recall(key("full", reverted), lambda: {"scores": _lists(backend.full(reverted))})
-        counts["full"] += 1
-        spent += entry["seconds"]
-        return _arrays(entry["scores"])
 
-    def subset(reverted: Reverted, indices: Sequence[int]) -> tuple[Scores, float]:
-        nonlocal spent
+@dataclass
+class _State:
+    """Where the search stands: the float layers so far and the full-set scores they give."""
 
+    scores: Scores
+    reverted: Reverted = ()
+    reverts: int = 0
+    why: dict[str, str] = field(default_factory=dict)
+    usefulness: dict[str, float] = field(default_factory=dict)  # a float layer's gain per layer when reverted
+
+
+def _stop_reason(state: _State, scoring: _Scoring, candidates: list[str], budget: AccuracyBudget) -> str:
+    """Why the search ends before another round, or "" to go on."""
+    if scoring.within(state.scores):
+        return "every metric is within its budget"
+    if all(c in state.reverted for c in candidates):
+        return "every quantized layer is float and the drop remains: it does not come from quantization"
+    if state.reverts >= budget.max_iterations:
+        return f"stopped after {state.reverts} reverts (max_iterations {budget.max_iterations})"
+    return ""
+
+
+class _Evaluations:
+    """Every evaluation the search asks of the backend, through the journal: counted and timed."""
+
+    def __init__(self, backend: Backend, journal: Journal) -> None:
+        self.backend, self.journal = backend, journal
+        self.counts = {"full": 0, "subset": 0, "proxy": 0}
+        self.spent = 0.0  # seconds of evaluation, replayed ones at their recorded cost
+
+    def _recall(self, kind: str, reverted: Reverted, indices: Sequence[int], compute: Callable[[], dict]) -> dict:
+        entry = self.journal.recall(json.dumps([kind, sorted(reverted), list(indices)]), compute)
+        if kind in self.counts:
+            self.counts[kind] += 1
+            self.spent += entry["seconds"]
+        return entry
+
+    def full(self, reverted: Reverted) -> Scores:
+        return _arrays(self._recall("full", reverted, (), lambda: {"scores": _lists(self.backend.full(reverted))})["scores"])
+
+    def subset(self, reverted: Reverted, indices: Sequence[int]) -> tuple[Scores, float]:
         def compute() -> dict:
-            scores, nmse = backend.subset(reverted, indices)
+            scores, nmse = self.backend.subset(reverted, indices)
             return {"scores": _lists(scores), "nmse": nmse}
 
-        entry = journal.recall(key("subset", reverted, indices), compute)
-        counts["subset"] += 1
-        spent += entry["seconds"]
+        entry = self._recall("subset", reverted, indices, compute)
         return _arrays(entry["scores"]), entry["nmse"]
 
-    def proxy(reverted: Reverted, indices: Sequence[int]) -> dict[str, float]:
-        nonlocal spent
-        entry = journal.recall(key("proxy", reverted, indices), lambda: {"errors": backend.proxy(reverted, indices)})
-        counts["proxy"] += 1
-        spent += entry["seconds"]
-        return entry["errors"]
+    def proxy(self, reverted: Reverted, indices: Sequence[int]) -> dict[str, float]:
+        return self._recall("proxy", reverted, indices, lambda: {"errors": self.backend.proxy(reverted, indices)})["errors"]
 
-    def speed(reverted: Reverted) -> float | None:
-        return journal.recall(key("speed", reverted), lambda: {"speedup": backend.speed(reverted)})["speedup"]
+    def speed(self, reverted: Reverted) -> float | None:
+        return self._recall("speed", reverted, (), lambda: {"speedup": self.backend.speed(reverted)})["speedup"]
 
-    iterations: list[Iteration] = []
-    why: dict[str, str] = {}
 
-    def predict(full_scores: Scores, indices: Sequence[int], old: Scores, new: Scores) -> dict[str, MetricResult]:
+@dataclass(frozen=True)
+class _Scoring:
+    """The budget's arithmetic: per-sample scores in, each metric's drop against its budget out."""
+
+    reference: Scores
+    by_name: dict[str, Metric]
+    limits: dict[str, float]
+    relative: bool
+
+    def _loss(self, fp32: float, int8: float, name: str) -> float:
+        loss = drop(fp32, int8, self.by_name[name].higher_is_better)
+        return loss / max(abs(fp32), 1e-12) if self.relative else loss
+
+    def figures(self, scores: Scores) -> dict[str, MetricResult]:
+        out = {}
+        for name, limit in self.limits.items():
+            fp32, int8 = float(np.mean(self.reference[name])), float(np.mean(scores[name]))
+            out[name] = MetricResult(fp32=fp32, int8=int8, drop=self._loss(fp32, int8, name), max_drop=limit)
+        return out
+
+    def within(self, scores: Scores) -> bool:
+        return all(r.drop <= r.max_drop for r in self.figures(scores).values())
+
+    def worst_metric(self, scores: Scores) -> str:
+        results = self.figures(scores)
+        return max(results, key=lambda n: ((results[n].drop - results[n].max_drop) / max(results[n].max_drop, 1e-6), n))
+
+    def gain(self, name: str, new: tuple[Scores, float], old: tuple[Scores, float]) -> Gain:
+        sign = 1.0 if self.by_name[name].higher_is_better else -1.0
+        return sign * float(np.mean(new[0][name]) - np.mean(old[0][name])), old[1] - new[1]
+
+    def predict(self, full_scores: Scores, indices: Sequence[int], old: Scores, new: Scores) -> dict[str, MetricResult]:
         """Full-set figures after a revert measured on the subset: each metric's full drop scaled
         by how much the subset's own drop shrank (the subset holds the worst samples)."""
         out = {}
         order = np.array(sorted(indices))
-        for name, result in figures(full_scores).items():
-            higher = by_name[name].higher_is_better
-            before = drop(float(np.mean(reference[name][order])), float(np.mean(old[name])), higher)
-            after = drop(float(np.mean(reference[name][order])), float(np.mean(new[name])), higher)
+        for name, result in self.figures(full_scores).items():
+            higher = self.by_name[name].higher_is_better
+            before = drop(float(np.mean(self.reference[name][order])), float(np.mean(old[name])), higher)
+            after = drop(float(np.mean(self.reference[name][order])), float(np.mean(new[name])), higher)
             ratio = after / before if before > 1e-12 else 1.0
             loss = result.drop * max(ratio, 0.0)
-            scale = max(abs(result.fp32), 1e-12) if budget.drop_type == "relative" else 1.0
+            scale = max(abs(result.fp32), 1e-12) if self.relative else 1.0
             int8 = result.fp32 - loss * scale if higher else result.fp32 + loss * scale
             out[name] = MetricResult(fp32=result.fp32, int8=int8, drop=loss, max_drop=result.max_drop)
         return out
 
-    def shift(full_scores: Scores, old: Scores, new: Scores) -> dict[str, MetricResult]:
+    def shift(self, full_scores: Scores, old: Scores, new: Scores) -> dict[str, MetricResult]:
         """Full-set figures moved by the mean change measured on a representative subset."""
         out = {}
-        for name, result in figures(full_scores).items():
-            higher = by_name[name].higher_is_better
-            change = float(np.mean(new[name]) - np.mean(old[name]))
-            int8 = result.int8 + change
-            loss = drop(result.fp32, int8, higher)
-            if budget.drop_type == "relative":
-                loss /= max(abs(result.fp32), 1e-12)
-            out[name] = MetricResult(fp32=result.fp32, int8=int8, drop=loss, max_drop=result.max_drop)
+        for name, result in self.figures(full_scores).items():
+            int8 = result.int8 + float(np.mean(new[name]) - np.mean(old[name]))
+            out[name] = MetricResult(fp32=result.fp32, int8=int8, drop=self._loss(result.fp32, int8, name), max_drop=result.max_drop)
         return out
 
-    def record(kind, reverted: Reverted, added: Sequence[str], figs: dict[str, MetricResult], note: str | None = None) -> None:
+
+def _helps(gain: Gain) -> bool:
+    return gain[0] > 1e-12 or (abs(gain[0]) <= 1e-12 and gain[1] > 0)
+
+
+class _Recorder:
+    """The iterations so far: each one logged, reported as progress and handed to `on_iteration`."""
+
+    def __init__(self, evals: _Evaluations, on_iteration: Callable[[Iteration], None]) -> None:
+        self.evals, self.on_iteration = evals, on_iteration
+        self.iterations: list[Iteration] = []
+
+    def __call__(self, kind: str, reverted: Reverted, added: Sequence[str], figs: dict[str, MetricResult], note: str | None = None) -> None:
         iteration = Iteration(
-            index=len(iterations),
+            index=len(self.iterations),
             kind=kind,
             reverted=list(added),
             float_layers=list(reverted),
             metrics=figs,
             within_budget=all(r.drop <= r.max_drop for r in figs.values()),
-            seconds=round(spent, 3),
-            speedup=speed(reverted) if kind == "full" else None,
+            seconds=round(self.evals.spent, 3),
+            speedup=self.evals.speed(reverted) if kind == "full" else None,
             why=note,
         )
-        iterations.append(iteration)
-        on_iteration(iteration)
+        self.iterations.append(iteration)
+        self.on_iteration(iteration)
         figures_text = ", ".join(f"{n} drop {r.drop:.4g}/{r.max_drop:.4g}" for n, r in figs.items())
         what = f"{kind} {', '.join(added)}" if added else kind
         progress.report("accuracy-aware iteration", iteration.index, detail=f"{what}; {len(reverted)} float; {figures_text}")
 
-    def gain(name: str, new: Scores, new_nmse: float, old: Scores, old_nmse: float) -> tuple[float, float]:
-        sign = 1.0 if by_name[name].higher_is_better else -1.0
-        return sign * float(np.mean(new[name]) - np.mean(old[name])), old_nmse - new_nmse
 
-    def helps(g: tuple[float, float]) -> bool:
-        return g[0] > 1e-12 or (abs(g[0]) <= 1e-12 and g[1] > 0)
+def _rank(evals: _Evaluations, scoring: _Scoring, candidates: list[str], reverted: Reverted, target: str,
+          indices: Sequence[int], base: tuple[Scores, float], confirm: int) -> list[Step]:
+    """This round's reverts, best first: the proxy ranks the remaining layers, the real metric on
+    the subset confirms its best few; if no single layer helps, the proxy's top 2, 4, 8, ...
+    as one group. Empty when nothing helps."""
+    remaining = [c for c in candidates if c not in reverted]
+    errors = evals.proxy(reverted, indices)
+    ranked = sorted(remaining, key=lambda layer: (-errors.get(layer, 0.0), candidates.index(layer)))
 
-    def prune(reverted: Reverted, scores: Scores) -> tuple[Reverted, Scores]:
-        """Greedy reverts overshoot: layers reverted early may be unneeded once later ones are
-        float. Give each float layer its quantizers back, least useful first, while the
-        predicted drop stays within budget; one full pass confirms, or nothing changes."""
-        # Here the question is how the whole set moves, so the subset is spread evenly over it
-        # (not the worst samples) and its mean change is the prediction.
-        count = len(next(iter(reference.values())))
-        indices = sorted({int(i) for i in np.linspace(0, count - 1, min(budget.ranking_subset, count))})
-        start, _ = subset(reverted, indices)
-        kept = reverted
-        for layer in sorted(reverted, key=lambda layer: (usefulness.get(layer, 0.0), reverted.index(layer))):
-            trial_set = tuple(other for other in kept if other != layer)
-            trial, _ = subset(trial_set, indices)
-            predicted = shift(scores, start, trial)
-            if all(r.drop <= PRUNE_MARGIN * r.max_drop for r in predicted.values()):
-                kept = trial_set
-                record("requantize", kept, [layer], predicted, "predicted within budget without it (an even sample of the set)")
-        if kept == reverted:
-            return reverted, scores
-        confirmed = full(kept)
-        record("full", kept, [], figures(confirmed))
-        if within(confirmed):
-            return kept, confirmed
-        record("full", reverted, [], figures(scores), "the pruned set missed the budget on the full set: back to the last one that met it")
-        return reverted, scores
-
-    usefulness: dict[str, float] = {}
-    reverted: Reverted = ()
-    scores = full(reverted)  # the backend may score FP32 in this same pass over the data
-    reference = backend.reference
-    record("full", reverted, [], figures(scores))
-    reverts = 0
-    reason = ""
-    while True:
-        if within(scores):
-            reason = "every metric is within its budget"
-            break
-        remaining = [c for c in backend.candidates if c not in reverted]
-        if not remaining:
-            reason = "every quantized layer is float and the drop remains: it does not come from quantization"
-            break
-        if reverts >= budget.max_iterations:
-            reason = f"stopped after {reverts} reverts (max_iterations {budget.max_iterations})"
-            break
-        target = worst_metric(scores)
-        indices = _worst_samples(reference[target], scores[target], by_name[target].higher_is_better, budget.ranking_subset)
-        base, base_nmse = subset(reverted, indices)
-        start_scores = base
-        errors = proxy(reverted, indices)
-        ranked = sorted(remaining, key=lambda layer: (-errors.get(layer, 0.0), backend.candidates.index(layer)))
-
-        # Confirm the proxy's best with the real metric, a few at a time, until one helps.
-        confirmed: list[tuple[tuple[float, float], str, Scores, float]] = []
-        chunk = len(ranked) if len(ranked) <= 2 * budget.confirm else budget.confirm  # few layers: confirm them all
-        for start in range(0, len(ranked), chunk):
-            for layer in ranked[start : start + chunk]:
-                trial, trial_nmse = subset(reverted + (layer,), indices)
-                g = gain(target, trial, trial_nmse, base, base_nmse)
-                if helps(g):
-                    confirmed.append((g, layer, trial, trial_nmse))
-            if confirmed:
-                break
-        confirmed.sort(key=lambda c: (-c[0][0], -c[0][1], backend.candidates.index(c[1])))
-
-        steps: list[tuple[list[str], Scores, float, str]] = []
+    # Confirm the proxy's best with the real metric, a few at a time, until one helps.
+    confirmed: list[tuple[Gain, str, tuple[Scores, float]]] = []
+    chunk = len(ranked) if len(ranked) <= 2 * confirm else confirm  # few layers: confirm them all
+    for start in range(0, len(ranked), chunk):
+        for layer in ranked[start : start + chunk]:
+            trial = evals.subset(reverted + (layer,), indices)
+            gain = scoring.gain(target, trial, base)
+            if _helps(gain):
+                confirmed.append((gain, layer, trial))
         if confirmed:
-            # Big gains first; a layer that helps a little is left for a later round, where it
-            # competes again (a run of small reverts is how greedy searches end with too many).
-            best = confirmed[0][0][0]
-            steps = [
-                ([layer], trial, nmse, f"{target} on the ranking subset {g[0]:+.4g} reverted alone")
-                for g, layer, trial, nmse in confirmed
-                if g[0] >= MAJOR_GAIN * best
-            ]
-        else:
-            # No single layer helps: the error is spread out. Revert the proxy's top groups.
-            size = 2
-            while size <= len(ranked) and not steps:
-                group = ranked[:size]
-                trial, trial_nmse = subset(reverted + tuple(group), indices)
-                g = gain(target, trial, trial_nmse, base, base_nmse)
-                if helps(g):
-                    steps = [(group, trial, trial_nmse, f"in a group of {size}: {target} on the ranking subset {g[0]:+.4g}")]
-                size *= 2
-            if not steps:
-                reason = f"no remaining layer or group of layers improves {target} on the {len(indices)} samples where INT8 and FP32 disagree most"
-                break
+            break
+    if confirmed:
+        confirmed.sort(key=lambda c: (-c[0][0], -c[0][1], candidates.index(c[1])))
+        # Big gains first; a layer that helps a little is left for a later round, where it
+        # competes again (a run of small reverts is how greedy searches end with too many).
+        best = confirmed[0][0][0]
+        return [([layer], *trial, f"{target} on the ranking subset {gain[0]:+.4g} reverted alone")
+                for gain, layer, trial in confirmed if gain[0] >= MAJOR_GAIN * best]
+    # No single layer helps: the error is spread out. Revert the proxy's top groups.
+    size = 2
+    while size <= len(ranked):
+        group = ranked[:size]
+        trial = evals.subset(reverted + tuple(group), indices)
+        gain = scoring.gain(target, trial, base)
+        if _helps(gain):
+            return [(group, *trial, f"in a group of {size}: {target} on the ranking subset {gain[0]:+.4g}")]
+        size *= 2
+    return []
 
-        before = reverted
-        for position, (group, trial, trial_nmse, note) in enumerate(steps):
-            if reverts >= budget.max_iterations:
-                break
-            if position:  # measured alone; check it still helps with what is already reverted
-                trial, trial_nmse = subset(reverted + tuple(group), indices)
-                if not helps(gain(target, trial, trial_nmse, base, base_nmse)):
-                    break
-            reverted = reverted + tuple(group)
-            reverts += 1
-            for layer in group:
-                why[layer] = note
-                usefulness[layer] = gain(target, trial, trial_nmse, base, base_nmse)[0] / len(group)
-            predicted = predict(scores, indices, start_scores, trial)
-            base, base_nmse = trial, trial_nmse
-            record("revert", reverted, group, predicted, note)
-            if all(r.drop <= r.max_drop for r in predicted.values()):
-                break
-        if reverted != before:
-            scores = full(reverted)
-            record("full", reverted, [], figures(scores))
 
-    if within(scores) and len(reverted) > 1:
-        reverted, scores = prune(reverted, scores)
+def _revert(evals: _Evaluations, scoring: _Scoring, record: _Recorder, state: _State, steps: list[Step], target: str,
+            indices: Sequence[int], base: tuple[Scores, float], max_iterations: int) -> None:
+    """Take the round's steps in order while each still helps on the subset (a step's gain was
+    measured alone, so later ones are measured again), until the predicted drop is within budget."""
+    start = base[0]
+    for position, (group, *trial, note) in enumerate(steps):
+        if state.reverts >= max_iterations:
+            break
+        trial = tuple(trial)
+        if position:  # measured alone; check it still helps with what is already reverted
+            trial = evals.subset(state.reverted + tuple(group), indices)
+            if not _helps(scoring.gain(target, trial, base)):
+                break
+        state.reverted = state.reverted + tuple(group)
+        state.reverts += 1
+        for layer in group:
+            state.why[layer] = note
+            state.usefulness[layer] = scoring.gain(target, trial, base)[0] / len(group)
+        predicted = scoring.predict(state.scores, indices, start, trial[0])
+        base = trial
+        record("revert", state.reverted, group, predicted, note)
+        if all(r.drop <= r.max_drop for r in predicted.values()):
+            break
 
-    log.info("accuracy-aware search: %s; %d layers float, %d full passes", reason, len(reverted), counts["full"])
-    return SearchResult(
-        met=within(scores),
-        reason=reason,
-        float_layers={layer: why[layer] for layer in reverted},
-        iterations=iterations,
-        full_passes=counts["full"],
-        subset_evaluations=counts["subset"],
-        proxy_passes=counts["proxy"],
-        seconds=round(spent, 3),
-    )
+
+def _prune(evals: _Evaluations, scoring: _Scoring, record: _Recorder, state: _State, subset_size: int) -> tuple[Reverted, Scores]:
+    """Greedy reverts overshoot: layers reverted early may be unneeded once later ones are
+    float. Give each float layer its quantizers back, least useful first, while the
+    predicted drop stays within budget; one full pass confirms, or nothing changes."""
+    reverted, scores = state.reverted, state.scores
+    indices = _even_sample(len(next(iter(scoring.reference.values()))), subset_size)
+    start, _ = evals.subset(reverted, indices)
+    kept = reverted
+    for layer in sorted(reverted, key=lambda layer: (state.usefulness.get(layer, 0.0), reverted.index(layer))):
+        trial_set = tuple(other for other in kept if other != layer)
+        trial, _ = evals.subset(trial_set, indices)
+        predicted = scoring.shift(scores, start, trial)
+        if all(r.drop <= PRUNE_MARGIN * r.max_drop for r in predicted.values()):
+            kept = trial_set
+            record("requantize", kept, [layer], predicted, "predicted within budget without it (an even sample of the set)")
+    if kept == reverted:
+        return reverted, scores
+    confirmed = evals.full(kept)
+    record("full", kept, [], scoring.figures(confirmed))
+    if scoring.within(confirmed):
+        return kept, confirmed
+    record("full", reverted, [], scoring.figures(scores), "the pruned set missed the budget on the full set: back to the last one that met it")
+    return reverted, scores
+
+
+def _even_sample(count: int, size: int) -> list[int]:
+    """`size` indices spread evenly over `count` samples: how the whole set moves, not its worst."""
+    return sorted({int(i) for i in np.linspace(0, count - 1, min(size, count))})
 
 
 def _worst_samples(reference: np.ndarray, candidate: np.ndarray, higher_is_better: bool, size: int) -> list[int]:
