@@ -10,6 +10,8 @@ import re
 import signal
 import sys
 import threading
+from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
 
 from . import _api, registry
@@ -108,15 +110,34 @@ def _fill_help(parser: argparse.ArgumentParser) -> argparse.ArgumentParser:
 
 
 def _parser() -> argparse.ArgumentParser:
-    return _fill_help(_build_parser())
-
-
-def _build_parser() -> argparse.ArgumentParser:
     parser = _Parser(prog="lowprec", description="Post-training INT8 quantization of ONNX models.")
     parser.add_argument("-v", "--verbose", action="count", default=0, help="more log output (-vv for debug)")
-    sub = parser.add_subparsers(dest="command", required=True)
+    _add_commands(parser, COMMANDS, "command")
+    return _fill_help(parser)
 
-    p = sub.add_parser("calibrate", help="collect activation statistics in one streaming pass")
+
+def _add_commands(parser: argparse.ArgumentParser, commands: tuple[Command, ...], dest: str) -> None:
+    sub = parser.add_subparsers(dest=dest, required=True)
+    for command in commands:
+        child = sub.add_parser(command.name, help=command.help)
+        command.arguments(child)
+        if command.run is not None:
+            child.set_defaults(run=command.run)
+
+
+@dataclass(frozen=True)
+class Command:
+    """A sub-command: its arguments, and the function that runs it (returns the exit code)."""
+
+    name: str
+    help: str
+    arguments: Callable[[argparse.ArgumentParser], None]
+    run: Callable[[argparse.Namespace], int | None] | None  # None: the sub-commands under it run
+
+
+# --- calibrate ---------------------------------------------------------------------------------
+
+def _calibrate_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("model")
     p.add_argument("--data", required=True, help=".npz, folder of .npz, or s3:// URI")
     p.add_argument("--out", required=True, help="statistics folder to write")
@@ -124,7 +145,18 @@ def _build_parser() -> argparse.ArgumentParser:
     p.add_argument("--max-samples", type=int)
     p.add_argument("--target", default="cpu", choices=sorted(TARGETS))
 
-    p = sub.add_parser("quantize", help="FP32 ONNX -> INT8 QDQ ONNX")
+
+def _calibrate(args: argparse.Namespace) -> None:
+    stats = _api.calibrate(
+        args.model, args.data, args.out,
+        config=build(CalibrationConfig, batch_size=args.batch_size, max_samples=args.max_samples), target=args.target,
+    )
+    print(f"statistics for {len(stats.tensors)} tensors over {stats.samples} samples -> {args.out}")
+
+
+# --- quantize ----------------------------------------------------------------------------------
+
+def _quantize_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("model")
     p.add_argument("--data", help="calibration data (not needed with --stats)")
     p.add_argument("--out", required=True)
@@ -160,207 +192,32 @@ def _build_parser() -> argparse.ArgumentParser:
     aa.add_argument("--min-speedup", type=float, default=1.0, help="fail when the result runs slower than this x FP32 at batch 1 (0: report only)")
     aa.add_argument("--work-dir", help="keeps statistics, the FP32 reference and a journal: a rerun resumes")
 
-    p = sub.add_parser("inspect", help="per-layer error of an INT8 model against its FP32 source, worst first")
-    p.add_argument("fp32")
-    p.add_argument("int8")
-    p.add_argument("--data", required=True)
-    p.add_argument("--top", type=int, default=10, help="rows to print (the report holds all)")
-    p.add_argument("--max-samples", type=int)
-    p.add_argument("--report", help="write every layer (JSON)")
 
-    p = sub.add_parser("report", help="render the JSON reports of one model as a self-contained HTML page")
-    p.add_argument("--quantize", required=True, help="report from `quantize --report`")
-    p.add_argument("--validation", help="report from `validate --report`")
-    p.add_argument("--benchmark", help="report from `benchmark --report`")
-    p.add_argument("--inspect", help="report from `inspect --report`")
-    p.add_argument("--stats", help="statistics folder (histograms of the worst layers)")
-    p.add_argument("--title", default="lowprec INT8 report")
-    p.add_argument("--out", required=True, help="HTML file to write")
-
-    p = sub.add_parser("validate", help="FP32 vs INT8 on evaluation data; exit 10 if the drop is too large")
-    p.add_argument("fp32")
-    p.add_argument("int8")
-    p.add_argument("--data", required=True)
-    p.add_argument("--labels", help=".npy of class ids (for top1)")
-    p.add_argument("--metric", required=True, help=_METRIC_HELP)
-    p.add_argument("--max-drop", type=float, default=0.01)
-    p.add_argument("--report")
-    p.add_argument("--runtime", default="onnxruntime")
-
-    p = sub.add_parser("benchmark", help="latency and size, FP32 vs INT8, interleaved")
-    p.add_argument("fp32")
-    p.add_argument("int8")
-    p.add_argument("--batch", type=_int_list, default=BenchmarkConfig().batches)
-    p.add_argument("--threads", type=_int_list, default=BenchmarkConfig().threads)
-    p.add_argument("--repeats", type=int, default=BenchmarkConfig().repeats)
-    p.add_argument("--data", help="take input rows from this data (needed for symbolic non-batch sizes)")
-    p.add_argument("--report")
-    p.add_argument("--runtime", default=BenchmarkConfig().runtime,
-                   help=f"where both models run: {', '.join(RUNTIMES)} (openvino also times the FP32 model at its own default precision, bf16 where the CPU has it)")
-
-    p = sub.add_parser("publish", help="push an INT8 model and its files to a registry, manifest last")
-    p.add_argument("int8")
-    p.add_argument("--registry", required=True, help="file:// path or s3://bucket/prefix")
-    p.add_argument("--name", required=True)
-    p.add_argument("--source", help="the FP32 model it came from (recorded and checked)")
-    p.add_argument("--attach", nargs="+", default=[], metavar="FILE")
-
-    p = sub.add_parser("fetch", help="download a published version and verify its hashes")
-    p.add_argument("uri")
-    p.add_argument("--out", required=True)
-    p.add_argument("--revision", help="an earlier revision of the version (REGISTRY/NAME/VERSION/revisions/REV)")
-
-    p = sub.add_parser("gc", help="remove what interrupted publishes left: objects of revisions that never completed")
-    p.add_argument("--registry", required=True, help="file:// path or s3://bucket/prefix")
-    p.add_argument("--name", help="only this model's versions")
-    p.add_argument("--min-age", type=float, default=3600.0, metavar="SECONDS",
-                   help="leave younger revisions alone: a publish may still be writing them")
-    p.add_argument("--dry-run", action="store_true", help="list what would be removed; remove nothing")
-
-    pipe = sub.add_parser("pipeline", help="compile, run or submit the Kubeflow pipelines").add_subparsers(dest="action", required=True)
-    p = pipe.add_parser("compile", help="write a pipeline's KFP YAML")
-    p.add_argument("--out", required=True)
-    p.add_argument("--pipeline", default="ptq", help="ptq or ptq_many")
-    p = pipe.add_parser("run", help="run `ptq` on this machine with kfp's local runner")
-    for name in ("model", "calib", "eval", "registry", "name"):
-        p.add_argument(f"--{name}", required=True)
-    p.add_argument("--labels", default="")
-    p.add_argument("--metric", default="agreement")
-    p.add_argument("--preset", default="mixed")
-    p.add_argument("--max-drop", type=float, default=0.01)
-    p.add_argument("--batch", default="1,8")
-    p.add_argument("--accuracy-aware", action="store_true", help="quantize with the accuracy-aware search on --eval against --metric/--max-drop")
-    p.add_argument("--runtime", default="onnxruntime")
-    p.add_argument("--runner", default="subprocess", choices=["subprocess", "docker"],
-                   help="docker: each step in the component image, through the Docker API at DOCKER_HOST")
-    p = pipe.add_parser("run-many", help="run `ptq_many` locally: every model under --models without a version in --registry")
-    p.add_argument("--models", required=True, help="prefix holding NAME/model.onnx, calib.npz, eval.npz[, labels.npy]")
-    p.add_argument("--registry", required=True)
-    p.add_argument("--metric", default="agreement")
-    p.add_argument("--preset", default="mixed")
-    p.add_argument("--max-drop", type=float, default=0.01)
-    p.add_argument("--batch", default="1,8")
-    p.add_argument("--runner", default="subprocess", choices=["subprocess", "docker"])
-    p.add_argument("--runtime", default="onnxruntime")
-    p = pipe.add_parser("submit", help="submit a run, or a recurring run with --schedule, to a Kubeflow Pipelines API")
-    p.add_argument("--host", required=True, help="the KFP API, e.g. http://ml-pipeline.kubeflow.svc.cluster.local:8888")
-    p.add_argument("--pipeline", default="ptq", help="ptq or ptq_many")
-    p.add_argument("--param", action="append", default=[], metavar="KEY=VALUE", help="a pipeline parameter (repeat)")
-    p.add_argument("--schedule", help="cron: 5 fields (min hour day month weekday) or KFP's 6 (seconds first)")
-    p.add_argument("--experiment", default="lowprec")
-    p.add_argument("--namespace")
-    p.add_argument("--run-name")
-
-    p = sub.add_parser("demo", help="run the whole pipeline on the bundled digit classifier")
-    p.add_argument("--registry", default=str(DEFAULT_REGISTRY))
-    return parser
-
-
-def _run(args: argparse.Namespace) -> int:
-    if args.command == "calibrate":
-        stats = _api.calibrate(
-            args.model, args.data, args.out,
-            config=build(CalibrationConfig, batch_size=args.batch_size, max_samples=args.max_samples), target=args.target,
-        )
-        print(f"statistics for {len(stats.tensors)} tensors over {stats.samples} samples -> {args.out}")
-    elif args.command == "quantize":
-        config = build(
-            QuantConfig, preset=args.preset, target=args.target, ignore=tuple(args.ignore),
-            activation_range=args.activation_range, weight_range=args.weight_range, bias_correction=args.bias_correction,
-            model_type=args.model_type, smooth_quant_alpha=args.smooth_quant_alpha, channel_alignment=args.channel_alignment,
-            min_reduction=args.min_reduction,
-        )
-        calibration = build(CalibrationConfig, batch_size=args.batch_size, max_samples=args.max_samples)
-        accuracy = _accuracy_budget(args)
-        result = _api.quantize(
-            args.model, args.out, data=args.data, stats=args.stats, config=config, calibration=calibration, report=args.report,
-            accuracy=accuracy, eval_data=args.eval, labels=args.labels, work_dir=args.work_dir,
-            inspect_samples=_inspect_samples(args), html=args.html,
-        )
-        if result.accuracy is not None:
-            search = result.accuracy
-            print(f"accuracy-aware: {search.reason}; {len(search.float_layers)} layers float after {search.full_passes} full passes")
-        print(
-            f"{args.out}: {len(result.plan.layers())} nodes quantized, {len(result.plan.left_float())} left in float; "
-            f"{result.int8_bytes / 1e6:.2f} MB ({result.int8_bytes / result.fp32_bytes:.0%} of FP32) in {result.seconds:.1f} s"
-        )
-        if result.layers is not None and result.layers.layers:
-            worst = ", ".join(f"{r.layer} {r.own_sqnr_db:.1f} dB" for r in result.layers.layers[:3])
-            print(f"worst layers (own SQNR over {result.layers.samples} samples): {worst}")
-        if args.html:
-            print(f"report -> {args.html}")
-    elif args.command == "inspect":
-        result = _api.inspect(args.fp32, args.int8, args.data, max_samples=args.max_samples, report=args.report)
-        print(f"{len(result.layers)} quantized layers over {result.samples} samples, worst first (SQNR in dB):")
-        print(f"{'layer':<48} {'own':>7} {'output':>7} {'weight':>7} {'input':>7}  action")
-        show = lambda v: "-" if v is None else f"{v:.1f}"  # noqa: E731
-        for row in result.layers[: args.top]:
-            print(f"{row.layer[-48:]:<48} {show(row.own_sqnr_db):>7} {show(row.output_sqnr_db):>7} "
-                  f"{show(row.weight_sqnr_db):>7} {show(row.input_sqnr_db):>7}  {row.action}")
-    elif args.command == "report":
-        path = _api.render_report(args.quantize, args.out, validation=args.validation, benchmark_report=args.benchmark,
-                                  inspect_report=args.inspect, stats=args.stats, title=args.title)
-        print(f"report -> {path}")
-    elif args.command == "validate":
-        result = _api.validate(
-            args.fp32, args.int8, args.data, metric=args.metric, max_drop=args.max_drop, labels=args.labels, report=args.report, gate=False,
-            runtime=args.runtime,
-        )
-        verdict = "PASS" if result.passed else "FAIL"
-        print(f"{verdict}: {result.metric} FP32 {result.reference_score:.4f}, INT8 {result.candidate_score:.4f}, drop {result.drop:.4f} (max {result.max_drop})")
-        if not result.passed:
-            return GateFailed.exit_code
-    elif args.command == "benchmark":
-        config = build(BenchmarkConfig, batches=args.batch, threads=args.threads, repeats=args.repeats, runtime=args.runtime)
-        result = _api.benchmark(args.fp32, args.int8, config=config, data=args.data, report=args.report)
-        from .render import markdown
-
-        print(markdown(result), end="")
-    elif args.command == "publish":
-        uri, manifest = _api.publish(args.int8, args.registry, args.name, source=args.source, attach=args.attach)
-        print(f"published {len(manifest.files)} files -> {uri}")
-    elif args.command == "fetch":
-        manifest = _api.fetch(args.uri, args.out, revision=args.revision)
-        print(f"fetched {manifest.name} {manifest.version}: {len(manifest.files)} files verified -> {args.out}")
-    elif args.command == "gc":
-        removed = registry.gc(args.registry, args.name, dry_run=args.dry_run, min_age_s=args.min_age)
-        for uri in removed:
-            print(f"{'would remove' if args.dry_run else 'removed'} {uri}")
-        print(f"{len(removed)} objects of incomplete revisions {'found' if args.dry_run else 'removed'}")
-    elif args.command == "pipeline":
-        return _pipeline(args)
-    elif args.command == "demo":
-        return _demo(args.registry)
-    return 0
-
-
-def _pipeline(args: argparse.Namespace) -> int:
-    from pipelines.run import compile_pipeline, run_local, submit, typed_arguments  # the CLI composes the layers below it
-
-    if args.action == "compile":
-        print(f"compiled -> {compile_pipeline(args.out, args.pipeline)}")
-        return 0
-    if args.action == "submit":
-        arguments = typed_arguments(args.pipeline, args.param)
-        if args.pipeline == "ptq":
-            _check_choices(str(arguments.get("metric", "agreement")), str(arguments.get("preset", "mixed")),
-                           str(arguments.get("runtime", "onnxruntime")))
-        ident = submit(args.host, pipeline=args.pipeline, arguments=arguments, schedule=args.schedule,
-                       experiment=args.experiment, namespace=args.namespace, run_name=args.run_name)
-        print(f"{'recurring run' if args.schedule else 'run'} {ident} of {args.pipeline} submitted to {args.host}")
-        return 0
-    _check_choices(args.metric, args.preset, args.runtime)
-    if args.action == "run-many":
-        run_local(pipeline="ptq_many", runner=args.runner, models_prefix=args.models, registry_uri=args.registry,
-                  preset=args.preset, metric=args.metric, max_drop=args.max_drop, batches=args.batch, runtime=args.runtime)
-        return 0
-    run_local(
-        runner=args.runner,
-        model_uri=args.model, calib_uri=args.calib, eval_uri=args.eval, registry_uri=args.registry, name=args.name,
-        preset=args.preset, metric=args.metric, labels_uri=args.labels, max_drop=args.max_drop, batches=args.batch,
-        accuracy_aware=args.accuracy_aware, runtime=args.runtime,
+def _quantize(args: argparse.Namespace) -> None:
+    config = build(
+        QuantConfig, preset=args.preset, target=args.target, ignore=tuple(args.ignore),
+        activation_range=args.activation_range, weight_range=args.weight_range, bias_correction=args.bias_correction,
+        model_type=args.model_type, smooth_quant_alpha=args.smooth_quant_alpha, channel_alignment=args.channel_alignment,
+        min_reduction=args.min_reduction,
     )
-    return 0
+    calibration = build(CalibrationConfig, batch_size=args.batch_size, max_samples=args.max_samples)
+    result = _api.quantize(
+        args.model, args.out, data=args.data, stats=args.stats, config=config, calibration=calibration, report=args.report,
+        accuracy=_accuracy_budget(args), eval_data=args.eval, labels=args.labels, work_dir=args.work_dir,
+        inspect_samples=_inspect_samples(args), html=args.html,
+    )
+    if result.accuracy is not None:
+        search = result.accuracy
+        print(f"accuracy-aware: {search.reason}; {len(search.float_layers)} layers float after {search.full_passes} full passes")
+    print(
+        f"{args.out}: {len(result.plan.layers())} nodes quantized, {len(result.plan.left_float())} left in float; "
+        f"{result.int8_bytes / 1e6:.2f} MB ({result.int8_bytes / result.fp32_bytes:.0%} of FP32) in {result.seconds:.1f} s"
+    )
+    if result.layers is not None and result.layers.layers:
+        worst = ", ".join(f"{r.layer} {r.own_sqnr_db:.1f} dB" for r in result.layers.layers[:3])
+        print(f"worst layers (own SQNR over {result.layers.samples} samples): {worst}")
+    if args.html:
+        print(f"report -> {args.html}")
 
 
 def _inspect_samples(args: argparse.Namespace) -> int:
@@ -391,12 +248,242 @@ def _accuracy_budget(args: argparse.Namespace) -> AccuracyBudget | None:
                  min_speedup=args.min_speedup)
 
 
+# --- inspect, report, validate, benchmark -------------------------------------------------------
+
+def _inspect_arguments(p: argparse.ArgumentParser) -> None:
+    p.add_argument("fp32")
+    p.add_argument("int8")
+    p.add_argument("--data", required=True)
+    p.add_argument("--top", type=int, default=10, help="rows to print (the report holds all)")
+    p.add_argument("--max-samples", type=int)
+    p.add_argument("--report", help="write every layer (JSON)")
+
+
+def _inspect(args: argparse.Namespace) -> None:
+    result = _api.inspect(args.fp32, args.int8, args.data, max_samples=args.max_samples, report=args.report)
+    print(f"{len(result.layers)} quantized layers over {result.samples} samples, worst first (SQNR in dB):")
+    print(f"{'layer':<48} {'own':>7} {'output':>7} {'weight':>7} {'input':>7}  action")
+    show = lambda v: "-" if v is None else f"{v:.1f}"  # noqa: E731
+    for row in result.layers[: args.top]:
+        print(f"{row.layer[-48:]:<48} {show(row.own_sqnr_db):>7} {show(row.output_sqnr_db):>7} "
+              f"{show(row.weight_sqnr_db):>7} {show(row.input_sqnr_db):>7}  {row.action}")
+
+
+def _report_arguments(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--quantize", required=True, help="report from `quantize --report`")
+    p.add_argument("--validation", help="report from `validate --report`")
+    p.add_argument("--benchmark", help="report from `benchmark --report`")
+    p.add_argument("--inspect", help="report from `inspect --report`")
+    p.add_argument("--stats", help="statistics folder (histograms of the worst layers)")
+    p.add_argument("--title", default="lowprec INT8 report")
+    p.add_argument("--out", required=True, help="HTML file to write")
+
+
+def _report(args: argparse.Namespace) -> None:
+    path = _api.render_report(args.quantize, args.out, validation=args.validation, benchmark_report=args.benchmark,
+                              inspect_report=args.inspect, stats=args.stats, title=args.title)
+    print(f"report -> {path}")
+
+
+def _validate_arguments(p: argparse.ArgumentParser) -> None:
+    p.add_argument("fp32")
+    p.add_argument("int8")
+    p.add_argument("--data", required=True)
+    p.add_argument("--labels", help=".npy of class ids (for top1)")
+    p.add_argument("--metric", required=True, help=_METRIC_HELP)
+    p.add_argument("--max-drop", type=float, default=0.01)
+    p.add_argument("--report")
+    p.add_argument("--runtime", default="onnxruntime")
+
+
+def _validate(args: argparse.Namespace) -> int:
+    result = _api.validate(
+        args.fp32, args.int8, args.data, metric=args.metric, max_drop=args.max_drop, labels=args.labels, report=args.report, gate=False,
+        runtime=args.runtime,
+    )
+    verdict = "PASS" if result.passed else "FAIL"
+    print(f"{verdict}: {result.metric} FP32 {result.reference_score:.4f}, INT8 {result.candidate_score:.4f}, drop {result.drop:.4f} (max {result.max_drop})")
+    return 0 if result.passed else GateFailed.exit_code
+
+
+def _benchmark_arguments(p: argparse.ArgumentParser) -> None:
+    p.add_argument("fp32")
+    p.add_argument("int8")
+    p.add_argument("--batch", type=_int_list, default=BenchmarkConfig().batches)
+    p.add_argument("--threads", type=_int_list, default=BenchmarkConfig().threads)
+    p.add_argument("--repeats", type=int, default=BenchmarkConfig().repeats)
+    p.add_argument("--data", help="take input rows from this data (needed for symbolic non-batch sizes)")
+    p.add_argument("--report")
+    p.add_argument("--runtime", default=BenchmarkConfig().runtime,
+                   help=f"where both models run: {', '.join(RUNTIMES)} (openvino also times the FP32 model at its own default precision, bf16 where the CPU has it)")
+
+
+def _benchmark(args: argparse.Namespace) -> None:
+    from .render import markdown
+
+    config = build(BenchmarkConfig, batches=args.batch, threads=args.threads, repeats=args.repeats, runtime=args.runtime)
+    print(markdown(_api.benchmark(args.fp32, args.int8, config=config, data=args.data, report=args.report)), end="")
+
+
+# --- the registry ------------------------------------------------------------------------------
+
+def _publish_arguments(p: argparse.ArgumentParser) -> None:
+    p.add_argument("int8")
+    p.add_argument("--registry", required=True, help="file:// path or s3://bucket/prefix")
+    p.add_argument("--name", required=True)
+    p.add_argument("--source", help="the FP32 model it came from (recorded and checked)")
+    p.add_argument("--attach", nargs="+", default=[], metavar="FILE")
+
+
+def _publish(args: argparse.Namespace) -> None:
+    uri, manifest = _api.publish(args.int8, args.registry, args.name, source=args.source, attach=args.attach)
+    print(f"published {len(manifest.files)} files -> {uri}")
+
+
+def _fetch_arguments(p: argparse.ArgumentParser) -> None:
+    p.add_argument("uri")
+    p.add_argument("--out", required=True)
+    p.add_argument("--revision", help="an earlier revision of the version (REGISTRY/NAME/VERSION/revisions/REV)")
+
+
+def _fetch(args: argparse.Namespace) -> None:
+    manifest = _api.fetch(args.uri, args.out, revision=args.revision)
+    print(f"fetched {manifest.name} {manifest.version}: {len(manifest.files)} files verified -> {args.out}")
+
+
+def _gc_arguments(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--registry", required=True, help="file:// path or s3://bucket/prefix")
+    p.add_argument("--name", help="only this model's versions")
+    p.add_argument("--min-age", type=float, default=3600.0, metavar="SECONDS",
+                   help="leave younger revisions alone: a publish may still be writing them")
+    p.add_argument("--dry-run", action="store_true", help="list what would be removed; remove nothing")
+
+
+def _gc(args: argparse.Namespace) -> None:
+    removed = registry.gc(args.registry, args.name, dry_run=args.dry_run, min_age_s=args.min_age)
+    for uri in removed:
+        print(f"{'would remove' if args.dry_run else 'removed'} {uri}")
+    print(f"{len(removed)} objects of incomplete revisions {'found' if args.dry_run else 'removed'}")
+
+
+# --- pipeline ----------------------------------------------------------------------------------
+# The pipelines are imported when one of these runs: the CLI composes the layers below it, and
+# the other sub-commands do not pay for kfp.
+
+def _compile_arguments(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--out", required=True)
+    p.add_argument("--pipeline", default="ptq", help="ptq or ptq_many")
+
+
+def _compile(args: argparse.Namespace) -> None:
+    from pipelines.run import compile_pipeline
+
+    print(f"compiled -> {compile_pipeline(args.out, args.pipeline)}")
+
+
+def _run_arguments(p: argparse.ArgumentParser) -> None:
+    for name in ("model", "calib", "eval", "registry", "name"):
+        p.add_argument(f"--{name}", required=True)
+    p.add_argument("--labels", default="")
+    p.add_argument("--metric", default="agreement")
+    p.add_argument("--preset", default="mixed")
+    p.add_argument("--max-drop", type=float, default=0.01)
+    p.add_argument("--batch", default="1,8")
+    p.add_argument("--accuracy-aware", action="store_true", help="quantize with the accuracy-aware search on --eval against --metric/--max-drop")
+    p.add_argument("--runtime", default="onnxruntime")
+    p.add_argument("--runner", default="subprocess", choices=["subprocess", "docker"],
+                   help="docker: each step in the component image, through the Docker API at DOCKER_HOST")
+
+
+def _run_one(args: argparse.Namespace) -> None:
+    from pipelines.run import run_local
+
+    _check_choices(args.metric, args.preset, args.runtime)
+    run_local(
+        runner=args.runner,
+        model_uri=args.model, calib_uri=args.calib, eval_uri=args.eval, registry_uri=args.registry, name=args.name,
+        preset=args.preset, metric=args.metric, labels_uri=args.labels, max_drop=args.max_drop, batches=args.batch,
+        accuracy_aware=args.accuracy_aware, runtime=args.runtime,
+    )
+
+
+def _run_many_arguments(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--models", required=True, help="prefix holding NAME/model.onnx, calib.npz, eval.npz[, labels.npy]")
+    p.add_argument("--registry", required=True)
+    p.add_argument("--metric", default="agreement")
+    p.add_argument("--preset", default="mixed")
+    p.add_argument("--max-drop", type=float, default=0.01)
+    p.add_argument("--batch", default="1,8")
+    p.add_argument("--runner", default="subprocess", choices=["subprocess", "docker"])
+    p.add_argument("--runtime", default="onnxruntime")
+
+
+def _run_many(args: argparse.Namespace) -> None:
+    from pipelines.run import run_local
+
+    _check_choices(args.metric, args.preset, args.runtime)
+    run_local(pipeline="ptq_many", runner=args.runner, models_prefix=args.models, registry_uri=args.registry,
+              preset=args.preset, metric=args.metric, max_drop=args.max_drop, batches=args.batch, runtime=args.runtime)
+
+
+def _submit_arguments(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--host", required=True, help="the KFP API, e.g. http://ml-pipeline.kubeflow.svc.cluster.local:8888")
+    p.add_argument("--pipeline", default="ptq", help="ptq or ptq_many")
+    p.add_argument("--param", action="append", default=[], metavar="KEY=VALUE", help="a pipeline parameter (repeat)")
+    p.add_argument("--schedule", help="cron: 5 fields (min hour day month weekday) or KFP's 6 (seconds first)")
+    p.add_argument("--experiment", default="lowprec")
+    p.add_argument("--namespace")
+    p.add_argument("--run-name")
+
+
+def _submit(args: argparse.Namespace) -> None:
+    from pipelines.run import submit, typed_arguments
+
+    arguments = typed_arguments(args.pipeline, args.param)
+    if args.pipeline == "ptq":
+        _check_choices(str(arguments.get("metric", "agreement")), str(arguments.get("preset", "mixed")),
+                       str(arguments.get("runtime", "onnxruntime")))
+    ident = submit(args.host, pipeline=args.pipeline, arguments=arguments, schedule=args.schedule,
+                   experiment=args.experiment, namespace=args.namespace, run_name=args.run_name)
+    print(f"{'recurring run' if args.schedule else 'run'} {ident} of {args.pipeline} submitted to {args.host}")
+
+
 def _check_choices(metric: str, preset: str, runtime: str = "onnxruntime") -> None:
     """Catch bad values before any task starts, not in the third container. (Whether a runtime is
     installed is the image's business: the local Python may not serve it.)"""
     resolve_metric(metric)
     build(QuantConfig, preset=preset)
     build(BenchmarkConfig, runtime=runtime)
+
+
+PIPELINE_COMMANDS = (
+    Command("compile", "write a pipeline's KFP YAML", _compile_arguments, _compile),
+    Command("run", "run `ptq` on this machine with kfp's local runner", _run_arguments, _run_one),
+    Command("run-many", "run `ptq_many` locally: every model under --models without a version in --registry", _run_many_arguments, _run_many),
+    Command("submit", "submit a run, or a recurring run with --schedule, to a Kubeflow Pipelines API", _submit_arguments, _submit),
+)
+
+
+# --- demo --------------------------------------------------------------------------------------
+
+def _demo_arguments(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--registry", default=str(DEFAULT_REGISTRY))
+
+
+COMMANDS = (
+    Command("calibrate", "collect activation statistics in one streaming pass", _calibrate_arguments, _calibrate),
+    Command("quantize", "FP32 ONNX -> INT8 QDQ ONNX", _quantize_arguments, _quantize),
+    Command("inspect", "per-layer error of an INT8 model against its FP32 source, worst first", _inspect_arguments, _inspect),
+    Command("report", "render the JSON reports of one model as a self-contained HTML page", _report_arguments, _report),
+    Command("validate", "FP32 vs INT8 on evaluation data; exit 10 if the drop is too large", _validate_arguments, _validate),
+    Command("benchmark", "latency and size, FP32 vs INT8, interleaved", _benchmark_arguments, _benchmark),
+    Command("publish", "push an INT8 model and its files to a registry, manifest last", _publish_arguments, _publish),
+    Command("fetch", "download a published version and verify its hashes", _fetch_arguments, _fetch),
+    Command("gc", "remove what interrupted publishes left: objects of revisions that never completed", _gc_arguments, _gc),
+    Command("pipeline", "compile, run or submit the Kubeflow pipelines",
+            lambda p: _add_commands(p, PIPELINE_COMMANDS, "action"), None),
+    Command("demo", "run the whole pipeline on the bundled digit classifier", _demo_arguments, lambda args: _demo(args.registry)),
+)
 
 
 def _demo(registry_uri: str) -> int:
@@ -522,7 +609,7 @@ def main(argv: list[str] | None = None) -> int:
     level = (logging.WARNING, logging.INFO, logging.DEBUG)[min(args.verbose, 2)]
     with _console(level) as shown:
         try:
-            return _run(args)
+            return args.run(args) or 0
         except LowprecError as err:
             if shown.open_line:
                 print(file=sys.stderr)

@@ -1,4 +1,5 @@
-"""What is quantizable: one table row per op type, one row per hardware target."""
+"""What is quantizable: a row per layer op (QUANTIZABLE), per other op that reads a quantized
+tensor (READERS), per hardware target (TARGETS). Adding an op means adding a row."""
 
 from __future__ import annotations
 
@@ -8,6 +9,7 @@ from typing import Callable
 
 import numpy as np
 import onnx
+from onnx import numpy_helper
 
 
 def _attr(node: onnx.NodeProto, name: str, default: int) -> int:
@@ -17,24 +19,19 @@ def _attr(node: onnx.NodeProto, name: str, default: int) -> int:
     return default
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, kw_only=True)
 class OpRule:
-    """How one op type is quantized.
+    """How one layer op type (an op with a weight) is quantized: a row of QUANTIZABLE."""
 
-    activation_inputs: input indices that carry activations (quantized per tensor).
-    weight_input: the input index of the weight, quantized per channel when it is constant.
-    bias_input: the input index of a bias that becomes int32 (scale = x_scale * w_scale).
-    channel_axis: (node, weight rank) -> the weight axis that holds output channels,
-        or None where per-channel is not possible.
-    """
-
-    activation_inputs: tuple[int, ...]
-    weight_input: int
-    bias_input: int | None
-    channel_axis: Callable[[onnx.NodeProto, int], int | None]
-    integer_output_required: bool  # no integer kernel with a float output exists (Conv)
+    channel_axis: Callable[[onnx.NodeProto, int], int | None]  # (node, weight rank) -> the weight axis of output channels, None: per tensor only
     input_channel_axis: int  # the axis of the activation input that the weight contracts over
     reduction: Callable[[onnx.NodeProto, tuple[int, ...]], int]  # (node, weight dims) -> products summed per output
+    activation_inputs: tuple[int, ...] = (0,)  # input indices that carry activations (quantized per tensor)
+    weight_input: int = 1  # the weight, quantized per channel when it is constant
+    bias_input: int | None = None  # a bias that becomes int32 (scale = x_scale * w_scale)
+    # The Add after the layer that ORT folds into it as its bias (MatMul on 2-D input -> Gemm).
+    bias_from_following_add: bool = False
+    integer_output_required: bool = False  # no integer kernel with a float output exists (Conv)
     # Activations that ORT fuses into this op's *float* kernel (Gemm -> FusedGemm) before its QDQ
     # fusions: an integer kernel needs a quantized output between the two.
     float_fused_activations: frozenset[str] = frozenset()
@@ -56,31 +53,21 @@ def _conv_transpose_axis(node: onnx.NodeProto, rank: int) -> int | None:
 
 
 QUANTIZABLE: dict[str, OpRule] = {
-    "Conv": OpRule((0,), 1, 2, lambda node, rank: 0, True, 1, _conv_reduction),
-    "ConvTranspose": OpRule((0,), 1, 2, _conv_transpose_axis, True, 1, _conv_transpose_reduction),
-    "Gemm": OpRule((0,), 1, 2, lambda node, rank: 0 if _attr(node, "transB", 0) else 1, False, -1,
-                   lambda node, dims: int(dims[-1] if _attr(node, "transB", 0) else dims[0]),
+    "Conv": OpRule(channel_axis=lambda node, rank: 0, input_channel_axis=1, reduction=_conv_reduction,
+                   bias_input=2, integer_output_required=True),
+    "ConvTranspose": OpRule(channel_axis=_conv_transpose_axis, input_channel_axis=1, reduction=_conv_transpose_reduction,
+                            bias_input=2, integer_output_required=True),
+    "Gemm": OpRule(channel_axis=lambda node, rank: 0 if _attr(node, "transB", 0) else 1, input_channel_axis=-1,
+                   reduction=lambda node, dims: int(dims[-1] if _attr(node, "transB", 0) else dims[0]), bias_input=2,
                    # onnxruntime's GemmActivationFusion, checked op by op with optimized_graph.
-                   frozenset({"Relu", "LeakyRelu", "Sigmoid", "Tanh", "HardSigmoid", "Elu", "Selu", "Softplus", "Softsign"})),
+                   float_fused_activations=frozenset({"Relu", "LeakyRelu", "Sigmoid", "Tanh", "HardSigmoid", "Elu", "Selu", "Softplus", "Softsign"})),
     # ORT's integer MatMul takes per-column scales for a 2-D B only.
-    "MatMul": OpRule((0,), 1, None, lambda node, rank: rank - 1 if rank == 2 else None, False, -1,
-                     lambda node, dims: int(dims[-2] if len(dims) > 1 else dims[0]),
+    "MatMul": OpRule(channel_axis=lambda node, rank: rank - 1 if rank == 2 else None, input_channel_axis=-1,
+                     reduction=lambda node, dims: int(dims[-2] if len(dims) > 1 else dims[0]), bias_from_following_add=True,
                      # After the Add that ORT folds into a Gemm with it (2-D input): of the
                      # activations ORT fuses into a Gemm, only Relu reaches that folded one.
-                     frozenset({"Relu"})),
+                     float_fused_activations=frozenset({"Relu"})),
 }
-
-# Activations that a following QuantizeLinear can absorb: with uint8 and zero point at the
-# bottom of the range, saturation *is* the activation, so the node can be dropped.
-FUSABLE_ACTIVATIONS: frozenset[str] = frozenset({"Relu", "Clip"})
-
-# Ops that only move or select values: a quantized tensor passes through them unchanged, and
-# ORT moves Q/DQ pairs across them. A quantized reader behind one counts as a quantized reader.
-TRANSPARENT: frozenset[str] = frozenset(
-    # Dropout is the identity at inference (ORT removes it): opset <= 11 exports keep it between
-    # a classifier's Gemm + Relu and the next Gemm (the zoo's AlexNet, VGG, ZFNet).
-    {"Reshape", "Transpose", "Flatten", "Squeeze", "Unsqueeze", "MaxPool", "Identity", "Slice", "Split", "Gather", "Dropout"}
-)
 
 
 @dataclass(frozen=True)
@@ -134,9 +121,7 @@ def integer_range(dtype: type) -> tuple[int, int]:
     return int(info.min), int(info.max)
 
 
-# Saturation: for a reader op, the range of one input outside which the op's output no longer
-# changes (ReLU ignores everything below 0). A tensor read only by such ops can be quantized
-# over the union of its readers' ranges and lose nothing: finer steps where values matter.
+# (reader node, the tensor it reads, the graph) -> the range of that tensor the reader can tell apart.
 Saturation = Callable[[onnx.NodeProto, str, "GraphView"], tuple[float, float]]
 _FULL = (-math.inf, math.inf)
 
@@ -184,13 +169,56 @@ def _gated_mul_range(node: onnx.NodeProto, tensor: str, view: GraphView) -> tupl
     return _hardsigmoid_range(gate, tensor, view)[0], math.inf
 
 
-SATURATION: dict[str, Saturation] = {
-    "Relu": lambda node, tensor, view: (0.0, math.inf),
-    "Clip": _clip_range,
-    "HardSigmoid": _hardsigmoid_range,
-    "HardSwish": lambda node, tensor, view: (-3.0, math.inf),
-    "Mul": _gated_mul_range,
+def _clip_absorbed(node: onnx.NodeProto, inits: dict[str, onnx.TensorProto]) -> bool:
+    """A Clip whose bounds are constants with lower bound <= 0 (so 0 is in range)."""
+    lower = node.input[1] if len(node.input) > 1 else ""
+    if lower and lower not in inits:
+        return False
+    if len(node.input) > 2 and node.input[2] and node.input[2] not in inits:
+        return False
+    return not lower or float(numpy_helper.to_array(inits[lower])) <= 0.0
+
+
+@dataclass(frozen=True, kw_only=True)
+class ReaderRule:
+    """How an op that is no layer treats a quantized tensor it reads: a row of READERS.
+
+    transparent: the op only moves or selects values; a quantized tensor passes through it
+        unchanged, ORT moves Q/DQ pairs across it, and a quantized reader behind it counts as
+        a quantized reader.
+    absorbed: (node, initializers) -> whether a following QuantizeLinear can absorb this
+        activation: with uint8 and the zero point at the bottom of the range, saturation *is*
+        the activation, so the integer kernel before it applies it and the node goes.
+    saturation: the range of one input outside which the op's output no longer changes (ReLU
+        ignores everything below 0). A tensor read only by such ops is quantized over the
+        union of its readers' ranges and loses nothing: finer steps where values matter.
+    """
+
+    transparent: bool = False
+    absorbed: Callable[[onnx.NodeProto, dict[str, onnx.TensorProto]], bool] | None = None
+    saturation: Saturation | None = None
+
+
+_MOVES = ReaderRule(transparent=True)
+READERS: dict[str, ReaderRule] = {
+    "Relu": ReaderRule(absorbed=lambda node, inits: True, saturation=lambda node, tensor, view: (0.0, math.inf)),
+    "Clip": ReaderRule(absorbed=_clip_absorbed, saturation=_clip_range),
+    "HardSigmoid": ReaderRule(saturation=_hardsigmoid_range),
+    "HardSwish": ReaderRule(saturation=lambda node, tensor, view: (-3.0, math.inf)),
+    "Mul": ReaderRule(saturation=_gated_mul_range),
+    **dict.fromkeys(("Reshape", "Transpose", "Flatten", "Squeeze", "Unsqueeze", "MaxPool", "Identity", "Slice", "Split", "Gather"), _MOVES),
+    # Dropout is the identity at inference (ORT removes it): opset <= 11 exports keep it between
+    # a classifier's Gemm + Relu and the next Gemm (the zoo's AlexNet, VGG, ZFNet).
+    "Dropout": _MOVES,
 }
+FUSABLE_ACTIVATIONS: frozenset[str] = frozenset(op for op, rule in READERS.items() if rule.absorbed is not None)
+TRANSPARENT: frozenset[str] = frozenset(op for op, rule in READERS.items() if rule.transparent)
+
+
+def absorbed_by_quantizer(node: onnx.NodeProto, inits: dict[str, onnx.TensorProto]) -> bool:
+    """Whether a QuantizeLinear after `node` can stand in for it (see ReaderRule.absorbed)."""
+    rule = READERS.get(node.op_type)
+    return rule is not None and rule.absorbed is not None and rule.absorbed(node, inits)
 
 
 def useful_range(readers: list[onnx.NodeProto], tensor: str, view: GraphView) -> tuple[float, float]:
@@ -199,8 +227,8 @@ def useful_range(readers: list[onnx.NodeProto], tensor: str, view: GraphView) ->
         return _FULL
     lows, highs = [], []
     for node in readers:
-        rule = SATURATION.get(node.op_type)
-        low, high = rule(node, tensor, view) if rule else _FULL
+        rule = READERS.get(node.op_type)
+        low, high = rule.saturation(node, tensor, view) if rule is not None and rule.saturation is not None else _FULL
         lows.append(low)
         highs.append(high)
     return min(lows), max(highs)

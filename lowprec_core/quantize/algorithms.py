@@ -86,7 +86,7 @@ def correct_biases(
 
 
 def smooth_quant(
-    model: onnx.ModelProto, stats: Statistics, config: QuantConfig
+    model: onnx.ModelProto, stats: Statistics, config: QuantConfig, *, ignored: set[str] | None = None
 ) -> tuple[onnx.ModelProto, Statistics, list[str]]:
     """SmoothQuant for MatMul/Gemm inputs with outlier channels: move per-channel activation
     scale into the weights.
@@ -100,7 +100,7 @@ def smooth_quant(
     out.CopyFrom(model)
     graph = out.graph
     inits = initializers(graph)
-    groups = smoothing_groups(graph, config, resolve_ignored(out, config.ignore))
+    groups = smoothing_groups(graph, config, resolve_ignored(out, config.ignore) if ignored is None else ignored)
     names = Names(graph)
     tensors = dict(stats.tensors)
     smoothed = []

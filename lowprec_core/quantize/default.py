@@ -27,6 +27,7 @@ def quantize_model(
     *,
     feeds: Callable[[], Iterable[dict]] | None = None,
     reserved: frozenset[str] = frozenset(),
+    ignored: set[str] | None = None,
 ) -> tuple[onnx.ModelProto, QuantPlan]:
     """Quantize a prepared model; returns the new model and the plan that made it.
 
@@ -36,9 +37,13 @@ def quantize_model(
     The bodies of If nodes (silero VAD's export keeps its whole network in one) are then
     quantized the same way, each as a model of its own whose inputs are the outer values it
     reads (`graph.body_model`); their plans go into `QuantPlan.bodies`. The calibration pass
-    passes their tensors out through the If (`calibration.collect.with_outputs`)."""
-    int8, quant_plan = _quantize_graph(model, stats, config, feeds, reserved)
-    ignored = resolve_ignored(model, config.ignore)
+    passes their tensors out through the If (`calibration.collect.with_outputs`).
+
+    The ignored scope is resolved to node names here, once (`ignored`, where a caller has done
+    it), and every step below reads that set; the plan records it."""
+    if ignored is None:
+        ignored = resolve_ignored(model, config.ignore)
+    int8, quant_plan = _quantize_graph(model, stats, config, feeds, reserved, ignored)
     bodies: dict[str, QuantPlan] = {}
     unrun: dict[str, str] = {}
     for node, attribute, body in if_bodies(int8.graph):
@@ -48,12 +53,12 @@ def quantize_model(
         inside = {n.name for n in all_nodes(body)} & ignored
         sub_config = config.model_copy(update={"ignore": tuple(sorted(inside))})
         # What this config's plan of the body reads (statistics collected for this config alone hold no more).
-        own = set(statistic_requests(sub, config.target, bodies=False, config=sub_config)) & names_defined_here(body)
+        own = set(statistic_requests(sub, config.target, bodies=False, config=sub_config, ignored=inside)) & names_defined_here(body)
         if own and not own & set(stats.tensors):
             why = f"inside {node.name}/{attribute}, which no calibration batch ran: it has no statistics"
             unrun.update({n.name: why for n in all_nodes(body) if n.op_type in QUANTIZABLE})
             continue
-        sub_int8, sub_plan = quantize_model(sub, stats, sub_config, reserved=reserved | all_names(int8.graph))
+        sub_int8, sub_plan = quantize_model(sub, stats, sub_config, reserved=reserved | all_names(int8.graph), ignored=inside)
         put_body(int8, node, attribute, sub_int8, owned)
         if sub_plan.layers() or sub_plan.left_float():
             bodies[f"{node.name}/{attribute}"] = sub_plan
@@ -70,6 +75,7 @@ def _quantize_graph(
     config: QuantConfig,
     feeds: Callable[[], Iterable[dict]] | None,
     reserved: frozenset[str],
+    ignored: set[str],
 ) -> tuple[onnx.ModelProto, QuantPlan]:
     """One graph, its If bodies aside: align, smooth, plan, correct biases, apply."""
     aligned: list[str] = []
@@ -77,8 +83,8 @@ def _quantize_graph(
         model, stats, aligned = align_channels(model, stats)
     smoothed: list[str] = []
     if resolve_model_type(model, config.model_type) == "transformer":
-        model, stats, smoothed = smooth_quant(model, stats, config)
-    quant_plan = plan(model, stats, config).model_copy(update={"smoothed": smoothed, "aligned": aligned})
+        model, stats, smoothed = smooth_quant(model, stats, config, ignored=ignored)
+    quant_plan = plan(model, stats, config, ignored=ignored).model_copy(update={"smoothed": smoothed, "aligned": aligned})
     # Bias correction changes biases only: the weights quantize once for it and the transform.
     weights_q = quantize_planned_weights(quant_plan.weights, initializers(model.graph))
     if config.bias_correction != "none":

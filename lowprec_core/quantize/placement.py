@@ -81,7 +81,7 @@ def layer_bias(node, rule, users, graph_outputs: set[str], input_rank: int) -> t
     if rule.bias_input is not None:
         return node, node.input[rule.bias_input] if len(node.input) > rule.bias_input else ""
     readers = users.get(node.output[0], [])
-    if node.op_type != "MatMul" or input_rank != 2 or len(readers) != 1 or node.output[0] in graph_outputs:
+    if not rule.bias_from_following_add or input_rank != 2 or len(readers) != 1 or node.output[0] in graph_outputs:
         return node, ""
     add = readers[0]
     if add.op_type != "Add" or add.domain not in ("", "ai.onnx") or len(add.input) != 2:

@@ -63,6 +63,7 @@ class QuantPlan(BaseModel):
     fused: list[FusedActivation] = []
     nodes: list[str] = []
     skipped: dict[str, str] = {}
+    ignored: list[str] = []  # the config's ignored scope, resolved once to node names
     corrected_biases: list[str] = []
     smoothed: list[str] = []
     aligned: list[str] = []

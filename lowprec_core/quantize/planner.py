@@ -14,7 +14,7 @@ from ..calibration.stats import Statistics
 from ..config import QuantConfig
 from ..errors import ConfigError
 from ..graph import all_nodes, body_model, consumers, if_bodies, initializers, subgraphs
-from ..ops import FUSABLE_ACTIVATIONS, QUANTIZABLE, TARGETS, TRANSPARENT, GraphView, useful_range
+from ..ops import FUSABLE_ACTIVATIONS, QUANTIZABLE, TARGETS, TRANSPARENT, GraphView, absorbed_by_quantizer, useful_range
 from .overflow import overflow_channels
 from .params import activation_params, quantize_planned_weight
 from .plan import ActivationQuant, BiasQuant, FusedActivation, QuantPlan, WeightQuant
@@ -130,79 +130,115 @@ def resolve_ignored(model: onnx.ModelProto, ignore: tuple[str, ...]) -> set[str]
     return ignored
 
 
-def plan(model: onnx.ModelProto, stats: Statistics, config: QuantConfig) -> QuantPlan:
+def plan(model: onnx.ModelProto, stats: Statistics, config: QuantConfig, *, ignored: set[str] | None = None) -> QuantPlan:
     """Decide per node: quantize (which inputs, weights, bias, output) or skip (why).
 
-    Pass 1 picks the nodes; pass 2 places output quantizers: an op whose integer kernel needs
-    one (Conv) always gets it; others (MatMul, Gemm) only where a quantized node reads the
-    output, so no requantize pair is spent on a value that is used in float anyway.
+    Pass 1 (`_choose`) picks the layers from the graph alone; pass 2 leaves float those ORT
+    would fuse into a float kernel; pass 3 (`_Placer`) places, layer by layer in graph order,
+    the input quantizers, the output quantizer (an op whose integer kernel needs one, Conv,
+    always gets it; MatMul and Gemm only where a quantized node reads the output, so no
+    requantize pair is spent on a value used in float anyway), the weight and the bias.
+    `ignored`: the config's ignored scope resolved to node names, where the caller has it.
     """
+    if ignored is None:
+        ignored = resolve_ignored(model, config.ignore)
     graph = model.graph
-    target = TARGETS[config.target]
-    inits = initializers(graph)
-    users = consumers(graph)
-    ignored = resolve_ignored(model, config.ignore)
-    graph_outputs = {o.name for o in graph.output}
-    float_tensors = _float_tensors(model)
-    skipped: dict[str, str] = {}
+    inits, users = initializers(graph), consumers(graph)
     known_ranks = ranks(model)
+    skipped: dict[str, str] = {}
 
     def rank(tensor: str) -> int:
         """Shape inference's rank, else calibration's (a Reshape to a computed shape)."""
         entry = stats.tensors.get(tensor)
         return known_ranks.get(tensor, entry.rank if entry is not None else -1)
 
-    chosen = _choose(model, config, ignored, inits, users, float_tensors, known_ranks, skipped)
-    chosen = drop_float_fused(chosen, users, graph_outputs, skipped, rank)
-
+    chosen = _choose(model, config, ignored, inits, users, _float_tensors(model), known_ranks, skipped)
+    chosen = drop_float_fused(chosen, users, {o.name for o in graph.output}, skipped, rank)
     nested = _nested_layers(graph)
     skipped.update(nested)
     if nested and not chosen:
         log.warning("nothing to quantize in the main graph; %d layers inside Loop/Scan bodies stay float", len(nested))
 
-    quantized_reads = {name for _, act_inputs, _ in chosen for name in act_inputs}
-
-    def feeds_quantized(tensor: str) -> bool:
-        return feeds_reads(tensor, quantized_reads, users)
-
-    activations: dict[str, ActivationQuant] = {}
-    input_readers: dict[str, list[str]] = {}
-    for node, act_inputs, _ in chosen:
-        for name in act_inputs:
-            input_readers.setdefault(name, []).append(node.name)
-
-    view = GraphView(
-        {name: numpy_helper.to_array(t) for name, t in inits.items() if t.data_type == onnx.TensorProto.FLOAT and len(t.dims) <= 1},
-        {out: node for node in graph.node for out in node.output},
+    placer = _Placer(model, stats, config, ignored, chosen, rank)
+    for node, act_inputs, weight_name in chosen:
+        placer.place(node, act_inputs, weight_name)
+    log.info("plan: %d nodes quantized, %d skipped, %d activations fused", len(chosen), len(skipped), len(placer.fused))
+    return QuantPlan(
+        model_sha256=stats.model_sha256,
+        config=config,
+        activations=list(placer.activations.values()),
+        weights=list(placer.weights.values()),
+        biases=placer.biases,
+        fused=placer.fused,
+        nodes=[node.name for node, _, _ in chosen],
+        skipped=skipped,
+        ignored=sorted(ignored),
     )
 
-    def grid_source(name: str) -> ActivationQuant | None:
+
+class _Placer:
+    """Pass 3 of `plan`: the quantizers of the chosen layers, one layer at a time in graph order
+    (a tensor's entry may depend on one placed before it: a shared grid, an integer output)."""
+
+    def __init__(self, model: onnx.ModelProto, stats: Statistics, config: QuantConfig, ignored: set[str], chosen, rank) -> None:
+        graph = model.graph
+        self.stats, self.config, self.ignored, self.rank = stats, config, ignored, rank
+        self.target = TARGETS[config.target]
+        self.inits, self.users = initializers(graph), consumers(graph)
+        self.graph_outputs = {o.name for o in graph.output}
+        self.quantized_reads = {name for _, act_inputs, _ in chosen for name in act_inputs}
+        self.input_readers: dict[str, list[str]] = {}
+        for node, act_inputs, _ in chosen:
+            for name in act_inputs:
+                self.input_readers.setdefault(name, []).append(node.name)
+        self.view = GraphView(
+            {name: numpy_helper.to_array(t) for name, t in self.inits.items() if t.data_type == onnx.TensorProto.FLOAT and len(t.dims) <= 1},
+            {out: node for node in graph.node for out in node.output},
+        )
+        self.activations: dict[str, ActivationQuant] = {}
+        self.weights: dict[str, WeightQuant] = {}
+        self.biases: list[BiasQuant] = []
+        self.fused: list[FusedActivation] = []
+
+    def place(self, node: onnx.NodeProto, act_inputs: list[str], weight_name: str) -> None:
+        rule = QUANTIZABLE[node.op_type]
+        for name in act_inputs:
+            self._tensor(name, output=False)
+        self._output(node, rule, act_inputs)
+        self._bias(node, rule, act_inputs, self._weight(node, rule, act_inputs, weight_name))
+
+    def _feeds_quantized(self, tensor: str) -> bool:
+        return feeds_reads(tensor, self.quantized_reads, self.users)
+
+    def _grid_source(self, name: str) -> ActivationQuant | None:
         """The quantized tensor `name` is a pure rearrangement of (MaxPool, Reshape, ...), if any.
 
         Sharing its scale and zero point lets ORT run the op on integers and drop the
         DQ -> op -> Q pair around it, instead of requantizing to a grid of its own."""
-        producer = view.producers.get(name)
+        producer = self.view.producers.get(name)
         for _ in range(8):
             if producer is None or producer.op_type not in TRANSPARENT or not producer.input:
                 return None
             source = producer.input[0]
-            if source in activations and activations[source].readers is None:
-                return activations[source]
-            producer = view.producers.get(source)
+            if source in self.activations and self.activations[source].readers is None:
+                return self.activations[source]
+            producer = self.view.producers.get(source)
         return None
 
-    def quantize_tensor(name: str, *, output: bool) -> None:
-        shared = None if output else grid_source(name)
+    def _tensor(self, name: str, *, output: bool) -> None:
+        """A Q/DQ pair on `name`: on every reader for a layer's output, else on the quantized layers reading it."""
+        config, target, stats = self.config, self.target, self.stats
+        shared = None if output else self._grid_source(name)
         if shared is not None:
-            activations[name] = shared.model_copy(update={"tensor": name, "readers": sorted(set(input_readers[name]))})
+            self.activations[name] = shared.model_copy(update={"tensor": name, "readers": sorted(set(self.input_readers[name]))})
             return
         low, high = activation_range(
             stats.require(name), config.activation_range, target.activation_dtype, symmetric=config.symmetric_activations
         )
-        previous = activations.get(name)
-        readers = None if output or (previous is not None and previous.readers is None) else sorted(set(input_readers[name]))
-        if readers is None and name not in graph_outputs:  # every reader sees the DQ: clamp to what they can use
-            useful_low, useful_high = useful_range(users.get(name, []), name, view)
+        previous = self.activations.get(name)
+        readers = None if output or (previous is not None and previous.readers is None) else sorted(set(self.input_readers[name]))
+        if readers is None and name not in self.graph_outputs:  # every reader sees the DQ: clamp to what they can use
+            useful_low, useful_high = useful_range(self.users.get(name, []), name, self.view)
             low, high = max(low, useful_low), min(high, useful_high)
         scale, zero_point = activation_params(low, high, target.activation_dtype, symmetric=config.symmetric_activations)
         level = two_levels(stats.tensors[name]) if target.int16_pairs and np.dtype(target.activation_dtype) == np.uint8 else None
@@ -210,40 +246,37 @@ def plan(model: onnx.ModelProto, stats: Statistics, config: QuantConfig) -> Quan
             # Only 0 and `level` (a one-hot code): 0 and 127 hold both exactly, and 127 x 127 pair
             # sums stay within int16, where 255 would flag nearly every channel for 7-bit weights.
             scale, zero_point = np.float32(level / 127.0), 0
-        activations[name] = ActivationQuant(
+        self.activations[name] = ActivationQuant(
             tensor=name, scale=float(scale), zero_point=zero_point, dtype=np.dtype(target.activation_dtype).name, readers=readers
         )
 
-    weights: dict[str, WeightQuant] = {}
-    biases: list[BiasQuant] = []
-    fused: list[FusedActivation] = []
-    for node, act_inputs, weight_name in chosen:
-        rule = QUANTIZABLE[node.op_type]
-        for name in act_inputs:
-            quantize_tensor(name, output=False)
-
+    def _output(self, node: onnx.NodeProto, rule, act_inputs: list[str]) -> None:
+        """The layer's output quantizer: after a fused activation, on the output, or none."""
         output = node.output[0]
-        followers = users.get(output, [])
-        if _fuses_activation(node, followers, graph_outputs, ignored, inits, config) and (
-            rule.integer_output_required or feeds_quantized(followers[0].output[0])
+        followers = self.users.get(output, [])
+        if _fuses_activation(node, followers, self.graph_outputs, self.ignored, self.inits, self.config) and (
+            rule.integer_output_required or self._feeds_quantized(followers[0].output[0])
         ):
-            fused.append(FusedActivation(node=followers[0].name, into=node.name))
-            quantize_tensor(followers[0].output[0], output=True)
-        elif rule.integer_output_required or feeds_quantized(output):
-            quantize_tensor(output, output=True)
+            self.fused.append(FusedActivation(node=followers[0].name, into=node.name))
+            self._tensor(followers[0].output[0], output=True)
+        elif rule.integer_output_required or self._feeds_quantized(output):
+            self._tensor(output, output=True)
         else:
-            fused_in_float = float_fused(node, rule, users, graph_outputs, rank(act_inputs[0]))
+            fused_in_float = float_fused(node, rule, self.users, self.graph_outputs, self.rank(act_inputs[0]))
             # A Relu before a u8 quantizer at zero point 0 is dropped by ORT (the Q clamps), so
             # the layer meets that quantizer and no other is needed.
             absorbed = fused_in_float is not None and fused_in_float[1].op_type == "Relu" and (
-                not config.symmetric_activations and feeds_quantized(fused_in_float[1].output[0])
+                not self.config.symmetric_activations and self._feeds_quantized(fused_in_float[1].output[0])
             )
             if fused_in_float is not None and not absorbed:
-                quantize_tensor(fused_in_float[0], output=True)
+                self._tensor(fused_in_float[0], output=True)
 
-        weight = inits[weight_name]
+    def _weight(self, node: onnx.NodeProto, rule, act_inputs: list[str], weight_name: str) -> int | None:
+        """The weight's entry (shared weights must agree on the axis); returns its channel axis."""
+        config, target = self.config, self.target
+        weight = self.inits[weight_name]
         axis = rule.channel_axis(node, len(weight.dims)) if config.per_channel and target.per_channel else None
-        entry = weights.setdefault(
+        entry = self.weights.setdefault(
             weight_name, WeightQuant(
                 initializer=weight_name, axis=axis, dtype=np.dtype(target.weight_dtype).name, estimator=config.weight_range
             )
@@ -251,35 +284,29 @@ def plan(model: onnx.ModelProto, stats: Statistics, config: QuantConfig) -> Quan
         if entry.axis != axis:
             raise ConfigError(f"weight {weight_name!r} is shared by nodes that need different channel axes")
         if target.int16_pairs:
-            narrow = _overflowing(node, weight, entry, activations[act_inputs[0]], stats.tensors.get(act_inputs[0]))
+            narrow = _overflowing(node, weight, entry, self.activations[act_inputs[0]], self.stats.tensors.get(act_inputs[0]))
             if narrow:
-                weights[weight_name] = entry = entry.model_copy(update={"narrow": sorted(set(entry.narrow) | set(narrow))})
-        reader, bias_name = layer_bias(node, rule, users, graph_outputs, rank(act_inputs[0]))
-        bias = inits.get(bias_name)
+                self.weights[weight_name] = entry.model_copy(update={"narrow": sorted(set(entry.narrow) | set(narrow))})
+        return axis
+
+    def _bias(self, node: onnx.NodeProto, rule, act_inputs: list[str], axis: int | None) -> None:
+        """An int32 bias where the target takes one and the bias is a float vector over the output channels."""
+        weight_name = node.input[rule.weight_input]
+        weight = self.inits[weight_name]
+        reader, bias_name = layer_bias(node, rule, self.users, self.graph_outputs, self.rank(act_inputs[0]))
+        bias = self.inits.get(bias_name)
         if (
-            target.bias_int32
+            self.target.bias_int32
             and bias is not None
             and bias.data_type == onnx.TensorProto.FLOAT
             and len(bias.dims) >= 1
             and all(d == 1 for d in bias.dims[:-1])  # [N], or [1, N] as jax2tf and tf2onnx write it
             and (axis is None or bias.dims[-1] == weight.dims[axis])
         ):
-            biases.append(BiasQuant(
+            self.biases.append(BiasQuant(
                 node=node.name, initializer=bias_name, activation=act_inputs[0], weight=weight_name,
                 reader=None if reader is node else reader.name,
             ))
-
-    log.info("plan: %d nodes quantized, %d skipped, %d activations fused", len(chosen), len(skipped), len(fused))
-    return QuantPlan(
-        model_sha256=stats.model_sha256,
-        config=config,
-        activations=list(activations.values()),
-        weights=list(weights.values()),
-        biases=biases,
-        fused=fused,
-        nodes=[node.name for node, _, _ in chosen],
-        skipped=skipped,
-    )
 
 
 def _choose(model, config: QuantConfig, ignored, inits, users, float_tensors, known_ranks, skipped: dict[str, str]):
@@ -400,22 +427,8 @@ def _fuses_activation(node, followers, graph_outputs, ignored, inits, config: Qu
         and len(followers) == 1
         and node.output[0] not in graph_outputs
         and followers[0].name not in ignored
-        and _fusable(followers[0], inits)
+        and absorbed_by_quantizer(followers[0], inits)
     )
-
-
-def _fusable(node: onnx.NodeProto, inits: dict[str, onnx.TensorProto]) -> bool:
-    """Relu always; Clip when its bounds are constants with lower bound <= 0 (so 0 is in range)."""
-    if node.op_type not in FUSABLE_ACTIVATIONS:
-        return False
-    if node.op_type == "Relu":
-        return True
-    lower = node.input[1] if len(node.input) > 1 else ""
-    if lower and lower not in inits:
-        return False
-    if len(node.input) > 2 and node.input[2] and node.input[2] not in inits:
-        return False
-    return not lower or float(numpy_helper.to_array(inits[lower])) <= 0.0
 
 
 def _float_tensors(model: onnx.ModelProto) -> set[str]:

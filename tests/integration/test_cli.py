@@ -91,6 +91,7 @@ def test_data_with_wrong_dtype_or_rank(tmp_path, demo, array, needle):
 def test_unknown_preset_lists_the_choices(tmp_path, demo):
     result = lowprec("quantize", demo["model"], "--data", demo["calib"], "--out", tmp_path / "o.onnx", "--preset", "fast")
     _one_line_error(result, "unknown preset 'fast'", "performance, mixed")
+    assert result.returncode == 2
 
 
 def test_min_reduction_decides_which_short_layers_stay_float(tmp_path, demo):
@@ -113,6 +114,7 @@ def test_min_reduction_decides_which_short_layers_stay_float(tmp_path, demo):
 def test_unknown_ignored_node_suggests_near_matches(tmp_path, demo):
     result = lowprec("quantize", demo["model"], "--data", demo["calib"], "--out", tmp_path / "o.onnx", "--ignore", "Conv_O")
     _one_line_error(result, "'Conv_O'", "did you mean")
+    assert result.returncode == 2
 
 
 def test_s3_errors_publish_nothing(tmp_path, demo, bucket, s3_env):
@@ -139,6 +141,66 @@ def test_pipeline_run_failure_is_one_error_line_and_exit_8(tmp_path):
     assert result.stderr.strip().splitlines()[-1] == \
         "lowprec: error: pipeline 'ptq' failed: Pipeline 'lowprec-ptq' finished with status FAILURE. Inner task failed: 'calibrate'."
     assert not (tmp_path / "reg").exists()
+
+
+def _tampered_version(tmp: Path, demo) -> str:
+    """A published version one of whose files no longer matches its manifest."""
+    import lowprec_core as lp
+
+    lp.quantize(demo["model"], tmp / "int8.onnx", data=demo["calib"])
+    uri, manifest = lp.publish(tmp / "int8.onnx", str(tmp / "registry"), "digits")
+    version = tmp / "registry" / "digits" / manifest.version
+    (version / "revisions" / manifest.revision / "model.onnx").write_bytes(b"not what was published")
+    return uri
+
+
+def _exit_code_cases(tmp: Path, demo) -> dict[int, list[str]]:
+    """For every exit code of errors.py (and 0), one command that ends with it."""
+    (tmp / "not_stats").mkdir()
+    (tmp / "text.onnx").write_text("not a model")
+    np.savez(tmp / "other.npz", pixels=np.zeros((2, 1, 8, 8), np.float32))
+    quantize = ["quantize", demo["model"], "--out", tmp / "o.onnx"]
+    return {
+        0: [*quantize, "--data", demo["calib"]],
+        2: [*quantize, "--data", demo["calib"], "--preset", "fast"],
+        3: ["quantize", tmp / "text.onnx", "--data", demo["calib"], "--out", tmp / "o.onnx"],
+        4: [*quantize, "--data", tmp / "other.npz"],
+        5: [*quantize, "--stats", tmp / "not_stats"],
+        6: ["fetch", f"{tmp / 'registry'}/absent/0123", "--out", tmp / "fetched"],
+        7: ["fetch", _tampered_version(tmp, demo), "--out", tmp / "fetched"],
+        8: ["pipeline", "submit", "--host", "http://127.0.0.1:9", "--param", f"model_uri={demo['model']}",
+            *(f"--param={key}=x" for key in ("calib_uri", "eval_uri", "registry_uri", "name"))],
+        10: ["validate", demo["model"], demo["model"], "--data", demo["eval"], "--metric", "mse", "--max-drop", "-1"],
+    }
+
+
+def test_every_exit_code_in_process(tmp_path, demo, capsys):
+    """main() as a caller in this process sees it: each code from the exception class that carries
+    it, each error on one line of stderr, nothing on stdout but a verdict."""
+    from lowprec_core import errors
+    from lowprec_core.cli import main
+
+    by_code = {cls.exit_code: cls for cls in vars(errors).values() if isinstance(cls, type) and issubclass(cls, errors.LowprecError)}
+    cases = _exit_code_cases(tmp_path, demo)
+    assert set(by_code) - {1} <= set(cases)  # every class but the base, whose code nothing raises as such
+    for code, argv in cases.items():
+        assert main([str(a) for a in argv]) == code, (code, argv, capsys.readouterr().err)
+        err = capsys.readouterr().err.strip().splitlines()
+        if code in (0, 10):
+            assert not [line for line in err if line.startswith("lowprec: error")]
+        else:
+            assert len(err) == 1 and err[0].startswith("lowprec: error: "), (code, err)
+    assert not (tmp_path / "fetched").exists()
+
+
+def test_usage_errors_exit_2_in_process(capsys):
+    from lowprec_core.cli import main
+
+    for argv in (["quantize"], ["nonsense"], ["benchmark", "a.onnx", "b.onnx", "--batch", "1,x"]):
+        with pytest.raises(SystemExit) as stopped:
+            main(argv)
+        assert stopped.value.code == 2
+        assert "usage: lowprec" in capsys.readouterr().err
 
 
 def test_the_per_layer_analysis_runs_when_its_result_is_shown_or_asked_for(tmp_path, demo, capsys):
