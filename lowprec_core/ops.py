@@ -95,6 +95,13 @@ class Target:
     int16_pairs: bool = False
     min_reduction: int = 0
     channels_last_convs: bool = False
+    # Weightless ops (READERS rows with integer_inputs) run on integers where every input they
+    # read is already a quantized output and their output feeds a quantized reader: tensors stay
+    # INT8 from layer to layer, and no quantizer is added that the layers did not need already.
+    integer_ops: frozenset[str] = frozenset()
+    # Float ops whose (bounded) output such an integer op may quantize for itself: HardSigmoid and
+    # Sigmoid, whose [0, 1] fits one grid, so x * HardSigmoid(x) runs as QLinearMul.
+    integer_op_float_inputs: frozenset[str] = frozenset()
 
 
 TARGETS: dict[str, Target] = {
@@ -183,6 +190,7 @@ def _clip_absorbed(node: onnx.NodeProto, inits: dict[str, onnx.TensorProto]) -> 
 class ReaderRule:
     """How an op that is no layer treats a quantized tensor it reads: a row of READERS.
 
+    integer_inputs / keeps_grid: see below; the target's `integer_ops` says which rows it uses.
     transparent: the op only moves or selects values; a quantized tensor passes through it
         unchanged, ORT moves Q/DQ pairs across it, and a quantized reader behind it counts as
         a quantized reader.
@@ -197,15 +205,29 @@ class ReaderRule:
     transparent: bool = False
     absorbed: Callable[[onnx.NodeProto, dict[str, onnx.TensorProto]], bool] | None = None
     saturation: Saturation | None = None
+    # The inputs an integer kernel of the runtime reads (ORT's QLinearAdd, QLinearConcat, ...)
+    # when they and the output are quantized; ALL_INPUTS: every one. None: no integer kernel.
+    integer_inputs: tuple[int, ...] | None = None
+    # The integer kernel keeps its input's grid (ORT drops the DQ/Q pair around Resize when both
+    # share scale and zero point): the output takes the input's quantizer, not one of its own.
+    keeps_grid: bool = False
 
 
+ALL_INPUTS = (-1,)
 _MOVES = ReaderRule(transparent=True)
 READERS: dict[str, ReaderRule] = {
     "Relu": ReaderRule(absorbed=lambda node, inits: True, saturation=lambda node, tensor, view: (0.0, math.inf)),
     "Clip": ReaderRule(absorbed=_clip_absorbed, saturation=_clip_range),
     "HardSigmoid": ReaderRule(saturation=_hardsigmoid_range),
     "HardSwish": ReaderRule(saturation=lambda node, tensor, view: (-3.0, math.inf)),
-    "Mul": ReaderRule(saturation=_gated_mul_range),
+    "Mul": ReaderRule(saturation=_gated_mul_range, integer_inputs=(0, 1)),
+    "Add": ReaderRule(integer_inputs=(0, 1)),
+    "Concat": ReaderRule(integer_inputs=ALL_INPUTS),
+    "GlobalAveragePool": ReaderRule(integer_inputs=(0,)),
+    "AveragePool": ReaderRule(integer_inputs=(0,)),
+    "Sigmoid": ReaderRule(integer_inputs=(0,)),
+    "LeakyRelu": ReaderRule(integer_inputs=(0,)),
+    "Resize": ReaderRule(integer_inputs=(0,), keeps_grid=True),
     **dict.fromkeys(("Reshape", "Transpose", "Flatten", "Squeeze", "Unsqueeze", "MaxPool", "Identity", "Slice", "Split", "Gather"), _MOVES),
     # Dropout is the identity at inference (ORT removes it): opset <= 11 exports keep it between
     # a classifier's Gemm + Relu and the next Gemm (the zoo's AlexNet, VGG, ZFNet).

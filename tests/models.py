@@ -461,3 +461,33 @@ def nested_ifs(seed: int = 0) -> onnx.ModelProto:
         [helper.make_tensor_value_info("y", TensorProto.FLOAT, ["N", 8, 8, 8])],
         inits,
     )
+
+
+def residual_block(seed: int = 0) -> onnx.ModelProto:
+    """x -> Conv 3x3 (3 -> 8) -> Relu -> r; Conv 3x3 (8 -> 8) reads r; Add(that, r) -> s;
+    Conv 1x1 (8 -> 4) reads s, and so does a float Sigmoid (a second output). Both inputs of the
+    Add are quantized layer outputs."""
+    rng = np.random.default_rng(seed)
+    inits = {
+        "w0": rng.normal(0, 0.5, (8, 3, 3, 3)).astype(np.float32),
+        "b0": rng.normal(0, 0.1, 8).astype(np.float32),
+        "w1": rng.normal(0, 0.2, (8, 8, 3, 3)).astype(np.float32),
+        "b1": rng.normal(0, 0.1, 8).astype(np.float32),
+        "w2": rng.normal(0, 0.3, (4, 8, 1, 1)).astype(np.float32),
+        "b2": rng.normal(0, 0.1, 4).astype(np.float32),
+    }
+    nodes = [
+        helper.make_node("Conv", ["x", "w0", "b0"], ["c0"], "conv0", pads=[1, 1, 1, 1]),
+        helper.make_node("Relu", ["c0"], ["r"], "relu0"),
+        helper.make_node("Conv", ["r", "w1", "b1"], ["a"], "conv1", pads=[1, 1, 1, 1]),
+        helper.make_node("Add", ["a", "r"], ["s"], "add"),
+        helper.make_node("Conv", ["s", "w2", "b2"], ["y"], "conv2"),
+        helper.make_node("Sigmoid", ["s"], ["z"], "gate"),
+    ]
+    return _model(
+        nodes,
+        [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["N", 3, 8, 8])],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, ["N", 4, 8, 8]),
+         helper.make_tensor_value_info("z", TensorProto.FLOAT, ["N", 8, 8, 8])],
+        inits,
+    )

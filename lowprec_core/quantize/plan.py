@@ -64,6 +64,7 @@ class QuantPlan(BaseModel):
     nodes: list[str] = []
     skipped: dict[str, str] = {}
     ignored: list[str] = []  # the config's ignored scope, resolved once to node names
+    integer_ops: list[str] = []  # weightless ops (Add, Concat, ...) whose inputs and output are quantized: run on integers
     corrected_biases: list[str] = []
     smoothed: list[str] = []
     aligned: list[str] = []

@@ -14,7 +14,9 @@ from ..calibration.stats import Statistics
 from ..config import QuantConfig
 from ..errors import ConfigError
 from ..graph import all_nodes, body_model, consumers, if_bodies, initializers, subgraphs
-from ..ops import FUSABLE_ACTIVATIONS, QUANTIZABLE, TARGETS, TRANSPARENT, GraphView, absorbed_by_quantizer, useful_range
+from ..ops import (
+    ALL_INPUTS, FUSABLE_ACTIVATIONS, QUANTIZABLE, READERS, TARGETS, TRANSPARENT, GraphView, absorbed_by_quantizer, useful_range,
+)
 from .overflow import overflow_channels
 from .params import activation_params, quantize_planned_weight
 from .plan import ActivationQuant, BiasQuant, FusedActivation, QuantPlan, WeightQuant
@@ -90,6 +92,13 @@ def statistic_requests(
         fused = float_fused(node, rule, users, graph_outputs, input_rank=2)
         if fused is not None:
             needed.setdefault(fused[0], None)
+    # The outputs of weightless ops the target may run on integers (a superset: pass 4 of plan
+    # keeps those between quantized layers).
+    for node in graph.node:
+        if node.op_type in TARGETS[target].integer_ops and len(node.output) == 1 and node.output[0] not in graph_outputs:
+            for tensor in [*_integer_inputs(node), node.output[0]]:
+                if tensor not in inits:
+                    needed.setdefault(tensor, None)
     for node, attribute, body in if_bodies(graph) if bodies else []:  # quantize_model plans each as a model of its own
         if has_layers(body):
             for tensor, axis in statistic_requests(body_model(model, node, attribute)[0], target, config=config, ignored=ignored).items():
@@ -162,6 +171,10 @@ def plan(model: onnx.ModelProto, stats: Statistics, config: QuantConfig, *, igno
     placer = _Placer(model, stats, config, ignored, chosen, rank)
     for node, act_inputs, weight_name in chosen:
         placer.place(node, act_inputs, weight_name)
+    target = TARGETS[config.target]
+    integer = _integer_ops(graph, placer, target.integer_ops, target.integer_op_float_inputs, ignored)
+    for node in integer:
+        placer.integer_op(node)
     log.info("plan: %d nodes quantized, %d skipped, %d activations fused", len(chosen), len(skipped), len(placer.fused))
     return QuantPlan(
         model_sha256=stats.model_sha256,
@@ -173,6 +186,7 @@ def plan(model: onnx.ModelProto, stats: Statistics, config: QuantConfig, *, igno
         nodes=[node.name for node, _, _ in chosen],
         skipped=skipped,
         ignored=sorted(ignored),
+        integer_ops=[node.name for node in integer],
     )
 
 
@@ -206,6 +220,19 @@ class _Placer:
             self._tensor(name, output=False)
         self._output(node, rule, act_inputs)
         self._bias(node, rule, act_inputs, self._weight(node, rule, act_inputs, weight_name))
+
+    def integer_op(self, node: onnx.NodeProto) -> None:
+        """The quantizers of a weightless op run on integers: any float input it reads (the
+        output of a bounded activation), and its output: on its own grid, or its input's."""
+        for tensor in _integer_inputs(node):
+            if tensor not in self.activations or self.activations[tensor].readers is not None:
+                self.input_readers.setdefault(tensor, []).append(node.name)
+                self._tensor(tensor, output=False)
+        output = node.output[0]
+        if READERS[node.op_type].keeps_grid:
+            self.activations[output] = self.activations[node.input[0]].model_copy(update={"tensor": output, "readers": None})
+        else:
+            self._tensor(output, output=True)
 
     def _feeds_quantized(self, tensor: str) -> bool:
         return feeds_reads(tensor, self.quantized_reads, self.users)
@@ -307,6 +334,44 @@ class _Placer:
                 node=node.name, initializer=bias_name, activation=act_inputs[0], weight=weight_name,
                 reader=None if reader is node else reader.name,
             ))
+
+
+def _integer_inputs(node: onnx.NodeProto) -> list[str]:
+    wanted = READERS[node.op_type].integer_inputs
+    indices = range(len(node.input)) if wanted == ALL_INPUTS else wanted
+    return [node.input[i] for i in indices if i < len(node.input) and node.input[i]]
+
+
+def _integer_ops(graph: onnx.GraphProto, placer: _Placer, enabled: frozenset[str], float_inputs: frozenset[str],
+                 ignored: set[str]) -> list[onnx.NodeProto]:
+    """Pass 4 of `plan`: the weightless ops the target runs on integers (Target.integer_ops), in
+    graph order: those whose every input is already an integer output (quantized for every reader)
+    or the output of another such op (or of a `float_inputs` op, which it quantizes for itself),
+    and whose output feeds a quantized reader. Found as a
+    fixpoint, so a chain of Adds and Concats between quantized layers stays integer throughout,
+    and no quantizer is added that the layers did not need already."""
+    if not enabled:
+        return []
+    outputs = {o.name for o in graph.output}
+    found = {
+        node.name: node for node in graph.node
+        if node.op_type in enabled and node.domain in ("", "ai.onnx") and node.name not in ignored
+        and len(node.output) == 1 and node.output[0] not in outputs and _integer_inputs(node)
+    }
+    settled = {tensor for tensor, entry in placer.activations.items() if entry.readers is None}
+    settled |= {n.output[0] for n in graph.node if n.op_type in float_inputs and len(n.output) == 1}
+    while True:
+        produced = {node.output[0] for node in found.values()}
+        reads = placer.quantized_reads | {t for node in found.values() for t in _integer_inputs(node)}
+        dropped = [
+            name for name, node in found.items()
+            if not all(t in settled or t in produced for t in _integer_inputs(node))
+            or not feeds_reads(node.output[0], reads, placer.users)
+        ]
+        if not dropped:
+            return [node for node in graph.node if node.name in found]
+        for name in dropped:
+            del found[name]
 
 
 def _choose(model, config: QuantConfig, ignored, inits, users, float_tensors, known_ranks, skipped: dict[str, str]):

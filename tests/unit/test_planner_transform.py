@@ -499,3 +499,31 @@ def test_layers_inside_loop_bodies_are_listed_as_float_with_the_reason(caplog):
     assert "'repeat'" in plan.skipped["conv_in_loop"] and "If bodies only" in plan.skipped["conv_in_loop"]
     assert "1 layers inside Loop/Scan bodies stay float" in caplog.text
     np.testing.assert_array_equal(session(int8).run(None, data[0])[0], session(model).run(None, data[0])[0])
+
+
+def test_a_target_with_integer_ops_keeps_a_residual_add_between_quantized_layers_on_integers(monkeypatch):
+    """Target.integer_ops: the Add whose inputs are both quantized layer outputs, and whose output
+    a quantized layer reads, gets an output quantizer for every reader (the float Sigmoid too),
+    and ORT runs QLinearAdd. Off (today's targets), the quantizer serves the conv alone, the
+    Sigmoid reads the float sum, and the Add stays float between DQs and a Q."""
+    import dataclasses
+
+    from lowprec_core import ops
+
+    def kernels(int8):
+        return {node.op_type for node in optimized_graph(int8).graph.node}
+
+    model = models.residual_block()
+    prepared, off, plan_off, data = _quantize(model)
+    assert plan_off.integer_ops == [] and "QLinearAdd" not in kernels(off)
+    monkeypatch.setitem(ops.TARGETS, "cpu", dataclasses.replace(ops.TARGETS["cpu"], integer_ops=frozenset({"Add"})))
+    _, on, plan_on, _ = _quantize(model)
+    assert plan_on.integer_ops == ["add"]
+    assert "QLinearAdd" in kernels(on)
+    (entry,) = [a for a in plan_on.activations if a.tensor == "s"]
+    assert entry.readers is None  # every reader of the sum sees it quantized: no float copy is left
+    feed = data[0]
+    reference = session(prepared).run(None, feed)
+    for int8 in (off, on):
+        for result, expected in zip(session(int8).run(None, feed), reference):
+            assert np.abs(result - expected).max() < 0.05 * np.abs(expected).max()
