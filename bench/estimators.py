@@ -15,7 +15,7 @@ import onnxruntime as ort
 
 import lowprec_core as lp
 from bench.models import MODELS
-from lowprec_core.quantize import ranges
+from lowprec_core._quantize import ranges
 
 SETTINGS = {
     "minmax": ({"activation_range": "minmax"}, False),

@@ -19,7 +19,7 @@ import onnxruntime as ort
 
 import lowprec_core as lp
 from bench.models import MODELS
-from lowprec_core.calibration import observers
+from lowprec_core._calibration import observers
 
 
 def main() -> None:

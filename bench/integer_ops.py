@@ -3,7 +3,7 @@ model quantized with today's target, with integer ops on, and with every layer a
 (min_reduction 0 plus integer ops: what ORT's quantize_static does), beside ORT's per-tensor
 model; quality against FP32 and speedup over FP32 (1 thread, interleaved, medians).
 
-An ablation: it switches a target row for the run, so it imports lowprec_core.ops (an exception
+An ablation: it switches a target row for the run, so it imports lowprec_core._ops (an exception
 the import contract names).
 
     .venv/bin/python -m bench.integer_ops [--models ocr_det,ocr_rec,ocr_cls,magika] [--out FILE]
@@ -24,7 +24,7 @@ import lowprec_core as lp
 from bench.anchors import ort_per_tensor
 from bench.compare import time_interleaved
 from bench.models import MODELS
-from lowprec_core import ops
+from lowprec_core import _ops as ops
 
 INTEGER_OPS = frozenset({"Add", "Mul", "Concat", "GlobalAveragePool", "AveragePool", "Sigmoid", "LeakyRelu", "Resize"})
 GATES = frozenset({"HardSigmoid", "Sigmoid"})

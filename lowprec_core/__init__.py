@@ -11,16 +11,16 @@ from ._api import (
     render_report,
     validate,
 )
-from .benchmark import cpu_description
-from .calibration.stats import Statistics, load_statistics
-from .config import (
+from ._benchmark import cpu_description
+from ._calibration.stats import Statistics, load_statistics
+from ._config import (
     AccuracyBudget,
     BenchmarkConfig,
     CalibrationConfig,
     MetricBudget,
     QuantConfig,
 )
-from .errors import (
+from ._errors import (
     ConfigError,
     DataError,
     GateFailed,
@@ -31,13 +31,13 @@ from .errors import (
     RegistryError,
     StatsError,
 )
-from .data import InputSpec, input_specs
-from .fleet import FleetModel, pending
-from .quantize.plan import QuantPlan
-from .registry import Manifest
-from .render import markdown
-from .reports import BenchmarkReport, InspectReport, LayerError, QuantizeReport, SearchResult, ValidationReport
-from .runtime import kernel_counts, serving_session
+from ._data import InputSpec, input_specs
+from ._fleet import FleetModel, pending
+from ._quantize.plan import QuantPlan
+from ._registry import Manifest
+from ._render import markdown
+from ._reports import BenchmarkReport, InspectReport, LayerError, QuantizeReport, SearchResult, ValidationReport
+from ._runtime import kernel_counts, serving_session
 
 __all__ = [
     "__version__",

@@ -17,25 +17,25 @@ import numpy as np
 import onnx
 from pydantic import BaseModel
 
-from . import accuracy as accuracy_search
-from . import benchmark as _bench
-from . import lineage, registry, runtime, workdir
-from .calibration.collect import collect
-from .calibration.health import check as calibration_health
-from .calibration.stats import Statistics, load_statistics
-from .config import AccuracyBudget, BenchmarkConfig, CalibrationConfig, QuantConfig
-from .data import input_specs, iter_feeds, load_labels
-from .errors import ConfigError, GateFailed
-from .layer_error import inspect_layers
-from .metrics import Metric, resolve_metric
-from .model_io import LoadedModel, load_model, model_bytes, prepare, save_model
-from .quantize.default import quantize_model
-from .quantize.plan import QuantPlan
-from .quantize.planner import statistic_requests
-from .reports import BenchmarkReport, CalibrationWarning, InspectReport, QuantizeReport, ValidationReport
-from .runtime import check_runtime
-from .storage import localize, write_text
-from .validate import compare
+from . import _accuracy as accuracy_search
+from . import _benchmark as _bench
+from . import _lineage as lineage, _registry as registry, _runtime as runtime, _workdir as workdir
+from ._calibration.collect import collect
+from ._calibration.health import check as calibration_health
+from ._calibration.stats import Statistics, load_statistics
+from ._config import AccuracyBudget, BenchmarkConfig, CalibrationConfig, QuantConfig
+from ._data import input_specs, iter_feeds, load_labels
+from ._errors import ConfigError, GateFailed
+from ._layer_error import inspect_layers
+from ._metrics import Metric, resolve_metric
+from ._model_io import LoadedModel, load_model, model_bytes, prepare, save_model
+from ._quantize.default import quantize_model
+from ._quantize.plan import QuantPlan
+from ._quantize.planner import statistic_requests
+from ._reports import BenchmarkReport, CalibrationWarning, InspectReport, QuantizeReport, ValidationReport
+from ._runtime import check_runtime
+from ._storage import localize, write_text
+from ._validate import compare
 
 log = logging.getLogger(__name__)
 
@@ -133,7 +133,7 @@ def quantize(
     if report is not None:
         _write_json(report, result)
     if html is not None:
-        from .render import quantize_html
+        from ._render import quantize_html
 
         write_text(html, quantize_html(result, stats=statistics))
     if search is not None:
@@ -277,7 +277,7 @@ def render_report(
     title: str = "lowprec INT8 report",
 ) -> Path:
     """The JSON reports of one model as one self-contained HTML page (no scripts, no network)."""
-    from .render import quantize_html
+    from ._render import quantize_html
 
     with tempfile.TemporaryDirectory(prefix="lowprec-") as tmp:
         def read(model_cls, path):

@@ -15,7 +15,7 @@ from pathlib import Path
 import pytest
 
 DEMO = Path(__file__).resolve().parents[1] / "lowprec_core" / "_demo"
-LOWPREC = [sys.executable, "-m", "lowprec_core.cli"]
+LOWPREC = [sys.executable, "-m", "lowprec_core._cli"]
 
 
 def lowprec(*args: str | Path, env: dict | None = None) -> subprocess.CompletedProcess:

@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 
 import lowprec_core as lp
-from lowprec_core.config import AccuracyBudget, MetricBudget
+from lowprec_core._config import AccuracyBudget, MetricBudget
 from tests.conftest import lowprec
 
 # The default INT8 model's logits sit at MSE 0.0046 from FP32: a 0.001 budget forces reverts.

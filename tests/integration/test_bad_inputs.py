@@ -18,8 +18,8 @@ import pytest
 from onnx import TensorProto, helper
 
 import lowprec_core as lp
-from lowprec_core import registry
-from lowprec_core.cli import main
+from lowprec_core import _registry as registry
+from lowprec_core._cli import main
 from tests import models
 
 

@@ -3,8 +3,8 @@
 from __future__ import annotations
 
 import lowprec_core as lp
-from lowprec_core.benchmark import NOISY_CV, NOISY_DRIFT, cpu_description
-from lowprec_core.config import BenchmarkConfig
+from lowprec_core._benchmark import NOISY_CV, NOISY_DRIFT, cpu_description
+from lowprec_core._config import BenchmarkConfig
 
 
 def test_report_carries_percentiles_throughput_machine_and_a_noise_verdict(demo, tmp_path):

@@ -177,8 +177,8 @@ def _exit_code_cases(tmp: Path, demo) -> dict[int, list[str]]:
 def test_every_exit_code_in_process(tmp_path, demo, capsys):
     """main() as a caller in this process sees it: each code from the exception class that carries
     it, each error on one line of stderr, nothing on stdout but a verdict."""
-    from lowprec_core import errors
-    from lowprec_core.cli import main
+    from lowprec_core import _errors as errors
+    from lowprec_core._cli import main
 
     by_code = {cls.exit_code: cls for cls in vars(errors).values() if isinstance(cls, type) and issubclass(cls, errors.LowprecError)}
     cases = _exit_code_cases(tmp_path, demo)
@@ -194,7 +194,7 @@ def test_every_exit_code_in_process(tmp_path, demo, capsys):
 
 
 def test_usage_errors_exit_2_in_process(capsys):
-    from lowprec_core.cli import main
+    from lowprec_core._cli import main
 
     for argv in (["quantize"], ["nonsense"], ["benchmark", "a.onnx", "b.onnx", "--batch", "1,x"]):
         with pytest.raises(SystemExit) as stopped:
@@ -205,7 +205,7 @@ def test_usage_errors_exit_2_in_process(capsys):
 
 def test_the_per_layer_analysis_runs_when_its_result_is_shown_or_asked_for(tmp_path, demo, capsys):
     """Off by default (it costs more than quantizing); on with --html, which shows it, or --inspect-samples."""
-    from lowprec_core.cli import main
+    from lowprec_core._cli import main
 
     runs = {"default": [], "html": ["--html", tmp_path / "page.html"], "asked": ["--inspect-samples", "8"]}
     for label, extra in runs.items():
@@ -224,7 +224,7 @@ def test_the_per_layer_analysis_runs_when_its_result_is_shown_or_asked_for(tmp_p
 def test_every_option_has_help_and_shows_its_default(capsys):
     import argparse
 
-    from lowprec_core.cli import _parser, main
+    from lowprec_core._cli import _parser, main
 
     def walk(parser, path):
         for action in parser._actions:

@@ -7,7 +7,7 @@ import onnx
 import pytest
 
 import lowprec_core as lp
-from lowprec_core import model_io, runtime
+from lowprec_core import _model_io as model_io, _runtime as runtime
 
 
 @pytest.fixture

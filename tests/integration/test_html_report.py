@@ -10,7 +10,7 @@ import subprocess
 import pytest
 
 import lowprec_core as lp
-from lowprec_core.config import BenchmarkConfig
+from lowprec_core._config import BenchmarkConfig
 from tests.conftest import lowprec
 
 CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")

@@ -17,7 +17,7 @@ import pytest
 import yaml
 
 from components._image import IMAGE
-from lowprec_core import registry
+from lowprec_core import _registry as registry
 from pipelines._kfp_docker import exit_codes_kept
 from pipelines.run import init_local, run_local
 

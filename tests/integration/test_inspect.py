@@ -5,9 +5,9 @@ from __future__ import annotations
 import dataclasses
 
 import lowprec_core as lp
-from lowprec_core.calibration.stats import Statistics
-from lowprec_core.config import QuantConfig
-from lowprec_core.model_io import load_model, prepare
+from lowprec_core._calibration.stats import Statistics
+from lowprec_core._config import QuantConfig
+from lowprec_core._model_io import load_model, prepare
 from tests.conftest import lowprec
 
 BAD = "/features/features.5/Conv"

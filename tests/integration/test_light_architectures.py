@@ -18,8 +18,8 @@ import onnx
 import pytest
 
 import lowprec_core as lp
-from lowprec_core.data import input_specs
-from lowprec_core.runtime import INTEGER_KERNELS, optimized_graph, session
+from lowprec_core._data import input_specs
+from lowprec_core._runtime import INTEGER_KERNELS, optimized_graph, session
 from tests.integration.test_quantize_ort import _float_layers_read_float_weights, _kernels
 
 LIGHT = Path(onnx.__file__).parent / "backend" / "test" / "data" / "light"

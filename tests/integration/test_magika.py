@@ -20,8 +20,8 @@ import onnx
 import pytest
 
 import lowprec_core as lp
-from lowprec_core import runtime
-from lowprec_core.runtime import FLOAT_KERNELS, INTEGER_KERNELS, optimized_graph
+from lowprec_core import _runtime as runtime
+from lowprec_core._runtime import FLOAT_KERNELS, INTEGER_KERNELS, optimized_graph
 from examples import magika
 
 pytestmark = [

@@ -15,7 +15,7 @@ import pytest
 import yaml
 
 from components._image import IMAGE
-from lowprec_core.cli import _parser
+from lowprec_core._cli import _parser
 from pipelines.ptq import S3_KEYS, S3_SECRET
 from pipelines.run import typed_arguments
 

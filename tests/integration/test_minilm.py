@@ -14,8 +14,8 @@ import onnx
 import pytest
 
 import lowprec_core as lp
-from lowprec_core import runtime
-from lowprec_core.runtime import INTEGER_KERNELS
+from lowprec_core import _runtime as runtime
+from lowprec_core._runtime import INTEGER_KERNELS
 from tests.integration.test_quantize_ort import _float_layers_read_float_weights, _kernels
 from examples import minilm
 

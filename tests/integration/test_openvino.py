@@ -8,7 +8,7 @@ import sys
 import pytest
 
 import lowprec_core as lp
-from lowprec_core.cli import main
+from lowprec_core._cli import main
 
 
 @pytest.fixture(scope="module")

@@ -7,8 +7,8 @@ from pathlib import Path
 import pytest
 
 import lowprec_core as lp
-from lowprec_core import registry
-from lowprec_core.model_io import file_sha256
+from lowprec_core import _registry as registry
+from lowprec_core._model_io import file_sha256
 import yaml
 from google.protobuf import json_format
 from kfp.kubernetes import kubernetes_executor_config_pb2

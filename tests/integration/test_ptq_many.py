@@ -14,10 +14,10 @@ import numpy as np
 import pytest
 import yaml
 
-from lowprec_core import registry
-from lowprec_core.config import QuantConfig
-from lowprec_core.errors import ConfigError
-from lowprec_core.fleet import pending
+from lowprec_core import _registry as registry
+from lowprec_core._config import QuantConfig
+from lowprec_core._errors import ConfigError
+from lowprec_core._fleet import pending
 from pipelines.ptq_many import PARALLELISM
 from pipelines.run import run_local
 

@@ -12,7 +12,7 @@ import onnx
 import pytest
 
 import lowprec_core as lp
-from lowprec_core.runtime import FLOAT_KERNELS, INTEGER_KERNELS, optimized_graph, session
+from lowprec_core._runtime import FLOAT_KERNELS, INTEGER_KERNELS, optimized_graph, session
 
 OCR = importlib.util.find_spec("rapidocr_onnxruntime")
 

@@ -11,8 +11,8 @@ import time
 
 import pytest
 
-from lowprec_core import registry
-from lowprec_core.cli import main
+from lowprec_core import _registry as registry
+from lowprec_core._cli import main
 from tests.conftest import ACCESS_KEY, LOWPREC, SECRET_KEY
 from tests.faultproxy import FaultProxy
 

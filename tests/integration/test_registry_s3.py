@@ -61,7 +61,7 @@ def test_wrong_secret_is_rejected_by_the_server(int8_model, bucket, monkeypatch)
 
 def test_failed_upload_leaves_no_version_behind(int8_model, bucket, tmp_path, monkeypatch):
     client, name = bucket
-    from lowprec_core import storage
+    from lowprec_core import _storage as storage
 
     real_put = storage.S3Store.put
 

@@ -16,9 +16,9 @@ import onnx
 import pytest
 
 import lowprec_core as lp
-from lowprec_core import runtime
-from lowprec_core.graph import all_nodes
-from lowprec_core.runtime import FLOAT_KERNELS, INTEGER_KERNELS, optimized_graph
+from lowprec_core import _runtime as runtime
+from lowprec_core._graph import all_nodes
+from lowprec_core._runtime import FLOAT_KERNELS, INTEGER_KERNELS, optimized_graph
 from examples import vad
 
 READY = importlib.util.find_spec("silero_vad") is not None and any(vad.SPEECH_DIR.glob("*.wav"))

@@ -7,9 +7,9 @@ import json
 import numpy as np
 import pytest
 
-from lowprec_core.config import AccuracyBudget, MetricBudget
-from lowprec_core.metrics import METRICS
-from lowprec_core.quantize.accuracy_aware import Journal, search
+from lowprec_core._config import AccuracyBudget, MetricBudget
+from lowprec_core._metrics import METRICS
+from lowprec_core._quantize.accuracy_aware import Journal, search
 
 SAMPLES = 200
 
@@ -102,8 +102,8 @@ def test_a_killed_run_resumes_from_its_journal_to_the_same_plan(tmp_path):
 def test_the_gate_fails_a_result_slower_than_fp32():
     import pytest
 
-    from lowprec_core.accuracy import gate
-    from lowprec_core.errors import GateFailed
+    from lowprec_core._accuracy import gate
+    from lowprec_core._errors import GateFailed
 
     result = search(Additive(_costs()), [METRICS["cosine"]], BUDGET, journal=Journal(None))
     gate(result, min_speedup=1.0)  # 1.4x: passes

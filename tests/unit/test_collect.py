@@ -6,10 +6,10 @@ import numpy as np
 import onnx
 import pytest
 
-from lowprec_core import runtime
-from lowprec_core.calibration.collect import collect
-from lowprec_core.calibration.observers import ChannelObserver, TensorObserver
-from lowprec_core.errors import DataError
+from lowprec_core import _runtime as runtime
+from lowprec_core._calibration.collect import collect
+from lowprec_core._calibration.observers import ChannelObserver, TensorObserver
+from lowprec_core._errors import DataError
 from tests.models import conv_relu_conv, feeds
 
 REQUESTS = {"x": 1, "r1": 1, "y": None}

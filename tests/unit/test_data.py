@@ -2,8 +2,8 @@ import numpy as np
 import pytest
 from onnx import TensorProto, helper
 
-from lowprec_core.data import InputSpec, batch_size, concat, input_specs, iter_feeds, load_labels, take
-from lowprec_core.errors import DataError
+from lowprec_core._data import InputSpec, batch_size, concat, input_specs, iter_feeds, load_labels, take
+from lowprec_core._errors import DataError
 from tests import models
 
 SPECS = [InputSpec("image", np.dtype("float32"), ("N", 1, 8, 8))]

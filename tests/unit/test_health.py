@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import numpy as np
 
-from lowprec_core.calibration.health import check, tail_bound
-from lowprec_core.calibration.observers import TensorObserver
-from lowprec_core.calibration.stats import Statistics, TensorStats
+from lowprec_core._calibration.health import check, tail_bound
+from lowprec_core._calibration.observers import TensorObserver
+from lowprec_core._calibration.stats import Statistics, TensorStats
 
 
 def _stats(values: np.ndarray) -> TensorStats:

@@ -26,8 +26,8 @@ def test_every_import_contract_is_kept():
 def test_a_layer_imported_upwards_breaks_the_contract(tmp_path):
     """The check can fail: a copy of the package in which the plan's schema imports the CLI."""
     shutil.copytree(ROOT / "lowprec_core", tmp_path / "lowprec_core", ignore=shutil.ignore_patterns("_demo", "__pycache__"))
-    plan = tmp_path / "lowprec_core" / "quantize" / "plan.py"
-    plan.write_text(plan.read_text() + "\nfrom .. import cli  # noqa\n")
+    plan = tmp_path / "lowprec_core" / "_quantize" / "plan.py"
+    plan.write_text(plan.read_text() + "\nfrom .. import _cli  # noqa\n")
     config = tmp_path / "contracts.toml"
     config.write_text("""
 [tool.importlinter]
@@ -37,9 +37,9 @@ root_packages = ["lowprec_core"]
 name = "layers"
 type = "layers"
 containers = ["lowprec_core"]
-layers = ["cli", "quantize.plan"]
+layers = ["_cli", "_quantize.plan"]
 """)
     result = subprocess.run([_lint_imports(), "--no-cache", str(config)], cwd=tmp_path, capture_output=True, text=True, timeout=300,
                             env={"PYTHONPATH": str(tmp_path), "PATH": "/usr/bin:/bin"})
     assert result.returncode != 0
-    assert "lowprec_core.quantize.plan -> lowprec_core.cli" in result.stdout
+    assert "lowprec_core._quantize.plan -> lowprec_core._cli" in result.stdout

@@ -3,13 +3,13 @@ import onnx
 import pytest
 from onnx.reference import ReferenceEvaluator
 
-from lowprec_core.calibration.collect import collect
-from lowprec_core.config import QuantConfig
-from lowprec_core.errors import ModelError
-from lowprec_core.model_io import load_model, prepare, save_model
-from lowprec_core.quantize.default import quantize_model
-from lowprec_core.quantize.planner import statistic_requests
-from lowprec_core.runtime import session
+from lowprec_core._calibration.collect import collect
+from lowprec_core._config import QuantConfig
+from lowprec_core._errors import ModelError
+from lowprec_core._model_io import load_model, prepare, save_model
+from lowprec_core._quantize.default import quantize_model
+from lowprec_core._quantize.planner import statistic_requests
+from lowprec_core._runtime import session
 from tests import models
 
 
@@ -115,7 +115,7 @@ def test_batchnorm_folds_into_conv_exactly():
 
 
 def test_shape_inference_sees_large_weights_without_their_payload_and_gives_them_back(monkeypatch):
-    from lowprec_core import model_io
+    from lowprec_core import _model_io as model_io
 
     monkeypatch.setattr(model_io, "_WEIGHT_PAYLOAD", 0)  # every float weight goes round
     model = models.conv_relu_conv(seed=3)

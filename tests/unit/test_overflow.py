@@ -6,14 +6,14 @@ import numpy as np
 import onnx
 from onnx import TensorProto, helper, numpy_helper
 
-from lowprec_core import runtime
-from lowprec_core.calibration.collect import collect
-from lowprec_core.config import QuantConfig
-from lowprec_core.model_io import prepare
-from lowprec_core.quantize.default import quantize_model
-from lowprec_core.quantize.overflow import overflow_channels
-from lowprec_core.quantize.params import quantize_weight
-from lowprec_core.quantize.planner import statistic_requests
+from lowprec_core import _runtime as runtime
+from lowprec_core._calibration.collect import collect
+from lowprec_core._config import QuantConfig
+from lowprec_core._model_io import prepare
+from lowprec_core._quantize.default import quantize_model
+from lowprec_core._quantize.overflow import overflow_channels
+from lowprec_core._quantize.params import quantize_weight
+from lowprec_core._quantize.planner import statistic_requests
 
 FULL = np.full(4, 255.0)
 

@@ -1,7 +1,7 @@
 import numpy as np
 import pytest
 
-from lowprec_core.quantize.params import activation_params, quantize_bias, quantize_weight
+from lowprec_core._quantize.params import activation_params, quantize_bias, quantize_weight
 
 
 def test_asymmetric_uint8_maps_the_range_ends_to_0_and_255():

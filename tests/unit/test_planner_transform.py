@@ -7,14 +7,14 @@ import onnx
 import pytest
 from onnx.reference import ReferenceEvaluator
 
-from lowprec_core.calibration.collect import collect
-from lowprec_core.config import QuantConfig
-from lowprec_core.errors import ConfigError
-from lowprec_core.graph import all_nodes
-from lowprec_core.model_io import prepare
-from lowprec_core.quantize.default import quantize_model
-from lowprec_core.quantize.planner import statistic_requests
-from lowprec_core.runtime import optimized_graph, session
+from lowprec_core._calibration.collect import collect
+from lowprec_core._config import QuantConfig
+from lowprec_core._errors import ConfigError
+from lowprec_core._graph import all_nodes
+from lowprec_core._model_io import prepare
+from lowprec_core._quantize.default import quantize_model
+from lowprec_core._quantize.planner import statistic_requests
+from lowprec_core._runtime import optimized_graph, session
 from tests import models
 
 
@@ -244,8 +244,8 @@ def test_output_quantizers_only_where_an_integer_kernel_or_a_quantized_reader_ne
 
 
 def test_smooth_quant_keeps_the_float_function_and_flattens_channels():
-    from lowprec_core.quantize.algorithms import smooth_quant
-    from lowprec_core.quantize.default import resolve_model_type
+    from lowprec_core._quantize.algorithms import smooth_quant
+    from lowprec_core._quantize.default import resolve_model_type
 
     model = models.mlp()
     prepared = prepare(model)
@@ -285,7 +285,7 @@ def test_full_bias_correction_pulls_output_means_back_to_fp32():
 
 
 def test_channel_alignment_keeps_the_function_and_evens_the_channels():
-    from lowprec_core.quantize.algorithms import align_channels
+    from lowprec_core._quantize.algorithms import align_channels
 
     model = models.conv_relu_conv(seed=2)
     graph = model.graph
@@ -457,7 +457,7 @@ def test_layers_two_if_levels_deep_are_quantized():
 
 
 def test_the_per_layer_analysis_reaches_into_if_bodies():
-    from lowprec_core.layer_error import inspect_layers
+    from lowprec_core._layer_error import inspect_layers
 
     rng = np.random.default_rng(3)
     batches = [{"x": rng.normal(0, 1, (2, 3, 8, 8)).astype(np.float32), "flag": np.array(flag)} for flag in (True, False, True, False)]
@@ -479,7 +479,7 @@ def test_an_ignored_layer_inside_an_if_body_stays_float():
 
 
 def test_the_accuracy_aware_search_can_revert_a_layer_inside_an_if_body():
-    from lowprec_core.accuracy import ModelBackend
+    from lowprec_core._accuracy import ModelBackend
 
     rng = np.random.default_rng(3)
     batches = [{"x": rng.normal(0, 1, (2, 3, 8, 8)).astype(np.float32), "flag": np.array(flag)} for flag in (True, False)]
@@ -508,7 +508,7 @@ def test_a_target_with_integer_ops_keeps_a_residual_add_between_quantized_layers
     Sigmoid reads the float sum, and the Add stays float between DQs and a Q."""
     import dataclasses
 
-    from lowprec_core import ops
+    from lowprec_core import _ops as ops
 
     def kernels(int8):
         return {node.op_type for node in optimized_graph(int8).graph.node}

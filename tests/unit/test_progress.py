@@ -5,8 +5,8 @@ from __future__ import annotations
 import io
 import logging
 
-from lowprec_core import progress
-from lowprec_core.cli import ProgressDisplay
+from lowprec_core import _progress as progress
+from lowprec_core._cli import ProgressDisplay
 
 
 class Terminal(io.StringIO):

@@ -6,9 +6,9 @@ from pathlib import Path
 
 import pytest
 
-from lowprec_core.errors import ConfigError, IntegrityError, RegistryError
-from lowprec_core.registry import MANIFEST, fetch, file_uri, gc, publish, version_id, versions
-from lowprec_core.storage import FileStore
+from lowprec_core._errors import ConfigError, IntegrityError, RegistryError
+from lowprec_core._registry import MANIFEST, fetch, file_uri, gc, publish, version_id, versions
+from lowprec_core._storage import FileStore
 
 
 @pytest.fixture

@@ -9,8 +9,8 @@ from pathlib import Path
 
 import pytest
 
-from lowprec_core import registry
-from lowprec_core.errors import RegistryError
+from lowprec_core import _registry as registry
+from lowprec_core._errors import RegistryError
 
 URI = "mem://reg"
 

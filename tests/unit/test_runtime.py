@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from lowprec_core import runtime
+from lowprec_core import _runtime as runtime
 from tests.models import conv_relu_conv
 
 SPINNING = "session.intra_op.allow_spinning"

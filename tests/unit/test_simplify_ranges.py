@@ -5,12 +5,12 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from lowprec_core.calibration.observers import TensorObserver
-from lowprec_core.calibration.stats import TensorStats
-from lowprec_core.config import QuantConfig
-from lowprec_core.model_io import prepare
-from lowprec_core.quantize.ranges import activation_range
-from lowprec_core.runtime import session
+from lowprec_core._calibration.observers import TensorObserver
+from lowprec_core._calibration.stats import TensorStats
+from lowprec_core._config import QuantConfig
+from lowprec_core._model_io import prepare
+from lowprec_core._quantize.ranges import activation_range
+from lowprec_core._runtime import session
 from tests import models
 from tests.unit.test_planner_transform import _quantize
 

@@ -1,10 +1,10 @@
 import numpy as np
 import pytest
 
-from lowprec_core.calibration.observers import ChannelObserver, TensorObserver
-from lowprec_core.calibration.stats import Statistics, TensorStats, load_statistics
-from lowprec_core.errors import StatsError
-from lowprec_core.metrics import METRICS, agreement, cosine, drop, mse, top1
+from lowprec_core._calibration.observers import ChannelObserver, TensorObserver
+from lowprec_core._calibration.stats import Statistics, TensorStats, load_statistics
+from lowprec_core._errors import StatsError
+from lowprec_core._metrics import METRICS, agreement, cosine, drop, mse, top1
 
 
 def test_observer_streams_and_merges_like_one_pass():

@@ -8,7 +8,7 @@ from types import SimpleNamespace
 import pytest
 import yaml
 
-from lowprec_core.errors import ConfigError
+from lowprec_core._errors import ConfigError
 from pipelines.run import COMPILED, kfp_cron, submit, typed_arguments
 
 PTQ = ["model_uri=s3://m/fp32.onnx", "calib_uri=s3://m/c.npz", "eval_uri=s3://m/e.npz", "registry_uri=s3://r/reg", "name=resnet"]

@@ -1,0 +1,185 @@
+"""Timed runs of FP32 and INT8 in one process, interleaved after a warm-up -> BenchmarkReport."""
+
+from __future__ import annotations
+
+import time
+
+import numpy as np
+
+from . import _runtime as runtime
+from ._config import BenchmarkConfig
+from ._data import Feed, InputSpec
+from ._errors import DataError
+from ._model_io import LoadedModel, model_bytes
+from ._reports import BenchmarkReport, LatencyResult
+
+
+NOISY_CV = 0.10  # coefficient of variation above which a series is measured longer
+NOISY_DRIFT = 0.04  # the speedups of a run's two halves differ by more than this share: measured longer
+MAX_EXTENSIONS = 2  # each doubles the repeats
+
+
+def cpu_description() -> tuple[str, list[str]]:
+    """The CPU's model name and which integer-dot-product extensions it has (Linux /proc/cpuinfo)."""
+    try:
+        text = open("/proc/cpuinfo").read()
+    except OSError:
+        return "", []
+    model = next((line.split(":", 1)[1].strip() for line in text.splitlines() if line.startswith("model name")), "")
+    flags = set(next((line.split(":", 1)[1].split() for line in text.splitlines() if line.startswith("flags")), []))
+    wanted = ("avx2", "avx512f", "avx512_vnni", "avx_vnni", "amx_int8", "amx_tile")
+    return model, [flag for flag in wanted if flag in flags]
+
+
+SYNTHETIC_LIMIT = 1 << 30  # bytes of made-up values one input may take when no data is given
+
+
+def make_feed(specs: list[InputSpec], batch: int, sample: Feed | None = None, seed: int = 0) -> Feed:
+    """A feed of `batch` rows: repeats of the sample's rows when given, else seeded values."""
+    rng = np.random.default_rng(seed)
+    feed: Feed = {}
+    for spec in specs:
+        if sample is not None and spec.name in sample:
+            rows = sample[spec.name]
+            feed[spec.name] = np.ascontiguousarray(np.resize(rows, (batch, *rows.shape[1:])))
+            continue
+        dims = []
+        for axis, dim in enumerate(spec.shape):
+            if axis == 0:
+                dims.append(batch)
+            elif isinstance(dim, int) and dim > 0:
+                dims.append(dim)
+            else:
+                raise DataError(f"input {spec.name!r} has a symbolic size {dim!r} on axis {axis}; pass --data to benchmark it")
+        size = int(np.prod(dims, dtype=object)) * spec.dtype.itemsize
+        if size > SYNTHETIC_LIMIT:
+            raise DataError(
+                f"input {spec.name!r} of shape {dims} would need {size / 2**30:.3g} GiB of made-up values "
+                f"(limit {SYNTHETIC_LIMIT / 2**30:g} GiB); pass --data with real rows"
+            )
+        if np.issubdtype(spec.dtype, np.floating):
+            feed[spec.name] = rng.standard_normal(dims).astype(spec.dtype)
+        else:
+            feed[spec.name] = np.zeros(dims, dtype=spec.dtype)
+    return feed
+
+
+def interleaved(sessions, feed: Feed, *, warmup: int, repeats: int) -> tuple[np.ndarray, ...]:
+    """Milliseconds per run of each session on one feed, round by round, the order reversed
+    every other round so drift hits all of them alike."""
+    times: list[list[float]] = [[] for _ in sessions]
+    for sess in sessions:
+        for _ in range(warmup):
+            sess.run(None, feed)
+    forward = list(range(len(sessions)))
+    for repeat in range(repeats):
+        for index in forward if repeat % 2 == 0 else forward[::-1]:
+            start = time.perf_counter()
+            sessions[index].run(None, feed)
+            times[index].append((time.perf_counter() - start) * 1e3)
+    return tuple(np.array(t) for t in times)
+
+
+def speedup(reference: bytes, candidate: bytes, feed: Feed, *, repeats: int = 20, threads: int = 1) -> float:
+    """FP32 median latency over the candidate's, interleaved on one feed: a quick check, not a benchmark."""
+    sessions = tuple(runtime.session(m, threads=threads, spinning=True) for m in (reference, candidate))
+    fp, q = interleaved(sessions, feed, warmup=3, repeats=repeats)
+    return float(np.median(fp / q))  # paired rounds: a slow moment hits both models of a round
+
+
+def run(
+    fp32: LoadedModel,
+    int8: LoadedModel,
+    specs: list[InputSpec],
+    config: BenchmarkConfig,
+    *,
+    sample: Feed | None = None,
+) -> BenchmarkReport:
+    import resource
+
+    results = []
+    load_ms = [0.0, 0.0]
+    default_precision = None
+    for threads in config.threads:
+        sessions = []
+        for index, m in enumerate((fp32, int8)):
+            start = time.perf_counter()
+            sessions.append(runtime.serving_session(str(m.path), runtime=config.runtime, threads=threads,
+                                                    precision="f32" if index == 0 else None, spinning=True))
+            load_ms[index] = max(load_ms[index], (time.perf_counter() - start) * 1e3)
+        if config.runtime == "openvino":  # the FP32 model as OpenVINO runs it unasked (bf16 on AMX, AVX512_BF16)
+            unasked = runtime.serving_session(str(fp32.path), runtime=config.runtime, threads=threads)
+            if unasked.precision != sessions[0].precision:
+                default_precision = unasked.precision
+                sessions.append(unasked)
+        for batch in config.batches:
+            feed = make_feed(specs, batch, sample)
+            repeats = config.repeats
+            series = interleaved(sessions, feed, warmup=config.warmup, repeats=repeats)
+            for _ in range(MAX_EXTENSIONS):  # noisy: measure longer, keeping what was measured
+                if not _noisy(_cv(*series[:2]), _drift(*series[:2])):
+                    break
+                more = interleaved(sessions, feed, warmup=0, repeats=repeats)
+                series = tuple(np.concatenate([a, b]) for a, b in zip(series, more))
+                repeats *= 2
+            fp, q = series[:2]
+            default = float(np.median(series[2])) if len(series) > 2 else None
+            cv, drift = _cv(fp, q), _drift(fp, q)
+            results.append(
+                LatencyResult(
+                    batch=batch,
+                    threads=threads,
+                    fp32_median_ms=float(np.median(fp)),
+                    fp32_p90_ms=float(np.percentile(fp, 90)),
+                    fp32_p99_ms=float(np.percentile(fp, 99)),
+                    int8_median_ms=float(np.median(q)),
+                    int8_p90_ms=float(np.percentile(q, 90)),
+                    int8_p99_ms=float(np.percentile(q, 99)),
+                    speedup=float(np.median(fp) / np.median(q)),
+                    fp32_per_s=batch * 1e3 / float(np.median(fp)),
+                    int8_per_s=batch * 1e3 / float(np.median(q)),
+                    repeats=len(fp),
+                    fp32_default_median_ms=default,
+                    speedup_vs_default=None if default is None else default / float(np.median(q)),
+                    cv=cv,
+                    drift=drift,
+                    noisy=_noisy(cv, drift),
+                )
+            )
+    cpu, isa = cpu_description()
+    return BenchmarkReport(
+        runtime=config.runtime,
+        onnxruntime=runtime.version(config.runtime),
+        fp32_default_precision=default_precision,
+        providers=list(runtime.PROVIDERS) if config.runtime == "onnxruntime" else ["CPU"],
+        cpu=cpu,
+        isa=isa,
+        fp32_bytes=model_bytes(fp32),
+        int8_bytes=model_bytes(int8),
+        size_ratio=model_bytes(int8) / model_bytes(fp32),
+        fp32_load_ms=load_ms[0],
+        int8_load_ms=load_ms[1],
+        peak_rss_mb=resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
+        results=results,
+    )
+
+
+def _cv(*series: np.ndarray) -> float:
+    """The larger coefficient of variation (std / mean) of the series."""
+    return float(max(np.std(s) / max(np.mean(s), 1e-12) for s in series))
+
+
+def _drift(fp: np.ndarray, q: np.ndarray) -> float:
+    """How much the speedup moved within the run: first half of the rounds against the second.
+    A machine whose load changes shows it here even when each series is steady, and a second
+    run would then disagree with this one."""
+    half = len(fp) // 2
+    if half < 2:
+        return 0.0
+    first = np.median(fp[:half]) / np.median(q[:half])
+    second = np.median(fp[half:]) / np.median(q[half:])
+    return float(abs(first - second) / ((first + second) / 2))
+
+
+def _noisy(cv: float, drift: float) -> bool:
+    return cv > NOISY_CV or drift > NOISY_DRIFT

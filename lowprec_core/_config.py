@@ -1,0 +1,146 @@
+"""Typed configuration with every default in one place; all models are frozen."""
+
+from __future__ import annotations
+
+from typing import Literal
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationInfo, field_validator
+
+from ._errors import ConfigError
+from ._ops import TARGETS
+
+# Names only: the estimators themselves live in quantize/ranges.py, which imports this module.
+ACTIVATION_ESTIMATORS = ("minmax", "mean_minmax", "quantile", "mse")
+WEIGHT_ESTIMATORS = ("minmax", "mse")
+
+PRESETS: dict[str, dict[str, bool]] = {
+    # preset -> how activations are quantized; weights are always symmetric.
+    "performance": {"symmetric_activations": True},
+    "mixed": {"symmetric_activations": False},
+}
+
+
+# Fields whose value must come from a table: field -> (the table, what to call it in an error).
+_CHOICES = {
+    "preset": (PRESETS, "preset"),
+    "target": (TARGETS, "target"),
+    "activation_range": (ACTIVATION_ESTIMATORS, "activation range estimator"),
+    "weight_range": (WEIGHT_ESTIMATORS, "weight range estimator"),
+}
+
+
+class _Frozen(BaseModel):
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+
+class CalibrationConfig(_Frozen):
+    """How calibration data is fed: batch size for a single-.npz source, and a sample cap."""
+
+    batch_size: int = Field(default=16, ge=1)
+    max_samples: int | None = Field(default=None, ge=1)
+
+
+class QuantConfig(_Frozen):
+    """What to quantize and how. ``ignore`` holds node names or op types left in float."""
+
+    preset: str = "mixed"
+    target: str = "cpu"
+    ignore: tuple[str, ...] = ()
+    per_channel: bool = True
+    fuse_activations: bool = True
+    activation_range: str = "mse"
+    weight_range: str = "minmax"
+    bias_correction: Literal["none", "fast", "full"] = "fast"
+    channel_alignment: bool = False
+    model_type: Literal["auto", "cnn", "transformer"] = "auto"
+    smooth_quant_alpha: float = Field(default=0.85, ge=0.0, le=1.0)
+    # Layers summing fewer products per output stay float; None: the target's (ops.Target.min_reduction).
+    min_reduction: int | None = Field(default=None, ge=0)
+
+    @field_validator(*_CHOICES)
+    @classmethod
+    def _known_choice(cls, value: str, info: ValidationInfo) -> str:
+        choices, label = _CHOICES[info.field_name]
+        if value not in choices:
+            raise ValueError(f"unknown {label} {value!r}; expected one of: {', '.join(choices)}")
+        return value
+
+    @property
+    def reduction_floor(self) -> int:
+        return TARGETS[self.target].min_reduction if self.min_reduction is None else self.min_reduction
+
+    @property
+    def symmetric_activations(self) -> bool:
+        forced = TARGETS[self.target].symmetric_activations
+        return PRESETS[self.preset]["symmetric_activations"] if forced is None else forced
+
+
+class MetricBudget(_Frozen):
+    """One metric and the most it may drop (FP32 minus INT8, or the reverse for lower-is-better)."""
+
+    metric: str
+    max_drop: float = Field(default=0.01, ge=0.0)
+
+
+class AccuracyBudget(_Frozen):
+    """The accuracy-aware search: every metric within its budget, or stop and say why.
+
+    ranking_subset: samples the ranking runs on (those where INT8 and FP32 disagree most);
+    confirm: how many of the proxy's top layers are checked with the real metric each round;
+    min_speedup: the gate fails below it (1.0: an INT8 model slower than FP32 gains nothing)."""
+
+    metrics: tuple[MetricBudget, ...] = Field(min_length=1)
+    drop_type: Literal["absolute", "relative"] = "absolute"
+    max_iterations: int = Field(default=50, ge=1)
+    ranking_subset: int = Field(default=64, ge=4)
+    confirm: int = Field(default=8, ge=1)
+    min_speedup: float = Field(default=1.0, ge=0.0)  # FP32 / INT8 latency at batch 1 the result must reach
+
+    @field_validator("metrics")
+    @classmethod
+    def _distinct(cls, value: tuple[MetricBudget, ...]) -> tuple[MetricBudget, ...]:
+        names = [m.metric for m in value]
+        if len(set(names)) != len(names):
+            raise ValueError(f"each metric once, got {names}")
+        return value
+
+
+# The runtimes a model can be validated and benchmarked in, and how to install each.
+RUNTIMES = {
+    "onnxruntime": "pip install onnxruntime",
+    "openvino": "pip install 'lowprec[openvino]' (the openvino package)",
+}
+
+
+class BenchmarkConfig(_Frozen):
+    batches: tuple[int, ...] = (1, 8)
+    threads: tuple[int, ...] = (1,)
+    warmup: int = Field(default=5, ge=0)
+    repeats: int = Field(default=30, ge=3)
+    runtime: str = "onnxruntime"
+
+    @field_validator("runtime")
+    @classmethod
+    def _known_runtime(cls, value: str) -> str:
+        if value not in RUNTIMES:
+            raise ValueError(f"unknown runtime {value!r}; expected one of: {', '.join(RUNTIMES)}")
+        return value
+
+    @field_validator("batches", "threads")
+    @classmethod
+    def _positive(cls, value: tuple[int, ...]) -> tuple[int, ...]:
+        if not value or any(v < 1 for v in value):
+            raise ValueError(f"expected positive integers, got {list(value)}")
+        return value
+
+
+def build(model_cls: type[_Frozen], **values: object) -> _Frozen:
+    """Build a config, turning pydantic's error into a one-line ConfigError."""
+    from pydantic import ValidationError
+
+    try:
+        return model_cls(**values)
+    except ValidationError as err:
+        first = err.errors()[0]
+        where = ".".join(str(p) for p in first["loc"]) or model_cls.__name__
+        raise ConfigError(f"{where}: {first['msg'].removeprefix('Value error, ')}") from None

@@ -1,0 +1,90 @@
+"""Range -> scale / zero point, and weight arrays -> integer arrays. All arithmetic in float32
+where ONNX Runtime does it, so an int32 bias matches the scale ORT expects exactly."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping, Sequence
+
+import numpy as np
+import onnx
+from onnx import numpy_helper
+
+from .._ops import integer_range
+from .ranges import weight_clip
+
+
+def activation_params(minimum: float, maximum: float, dtype: type, *, symmetric: bool) -> tuple[np.float32, int]:
+    """Scale and zero point for one activation tensor. The range always includes 0."""
+    lo, hi = integer_range(dtype)
+    rmin, rmax = min(float(minimum), 0.0), max(float(maximum), 0.0)
+    if symmetric:
+        absmax = max(-rmin, rmax)
+        scale = np.float32(2.0 * absmax / (hi - lo)) if absmax > 0 else np.float32(1.0)
+        zero_point = (lo + hi + 1) // 2 if lo == 0 else 0
+        return scale, int(zero_point)
+    if rmax == rmin:
+        return np.float32(1.0), max(lo, 0)
+    scale = np.float32((rmax - rmin) / (hi - lo))
+    zero_point = int(np.clip(np.rint(lo - rmin / float(scale)), lo, hi))
+    return scale, zero_point
+
+
+def quantize_weight(
+    weight: np.ndarray,
+    axis: int | None,
+    dtype: type,
+    clip: np.ndarray | None = None,
+    narrow: Sequence[int] = (),
+) -> tuple[np.ndarray, np.ndarray]:
+    """Symmetric, restricted range ([-127, 127] for int8): returns (q, scale).
+
+    `clip` replaces the per-channel |w| maximum (a range estimator's choice); channels in
+    `narrow` use half the range ([-63, 63]), one bit less."""
+    _, full = integer_range(dtype)
+    hi = np.float32(full)
+    if len(narrow):
+        hi = np.full(1 if axis is None else weight.shape[axis], full, dtype=np.float32)
+        hi[list(narrow)] = full // 2
+    w = weight.astype(np.float32)
+    if clip is not None:
+        absmax = np.asarray(clip, dtype=np.float32).reshape(() if axis is None else -1)
+    elif axis is None:
+        absmax = np.array(np.abs(w).max(), dtype=np.float32)
+    else:
+        reduce = tuple(i for i in range(w.ndim) if i != axis)
+        absmax = np.abs(w).max(axis=reduce).astype(np.float32)
+    if axis is None:
+        hi = np.float32(np.min(hi))
+    scale = np.where(absmax > 0, absmax / hi, np.float32(1.0)).astype(np.float32)
+    shape = [1] * w.ndim
+    if axis is not None:
+        shape[axis] = -1
+    bound = np.reshape(hi, shape) if np.ndim(hi) else hi
+    q = np.clip(np.rint(w / scale.reshape(shape)), -bound, bound).astype(dtype)
+    return q, scale
+
+
+def quantize_planned_weight(
+    weight: np.ndarray, axis: int | None, dtype: type, estimator: str, narrow: Sequence[int] = ()
+) -> tuple[np.ndarray, np.ndarray]:
+    """A weight exactly as the transformer writes it: the estimator's clip, then quantize_weight."""
+    clip = weight_clip(weight, axis, estimator, levels=2 * integer_range(dtype)[1] + 1)
+    return quantize_weight(weight, axis, dtype, clip, narrow)
+
+
+def quantize_planned_weights(entries: Iterable, inits: Mapping[str, onnx.TensorProto]) -> dict[str, tuple[np.ndarray, np.ndarray]]:
+    """Every planned weight (a plan's WeightQuant entries), as the transformer writes it:
+    {initializer: (q, scale)}. Bias correction and the transform share one result."""
+    return {
+        e.initializer: quantize_planned_weight(numpy_helper.to_array(inits[e.initializer]), e.axis, np.dtype(e.dtype).type, e.estimator, e.narrow)
+        for e in entries
+    }
+
+
+def quantize_bias(bias: np.ndarray, input_scale: np.float32, weight_scale: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """int32 bias at scale input_scale * weight_scale (per output channel)."""
+    scale = (np.float32(input_scale) * weight_scale.astype(np.float32)).astype(np.float32)
+    safe = np.where(scale > 0, scale, np.float32(1.0))
+    limit = np.iinfo(np.int32)
+    q = np.clip(np.rint(bias.astype(np.float64) / safe.astype(np.float64)), limit.min, limit.max).astype(np.int32)
+    return q, scale

@@ -1,0 +1,134 @@
+"""Where a layer pays to be quantized, and where ORT's own fusions decide for it.
+
+ORT's CPU provider turns Q/DQ groups into integer kernels only after its float fusions
+(MatMul + Add -> Gemm, Gemm + activation -> FusedGemm) and runs integer convolutions
+channels-last; short dot products cost more quantized than they save. These rules tell the
+planner which layers to leave float and which tensors a kept layer must quantize.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import onnx
+
+from .._ops import FUSABLE_ACTIVATIONS, QUANTIZABLE, TRANSPARENT
+
+
+def feeds_reads(tensor: str, reads: set[str], users: dict[str, list[onnx.NodeProto]], depth: int = 0) -> bool:
+    """Whether `tensor` is, directly or through value-moving ops, one of the quantized `reads`."""
+    if tensor in reads:
+        return True
+    return depth < 8 and any(
+        user.op_type in TRANSPARENT and user.input[0] == tensor and feeds_reads(user.output[0], reads, users, depth + 1)
+        for user in users.get(tensor, [])
+    )
+
+
+def under_floor(node, rule, config, inits) -> str | None:
+    length = rule.reduction(node, tuple(inits[node.input[rule.weight_input]].dims))
+    if length < config.reduction_floor:
+        return (f"sums {length} products per output, fewer than {config.reduction_floor}: on target {config.target!r} "
+                "the integer kernel costs more than it saves (min_reduction)")
+    return None
+
+
+def requantized_anyway(node, act_inputs: list[str], shared: set[str], users, sizes: dict[str, int]) -> bool:
+    """Whether keeping a short layer float saves no requantization:
+    - its input is quantized for another layer already: float, it only adds a float branch
+      beside that layer's integer one (SqueezeNet's 1x1 expand beside its 3x3, whose Concat then
+      runs in float between DQs and a Q);
+    - or its output, read by quantized layers, is larger than its input: float, it needs a Q on
+      that output, where quantized it needs one on the smaller input (SqueezeNet's first conv,
+      3 -> 64 channels). A depthwise conv's output is no larger, so it stays float."""
+    if act_inputs and set(act_inputs) <= shared:
+        return True
+    out = node.output[0]
+    if not act_inputs or any(t not in sizes for t in [*act_inputs, out]) or sizes[out] <= sum(sizes[t] for t in act_inputs):
+        return False
+    readers = users.get(out, [])
+    result = readers[0].output[0] if len(readers) == 1 and readers[0].op_type in FUSABLE_ACTIVATIONS else out
+    return feeds_reads(result, shared, users)
+
+
+def sample_sizes(model: onnx.ModelProto) -> dict[str, int]:
+    """Elements per sample of every tensor whose shape inference knows all but the first dim."""
+    sizes = {}
+    for value in [*model.graph.input, *model.graph.value_info, *model.graph.output]:
+        dims = value.type.tensor_type.shape.dim
+        if len(dims) > 1 and all(d.HasField("dim_value") for d in dims[1:]):
+            sizes[value.name] = int(np.prod([d.dim_value for d in dims[1:]]))
+    return sizes
+
+
+def channel_split(node: onnx.NodeProto, users, known_ranks: dict[str, int]) -> str | None:
+    """Why a conv stays float when a Reshape splits its output's channels into groups (4-D to
+    5-D: ShuffleNet's channel shuffle), reached directly or through one activation."""
+    tensors = [node.output[0]] + [r.output[0] for r in users.get(node.output[0], []) if r.op_type in FUSABLE_ACTIVATIONS]
+    for tensor in tensors:
+        for reader in users.get(tensor, []):
+            if reader.op_type == "Reshape" and known_ranks.get(tensor) == 4 and known_ranks.get(reader.output[0], 0) > 4:
+                return (f"{reader.name!r} splits its output into channel groups: ORT's integer convolutions run "
+                        "channels-last, and the full transpose each way around the split costs more than the "
+                        "integer kernel saves (ShuffleNet: 0.74x of FP32 quantized, 1.02x with these convs float)")
+    return None
+
+
+def layer_bias(node, rule, users, graph_outputs: set[str], input_rank: int) -> tuple[onnx.NodeProto, str]:
+    """(the node that adds the layer's bias, the bias tensor), or (node, "") without one.
+
+    A MatMul's bias is the Add after it when ORT fuses the pair into a Gemm: 2-D input, the
+    Add its only reader. That Gemm becomes an integer kernel only with an int32 bias."""
+    if rule.bias_input is not None:
+        return node, node.input[rule.bias_input] if len(node.input) > rule.bias_input else ""
+    readers = users.get(node.output[0], [])
+    if not rule.bias_from_following_add or input_rank != 2 or len(readers) != 1 or node.output[0] in graph_outputs:
+        return node, ""
+    add = readers[0]
+    if add.op_type != "Add" or add.domain not in ("", "ai.onnx") or len(add.input) != 2:
+        return node, ""
+    return add, add.input[1] if add.input[0] == node.output[0] else add.input[0]
+
+
+def float_fused(node, rule, users, graph_outputs: set[str], input_rank: int) -> tuple[str, onnx.NodeProto] | None:
+    """(the layer's output as ORT's float kernel would take it, the activation ORT fuses into
+    that kernel), if any: a Gemm's own output, or for a MatMul on 2-D input the Add after it
+    (ORT folds the two into a Gemm first)."""
+    reader, _ = layer_bias(node, rule, users, graph_outputs, input_rank)
+    if rule.bias_input is None and reader is node:
+        return None  # a MatMul ORT does not fold into a Gemm
+    output = reader.output[0]
+    readers = users.get(output, [])
+    if len(readers) != 1 or output in graph_outputs or readers[0].op_type not in rule.float_fused_activations:
+        return None
+    return output, readers[0]
+
+
+def drop_float_fused(chosen, users, graph_outputs: set[str], skipped: dict[str, str], rank):
+    """Leave float a layer that ORT fuses with its activation into a float kernel where only
+    float layers read the activation: an integer kernel would need a quantizer between the two,
+    rounding values that only float layers use (and, once a reader is reverted to float, undoing
+    part of that revert). Repeated, since each layer left float leaves its input unread."""
+    while True:
+        reads = {name for _, act_inputs, _ in chosen for name in act_inputs}
+        dropped = {}
+        for node, act_inputs, _ in chosen:
+            fused = float_fused(node, QUANTIZABLE[node.op_type], users, graph_outputs, rank(act_inputs[0]))
+            activation = fused[1] if fused is not None else None
+            if activation is not None and not feeds_reads(activation.output[0], reads, users):
+                dropped[node.name] = (
+                    f"its {activation.op_type} feeds float layers only, and ORT fuses the two into a float kernel "
+                    "before its QDQ fusions: quantized weights would buy no integer kernel"
+                )
+        if not dropped:
+            return chosen
+        skipped.update(dropped)
+        chosen = [entry for entry in chosen if entry[0].name not in dropped]
+
+
+def ranks(model: onnx.ModelProto) -> dict[str, int]:
+    """Every tensor whose rank shape inference knows."""
+    return {
+        value.name: len(value.type.tensor_type.shape.dim)
+        for value in [*model.graph.input, *model.graph.value_info, *model.graph.output]
+        if value.type.tensor_type.HasField("shape")
+    }

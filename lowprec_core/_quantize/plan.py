@@ -1,0 +1,83 @@
+"""The plan's schema: everything the transformer does to a model, as data (JSON in every report).
+
+`planner.plan` fills it and edits nothing; `transform.apply` carries it out on a copy.
+"""
+
+from __future__ import annotations
+
+from pydantic import BaseModel, ConfigDict
+
+from .._config import QuantConfig
+
+
+class _Entry(BaseModel):
+    model_config = ConfigDict(frozen=True)
+
+
+class ActivationQuant(_Entry):
+    """A Q/DQ pair on one tensor. `readers` lists the nodes that read the DQ output; None means
+    every reader (the tensor is the integer output of a quantized node: no float copy exists
+    once ORT fuses it). Other readers keep the float value."""
+
+    tensor: str
+    scale: float
+    zero_point: int
+    dtype: str
+    readers: list[str] | None = None
+
+
+class WeightQuant(_Entry):
+    """`narrow`: output channels given 7-bit weights so int16 pair sums cannot saturate."""
+
+    initializer: str
+    axis: int | None
+    dtype: str
+    estimator: str = "minmax"
+    narrow: list[int] = []
+
+
+class BiasQuant(_Entry):
+    """`reader`: the node that adds the bias, where it is not `node` itself (the Add after a
+    MatMul on 2-D input, which ORT folds into a Gemm before its QDQ fusions)."""
+
+    node: str
+    initializer: str
+    activation: str
+    weight: str
+    reader: str | None = None
+
+
+class FusedActivation(_Entry):
+    node: str
+    into: str
+
+
+class QuantPlan(BaseModel):
+    """Everything the transformer does, as data."""
+
+    model_sha256: str
+    config: QuantConfig
+    activations: list[ActivationQuant] = []
+    weights: list[WeightQuant] = []
+    biases: list[BiasQuant] = []
+    fused: list[FusedActivation] = []
+    nodes: list[str] = []
+    skipped: dict[str, str] = {}
+    ignored: list[str] = []  # the config's ignored scope, resolved once to node names
+    integer_ops: list[str] = []  # weightless ops (Add, Concat, ...) whose inputs and output are quantized: run on integers
+    corrected_biases: list[str] = []
+    smoothed: list[str] = []
+    aligned: list[str] = []
+    # The plans of If bodies, each quantized as a model of its own, by "<If node>/<then_branch|else_branch>".
+    bodies: dict[str, QuantPlan] = {}
+
+    def layers(self) -> list[str]:
+        """Every quantized layer, those inside If bodies included."""
+        return [*self.nodes, *(name for body in self.bodies.values() for name in body.layers())]
+
+    def left_float(self) -> dict[str, str]:
+        """Every layer left in float and why, those inside If bodies included."""
+        found = dict(self.skipped)
+        for body in self.bodies.values():
+            found.update(body.left_float())
+        return found

@@ -1,0 +1,132 @@
+"""The report models: what each public operation returns, and writes as JSON.
+
+Pydantic models with no behaviour; they import nothing of lowprec's but the plan they carry.
+Renderers for people (Markdown, HTML) are in `render.py`.
+"""
+
+from __future__ import annotations
+
+from typing import Literal
+
+from pydantic import BaseModel
+
+from ._quantize.plan import QuantPlan
+
+
+class CalibrationWarning(BaseModel):
+    tensor: str | None  # None: about the calibration set as a whole
+    kind: str  # never_seen, nonfinite, outliers, constant, small_set
+    message: str
+
+
+class MetricResult(BaseModel):
+    fp32: float
+    int8: float
+    drop: float
+    max_drop: float
+
+
+class Iteration(BaseModel):
+    """kind `full`: a full validation pass; `revert`: a layer (or group) reverted, its full-set
+    figures predicted from the ranking subset; `requantize`: the final pruning pass gave a
+    float layer back its quantizers (figures predicted the same way)."""
+
+    index: int
+    kind: Literal["full", "revert", "requantize"]
+    reverted: list[str] = []
+    float_layers: list[str]
+    metrics: dict[str, MetricResult]
+    within_budget: bool
+    seconds: float  # evaluation time spent up to this iteration
+    speedup: float | None = None  # FP32 over INT8 latency at batch 1 (full passes)
+    why: str | None = None
+
+
+class SearchResult(BaseModel):
+    met: bool
+    reason: str
+    float_layers: dict[str, str]  # layer -> why it is float
+    iterations: list[Iteration]
+    full_passes: int  # passes over the whole evaluation set (the FP32 reference shares the first)
+    subset_evaluations: int
+    proxy_passes: int
+    seconds: float
+
+
+class LayerError(BaseModel):
+    layer: str
+    op_type: str
+    output: str
+    output_sqnr_db: float
+    own_sqnr_db: float
+    weight_sqnr_db: float | None
+    input_sqnr_db: float | None
+    action: str
+
+
+class InspectReport(BaseModel):
+    samples: int
+    layers: list[LayerError]  # worst first: lowest own SQNR
+
+
+class ValidationReport(BaseModel):
+    runtime: str = "onnxruntime"  # where both models ran
+    metric: str
+    output: str
+    samples: int
+    reference_score: float
+    candidate_score: float
+    drop: float
+    max_drop: float
+    passed: bool
+
+
+class LatencyResult(BaseModel):
+    batch: int
+    threads: int
+    fp32_median_ms: float
+    fp32_p90_ms: float
+    fp32_p99_ms: float = 0.0
+    int8_median_ms: float
+    int8_p90_ms: float
+    int8_p99_ms: float = 0.0
+    speedup: float
+    fp32_per_s: float = 0.0  # throughput, samples per second at the median
+    int8_per_s: float = 0.0
+    repeats: int = 0
+    fp32_default_median_ms: float | None = None  # the FP32 model at the runtime's own default precision (OpenVINO: bf16 where the CPU has it)
+    speedup_vs_default: float | None = None  # INT8 against that: whether INT8 beats what the runtime does unasked
+    cv: float = 0.0  # the larger coefficient of variation of the two series
+    drift: float = 0.0  # relative difference of the speedups measured in the first and second half
+    noisy: bool = False  # still above NOISY_CV or NOISY_DRIFT after measuring longer: do not act on this speedup alone
+
+
+class BenchmarkReport(BaseModel):
+    runtime: str = "onnxruntime"
+    onnxruntime: str  # the version of the runtime the models ran in (ONNX Runtime's, or OpenVINO's)
+    fp32_default_precision: str | None = None  # the runtime's own precision for the FP32 model, where it is not f32
+    providers: list[str] = []
+    cpu: str = ""
+    isa: list[str] = []  # the integer dot-product extensions the CPU offers (avx512_vnni, avx_vnni, amx_int8, ...)
+    fp32_bytes: int
+    int8_bytes: int
+    size_ratio: float
+    fp32_load_ms: float = 0.0
+    int8_load_ms: float = 0.0
+    peak_rss_mb: float = 0.0
+    results: list[LatencyResult]
+
+
+class QuantizeReport(BaseModel):
+    source: str
+    source_sha256: str
+    output: str
+    output_sha256: str
+    fp32_bytes: int
+    int8_bytes: int
+    calibration_samples: int
+    seconds: float
+    plan: QuantPlan
+    accuracy: SearchResult | None = None  # the accuracy-aware search, when one ran
+    calibration_warnings: list[CalibrationWarning] = []
+    layers: InspectReport | None = None  # per-layer error on the evaluation (else calibration) data

@@ -1,0 +1,134 @@
+"""The only importer of onnxruntime: building sessions with explicit threads and providers."""
+
+from __future__ import annotations
+
+import onnx
+import onnxruntime as ort
+
+from ._config import RUNTIMES
+from ._errors import ConfigError, ModelError
+from ._graph import all_nodes
+
+PROVIDERS = ["CPUExecutionProvider"]
+PROTOBUF_LIMIT = 2**31 - 1  # one serialized ModelProto; larger models need external data
+OPTIMIZATION = {
+    "disabled": ort.GraphOptimizationLevel.ORT_DISABLE_ALL,
+    "basic": ort.GraphOptimizationLevel.ORT_ENABLE_BASIC,
+    "extended": ort.GraphOptimizationLevel.ORT_ENABLE_EXTENDED,
+    "all": ort.GraphOptimizationLevel.ORT_ENABLE_ALL,
+}
+
+
+def session(
+    model: onnx.ModelProto | bytes | str,
+    *,
+    threads: int | None = None,
+    optimization: str = "all",
+    optimized_model_path: str | None = None,
+    spinning: bool = False,
+) -> ort.InferenceSession:
+    """An InferenceSession on the CPU provider; failures become ModelError.
+
+    `spinning`: whether ORT's intra-op workers busy-wait for the next parallel section (its
+    default). lowprec's own loops do numpy work between runs, and a spinning worker takes the
+    core that work needs (an SMT sibling, a pod's CPU quota). Benchmarks time what deployments
+    run, ORT's default, and ask for it."""
+    options = ort.SessionOptions()
+    options.graph_optimization_level = OPTIMIZATION[optimization]
+    options.log_severity_level = 3
+    if not spinning:
+        options.add_session_config_entry("session.intra_op.allow_spinning", "0")
+    if threads is not None:
+        options.intra_op_num_threads = threads
+        options.inter_op_num_threads = 1
+    if optimized_model_path:
+        options.optimized_model_filepath = optimized_model_path
+    if isinstance(model, onnx.ModelProto) and model.ByteSize() >= PROTOBUF_LIMIT:
+        # Over protobuf's limit: hand ORT a file with external data (it maps the weights).
+        import tempfile
+        from pathlib import Path
+
+        with tempfile.TemporaryDirectory(prefix="lowprec-large-") as tmp:
+            path = Path(tmp) / "model.onnx"
+            clone = onnx.ModelProto()
+            clone.CopyFrom(model)  # saving with external data rewrites the tensors it is given
+            onnx.save_model(clone, path, save_as_external_data=True, all_tensors_to_one_file=True, location="model.onnx.data")
+            return _build(str(path), options)
+    return _build(model.SerializeToString() if isinstance(model, onnx.ModelProto) else model, options)
+
+
+def check_runtime(name: str) -> str:
+    """`name` if it is a runtime lowprec knows and this environment has installed."""
+    if name not in RUNTIMES:
+        raise ConfigError(f"unknown runtime {name!r}; expected one of: {', '.join(RUNTIMES)}")
+    if name == "openvino":
+        try:
+            import openvino  # noqa: F401
+        except ImportError:
+            raise ConfigError(f"runtime 'openvino' is not installed: {RUNTIMES[name]}") from None
+    return name
+
+
+def serving_session(model: onnx.ModelProto | bytes | str, *, runtime: str = "onnxruntime", threads: int | None = None,
+                    precision: str | None = None, spinning: bool = False):
+    """A session in the runtime the model is served with: ONNX Runtime's CPU provider, or
+    OpenVINO's CPU plugin (`precision`: its inference precision, None for the plugin's own
+    default). Both answer get_inputs, get_outputs and run(names, feed)."""
+    check_runtime(runtime)
+    if runtime == "openvino":
+        from ._runtime_openvino import OpenVINOSession
+
+        return OpenVINOSession(model, threads=threads, precision=precision)
+    return session(model, threads=threads, spinning=spinning)
+
+
+def _build(source: bytes | str, options: ort.SessionOptions) -> ort.InferenceSession:
+    try:
+        return ort.InferenceSession(source, sess_options=options, providers=PROVIDERS)
+    except Exception as err:  # ORT raises its own Fail/InvalidGraph/... types
+        first = str(err).strip().splitlines()[0] if str(err).strip() else err.__class__.__name__
+        raise ModelError(f"ONNX Runtime cannot load the model: {first}") from None
+
+
+def version(name: str = "onnxruntime") -> str:
+    """The installed version of a serving runtime."""
+    if name == "openvino":
+        from ._runtime_openvino import version as openvino_version
+
+        return openvino_version()
+    return ort.__version__
+
+
+NUMPY_OF_ORT = {
+    "tensor(float)": "float32",
+    "tensor(double)": "float64",
+    "tensor(float16)": "float16",
+    "tensor(int64)": "int64",
+    "tensor(int32)": "int32",
+    "tensor(int8)": "int8",
+    "tensor(uint8)": "uint8",
+    "tensor(bool)": "bool",
+}
+
+
+def optimized_graph(model: onnx.ModelProto | bytes | str, *, optimization: str = "extended") -> onnx.ModelProto:
+    """The graph ONNX Runtime actually runs after its fusions (QDQ groups -> integer kernels)."""
+    import os
+    import tempfile
+
+    with tempfile.TemporaryDirectory(prefix="lowprec-ort-") as tmp:
+        path = os.path.join(tmp, "optimized.onnx")
+        session(model, optimization=optimization, optimized_model_path=path)
+        return onnx.load(path)
+
+
+# Op types that run integer arithmetic on the ORT CPU provider, and their float counterparts.
+INTEGER_KERNELS = frozenset({"QLinearConv", "QLinearMatMul", "QGemm", "MatMulIntegerToFloat", "ConvInteger", "MatMulInteger", "NhwcQLinearConv", "QLinearConvTranspose"})
+FLOAT_KERNELS = frozenset({"Conv", "FusedConv", "NchwcConv", "ConvTranspose", "MatMul", "FusedMatMul", "Gemm", "FusedGemm"})
+
+
+def kernel_counts(model: onnx.ModelProto | bytes | str) -> tuple[int, int]:
+    """(integer, float) Conv/MatMul/Gemm kernels ONNX Runtime runs after its optimisation, in
+    If, Loop and Scan bodies too: how much of a QDQ model became integer arithmetic."""
+    ops = [node.op_type for node in all_nodes(optimized_graph(model).graph)]
+    return sum(op in INTEGER_KERNELS for op in ops), sum(op in FLOAT_KERNELS for op in ops)

@@ -1,0 +1,72 @@
+"""The only importer of openvino: an ONNX model compiled by OpenVINO's CPU plugin, behind the
+few session calls lowprec's loops make of ONNX Runtime's (get_inputs, get_outputs, run).
+
+OpenVINO picks its own inference precision: bf16 on CPUs with native bf16 (AMX, AVX512_BF16),
+f32 elsewhere. `precision="f32"` asks for f32, the reference an FP32 model is measured against;
+None keeps the plugin's default, what a user who serves the FP32 model in OpenVINO gets.
+"""
+
+from __future__ import annotations
+
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import onnx
+import openvino as ov
+
+from ._errors import ModelError, one_line
+
+_CORE: ov.Core | None = None
+
+
+def _core() -> ov.Core:
+    global _CORE
+    if _CORE is None:
+        _CORE = ov.Core()
+    return _CORE
+
+
+@dataclass(frozen=True)
+class _Value:
+    name: str
+
+
+class OpenVINOSession:
+    def __init__(self, model: onnx.ModelProto | bytes | str, *, threads: int | None = None, precision: str | None = None) -> None:
+        config: dict[str, object] = {}
+        if threads is not None:
+            config["INFERENCE_NUM_THREADS"] = threads
+        if precision is not None:
+            config["INFERENCE_PRECISION_HINT"] = precision
+        try:
+            with tempfile.TemporaryDirectory(prefix="lowprec-ov-") as tmp:
+                path = model
+                if not isinstance(model, str):  # OpenVINO's ONNX frontend reads files
+                    path = str(Path(tmp) / "model.onnx")
+                    Path(path).write_bytes(model.SerializeToString() if isinstance(model, onnx.ModelProto) else model)
+                compiled = _core().compile_model(_core().read_model(path), "CPU", config)
+        except Exception as err:  # OpenVINO raises RuntimeError with the node it could not convert
+            raise ModelError(f"OpenVINO cannot compile the model: {one_line(err, 400)}") from None
+        hint = compiled.get_property("INFERENCE_PRECISION_HINT")
+        self.precision = hint.to_string() if hasattr(hint, "to_string") else str(hint)  # "f32", "bf16", "f16"
+        self._inputs = [_Value(port.get_any_name()) for port in compiled.inputs]
+        self._outputs = [_Value(port.get_any_name()) for port in compiled.outputs]
+        self._request = compiled.create_infer_request()
+
+    def get_inputs(self) -> list[_Value]:
+        return list(self._inputs)
+
+    def get_outputs(self) -> list[_Value]:
+        return list(self._outputs)
+
+    def run(self, names: list[str] | None, feed: dict[str, np.ndarray]) -> list[np.ndarray]:
+        wanted = {value.name for value in self._inputs}
+        results = self._request.infer({name: value for name, value in feed.items() if name in wanted}, share_inputs=False)
+        by_name = {port.get_any_name(): np.array(value, copy=True) for port, value in results.items()}
+        return [by_name[name] for name in (names or [value.name for value in self._outputs])]
+
+
+def version() -> str:
+    return ov.__version__
