@@ -86,11 +86,6 @@ def _session(path: Path, threads: int | None, runtime: str = "onnxruntime", prec
     return ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
 
 
-def _kernels(path: Path) -> tuple[int, int]:
-    """(integer, float) Conv/MatMul/Gemm kernels that ORT runs after its optimisation."""
-    return lp.kernel_counts(str(path))
-
-
 def time_interleaved(sessions: dict[str, object], feed: dict, rounds: int, budget_s: float = 0.0) -> dict[str, float]:
     """Median latency of each session (1 thread each), round by round (order reversed every
     other round). `rounds` at least; more, up to 10x, while the whole loop has run under
@@ -185,7 +180,7 @@ def run_model(model_name: str, variants: list[str], workdir: Path, rounds: int, 
                 continue
             paths[variant] = out
             row["mb"] = out.stat().st_size / 1e6
-            row["integer_kernels"], row["float_kernels"] = _kernels(out) if runtime == "onnxruntime" else ("-", "-")
+            row["integer_kernels"], row["float_kernels"] = lp.kernel_counts(str(out)) if runtime == "onnxruntime" else ("-", "-")
             row.update(bench.evaluate(lambda f: ref.run(None, f), lambda f: cand.run(None, f)))
         rows.append(row)
     if unasked is not None:

@@ -144,7 +144,7 @@ def search(
 
 
 Gain = tuple[float, float]  # (metric gain on the subset, output-error gain): the second breaks ties
-Step = tuple[list[str], Scores, float, str]  # (layers reverted together, their subset scores, nmse, why)
+Step = tuple[list[str], tuple[Scores, float], str]  # (layers reverted together, their subset scores and nmse, why)
 
 
 @dataclass
@@ -313,7 +313,7 @@ def _rank(evals: _Evaluations, scoring: _Scoring, candidates: list[str], reverte
         # Big gains first; a layer that helps a little is left for a later round, where it
         # competes again (a run of small reverts is how greedy searches end with too many).
         best = confirmed[0][0][0]
-        return [([layer], *trial, f"{target} on the ranking subset {gain[0]:+.4g} reverted alone")
+        return [([layer], trial, f"{target} on the ranking subset {gain[0]:+.4g} reverted alone")
                 for gain, layer, trial in confirmed if gain[0] >= MAJOR_GAIN * best]
     # No single layer helps: the error is spread out. Revert the proxy's top groups.
     size = 2
@@ -322,7 +322,7 @@ def _rank(evals: _Evaluations, scoring: _Scoring, candidates: list[str], reverte
         trial = evals.subset(reverted + tuple(group), indices)
         gain = scoring.gain(target, trial, base)
         if _helps(gain):
-            return [(group, *trial, f"in a group of {size}: {target} on the ranking subset {gain[0]:+.4g}")]
+            return [(group, trial, f"in a group of {size}: {target} on the ranking subset {gain[0]:+.4g}")]
         size *= 2
     return []
 
@@ -332,10 +332,9 @@ def _revert(evals: _Evaluations, scoring: _Scoring, record: _Recorder, state: _S
     """Take the round's steps in order while each still helps on the subset (a step's gain was
     measured alone, so later ones are measured again), until the predicted drop is within budget."""
     start = base[0]
-    for position, (group, *trial, note) in enumerate(steps):
+    for position, (group, trial, note) in enumerate(steps):
         if state.reverts >= max_iterations:
             break
-        trial = tuple(trial)
         if position:  # measured alone; check it still helps with what is already reverted
             trial = evals.subset(state.reverted + tuple(group), indices)
             if not _helps(scoring.gain(target, trial, base)):

@@ -94,8 +94,9 @@ def statistic_requests(
             needed.setdefault(fused[0], None)
     # The outputs of weightless ops the target may run on integers (a superset: pass 4 of plan
     # keeps those between quantized layers).
+    integer_ops = TARGETS[target].integer_ops
     for node in graph.node:
-        if node.op_type in TARGETS[target].integer_ops and len(node.output) == 1 and node.output[0] not in graph_outputs:
+        if node.op_type in integer_ops and len(node.output) == 1 and node.output[0] not in graph_outputs:
             for tensor in [*_integer_inputs(node), node.output[0]]:
                 if tensor not in inits:
                     needed.setdefault(tensor, None)
@@ -162,13 +163,14 @@ def plan(model: onnx.ModelProto, stats: Statistics, config: QuantConfig, *, igno
         return known_ranks.get(tensor, entry.rank if entry is not None else -1)
 
     chosen = _choose(model, config, ignored, inits, users, _float_tensors(model), known_ranks, skipped)
-    chosen = drop_float_fused(chosen, users, {o.name for o in graph.output}, skipped, rank)
+    graph_outputs = {o.name for o in graph.output}
+    chosen = drop_float_fused(chosen, users, graph_outputs, skipped, rank)
     nested = _nested_layers(graph)
     skipped.update(nested)
     if nested and not chosen:
         log.warning("nothing to quantize in the main graph; %d layers inside Loop/Scan bodies stay float", len(nested))
 
-    placer = _Placer(model, stats, config, ignored, chosen, rank)
+    placer = _Placer(graph, stats, config, ignored, chosen, rank, inits, users, graph_outputs)
     for node, act_inputs, weight_name in chosen:
         placer.place(node, act_inputs, weight_name)
     target = TARGETS[config.target]
@@ -194,12 +196,11 @@ class _Placer:
     """Pass 3 of `plan`: the quantizers of the chosen layers, one layer at a time in graph order
     (a tensor's entry may depend on one placed before it: a shared grid, an integer output)."""
 
-    def __init__(self, model: onnx.ModelProto, stats: Statistics, config: QuantConfig, ignored: set[str], chosen, rank) -> None:
-        graph = model.graph
+    def __init__(self, graph: onnx.GraphProto, stats: Statistics, config: QuantConfig, ignored: set[str], chosen, rank,
+                 inits: dict[str, onnx.TensorProto], users: dict[str, list[onnx.NodeProto]], graph_outputs: set[str]) -> None:
         self.stats, self.config, self.ignored, self.rank = stats, config, ignored, rank
         self.target = TARGETS[config.target]
-        self.inits, self.users = initializers(graph), consumers(graph)
-        self.graph_outputs = {o.name for o in graph.output}
+        self.inits, self.users, self.graph_outputs = inits, users, graph_outputs
         self.quantized_reads = {name for _, act_inputs, _ in chosen for name in act_inputs}
         self.input_readers: dict[str, list[str]] = {}
         for node, act_inputs, _ in chosen:
