@@ -117,7 +117,7 @@ def default_opset(model: onnx.ModelProto) -> int:
     raise ModelError("model imports no default-domain opset")
 
 
-def prepare(model: onnx.ModelProto) -> onnx.ModelProto:
+def prepare(model: onnx.ModelProto, runtime: str = "onnxruntime") -> onnx.ModelProto:
     """Return a copy ready for calibration and quantization.
 
     Names every node, turns Constant nodes (and ConstantOfShape of a constant shape, and
@@ -125,7 +125,8 @@ def prepare(model: onnx.ModelProto) -> onnx.ModelProto:
     plain initializers,
     folds BatchNormalization into the Conv before it, upgrades to opset 13 where older,
     runs shape inference, and then rewrites the tanh GELU into ONNX Runtime's FastGelu.
-    Deterministic: the same model gives the same result.
+    `runtime`: the runtime that serves the model; only the rewrites that pay there run (see
+    simplify). Deterministic: the same model gives the same result.
     """
     model = _copy(model)
     _name_nodes(model.graph)
@@ -135,7 +136,7 @@ def prepare(model: onnx.ModelProto) -> onnx.ModelProto:
     # CNNs); IR 4 lifted that. The inputs are gone now, so the model must say IR 4 at least or
     # the opset converter finds its weights undefined.
     model.ir_version = max(model.ir_version, 4)
-    simplify.simplify(model.graph)
+    simplify.simplify(model.graph, runtime)
     drop_unused_initializers(model.graph)
     if default_opset(model) < MIN_QDQ_OPSET:
         model = _upgrade_opset(model, MIN_QDQ_OPSET)

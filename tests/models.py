@@ -491,3 +491,25 @@ def residual_block(seed: int = 0) -> onnx.ModelProto:
          helper.make_tensor_value_info("z", TensorProto.FLOAT, ["N", 8, 8, 8])],
         inits,
     )
+
+
+def squeeze_excite(seed: int = 0, *, pooled: bool = True) -> onnx.ModelProto:
+    """x -> Conv(8) = c1 -> GlobalAveragePool -> Conv(8, 1x1) -> HardSigmoid = gate; c1 * gate
+    -> Conv(4) -> y. pooled=False: gate = HardSigmoid(c1) (only float ops read c1)."""
+    inits = _two_convs(seed)
+    if pooled:
+        inits["ws"] = np.random.default_rng(seed + 1).normal(0, 0.3, (8, 8, 1, 1)).astype(np.float32)
+    nodes = [
+        helper.make_node("Conv", ["x", "w1", "b1"], ["c1"], "conv1", pads=[1, 1, 1, 1]),
+        *([helper.make_node("GlobalAveragePool", ["c1"], ["p"], "pool"), helper.make_node("Conv", ["p", "ws"], ["s"], "conv_se")]
+          if pooled else []),
+        helper.make_node("HardSigmoid", ["s" if pooled else "c1"], ["gate"], "gate"),
+        helper.make_node("Mul", ["c1", "gate"], ["m"], "scale"),
+        helper.make_node("Conv", ["m", "w2", "b2"], ["y"], "conv2"),
+    ]
+    return _model(
+        nodes,
+        [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["N", 3, 8, 8])],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, ["N", 4, 8, 8])],
+        inits,
+    )

@@ -11,7 +11,7 @@ from __future__ import annotations
 import numpy as np
 import onnx
 
-from .._ops import FUSABLE_ACTIVATIONS, QUANTIZABLE, TRANSPARENT
+from .._ops import FUSABLE_ACTIVATIONS, TRANSPARENT
 
 
 def feeds_reads(tensor: str, reads: set[str], users: dict[str, list[onnx.NodeProto]], depth: int = 0) -> bool:
@@ -103,7 +103,7 @@ def float_fused(node, rule, users, graph_outputs: set[str], input_rank: int) -> 
     return output, readers[0]
 
 
-def drop_float_fused(chosen, users, graph_outputs: set[str], skipped: dict[str, str], rank):
+def drop_float_fused(chosen, layers, users, graph_outputs: set[str], skipped: dict[str, str], rank):
     """Leave float a layer that ORT fuses with its activation into a float kernel where only
     float layers read the activation: an integer kernel would need a quantizer between the two,
     rounding values that only float layers use (and, once a reader is reverted to float, undoing
@@ -112,7 +112,7 @@ def drop_float_fused(chosen, users, graph_outputs: set[str], skipped: dict[str, 
         reads = {name for _, act_inputs, _ in chosen for name in act_inputs}
         dropped = {}
         for node, act_inputs, _ in chosen:
-            fused = float_fused(node, QUANTIZABLE[node.op_type], users, graph_outputs, rank(act_inputs[0]))
+            fused = float_fused(node, layers[node.op_type], users, graph_outputs, rank(act_inputs[0]))
             activation = fused[1] if fused is not None else None
             if activation is not None and not feeds_reads(activation.output[0], reads, users):
                 dropped[node.name] = (

@@ -61,10 +61,10 @@ def statistic_requests(
     candidates = []
     if config is not None and not config.channel_alignment:
         chosen = _choose(model, config, ignored, inits, users, _float_tensors(model), ranks(model), {})
-        candidates = [(node, QUANTIZABLE[node.op_type]) for node, _, _ in chosen]
+        candidates = [(node, TARGETS[target].layers[node.op_type]) for node, _, _ in chosen]
     else:
         for node in graph.node:
-            rule = QUANTIZABLE.get(node.op_type) if node.op_type in ops and node.domain in ("", "ai.onnx") else None
+            rule = TARGETS[target].layers.get(node.op_type) if node.op_type in ops and node.domain in ("", "ai.onnx") else None
             if rule is not None and len(node.input) > rule.weight_input and node.input[rule.weight_input] in inits:
                 candidates.append((node, rule))
     needed: dict[str, int | None] = {}
@@ -77,7 +77,7 @@ def statistic_requests(
         # SmoothQuant runs before the plan and reads the inputs it may smooth, whether or not
         # the plan then quantizes their layers.
         for tensor, readers in smoothing_groups(graph, config, ignored).items():
-            needed.setdefault(tensor, QUANTIZABLE[readers[0].op_type].input_channel_axis)
+            needed.setdefault(tensor, TARGETS[target].layers[readers[0].op_type].input_channel_axis)
     # Outputs only where a plan can quantize them: the same rule plan() applies, over every
     # candidate (an ignored scope only removes readers, so this stays a superset).
     for node, rule in candidates:
@@ -86,7 +86,7 @@ def statistic_requests(
         if config is not None and rule.integer_output_required and _fuses_activation(node, followers, graph_outputs, ignored, inits, config):
             outputs = outputs[1:]
         for tensor in outputs:
-            if rule.integer_output_required or feeds_reads(tensor, reads, users):
+            if _output_required(rule, TARGETS[target], tensor, users) or feeds_reads(tensor, reads, users):
                 needed.setdefault(tensor, None)
         # Ranks are known only after calibration: assume a MatMul's input is 2-D (a superset).
         fused = float_fused(node, rule, users, graph_outputs, input_rank=2)
@@ -164,7 +164,7 @@ def plan(model: onnx.ModelProto, stats: Statistics, config: QuantConfig, *, igno
 
     chosen = _choose(model, config, ignored, inits, users, _float_tensors(model), known_ranks, skipped)
     graph_outputs = {o.name for o in graph.output}
-    chosen = drop_float_fused(chosen, users, graph_outputs, skipped, rank)
+    chosen = drop_float_fused(chosen, TARGETS[config.target].layers, users, graph_outputs, skipped, rank)
     nested = _nested_layers(graph)
     skipped.update(nested)
     if nested and not chosen:
@@ -216,7 +216,7 @@ class _Placer:
         self.fused: list[FusedActivation] = []
 
     def place(self, node: onnx.NodeProto, act_inputs: list[str], weight_name: str) -> None:
-        rule = QUANTIZABLE[node.op_type]
+        rule = self.target.layers[node.op_type]
         for name in act_inputs:
             self._tensor(name, output=False)
         self._output(node, rule, act_inputs)
@@ -283,11 +283,11 @@ class _Placer:
         output = node.output[0]
         followers = self.users.get(output, [])
         if _fuses_activation(node, followers, self.graph_outputs, self.ignored, self.inits, self.config) and (
-            rule.integer_output_required or self._feeds_quantized(followers[0].output[0])
+            _output_required(rule, self.target, followers[0].output[0], self.users) or self._feeds_quantized(followers[0].output[0])
         ):
             self.fused.append(FusedActivation(node=followers[0].name, into=node.name))
             self._tensor(followers[0].output[0], output=True)
-        elif rule.integer_output_required or self._feeds_quantized(output):
+        elif _output_required(rule, self.target, output, self.users) or self._feeds_quantized(output):
             self._tensor(output, output=True)
         else:
             fused_in_float = float_fused(node, rule, self.users, self.graph_outputs, self.rank(act_inputs[0]))
@@ -385,7 +385,7 @@ def _choose(model, config: QuantConfig, ignored, inits, users, float_tensors, kn
     chosen: list[tuple[onnx.NodeProto, list[str], str]] = []  # node, activation inputs, weight
     short: list[tuple[onnx.NodeProto, list[str], str, str]] = []  # under the reduction floor, and why
     for node in graph.node:
-        rule = QUANTIZABLE.get(node.op_type)
+        rule = target.layers.get(node.op_type)
         if rule is None or node.domain not in ("", "ai.onnx"):
             continue
         reason = _skip_reason(node, rule, config, target, ignored, inits, float_tensors)
@@ -481,6 +481,13 @@ def _skip_reason(node, rule, config, target, ignored, inits, float_tensors) -> s
     if not_float:
         return f"input {not_float[0]!r} is not float32"
     return None
+
+
+def _output_required(rule, target, tensor: str, users) -> bool:
+    """Whether a layer's output `tensor` is quantized whoever reads it: the layer's integer
+    kernel writes integers (rule), or the target's runtime needs a quantizer before one of its
+    readers (Target.quantized_output_readers)."""
+    return rule.integer_output_required or any(reader.op_type in target.quantized_output_readers for reader in users.get(tensor, []))
 
 
 def _fuses_activation(node, followers, graph_outputs, ignored, inits, config: QuantConfig) -> bool:

@@ -23,7 +23,7 @@ def _quantize(model: onnx.ModelProto, config: QuantConfig = QuantConfig(), batch
     so the floor is off here unless a test sets it: these tests check the plan's logic."""
     if config.min_reduction is None:
         config = config.model_copy(update={"min_reduction": 0})
-    prepared = prepare(model)
+    prepared = prepare(model, config.runtime)
     data = batches or models.feeds(prepared)
     stats = collect(prepared, data, statistic_requests(prepared, config.target), model_sha256="test")
     int8, plan = quantize_model(prepared, stats, config)
@@ -527,3 +527,33 @@ def test_a_target_with_integer_ops_keeps_a_residual_add_between_quantized_layers
     for int8 in (off, on):
         for result, expected in zip(session(int8).run(None, feed), reference):
             assert np.abs(result - expected).max() < 0.05 * np.abs(expected).max()
+
+
+def test_the_openvino_target_quantizes_layer_inputs_and_leaves_outputs_to_the_runtime():
+    """OpenVINO fuses the quantizer after a layer into the layer's kernel: a layer's output gets
+    a quantizer only where a quantized layer reads it (ORT's QLinearConv always needs one), the
+    bias stays float (the kernel adds it), and the same layers are quantized."""
+    model = models.conv_relu_conv()
+    _, _, cpu, _ = _quantize(model)
+    prepared, int8, ov, data = _quantize(model, QuantConfig(target="openvino"))
+    assert cpu.layers() == ov.layers() == ["conv1", "conv2"]
+    assert "y" in {a.tensor for a in cpu.activations} and "y" not in {a.tensor for a in ov.activations}
+    assert "r1" in {a.tensor for a in ov.activations}  # conv2 reads it
+    assert cpu.biases and not ov.biases
+    assert {i.name for i in int8.graph.initializer if i.data_type == onnx.TensorProto.INT32} == set()
+    feed = data[0]
+    expected = session(prepared).run(None, feed)[0]
+    assert np.abs(session(int8).run(None, feed)[0] - expected).max() < 0.05 * np.abs(expected).max()
+
+
+def test_the_openvino_target_quantizes_a_layer_output_that_a_global_pool_reads():
+    """Target.quantized_output_readers: OpenVINO misplaces an integer conv's dequantization
+    across the squeeze-excite pool behind it, so that output is quantized though the pool and
+    the gate's Mul run in float. The ORT target quantizes it anyway (an integer conv output)."""
+    model = models.squeeze_excite()
+    _, _, ov, _ = _quantize(model, QuantConfig(target="openvino"))
+    (entry,) = [a for a in ov.activations if a.tensor == "c1"]
+    assert entry.readers is None  # every reader, the pool and the Mul, sees the quantized output
+    plain = models.squeeze_excite(pooled=False)  # the same block without the pool: no quantizer
+    _, _, ov_plain, _ = _quantize(plain, QuantConfig(target="openvino"))
+    assert "c1" not in {a.tensor for a in ov_plain.activations}

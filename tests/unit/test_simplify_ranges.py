@@ -10,7 +10,7 @@ from lowprec_core._calibration.stats import TensorStats
 from lowprec_core._config import QuantConfig
 from lowprec_core._model_io import prepare
 from lowprec_core._quantize.ranges import activation_range
-from lowprec_core._runtime import session
+from lowprec_core._runtime import serving_session, session
 from tests import models
 from tests.unit.test_planner_transform import _quantize
 
@@ -22,6 +22,24 @@ def test_affines_and_hardswish_fold_exactly():
     x = {"x": np.random.default_rng(3).normal(size=(2, 3, 8, 8)).astype(np.float32)}
     run = lambda m: session(m, optimization="disabled").run(None, x)[0]  # noqa: E731
     np.testing.assert_allclose(run(prepared), run(model), rtol=1e-5, atol=1e-5)
+
+
+def test_for_openvino_the_hardswish_keeps_its_ops_and_the_tanh_gelu_becomes_fastgelu():
+    """OpenVINO fuses the decomposed HardSwish itself (and runs a lone HardSigmoid with a
+    reference kernel): only the folds run, still float-exact. Its ONNX frontend reads ORT's
+    FastGelu, and runs it as the op-by-op GELU computes."""
+    model = models.affine_hardswish_conv()
+    prepared = prepare(model, "openvino")
+    assert [n.op_type for n in prepared.graph.node] == ["Conv", "Add", "Clip", "Mul", "Div", "Conv"]
+    x = {"x": np.random.default_rng(3).normal(size=(2, 3, 8, 8)).astype(np.float32)}
+    run = lambda m: session(m, optimization="disabled").run(None, x)[0]  # noqa: E731
+    np.testing.assert_allclose(run(prepared), run(model), rtol=1e-5, atol=1e-5)
+    model = models.tanh_gelu_mlp()
+    gelu = prepare(model, "openvino")
+    assert "FastGelu" in {n.op_type for n in gelu.graph.node}
+    x = {"x": np.random.default_rng(4).normal(0, 2.0, size=(3, 6, 16)).astype(np.float32)}
+    got = serving_session(gelu, runtime="openvino", precision="f32").run(None, x)[0]
+    np.testing.assert_allclose(got, session(model).run(None, x)[0], rtol=1e-4, atol=1e-4)
 
 
 def test_add_before_a_padded_conv_is_not_folded():
