@@ -5,9 +5,10 @@ from ._image import IMAGE
 
 
 @dsl.component(base_image=IMAGE, install_kfp_package=False)
-def calibrate(model_uri: str, data_uri: str, stats: Output[Artifact]):
-    """One streaming pass over the calibration data; statistics as an artifact folder."""
+def calibrate(model_uri: str, data_uri: str, stats: Output[Artifact], runtime: str = "onnxruntime"):
+    """One streaming pass over the calibration data, for the graph `runtime` will serve;
+    statistics as an artifact folder."""
     import lowprec_core
 
-    result = lowprec_core.calibrate(model_uri, data_uri, stats.path)
+    result = lowprec_core.calibrate(model_uri, data_uri, stats.path, target=lowprec_core.runtime_target(runtime))
     stats.metadata.update({"model_sha256": result.model_sha256, "samples": result.samples})

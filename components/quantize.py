@@ -18,12 +18,14 @@ def quantize(
     metric: str = "agreement",
     max_drop: float = 0.01,
     min_speedup: float = 1.0,
+    runtime: str = "onnxruntime",
 ):
     """FP32 -> INT8 from precomputed statistics; with accuracy_aware, layers go back to float
-    until `metric` drops by at most `max_drop` on the evaluation data (an unmet budget fails the step)."""
+    until `metric` drops by at most `max_drop` on the evaluation data (an unmet budget fails the step).
+    `runtime`: the runtime that serves the model, which decides where quantizers go."""
     import lowprec_core
 
-    config = lowprec_core.QuantConfig(preset=preset)
+    config = lowprec_core.QuantConfig(preset=preset, target=lowprec_core.runtime_target(runtime))
     budget = None
     if accuracy_aware:
         budget = lowprec_core.AccuracyBudget(metrics=[{"metric": metric, "max_drop": max_drop}], min_speedup=min_speedup)

@@ -19,6 +19,7 @@ from ._config import (
     CalibrationConfig,
     MetricBudget,
     QuantConfig,
+    runtime_target,
 )
 from ._errors import (
     ConfigError,
@@ -79,6 +80,7 @@ __all__ = [
     "publish",
     "quantize",
     "render_report",
+    "runtime_target",
     "serving_session",
     "validate",
 ]

@@ -81,7 +81,7 @@ class ModelBackend:
         return {node.name: nmse[out] - (nmse[reads] if reads else 0.0) for node, out, reads in layers}
 
     def speed(self, reverted: Reverted) -> float:
-        return benchmark.speedup(self._fp32, self._bytes(reverted), self.speed_feed)
+        return benchmark.speedup(self._fp32, self._bytes(reverted), self.speed_feed, serving=self.config.runtime)
 
 
 def run(prepared: onnx.ModelProto, stats: Statistics, config: QuantConfig, budget: AccuracyBudget, metrics: list[Metric],
@@ -90,7 +90,8 @@ def run(prepared: onnx.ModelProto, stats: Statistics, config: QuantConfig, budge
     model, its plan, the search and the config that makes that model."""
     specs = input_specs(prepared)
     feeds = lambda: iter_feeds(eval_source, specs, batch_size=32)  # noqa: E731
-    evaluator = Evaluator(prepared.SerializeToString(), feeds, metrics, labels=labels, cache_dir=work / "reference", specs=specs)
+    evaluator = Evaluator(prepared.SerializeToString(), feeds, metrics, labels=labels, cache_dir=work / "reference", specs=specs,
+                          serving=config.runtime)
     first = next(iter(feeds()))
     backend = ModelBackend(prepared, stats, config, evaluator, speed_feed=take(first, specs, slice(0, 1)))
     iterations = work / "iterations"

@@ -29,6 +29,7 @@ from ._errors import ConfigError, GateFailed
 from ._layer_error import inspect_layers
 from ._metrics import Metric, resolve_metric
 from ._model_io import LoadedModel, load_model, model_bytes, prepare, save_model
+from ._ops import TARGETS
 from ._quantize.default import quantize_model
 from ._quantize.plan import QuantPlan
 from ._quantize.planner import statistic_requests
@@ -53,7 +54,7 @@ def calibrate(
     """One streaming pass over `data`; writes stats.json + stats.npz into out_dir."""
     with tempfile.TemporaryDirectory(prefix="lowprec-") as tmp:
         loaded = load_model(localize(model, tmp))
-        prepared = prepare(loaded.proto)
+        prepared = prepare(loaded.proto, TARGETS[target].runtime)
         stats = _collect(loaded, prepared, _local_data(data, tmp), config, target)
         stats.save(out_dir)
     return stats
@@ -91,7 +92,7 @@ def quantize(
         raise ConfigError(f"inspect_samples must be 0 (no per-layer analysis) or a positive sample count, not {inspect_samples}")
     with tempfile.TemporaryDirectory(prefix="lowprec-") as tmp:
         loaded = load_model(localize(model, tmp))
-        prepared = prepare(loaded.proto)
+        prepared = prepare(loaded.proto, TARGETS[config.target].runtime)
         source = _local_data(data, tmp) if data is not None else None
         run = None
         if accuracy is not None:
@@ -156,6 +157,7 @@ def _search_run(loaded: LoadedModel, config: QuantConfig, accuracy: AccuracyBudg
         raise ConfigError("evaluation data is read many times: pass a path or a list of feeds, not an iterator")
     if config.bias_correction == "full":
         raise ConfigError("bias_correction 'full' re-reads the calibration data for every model; the accuracy-aware search uses 'fast' or 'none'")
+    check_runtime(config.runtime)  # every candidate is scored and timed where it will be served
     metrics = [resolve_metric(b.metric) for b in accuracy.metrics]
     label_array = load_labels(localize(labels, tmp)) if isinstance(labels, (str, os.PathLike)) else labels
     work = Path(work_dir) if work_dir is not None else Path(tmp) / "work"

@@ -80,9 +80,11 @@ def interleaved(sessions, feed: Feed, *, warmup: int, repeats: int) -> tuple[np.
     return tuple(np.array(t) for t in times)
 
 
-def speedup(reference: bytes, candidate: bytes, feed: Feed, *, repeats: int = 20, threads: int = 1) -> float:
-    """FP32 median latency over the candidate's, interleaved on one feed: a quick check, not a benchmark."""
-    sessions = tuple(runtime.session(m, threads=threads, spinning=True) for m in (reference, candidate))
+def speedup(reference: bytes, candidate: bytes, feed: Feed, *, repeats: int = 20, threads: int = 1, serving: str = "onnxruntime") -> float:
+    """FP32 median latency (f32) over the candidate's, interleaved on one feed, in the `serving`
+    runtime: a quick check, not a benchmark."""
+    sessions = tuple(runtime.serving_session(m, runtime=serving, threads=threads, precision=precision, spinning=True)
+                     for m, precision in ((reference, "f32"), (candidate, None)))
     fp, q = interleaved(sessions, feed, warmup=3, repeats=repeats)
     return float(np.median(fp / q))  # paired rounds: a slow moment hits both models of a round
 

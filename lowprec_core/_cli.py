@@ -26,6 +26,7 @@ from ._config import (
     MetricBudget,
     QuantConfig,
     build,
+    runtime_target,
 )
 from ._errors import ConfigError, GateFailed, LowprecError
 from ._metrics import METRICS, resolve_metric
@@ -143,13 +144,15 @@ def _calibrate_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--out", required=True, help="statistics folder to write")
     p.add_argument("--batch-size", type=int, default=CalibrationConfig().batch_size)
     p.add_argument("--max-samples", type=int)
-    p.add_argument("--target", default="cpu", choices=sorted(TARGETS))
+    p.add_argument("--target", help=f"one of: {', '.join(TARGETS)} (default: the runtime's)")
+    p.add_argument("--runtime", help=f"the runtime the model will be quantized for: {', '.join(RUNTIMES)} (default: the target's, else onnxruntime)")
 
 
 def _calibrate(args: argparse.Namespace) -> None:
     stats = _api.calibrate(
         args.model, args.data, args.out,
-        config=build(CalibrationConfig, batch_size=args.batch_size, max_samples=args.max_samples), target=args.target,
+        config=build(CalibrationConfig, batch_size=args.batch_size, max_samples=args.max_samples),
+        target=runtime_target(args.runtime, args.target),
     )
     print(f"statistics for {len(stats.tensors)} tensors over {stats.samples} samples -> {args.out}")
 
@@ -162,7 +165,9 @@ def _quantize_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--out", required=True)
     p.add_argument("--stats", help="statistics folder from `lowprec calibrate`")
     p.add_argument("--preset", default=QuantConfig().preset, help=f"one of: {', '.join(PRESETS)}")
-    p.add_argument("--target", default=QuantConfig().target, help=f"one of: {', '.join(TARGETS)}")
+    p.add_argument("--target", help=f"one of: {', '.join(TARGETS)} (default: the runtime's, {QuantConfig().target} for onnxruntime)")
+    p.add_argument("--runtime", help=f"the runtime that serves the INT8 model, which decides where quantizers go: {', '.join(RUNTIMES)} "
+                                     "(default: the target's, else onnxruntime)")
     p.add_argument("--ignore", nargs="+", default=[], metavar="NAME_OR_OPTYPE", help="keep these nodes in float (re:PATTERN for a regex)")
     p.add_argument("--report", help="write the quantization report (JSON)")
     p.add_argument("--html", help="write the report as one self-contained HTML page")
@@ -195,7 +200,7 @@ def _quantize_arguments(p: argparse.ArgumentParser) -> None:
 
 def _quantize(args: argparse.Namespace) -> None:
     config = build(
-        QuantConfig, preset=args.preset, target=args.target, ignore=tuple(args.ignore),
+        QuantConfig, preset=args.preset, target=runtime_target(args.runtime, args.target), ignore=tuple(args.ignore),
         activation_range=args.activation_range, weight_range=args.weight_range, bias_correction=args.bias_correction,
         model_type=args.model_type, smooth_quant_alpha=args.smooth_quant_alpha, channel_alignment=args.channel_alignment,
         min_reduction=args.min_reduction,

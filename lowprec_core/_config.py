@@ -66,6 +66,11 @@ class QuantConfig(_Frozen):
         return value
 
     @property
+    def runtime(self) -> str:
+        """The runtime the target's placement is for (see RUNTIMES)."""
+        return TARGETS[self.target].runtime
+
+    @property
     def reduction_floor(self) -> int:
         return TARGETS[self.target].min_reduction if self.min_reduction is None else self.min_reduction
 
@@ -110,6 +115,25 @@ RUNTIMES = {
     "onnxruntime": "pip install onnxruntime",
     "openvino": "pip install 'lowprec[openvino]' (the openvino package)",
 }
+
+
+def runtime_target(runtime: str | None, target: str | None = None) -> str:
+    """The target for `runtime` (default: ONNX Runtime's): `target` when it is one of that
+    runtime's rows, else that runtime's default. ConfigError for an unknown runtime or target,
+    or a target of another runtime."""
+    if runtime is None:
+        runtime = TARGETS[target].runtime if target in TARGETS else "onnxruntime"
+    if runtime not in RUNTIMES:
+        raise ConfigError(f"unknown runtime {runtime!r}; expected one of: {', '.join(RUNTIMES)}")
+    own = [name for name, row in TARGETS.items() if row.runtime == runtime]
+    if target is None:
+        return own[0]
+    if target not in TARGETS:
+        raise ConfigError(f"unknown target {target!r}; expected one of: {', '.join(TARGETS)}")
+    if target not in own:
+        raise ConfigError(f"target {target!r} places quantizers for {TARGETS[target].runtime}, not {runtime}; "
+                          f"with --runtime {runtime} use: {', '.join(own)}")
+    return target
 
 
 class BenchmarkConfig(_Frozen):

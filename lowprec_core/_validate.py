@@ -66,7 +66,8 @@ class Evaluator:
     The reference runs once, in the same pass over the data as the first candidate (so a budget
     the default model meets costs one pass). Where a metric reads FP32 outputs they are kept on
     disk under `cache_dir`, one file per batch, so memory holds one batch whatever the set's
-    size. `full_passes` counts passes over the whole set.
+    size. `full_passes` counts passes over the whole set. `serving`: the runtime every model
+    runs in (the reference at f32, candidates at the runtime's default precision).
     """
 
     def __init__(
@@ -78,6 +79,7 @@ class Evaluator:
         labels: np.ndarray | None,
         cache_dir: Path,
         specs: list[InputSpec],
+        serving: str = "onnxruntime",
     ) -> None:
         for metric in metrics:
             if metric.needs_labels and labels is None:
@@ -89,7 +91,8 @@ class Evaluator:
         self.cache = cache_dir
         self.full_passes = 0
         self._keep = any(m.needs_reference for m in self.metrics)
-        self._reference = runtime.session(reference)
+        self.serving = serving
+        self._reference = runtime.serving_session(reference, runtime=serving, precision="f32")
         self._names = [o.name for o in self._reference.get_outputs()]
         self._subsets: dict[tuple[int, ...], tuple[list[Feed], list[list[np.ndarray]], list[np.ndarray | None]]] = {}
         self._reference_scores: Scores | None = None
@@ -110,7 +113,7 @@ class Evaluator:
         """Every sample once: a full validation pass (the reference's too, the first time)."""
         if self._reference_scores is None and (self.cache / "reference.npz").exists():
             _ = self.reference_scores
-        return self._pass(runtime.session(candidate))
+        return self._pass(runtime.serving_session(candidate, runtime=self.serving))
 
     def _pass(self, sess) -> Scores:
         with_reference = self._reference_scores is None
@@ -148,7 +151,7 @@ class Evaluator:
         there (a continuous tie-breaker for metrics that move in whole samples). Scores follow
         ascending sample index."""
         feeds, refs, labels = self._subset(tuple(sorted(indices)))
-        sess = runtime.session(candidate)
+        sess = runtime.serving_session(candidate, runtime=self.serving)
         scores: dict[str, list[np.ndarray]] = {m.name: [] for m in self.metrics}
         error = power = 0.0
         for feed, ref, batch_labels in zip(feeds, refs, labels):

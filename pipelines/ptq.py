@@ -54,10 +54,10 @@ def ptq(
     min_speedup: float = 1.0,
     runtime: str = "onnxruntime",
 ):
-    stats = step(calibrate(model_uri=model_uri, data_uri=calib_uri), "calibrate")
+    stats = step(calibrate(model_uri=model_uri, data_uri=calib_uri, runtime=runtime), "calibrate")
     quant = step(quantize(
         model_uri=model_uri, stats=stats.outputs["stats"], preset=preset, accuracy_aware=accuracy_aware,
-        eval_uri=eval_uri, labels_uri=labels_uri, metric=metric, max_drop=max_drop, min_speedup=min_speedup,
+        eval_uri=eval_uri, labels_uri=labels_uri, metric=metric, max_drop=max_drop, min_speedup=min_speedup, runtime=runtime,
     ), "quantize")
     check = step(validate(
         model_uri=model_uri,

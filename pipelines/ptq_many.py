@@ -21,7 +21,7 @@ def ptq_many(
     min_speedup: float = 1.0,
     runtime: str = "onnxruntime",
 ):
-    todo = step(list_pending(models_prefix=models_prefix, registry_uri=registry_uri, preset=preset), "list models without a version")
+    todo = step(list_pending(models_prefix=models_prefix, registry_uri=registry_uri, preset=preset, runtime=runtime), "list models without a version")
     with dsl.ParallelFor(todo.output, parallelism=PARALLELISM, name="each-model") as model:
         ptq(
             model_uri=model.model_uri,

@@ -57,3 +57,48 @@ def test_an_unknown_or_missing_runtime_is_exit_2_naming_the_fix(command, demo, i
     assert main([*args, "--runtime", "openvino"]) == 2
     assert "runtime 'openvino' is not installed: pip install 'lowprec[openvino]'" in capsys.readouterr().err
     assert not (tmp_path / "r.json").exists()
+
+
+def test_quantize_for_openvino_runs_integer_kernels_there_and_passes_the_gate(demo, tmp_path):
+    """--runtime openvino: OpenVINO's placement (float biases), the same bytes on a rerun, every
+    layer on OpenVINO's integer kernels, and top-1 within the default budget in OpenVINO."""
+    import openvino
+
+    outs = [tmp_path / "a.onnx", tmp_path / "b.onnx"]
+    for out in outs:
+        assert main(["quantize", str(demo["model"]), "--data", str(demo["calib"]), "--out", str(out), "--runtime", "openvino",
+                     "--report", str(tmp_path / "q.json")]) == 0
+    assert outs[0].read_bytes() == outs[1].read_bytes()
+    plan = json.loads((tmp_path / "q.json").read_text())["plan"]
+    assert plan["config"]["target"] == "openvino" and plan["biases"] == [] and len(plan["nodes"]) == 5
+    compiled = openvino.Core().compile_model(str(outs[0]), "CPU")
+    layers = [op.get_rt_info() for op in compiled.get_runtime_model().get_ordered_ops()
+              if op.get_rt_info()["layerType"].astype(str) in ("Convolution", "FullyConnected")]
+    assert len(layers) == 5 and {info["runtimePrecision"].astype(str) for info in layers} == {"u8"}
+    result = lp.validate(demo["model"], outs[0], demo["eval"], metric="top1", labels=demo["labels"], runtime="openvino")
+    assert result.passed and result.runtime == "openvino"
+
+
+def test_the_accuracy_aware_search_for_openvino_scores_and_times_candidates_in_openvino(demo, tmp_path, monkeypatch):
+    from lowprec_core import _runtime_openvino
+
+    built = []
+    original = _runtime_openvino.OpenVINOSession.__init__
+    monkeypatch.setattr(_runtime_openvino.OpenVINOSession, "__init__",
+                        lambda self, model, **kw: (built.append(kw.get("precision")), original(self, model, **kw))[1])
+    budget = lp.AccuracyBudget(metrics=(lp.MetricBudget(metric="top1", max_drop=0.0),), min_speedup=0)
+    report = lp.quantize(demo["model"], tmp_path / "s.onnx", data=demo["calib"], config=lp.QuantConfig(target="openvino"),
+                         eval_data=demo["eval"], labels=demo["labels"], accuracy=budget)
+    assert report.accuracy.met and report.accuracy.iterations[-1].speedup is not None
+    # The FP32 reference at f32 (scores, then the speed check's), every candidate at the plugin's default.
+    assert built.count("f32") == 2 and built.count(None) >= 2
+
+
+def test_quantize_with_a_target_of_another_runtime_is_exit_2(demo, tmp_path, capsys):
+    out = tmp_path / "x.onnx"
+    args = ["quantize", str(demo["model"]), "--data", str(demo["calib"]), "--out", str(out)]
+    assert main([*args, "--runtime", "openvino", "--target", "cpu"]) == 2
+    assert "target 'cpu' places quantizers for onnxruntime, not openvino; with --runtime openvino use: openvino" in capsys.readouterr().err
+    assert main([*args, "--runtime", "tflite"]) == 2
+    assert "unknown runtime 'tflite'; expected one of: onnxruntime, openvino" in capsys.readouterr().err
+    assert not out.exists()
