@@ -53,12 +53,19 @@ def ptq(
     accuracy_aware: bool = False,
     min_speedup: float = 1.0,
     runtime: str = "onnxruntime",
+    threads: str = "1",
+    serving_nodes: dict = {},
 ):
+    """`runtime` and `threads`: how the model is served (the benchmark times it so). `serving_nodes`:
+    the node labels of the pool that serves it (a nodeSelector, e.g. {"node.kubernetes.io/instance-type":
+    "m7i.2xlarge"}); quantize and benchmark run there, so the accuracy-aware search's speed check
+    and the benchmark measure that hardware. Empty: any node."""
     stats = step(calibrate(model_uri=model_uri, data_uri=calib_uri, runtime=runtime), "calibrate")
     quant = step(quantize(
         model_uri=model_uri, stats=stats.outputs["stats"], preset=preset, accuracy_aware=accuracy_aware,
         eval_uri=eval_uri, labels_uri=labels_uri, metric=metric, max_drop=max_drop, min_speedup=min_speedup, runtime=runtime,
     ), "quantize")
+    kubernetes.add_node_selector_json(quant, serving_nodes)
     check = step(validate(
         model_uri=model_uri,
         int8_model=quant.outputs["int8_model"],
@@ -69,7 +76,8 @@ def ptq(
         runtime=runtime,
     ), "validate")
     bench = step(benchmark(model_uri=model_uri, int8_model=quant.outputs["int8_model"], data_uri=eval_uri, batches=batches,
-                           runtime=runtime), "benchmark")
+                           runtime=runtime, threads=threads), "benchmark")
+    kubernetes.add_node_selector_json(bench, serving_nodes)
     page = step(report(
         model_uri=model_uri,
         int8_model=quant.outputs["int8_model"],

@@ -20,6 +20,8 @@ def ptq_many(
     batches: str = "1,8",
     min_speedup: float = 1.0,
     runtime: str = "onnxruntime",
+    threads: str = "1",
+    serving_nodes: dict = {},
 ):
     todo = step(list_pending(models_prefix=models_prefix, registry_uri=registry_uri, preset=preset, runtime=runtime), "list models without a version")
     with dsl.ParallelFor(todo.output, parallelism=PARALLELISM, name="each-model") as model:
@@ -36,4 +38,6 @@ def ptq_many(
             batches=batches,
             min_speedup=min_speedup,
             runtime=runtime,
+            threads=threads,
+            serving_nodes=serving_nodes,
         )

@@ -4,6 +4,7 @@ subprocesses of this Python or in the component image through a Docker-compatibl
 from __future__ import annotations
 
 import contextlib
+import json
 import logging
 import os
 import re
@@ -119,16 +120,22 @@ def typed_arguments(name: str, pairs: list[str]) -> dict[str, object]:
         if not sep or key not in signature.parameters:
             raise ConfigError(f"--param {pair!r}: expected KEY=VALUE with KEY one of: {', '.join(signature.parameters)}")
         kind = signature.parameters[key].annotation
-        kind = {"str": str, "float": float, "int": int, "bool": bool}.get(kind, kind) if isinstance(kind, str) else kind
+        kind = {"str": str, "float": float, "int": int, "bool": bool, "dict": dict}.get(kind, kind) if isinstance(kind, str) else kind
         try:
-            if kind is bool:
+            if kind is dict:  # node labels: a JSON object of strings
+                value = json.loads(text)
+                if not isinstance(value, dict) or not all(isinstance(v, str) for v in value.values()):
+                    raise ValueError(text)
+                arguments[key] = value
+            elif kind is bool:
                 if text.lower() not in ("true", "false", "1", "0", "yes", "no"):
                     raise ValueError(text)
                 arguments[key] = text.lower() in ("true", "1", "yes")
             else:
                 arguments[key] = kind(text)
         except ValueError:
-            raise ConfigError(f"--param {pair!r}: {key} takes a {kind.__name__}") from None
+            expected = 'a JSON object of strings, e.g. {"node-pool": "serving"}' if kind is dict else f"a {kind.__name__}"
+            raise ConfigError(f"--param {pair!r}: {key} takes {expected}") from None
     missing = [k for k, p in signature.parameters.items() if p.default is inspect.Parameter.empty and k not in arguments]
     if missing:
         raise ConfigError(f"pipeline {name!r} needs --param for: {', '.join(missing)}")

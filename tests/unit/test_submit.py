@@ -33,15 +33,18 @@ class Recorder:
 
 
 def test_parameters_are_typed_by_the_pipeline_signature():
-    args = typed_arguments("ptq", [*PTQ, "max_drop=0.02", "accuracy_aware=true", "min-speedup=1.1"])
+    args = typed_arguments("ptq", [*PTQ, "max_drop=0.02", "accuracy_aware=true", "min-speedup=1.1",
+                                   'serving_nodes={"node-pool": "serving-amx"}', "threads=8"])
     assert args["max_drop"] == 0.02 and args["accuracy_aware"] is True and args["min_speedup"] == 1.1
-    assert args["name"] == "resnet"
+    assert args["name"] == "resnet" and args["serving_nodes"] == {"node-pool": "serving-amx"} and args["threads"] == "8"
 
 
 @pytest.mark.parametrize(("pairs", "needle"), [
     (PTQ[:-1], "needs --param for: name"),
     ([*PTQ, "max_drop=lots"], "max_drop takes a float"),
     ([*PTQ, "accuracy_aware=maybe"], "accuracy_aware takes a bool"),
+    ([*PTQ, "serving_nodes=serving"], "serving_nodes takes a JSON object of strings"),
+    ([*PTQ, 'serving_nodes={"pool": 4}'], "serving_nodes takes a JSON object of strings"),
     ([*PTQ, "bucket=x"], "KEY one of: model_uri"),
     ([*PTQ, "novalue"], "expected KEY=VALUE"),
 ])
@@ -81,3 +84,15 @@ def test_a_client_error_is_one_pipeline_error_naming_the_host():
 
     with pytest.raises(Exception, match=r"cannot submit to Kubeflow Pipelines at http://kfp:8888: connection refused"):
         submit("http://kfp:8888", arguments=typed_arguments("ptq", PTQ), client_factory=broken)
+
+
+@pytest.mark.parametrize("name", ["ptq", "ptq_many"])
+def test_quantize_and_benchmark_run_on_the_serving_nodes(name):
+    """The committed package pins the two steps that time the model (the accuracy-aware search's
+    speed check, the benchmark) to the `serving_nodes` parameter's nodeSelector, and only those."""
+    documents = list(yaml.safe_load_all((COMPILED / f"{name}.yaml").read_text()))
+    executors = documents[1]["platforms"]["kubernetes"]["deploymentSpec"]["executors"]
+    pinned = {executor for executor, spec in executors.items() if "nodeSelector" in spec}
+    assert pinned == {"exec-quantize", "exec-benchmark"}
+    for executor in pinned:
+        assert executors[executor]["nodeSelector"]["nodeSelectorJson"]["componentInputParameter"] == "serving_nodes"
