@@ -14,6 +14,13 @@ def lowprec_default(model: Path, calib: list[dict], out: Path, name: str) -> Non
     lowprec_core.quantize(model, out, data=calib)
 
 
+def lowprec_openvino(model: Path, calib: list[dict], out: Path, name: str) -> None:
+    """`lowprec quantize --runtime openvino`: quantizers placed for OpenVINO's CPU plugin."""
+    import lowprec_core
+
+    lowprec_core.quantize(model, out, data=calib, config=lowprec_core.QuantConfig(target=lowprec_core.runtime_target("openvino")))
+
+
 def _ort(model: Path, calib: list[dict], out: Path, *, per_channel: bool, op_types: list[str] | None) -> None:
     from onnxruntime.quantization import CalibrationDataReader, QuantFormat, QuantType, quantize_static
 
@@ -57,6 +64,7 @@ def nncf_default(model: Path, calib: list[dict], out: Path, name: str) -> None:
 # compare quantization, not Python start-up.
 IMPORTS = {
     "lowprec": "lowprec_core",
+    "lowprec-openvino": "lowprec_core",
     "ort-per-tensor": "onnxruntime.quantization",
     "ort-per-channel": "onnxruntime.quantization",
     "ort-pc-conv/matmul/gemm": "onnxruntime.quantization",
@@ -65,6 +73,7 @@ IMPORTS = {
 
 VARIANTS = {
     "lowprec": lowprec_default,
+    "lowprec-openvino": lowprec_openvino,
     "ort-per-tensor": ort_per_tensor,
     "ort-per-channel": ort_per_channel,
     "ort-pc-conv/matmul/gemm": ort_per_channel_ops,

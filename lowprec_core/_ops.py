@@ -144,10 +144,10 @@ TARGETS: dict[str, Target] = {
     # plugin adds it in the kernel), int16 pair sums guarded as on "cpu" (oneDNN's u8s8 kernels
     # without VNNI use the same VPMADDUBSW). min_reduction 64, measured with OpenVINO 2026.4 on
     # AMD Zen 4 (AVX512-VNNI, AVX512_BF16, where float layers run in bf16): against 0, PP-LCNet
-    # cls 0.93x -> 1.08x of FP32 at batch 1 (its depthwise convs are faster in bf16 than in
-    # int8), PP-OCRv4 det IoU 0.981 -> 0.989 at the same speed, the others unchanged
+    # cls 0.85x -> 1.09x of FP32 at batch 1 (its depthwise convs are faster in bf16 than in
+    # int8), PP-OCRv4 det IoU 0.981 -> 0.989 at the same speed, the others within noise
     # (bench/results/openvino_target-*.md). Activations stay asymmetric (`mixed`): symmetric
-    # costs det 0.02 IoU and a quarter of its speedup.
+    # costs det a quarter of its speedup (2.66x -> 1.99x).
     "openvino": Target(frozenset({"Conv", "ConvTranspose", "Gemm", "MatMul"}), np.uint8, np.int8, True, False, None,
                        int16_pairs=True, min_reduction=64, runtime="openvino", layers=OPENVINO_LAYERS,
                        # OpenVINO 2026.4 moves an integer conv's dequantization across the
