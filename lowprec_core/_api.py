@@ -17,7 +17,7 @@ import numpy as np
 import onnx
 from pydantic import BaseModel
 
-from . import _accuracy as accuracy_search
+from . import _accuracy as accuracy_search, _tuning as latency_search
 from . import _benchmark as _bench
 from . import _lineage as lineage, _registry as registry, _runtime as runtime, _workdir as workdir
 from ._calibration.collect import collect
@@ -75,8 +75,15 @@ def quantize(
     work_dir: PathOrUri | None = None,
     inspect_samples: int = 0,
     html: PathOrUri | None = None,
+    tune: str = "none",
+    tune_threads: int = 1,
 ) -> QuantizeReport:
     """FP32 model -> INT8 QDQ model at `out`; calibrates from `data` unless `stats` is given.
+
+    `tune="latency"` runs the latency search (see _tuning): plans at several reduction floors,
+    timed in the target's runtime on this machine at `tune_threads` threads and compared with
+    FP32 on samples of the evaluation (else calibration) data; the fastest within the default's
+    output error is kept, and the report lists every candidate.
 
     `inspect_samples` > 0 adds the per-layer error analysis (see `inspect`) over that many
     samples of the evaluation data, or of the calibration data when there is none; `html`
@@ -90,6 +97,7 @@ def quantize(
     started = time.perf_counter()
     if inspect_samples < 0:
         raise ConfigError(f"inspect_samples must be 0 (no per-layer analysis) or a positive sample count, not {inspect_samples}")
+    _check_tuning(tune, tune_threads, accuracy, data, eval_data)
     with tempfile.TemporaryDirectory(prefix="lowprec-") as tmp:
         loaded = load_model(localize(model, tmp))
         prepared = prepare(loaded.proto, TARGETS[config.target].runtime)
@@ -99,9 +107,16 @@ def quantize(
             # Everything the search reads is checked before calibration spends any time.
             run = _search_run(loaded, config, accuracy, eval_data, labels, work_dir, tmp)
             stats = stats if stats is not None else workdir.saved_stats(run.work)  # a resumed run calibrated before
-        statistics = _statistics(loaded, prepared, stats, source, calibration, config, tmp)
-        search = None
-        if run is None:
+        # The latency search plans at every floor: calibrate for the lowest (the most layers).
+        calibrated_for = config.model_copy(update={"min_reduction": 0}) if tune == "latency" else config
+        statistics = _statistics(loaded, prepared, stats, source, calibration, calibrated_for, tmp)
+        search = tuning = None
+        if run is None and tune == "latency":
+            samples = list(iter_feeds(_local_data(eval_data if eval_data is not None else source, tmp), input_specs(prepared),
+                                      batch_size=8, max_samples=latency_search.SAMPLES))
+            int8, plan, tuning, config = latency_search.search(prepared, statistics, config, samples, threads=tune_threads,
+                                                               replay=_replay(prepared, source, calibration))
+        elif run is None:
             int8, plan = quantize_model(prepared, statistics, config, feeds=_replay(prepared, source, calibration))
         else:
             if workdir.saved_stats(run.work) is None:
@@ -128,6 +143,7 @@ def quantize(
         seconds=round(time.perf_counter() - started, 3),
         plan=plan,
         accuracy=search,
+        tuning=tuning,
         calibration_warnings=warnings,
         layers=layers,
     )
@@ -140,6 +156,25 @@ def quantize(
     if search is not None:
         accuracy_search.gate(search, accuracy.min_speedup)
     return result
+
+
+TUNING = ("none", "latency")
+
+
+def _check_tuning(tune: str, threads: int, accuracy, data, eval_data) -> None:
+    if tune not in TUNING:
+        raise ConfigError(f"unknown tuning {tune!r}; expected one of: {', '.join(TUNING)}")
+    if tune == "none":
+        return
+    if threads < 1:
+        raise ConfigError(f"tune_threads must be a positive thread count, not {threads}")
+    if accuracy is not None:
+        raise ConfigError("--tune latency does not run with the accuracy-aware search (--eval with --metric) yet: run one or the other")
+    samples = eval_data if eval_data is not None else data
+    if samples is None:
+        raise ConfigError("--tune latency measures the candidates on data: give --data (or --eval)")
+    if isinstance(samples, Iterator):
+        raise ConfigError("--tune latency reads its data after calibration: pass a path or a list of feeds, not an iterator")
 
 
 @dataclass(frozen=True)

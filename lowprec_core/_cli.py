@@ -184,6 +184,10 @@ def _quantize_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--channel-alignment", action="store_true", help="POT's activation channel alignment for linear Conv->Conv pairs")
     p.add_argument("--min-reduction", type=int, metavar="N",
                    help="keep float the layers whose outputs sum fewer than N products (default: the target's; 0 quantizes all)")
+    p.add_argument("--tune", default="none", choices=["none", "latency"],
+                   help="latency: time plans at several reduction floors in the runtime, on this machine, and keep the fastest "
+                        "within the default's output error (costs a few plans and timings; the report lists them)")
+    p.add_argument("--tune-threads", type=int, default=1, metavar="N", help="threads the latency search times with (the serving pod's)")
     p.add_argument("--batch-size", type=int, default=CalibrationConfig().batch_size)
     p.add_argument("--max-samples", type=int)
     aa = p.add_argument_group("accuracy-aware (with --eval): revert layers to float until every metric is within budget")
@@ -209,11 +213,13 @@ def _quantize(args: argparse.Namespace) -> None:
     result = _api.quantize(
         args.model, args.out, data=args.data, stats=args.stats, config=config, calibration=calibration, report=args.report,
         accuracy=_accuracy_budget(args), eval_data=args.eval, labels=args.labels, work_dir=args.work_dir,
-        inspect_samples=_inspect_samples(args), html=args.html,
+        inspect_samples=_inspect_samples(args), html=args.html, tune=args.tune, tune_threads=args.tune_threads,
     )
     if result.accuracy is not None:
         search = result.accuracy
         print(f"accuracy-aware: {search.reason}; {len(search.float_layers)} layers float after {search.full_passes} full passes")
+    if result.tuning is not None:
+        print(f"latency search ({result.tuning.runtime}, {result.tuning.threads} thread(s), {result.tuning.seconds:.1f} s): {result.tuning.reason}")
     print(
         f"{args.out}: {len(result.plan.layers())} nodes quantized, {len(result.plan.left_float())} left in float; "
         f"{result.int8_bytes / 1e6:.2f} MB ({result.int8_bytes / result.fp32_bytes:.0%} of FP32) in {result.seconds:.1f} s"

@@ -53,6 +53,25 @@ class SearchResult(BaseModel):
     seconds: float
 
 
+class TuningCandidate(BaseModel):
+    min_reduction: int
+    layers: int  # layers quantized
+    speedup: float  # FP32 (at f32) median latency / this candidate's, batch 1, in the runtime
+    nmse: float  # output error against FP32: normalized MSE over the tuning samples
+    chosen: bool = False
+
+
+class LatencyTuning(BaseModel):
+    """quantize --tune latency: the candidates measured and the one kept (see _tuning)."""
+
+    runtime: str
+    threads: int
+    samples: int
+    candidates: list[TuningCandidate]
+    reason: str
+    seconds: float
+
+
 class LayerError(BaseModel):
     layer: str
     op_type: str
@@ -128,5 +147,6 @@ class QuantizeReport(BaseModel):
     seconds: float
     plan: QuantPlan
     accuracy: SearchResult | None = None  # the accuracy-aware search, when one ran
+    tuning: LatencyTuning | None = None  # the latency search, when one ran
     calibration_warnings: list[CalibrationWarning] = []
     layers: InspectReport | None = None  # per-layer error on the evaluation (else calibration) data

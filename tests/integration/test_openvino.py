@@ -102,3 +102,10 @@ def test_quantize_with_a_target_of_another_runtime_is_exit_2(demo, tmp_path, cap
     assert main([*args, "--runtime", "tflite"]) == 2
     assert "unknown runtime 'tflite'; expected one of: onnxruntime, openvino" in capsys.readouterr().err
     assert not out.exists()
+
+
+def test_the_latency_search_for_openvino_times_in_openvino(demo, tmp_path):
+    result = lp.quantize(demo["model"], tmp_path / "t.onnx", data=demo["calib"], config=lp.QuantConfig(target="openvino"),
+                         tune="latency")
+    assert result.tuning.runtime == "openvino" and sum(c.chosen for c in result.tuning.candidates) == 1
+    assert all(c.speedup > 0 for c in result.tuning.candidates)
