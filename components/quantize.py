@@ -19,10 +19,13 @@ def quantize(
     max_drop: float = 0.01,
     min_speedup: float = 1.0,
     runtime: str = "onnxruntime",
+    tune: str = "none",
+    threads: str = "1",
 ):
     """FP32 -> INT8 from precomputed statistics; with accuracy_aware, layers go back to float
     until `metric` drops by at most `max_drop` on the evaluation data (an unmet budget fails the step).
-    `runtime`: the runtime that serves the model, which decides where quantizers go."""
+    `runtime`: the runtime that serves the model, which decides where quantizers go. `tune`:
+    "latency" times candidate placements on this node (see quantize's `tune`) at the first of `threads`."""
     import lowprec_core
 
     config = lowprec_core.QuantConfig(preset=preset, target=lowprec_core.runtime_target(runtime))
@@ -32,6 +35,7 @@ def quantize(
     result = lowprec_core.quantize(
         model_uri, int8_model.path, stats=stats.path, config=config, report=report.path,
         accuracy=budget, eval_data=eval_uri or None, labels=labels_uri or None,
+        tune=tune, tune_threads=int(threads.split(",")[0]),
     )
     int8_model.metadata.update({"sha256": result.output_sha256, "bytes": result.int8_bytes})
     with open(summary.path, "w") as handle:

@@ -55,15 +55,18 @@ def ptq(
     runtime: str = "onnxruntime",
     threads: str = "1",
     serving_nodes: dict = {},
+    tune: str = "none",
 ):
     """`runtime` and `threads`: how the model is served (the benchmark times it so). `serving_nodes`:
     the node labels of the pool that serves it (a nodeSelector, e.g. {"node.kubernetes.io/instance-type":
     "m7i.2xlarge"}); quantize and benchmark run there, so the accuracy-aware search's speed check
-    and the benchmark measure that hardware. Empty: any node."""
+    and the benchmark measure that hardware. Empty: any node. `tune`: "latency" runs quantize's
+    latency search there (not with accuracy_aware)."""
     stats = step(calibrate(model_uri=model_uri, data_uri=calib_uri, runtime=runtime), "calibrate")
     quant = step(quantize(
         model_uri=model_uri, stats=stats.outputs["stats"], preset=preset, accuracy_aware=accuracy_aware,
         eval_uri=eval_uri, labels_uri=labels_uri, metric=metric, max_drop=max_drop, min_speedup=min_speedup, runtime=runtime,
+        tune=tune, threads=threads,
     ), "quantize")
     kubernetes.add_node_selector_json(quant, serving_nodes)
     check = step(validate(
