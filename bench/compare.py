@@ -224,7 +224,9 @@ def render(rows: list[dict], command: str, rounds: int = 60, runtime: str = "onn
           if runtime == "openvino" else []),
         "Speedups are FP32 median latency / INT8 median latency, 1 thread, timed interleaved in one process",
         f"(at least {rounds} rounds at batch 1 and {max(rounds // 4, 10)} at the large batch; more, up to 10x, while under {TIMING_BUDGET_S:.0f} s).",
-        "Kernels: integer / float Conv-MatMul-Gemm kernels that ORT runs after its graph optimisation.",
+        ("Kernels: not counted in OpenVINO (\"-/-\"); its compiled graph names no integer kernels the way ORT's does."
+         if runtime == "openvino" else
+         "Kernels: integer / float Conv-MatMul-Gemm kernels that ORT runs after its graph optimisation."),
         "Quant s and peak RSS: medians over fresh-process runs, the variants alternating run by run",
         f"({min((r['quant_runs'] for r in rows if r.get('quant_runs')), default=0)} runs each; 5x as many for a quantizer whose first run took under {FAST_QUANTIZER_S} s).",
         "",
