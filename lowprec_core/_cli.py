@@ -184,6 +184,9 @@ def _quantize_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--channel-alignment", action="store_true", help="POT's activation channel alignment for linear Conv->Conv pairs")
     p.add_argument("--min-reduction", type=int, metavar="N",
                    help="keep float the layers whose outputs sum fewer than N products (default: the target's; 0 quantizes all)")
+    p.add_argument("--integer-ops", default=QuantConfig().integer_ops, choices=["target", "all", "none"],
+                   help="run weightless ops (Add, Mul, Concat, pools, Sigmoid, Resize) on integers between quantized layers: "
+                        "as the target row says, every one the runtime has an integer kernel for, or none")
     p.add_argument("--tune", default="none", choices=["none", "latency"],
                    help="latency: time plans at several reduction floors in the runtime, on this machine, and keep the fastest "
                         "within the default's output error (costs a few plans and timings; the report lists them)")
@@ -207,7 +210,7 @@ def _quantize(args: argparse.Namespace) -> None:
         QuantConfig, preset=args.preset, target=runtime_target(args.runtime, args.target), ignore=tuple(args.ignore),
         activation_range=args.activation_range, weight_range=args.weight_range, bias_correction=args.bias_correction,
         model_type=args.model_type, smooth_quant_alpha=args.smooth_quant_alpha, channel_alignment=args.channel_alignment,
-        min_reduction=args.min_reduction,
+        min_reduction=args.min_reduction, integer_ops=args.integer_ops,
     )
     calibration = build(CalibrationConfig, batch_size=args.batch_size, max_samples=args.max_samples)
     result = _api.quantize(

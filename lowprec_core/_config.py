@@ -4,10 +4,10 @@ from __future__ import annotations
 
 from typing import Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationInfo, field_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationInfo, field_validator, model_serializer
 
 from ._errors import ConfigError
-from ._ops import TARGETS
+from ._ops import RUNTIME_INTEGER_OPS, TARGETS
 
 # Names only: the estimators themselves live in quantize/ranges.py, which imports this module.
 ACTIVATION_ESTIMATORS = ("minmax", "mean_minmax", "quantile", "mse")
@@ -33,6 +33,10 @@ class _Frozen(BaseModel):
     model_config = ConfigDict(frozen=True, extra="forbid")
 
 
+# QuantConfig fields newer than its first published dumps, with their defaults (see _omit_late_defaults).
+_LATE_DEFAULTS = {"integer_ops": "target"}
+
+
 class CalibrationConfig(_Frozen):
     """How calibration data is fed: batch size for a single-.npz source, and a sample cap."""
 
@@ -56,6 +60,20 @@ class QuantConfig(_Frozen):
     smooth_quant_alpha: float = Field(default=0.85, ge=0.0, le=1.0)
     # Layers summing fewer products per output stay float; None: the target's (ops.Target.min_reduction).
     min_reduction: int | None = Field(default=None, ge=0)
+    # Weightless ops (Add, Concat, pools, ...) run on integers between quantized layers:
+    # "target": the target row's choice; "all": every one the runtime has an integer kernel for
+    # (ops.RUNTIME_INTEGER_OPS); "none".
+    integer_ops: Literal["target", "all", "none"] = "target"
+
+    @model_serializer(mode="wrap")
+    def _omit_late_defaults(self, handler):
+        """Fields added after models were published are left out of a dump at their defaults, so
+        the config stamped into a model (lineage) and its bytes stay what they were."""
+        data = handler(self)
+        for name, default in _LATE_DEFAULTS.items():
+            if data.get(name) == default:
+                del data[name]
+        return data
 
     @field_validator(*_CHOICES)
     @classmethod
@@ -73,6 +91,14 @@ class QuantConfig(_Frozen):
     @property
     def reduction_floor(self) -> int:
         return TARGETS[self.target].min_reduction if self.min_reduction is None else self.min_reduction
+
+    @property
+    def integer_op_rows(self) -> tuple[frozenset[str], frozenset[str]]:
+        """(weightless ops run on integers, float gates they may quantize for themselves)."""
+        target = TARGETS[self.target]
+        if self.integer_ops == "target":
+            return target.integer_ops, target.integer_op_float_inputs
+        return RUNTIME_INTEGER_OPS[target.runtime] if self.integer_ops == "all" else (frozenset(), frozenset())
 
     @property
     def symmetric_activations(self) -> bool:

@@ -124,6 +124,19 @@ OPENVINO_LAYERS: dict[str, OpRule] = {
 OPENVINO_LAYERS["MatMul"] = dataclasses.replace(OPENVINO_LAYERS["MatMul"], channel_axis=lambda node, rank: rank - 1 if rank >= 2 else None)
 
 
+# The weightless ops each runtime runs on integers (READERS rows with integer_inputs), and the
+# bounded float gates such an op may quantize for itself: the rows QuantConfig.integer_ops "all"
+# turns on, and that the latency search tries. ORT's CPU provider has QLinearAdd, QLinearMul,
+# QLinearConcat, QLinearGlobalAveragePool, QLinearAveragePool, QLinearSigmoid, QLinearLeakyRelu
+# and a uint8 Resize. OpenVINO's plugin moves quantization through such ops itself (its
+# low-precision transformations): nothing is placed for it.
+RUNTIME_INTEGER_OPS: dict[str, tuple[frozenset[str], frozenset[str]]] = {
+    "onnxruntime": (frozenset({"Add", "Mul", "Concat", "GlobalAveragePool", "AveragePool", "Sigmoid", "LeakyRelu", "Resize"}),
+                    frozenset({"HardSigmoid", "Sigmoid"})),
+    "openvino": (frozenset(), frozenset()),
+}
+
+
 TARGETS: dict[str, Target] = {
     # ONNX Runtime's CPU provider on any x86-64: u8 activations x s8 weights, per-channel,
     # int32 bias; safe on AVX2-only CPUs, where ORT's u8s8 kernels sum product pairs in int16.

@@ -15,7 +15,8 @@ from .._config import QuantConfig
 from .._errors import ConfigError
 from .._graph import all_nodes, body_model, consumers, if_bodies, initializers, subgraphs
 from .._ops import (
-    ALL_INPUTS, FUSABLE_ACTIVATIONS, QUANTIZABLE, READERS, TARGETS, TRANSPARENT, GraphView, absorbed_by_quantizer, useful_range,
+    ALL_INPUTS, FUSABLE_ACTIVATIONS, QUANTIZABLE, READERS, RUNTIME_INTEGER_OPS, TARGETS, TRANSPARENT, GraphView, absorbed_by_quantizer,
+    useful_range,
 )
 from .overflow import overflow_channels
 from .params import activation_params, quantize_planned_weight
@@ -80,9 +81,11 @@ def statistic_requests(
             needed.setdefault(tensor, TARGETS[target].layers[readers[0].op_type].input_channel_axis)
     # Outputs only where a plan can quantize them: the same rule plan() applies, over every
     # candidate (an ignored scope only removes readers, so this stays a superset).
+    layer_outputs: set[str] = set()  # every tensor a plan may quantize as a layer's integer output
     for node, rule in candidates:
         followers = users.get(node.output[0], [])
         outputs = [node.output[0]] + [f.output[0] for f in followers if f.op_type in FUSABLE_ACTIVATIONS]
+        layer_outputs.update(outputs)
         if config is not None and rule.integer_output_required and _fuses_activation(node, followers, graph_outputs, ignored, inits, config):
             outputs = outputs[1:]
         for tensor in outputs:
@@ -92,19 +95,45 @@ def statistic_requests(
         fused = float_fused(node, rule, users, graph_outputs, input_rank=2)
         if fused is not None:
             needed.setdefault(fused[0], None)
-    # The outputs of weightless ops the target may run on integers (a superset: pass 4 of plan
-    # keeps those between quantized layers).
-    integer_ops = TARGETS[target].integer_ops
-    for node in graph.node:
-        if node.op_type in integer_ops and len(node.output) == 1 and node.output[0] not in graph_outputs:
-            for tensor in [*_integer_inputs(node), node.output[0]]:
-                if tensor not in inits:
-                    needed.setdefault(tensor, None)
+            layer_outputs.add(fused[0])
+    for node in _integer_op_candidates(graph, config, target, ignored or set(), layer_outputs, reads, users):
+        for tensor in [*_integer_inputs(node), node.output[0]]:
+            if tensor not in inits:
+                needed.setdefault(tensor, None)
     for node, attribute, body in if_bodies(graph) if bodies else []:  # quantize_model plans each as a model of its own
         if has_layers(body):
             for tensor, axis in statistic_requests(body_model(model, node, attribute)[0], target, config=config, ignored=ignored).items():
                 needed.setdefault(tensor, axis)
     return dict(sorted(needed.items()))
+
+
+def _integer_op_candidates(graph: onnx.GraphProto, config: QuantConfig | None, target: str, ignored: set[str],
+                           layer_outputs: set[str], reads: set[str], users) -> list[onnx.NodeProto]:
+    """The weightless ops pass 4 of plan may run on integers, from the graph alone: the same
+    fixpoint over every tensor a layer may write as an integer output (a superset, so a chain of
+    Adds in an LSTM cell that no quantized layer feeds asks for no statistics). Without a
+    config, the target's rows and the runtime's."""
+    row = TARGETS[target]
+    enabled, gates = config.integer_op_rows if config is not None else (
+        row.integer_ops | RUNTIME_INTEGER_OPS[row.runtime][0], row.integer_op_float_inputs | RUNTIME_INTEGER_OPS[row.runtime][1])
+    if not enabled:
+        return []
+    outputs = {o.name for o in graph.output}
+    found = {
+        node.name: node for node in graph.node
+        if node.op_type in enabled and node.domain in ("", "ai.onnx") and node.name not in ignored
+        and len(node.output) == 1 and node.output[0] not in outputs and _integer_inputs(node)
+    }
+    settled = layer_outputs | {n.output[0] for n in graph.node if n.op_type in gates and len(n.output) == 1}
+    while True:
+        produced = {node.output[0] for node in found.values()}
+        wanted = reads | {t for node in found.values() for t in _integer_inputs(node)}
+        dropped = [name for name, node in found.items()
+                   if not all(t in settled or t in produced for t in _integer_inputs(node)) or not feeds_reads(node.output[0], wanted, users)]
+        if not dropped:
+            return list(found.values())
+        for name in dropped:
+            del found[name]
 
 
 def has_layers(graph: onnx.GraphProto) -> bool:
@@ -173,8 +202,7 @@ def plan(model: onnx.ModelProto, stats: Statistics, config: QuantConfig, *, igno
     placer = _Placer(graph, stats, config, ignored, chosen, rank, inits, users, graph_outputs)
     for node, act_inputs, weight_name in chosen:
         placer.place(node, act_inputs, weight_name)
-    target = TARGETS[config.target]
-    integer = _integer_ops(graph, placer, target.integer_ops, target.integer_op_float_inputs, ignored)
+    integer = _integer_ops(graph, placer, *config.integer_op_rows, ignored)
     for node in integer:
         placer.integer_op(node)
     log.info("plan: %d nodes quantized, %d skipped, %d activations fused", len(chosen), len(skipped), len(placer.fused))
@@ -345,7 +373,7 @@ def _integer_inputs(node: onnx.NodeProto) -> list[str]:
 
 def _integer_ops(graph: onnx.GraphProto, placer: _Placer, enabled: frozenset[str], float_inputs: frozenset[str],
                  ignored: set[str]) -> list[onnx.NodeProto]:
-    """Pass 4 of `plan`: the weightless ops the target runs on integers (Target.integer_ops), in
+    """Pass 4 of `plan`: the weightless ops run on integers (QuantConfig.integer_op_rows), in
     graph order: those whose every input is already an integer output (quantized for every reader)
     or the output of another such op (or of a `float_inputs` op, which it quantizes for itself),
     and whose output feeds a quantized reader. Found as a

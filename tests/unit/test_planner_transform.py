@@ -529,6 +529,30 @@ def test_a_target_with_integer_ops_keeps_a_residual_add_between_quantized_layers
             assert np.abs(result - expected).max() < 0.05 * np.abs(expected).max()
 
 
+def test_integer_ops_all_turns_on_the_runtimes_integer_ops_and_none_turns_off_the_targets(monkeypatch):
+    """QuantConfig.integer_ops: "all" runs the residual Add as QLinearAdd on a target row that
+    has none; "none" keeps it float on a row that has it."""
+    import dataclasses
+
+    from lowprec_core import _ops as ops
+    model = models.residual_block()
+    config = QuantConfig(min_reduction=0, integer_ops="all")
+    _, on, plan_on, _ = _quantize(model, config)
+    assert plan_on.integer_ops == ["add"] and "QLinearAdd" in {n.op_type for n in optimized_graph(on).graph.node}
+    # At the default floor conv0 (27 products per output) is float: the Add reads a float input.
+    assert _quantize(model, QuantConfig(min_reduction=64, integer_ops="all"))[2].integer_ops == []
+    monkeypatch.setitem(ops.TARGETS, "cpu", dataclasses.replace(ops.TARGETS["cpu"], integer_ops=frozenset({"Add"})))
+    assert _quantize(model, QuantConfig(min_reduction=0))[2].integer_ops == ["add"]
+    assert _quantize(model, QuantConfig(min_reduction=0, integer_ops="none"))[2].integer_ops == []
+
+
+def test_a_config_dump_leaves_out_fields_newer_than_published_models_at_their_defaults():
+    """The config stamped into a model stays what older versions wrote, so their bytes stay."""
+    assert "integer_ops" not in QuantConfig().model_dump()
+    assert QuantConfig(integer_ops="all").model_dump()["integer_ops"] == "all"
+    assert QuantConfig.model_validate(QuantConfig(integer_ops="none").model_dump()).integer_ops == "none"
+
+
 def test_the_openvino_target_quantizes_layer_inputs_and_leaves_outputs_to_the_runtime():
     """OpenVINO fuses the quantizer after a layer into the layer's kernel: a layer's output gets
     a quantizer only where a quantized layer reads it (ORT's QLinearConv always needs one), the
