@@ -24,7 +24,7 @@ from ._calibration.collect import collect
 from ._calibration.health import check as calibration_health
 from ._calibration.stats import Statistics, load_statistics
 from ._config import AccuracyBudget, BenchmarkConfig, CalibrationConfig, QuantConfig
-from ._data import input_specs, iter_feeds, load_labels
+from ._data import input_specs, iter_feeds, load_labels, single_samples
 from ._errors import ConfigError, GateFailed
 from ._layer_error import inspect_layers
 from ._metrics import Metric, resolve_metric
@@ -107,13 +107,15 @@ def quantize(
             # Everything the search reads is checked before calibration spends any time.
             run = _search_run(loaded, config, accuracy, eval_data, labels, work_dir, tmp)
             stats = stats if stats is not None else workdir.saved_stats(run.work)  # a resumed run calibrated before
-        # The latency search plans at every floor: calibrate for the lowest (the most layers).
-        calibrated_for = config.model_copy(update={"min_reduction": 0}) if tune == "latency" else config
+        # The latency search plans at every floor: calibrate for the lowest (the most layers), with
+        # every weightless op the runtime runs on integers.
+        calibrated_for = config.model_copy(update={"min_reduction": 0, "integer_ops": "all"}) if tune == "latency" else config
         statistics = _statistics(loaded, prepared, stats, source, calibration, calibrated_for, tmp)
         search = tuning = None
         if run is None and tune == "latency":
-            samples = list(iter_feeds(_local_data(eval_data if eval_data is not None else source, tmp), input_specs(prepared),
-                                      batch_size=8, max_samples=latency_search.SAMPLES))
+            specs = input_specs(prepared)
+            samples = single_samples(iter_feeds(_local_data(eval_data if eval_data is not None else source, tmp), specs,
+                                                batch_size=1, max_samples=latency_search.SAMPLES), specs, latency_search.SAMPLES)
             int8, plan, tuning, config = latency_search.search(prepared, statistics, config, samples, threads=tune_threads,
                                                                replay=_replay(prepared, source, calibration))
         elif run is None:

@@ -90,6 +90,20 @@ def take(feed: Feed, specs: list[InputSpec], index) -> Feed:
     return out
 
 
+def single_samples(feeds: Iterable[Feed], specs: list[InputSpec], limit: int) -> list[Feed]:
+    """Up to `limit` feeds of one sample each, split from `feeds`; a model whose inputs fix the
+    batch (a dimension that is a number above 1) takes its feeds as they come."""
+    fixed = _fixed_batch(specs)
+    out: list[Feed] = []
+    for feed in feeds:
+        count = 1 if fixed not in (None, 1) else batch_size(feed, specs)
+        for index in range(count):
+            if len(out) == limit:
+                return out
+            out.append(feed if count == 1 else take(feed, specs, slice(index, index + 1)))
+    return out
+
+
 def concat(feeds: list[Feed], specs: list[InputSpec]) -> Feed:
     """Feeds joined along each input's batch axis; an input without one is taken from the first."""
     return {

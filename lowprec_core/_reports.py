@@ -55,9 +55,12 @@ class SearchResult(BaseModel):
 
 class TuningCandidate(BaseModel):
     min_reduction: int
+    integer_ops: str = "target"  # QuantConfig.integer_ops
     layers: int  # layers quantized
+    integer_op_nodes: int = 0  # weightless ops run on integers
     speedup: float  # FP32 (at f32) median latency / this candidate's, batch 1, in the runtime
-    nmse: float  # output error against FP32: normalized MSE over the tuning samples
+    nmse: float  # output error against FP32: normalized MSE over the tuning samples it ran
+    rounds: int = 0  # timing rounds it ran (fewer where it fell clearly behind the default)
     chosen: bool = False
 
 

@@ -32,25 +32,71 @@ def test_the_latency_search_reports_every_candidate_and_its_choice_reproduces(de
 
 
 @pytest.mark.parametrize(("measured", "kept"), [
-    ({64: (2.0, 1.0), 256: (3.0, 2.0)}, 64),  # 256 is fastest but doubles the default's output error
-    ({64: (2.0, 1.0), 256: (2.05, 0.5)}, 64),  # faster by less than the margin: the default stays
-    ({64: (2.0, 1.0), 256: (2.5, 1.2)}, 256),  # clearly faster, error within the slack: kept
+    ({(64, "target"): (2.0, 1.0), (256, "target"): (3.0, 2.0)}, (64, "target")),  # fastest, but twice the default's error
+    ({(64, "target"): (2.0, 1.0), (256, "target"): (2.05, 0.5)}, (64, "target")),  # faster by less than the margin
+    ({(64, "target"): (2.0, 1.0), (256, "target"): (2.5, 1.2)}, (256, "target")),  # clearly faster, error within the slack
+    ({(64, "target"): (2.0, 1.0), (0, "all"): (2.6, 1.2), (256, "target"): (2.5, 0.1)}, (0, "all")),
+    ({(64, "target"): (0.8, 1.0), (256, "target"): (0.9, 1.0)}, (256, "target")),  # all slower than FP32: the least slow
 ])
-def test_the_fastest_candidate_within_the_defaults_error_is_kept(demo, tmp_path, monkeypatch, measured, kept):
-    """The rule alone: each candidate's (speedup, output NMSE) stand in for the measurements.
-    Digits gives two distinct candidates: its own floor (64, every layer) and 256."""
-    floors = sorted(measured)
-    errors = iter(measured[f][1] for f in floors)  # the search measures the candidates by floor
-    monkeypatch.setattr(_tuning, "_output_nmse", lambda sess, feeds, expected: next(errors))
+def test_the_fastest_candidate_within_the_defaults_error_is_kept(measured, kept):
+    """The rule alone, on (speedup, output NMSE) per candidate; the default is (64, target)."""
+    speedup = {k: v[0] for k, v in measured.items()}
+    nmse = {k: v[1] for k, v in measured.items()}
+    assert _tuning.choose((64, "target"), speedup, nmse) == kept
 
-    def interleaved(sessions, feed, *, warmup, repeats):  # FP32 at 10 ms, each candidate at 10 / its speedup
-        return (np.full(repeats, 10.0), *(np.full(repeats, 10.0 / measured[f][0]) for f in floors))
 
-    monkeypatch.setattr(_tuning.benchmark, "interleaved", interleaved)
-    result = lp.quantize(demo["model"], tmp_path / "t.onnx", data=demo["calib"], tune="latency")
-    assert [c.min_reduction for c in result.tuning.candidates] == floors
-    assert [c.min_reduction for c in result.tuning.candidates if c.chosen] == [kept]
-    assert result.plan.config.min_reduction == kept and len(result.plan.layers()) == (5 if kept == 64 else 3)
+def test_candidates_try_integer_ops_only_where_the_runtime_has_them():
+    assert _tuning.candidates(lp.QuantConfig()) == [(64, "target"), (0, "all"), (256, "target"), (64, "all")]
+    assert _tuning.candidates(lp.QuantConfig(target="openvino")) == [(64, "target"), (0, "target"), (256, "target")]
+    assert _tuning.candidates(lp.QuantConfig(min_reduction=256)) == [(256, "target"), (0, "all"), (64, "target"), (256, "all")]
+
+
+class _Fixed:
+    """A session that sleeps a fixed time and returns fixed outputs."""
+
+    def __init__(self, seconds: float, outputs: list[np.ndarray]) -> None:
+        self.seconds, self.outputs, self.calls = seconds, outputs, 0
+
+    def run(self, names, feed):
+        import time
+
+        self.calls += 1
+        time.sleep(self.seconds)
+        return self.outputs
+
+
+def test_measure_times_every_session_and_drops_those_far_behind_the_default():
+    ref = np.ones(4, dtype=np.float32)
+    samples = [{"x": np.zeros(1)}] * _tuning.SAMPLES
+    sessions = [_Fixed(0.004, [ref]), _Fixed(0.002, [ref * 1.1]), _Fixed(0.008, [ref]), _Fixed(0.002, [ref, np.arange(3)])]
+    times, nmse = _tuning.measure(sessions, samples)
+    assert [len(t) for t in times] == [_tuning.SAMPLES, _tuning.SAMPLES, _tuning.DROP_AFTER, _tuning.SAMPLES]
+    assert np.median(times[0] / times[1]) == pytest.approx(2.0, rel=0.3)
+    assert nmse == [pytest.approx(0.01), 0.0, 0.0]  # integer outputs are not compared
+    assert sessions[2].calls == _tuning.WARMUP + _tuning.DROP_AFTER
+
+
+def test_the_searchs_integer_ops_choice_is_in_the_config_and_reproduces(tmp_path, monkeypatch):
+    """A candidate with integer ops on, kept (the rule forced), is named by the config it returns:
+    on a residual block, every layer and the Add between them on integers."""
+    import onnx
+
+    from tests import models
+
+    model = tmp_path / "residual.onnx"
+    onnx.save(models.residual_block(), model)
+    data = models.feeds(models.residual_block(), batches=4, batch=4)
+    monkeypatch.setattr(_tuning, "choose", lambda default, speedup, nmse: (0, "all"))
+    out = tmp_path / "t.onnx"
+    result = lp.quantize(model, out, data=data, tune="latency")
+    config = result.plan.config
+    assert (config.min_reduction, config.integer_ops) == (0, "all") and result.plan.integer_ops == ["add"]
+    assert [(c.min_reduction, c.integer_ops, c.integer_op_nodes) for c in result.tuning.candidates] == [
+        (0, "all", 1), (64, "target", 0), (256, "target", 0)]  # (64, all) has no Add between layers: the default's model
+    assert len(result.plan.layers()) == 3 and result.tuning.samples == _tuning.SAMPLES
+    again = tmp_path / "again.onnx"
+    lp.quantize(model, again, data=data, config=config)
+    assert again.read_bytes() == out.read_bytes()
 
 
 @pytest.mark.parametrize(("extra", "needle"), [
