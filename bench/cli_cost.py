@@ -2,7 +2,11 @@
 against a script that calls ORT's `quantize_static` (each variant), whole fresh processes
 (interpreter start, imports, reading the data, writing the model), alternating run by run.
 
-    .venv/bin/python -m bench.cli_cost [--models digits,ocr_det,...] [--runs 3] [--out bench/results/cli_cost-<cpu>.md]
+    .venv/bin/python -m bench.cli_cost [--models digits,ocr_det,...] [--runs 3] [--tune] [--out bench/results/cli_cost-<cpu>.md]
+
+`--tune` adds `lowprec quantize --tune latency` (and, with openvino installed, the same with
+`--runtime openvino`, beside that runtime's default), each with its cost over the same command
+without the search: what the latency search adds to the command users run.
 
 Both read the same calibration feeds, written once as a folder of .npz files (one feed each).
 Reports medians of wall time and peak RSS (the child's own, from wait4) and the ratio to the
@@ -57,15 +61,34 @@ def _check_model(path: Path) -> None:
         raise RuntimeError(f"invalid model: {str(err).splitlines()[0][:120]}") from None
 
 
-def measure(name: str, runs: int, workdir: Path) -> dict[str, dict]:
+DEFAULT = "lowprec (CLI defaults)"
+TUNE = "--tune latency"
+
+
+def _lowprec_variants(tune: bool) -> dict[str, list[str]]:
+    """label -> extra lowprec quantize arguments."""
+    variants = {DEFAULT: []}
+    if tune:
+        variants[f"lowprec {TUNE}"] = TUNE.split()
+        try:
+            import openvino  # noqa: F401
+        except ImportError:
+            return variants
+        variants["lowprec --runtime openvino"] = ["--runtime", "openvino"]
+        variants[f"lowprec --runtime openvino {TUNE}"] = ["--runtime", "openvino", *TUNE.split()]
+    return variants
+
+
+def measure(name: str, runs: int, workdir: Path, tune: bool = False) -> dict[str, dict]:
     bench = MODELS[name]()
     folder = workdir / f"{name}-calib"
     folder.mkdir()
     for i, feed in enumerate(bench.calib):
         np.savez(folder / f"{i:04d}.npz", **feed)
-    outputs = {label: workdir / f"{name}-{label.split()[0]}.onnx" for label in ("lowprec (CLI defaults)", *ORT_VARIANTS)}
-    commands = {"lowprec (CLI defaults)": [str(LOWPREC), "quantize", str(bench.path), "--data", str(folder),
-                                           "--out", str(outputs["lowprec (CLI defaults)"])]}
+    lowprec = _lowprec_variants(tune)
+    outputs = {label: workdir / f"{name}-{index}.onnx" for index, label in enumerate((*lowprec, *ORT_VARIANTS))}
+    commands = {label: [str(LOWPREC), "quantize", str(bench.path), "--data", str(folder), "--out", str(outputs[label]), *extra]
+                for label, extra in lowprec.items()}
     for variant in ORT_VARIANTS:
         commands[variant] = [sys.executable, "-m", "bench.ort_quantize", str(bench.path), str(folder),
                              str(outputs[variant]), variant]
@@ -98,25 +121,28 @@ def render(results: dict[str, dict[str, dict]], runs: int, command: str) -> str:
         f"Machine: {cpu or platform.processor()} ({os.cpu_count()} cores; integer ISA: {', '.join(isa) or 'none detected'}).",
         f"Made with `{command}`: medians of {runs} fresh processes per quantizer, alternating.",
         "Ratio: lowprec's wall time and peak RSS over those of the fastest ORT variant that produced a model (< 1: lowprec is cheaper).",
+        f"Search cost (`{TUNE}` rows): wall time over that of the same command without the search.",
         "",
-        "| model | quantizer | wall s | peak RSS MB | time ratio | RSS ratio |",
-        "|---|---|---|---|---|---|",
+        "| model | quantizer | wall s | peak RSS MB | time ratio | RSS ratio | search cost |",
+        "|---|---|---|---|---|---|---|",
     ]
     for name, rows in results.items():
         done = {k: v for k, v in rows.items() if "error" not in v and k in ORT_VARIANTS}
         fastest = min(done, key=lambda k: done[k]["seconds"]) if done else None
-        ours = rows["lowprec (CLI defaults)"]
+        ours = rows[DEFAULT]
         for label, row in rows.items():
             if "error" in row:
-                lines.append(f"| {name} | {label} | failed: {row['error']} | | | |")
+                lines.append(f"| {name} | {label} | failed: {row['error']} | | | | |")
                 continue
             ratio = ("", "")
             if label.startswith("lowprec") and fastest is not None:
                 ratio = (f"{row['seconds'] / done[fastest]['seconds']:.2f}", f"{row['rss_mb'] / done[fastest]['rss_mb']:.2f}")
+            untuned = rows.get(label.replace(f" {TUNE}", "") if label != f"lowprec {TUNE}" else DEFAULT, {})
+            cost = f"{row['seconds'] / untuned['seconds']:.2f}x" if label.endswith(TUNE) and "seconds" in untuned else ""
             mark = " (fastest ORT)" if label == fastest else ""
-            lines.append(f"| {name} | {label}{mark} | {row['seconds']:.2f} | {row['rss_mb']:.0f} | {ratio[0]} | {ratio[1]} |")
+            lines.append(f"| {name} | {label}{mark} | {row['seconds']:.2f} | {row['rss_mb']:.0f} | {ratio[0]} | {ratio[1]} | {cost} |")
         if fastest is None and "error" not in ours:
-            lines.append(f"| {name} | (every ORT variant failed) | | | | |")
+            lines.append(f"| {name} | (every ORT variant failed) | | | | | |")
     return "\n".join(lines) + "\n"
 
 
@@ -124,12 +150,13 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--models", default="digits,ocr_cls,ocr_rec,ocr_det,magika,vad")
     parser.add_argument("--runs", type=int, default=3)
+    parser.add_argument("--tune", action="store_true", help=f"add lowprec {TUNE} rows (and OpenVINO's, where installed)")
     parser.add_argument("--out", help="markdown file to write (default: print)")
     args = parser.parse_args()
     results = {}
     with tempfile.TemporaryDirectory(prefix="lowprec-cli-cost-") as tmp:
         for name in args.models.split(","):
-            results[name] = measure(name, args.runs, Path(tmp))
+            results[name] = measure(name, args.runs, Path(tmp), args.tune)
             print(f"{name}: " + ", ".join(f"{k} {v.get('seconds', float('nan')):.2f} s" for k, v in results[name].items()),
                   file=sys.stderr)
     text = render(results, args.runs, "python -m bench.cli_cost " + " ".join(sys.argv[1:]))
