@@ -54,7 +54,7 @@ class SearchResult(BaseModel):
 
 
 class TuningCandidate(BaseModel):
-    min_reduction: int
+    min_reduction: int | None  # None: every layer float (the target's layer op types ignored)
     integer_ops: str = "target"  # QuantConfig.integer_ops
     layers: int  # layers quantized
     integer_op_nodes: int = 0  # weightless ops run on integers

@@ -15,6 +15,11 @@ over the samples. The fastest candidate whose error stays within QUALITY_SLACK o
 default's is kept, if it beats the default by SPEED_MARGIN (else the default stays: timing
 noise must not move the bytes). The choice goes into the config, so naming it reproduces the
 model without a search.
+
+Where no candidate leaves every layer float, one more does (the target's layer op types
+ignored): if nothing quantized beats FP32 here, that is the one kept. It runs the FP32 model, so
+where the runtime would run it at f32 (ONNX Runtime; OpenVINO without bf16) it is the reference
+and costs nothing; where OpenVINO runs float in bf16, it is timed like the others.
 """
 
 from __future__ import annotations
@@ -30,6 +35,8 @@ from . import _runtime as runtime
 from ._calibration.stats import Statistics
 from ._config import QuantConfig
 from ._data import Feed
+from ._graph import all_nodes
+from ._ops import TARGETS
 from ._quantize.default import quantize_model
 from ._quantize.plan import QuantPlan
 from ._reports import LatencyTuning, TuningCandidate
@@ -45,11 +52,13 @@ SAMPLES = 10  # tuning samples, one per round
 WARMUP = 1  # untimed runs of each model first (ORT's and OpenVINO's first run allocates)
 # After this many rounds, candidates running slower than the default by more than DROP_MARGIN
 # stop being timed: to be kept they would have to gain ~10 % on it over the rounds left. On
-# PP-OCRv4 det (ORT, 2 cores) this cuts the search's cost from 3.2x to 2.6x the default's.
+# PP-OCRv4 det (ORT, 2-core Zen 4, CLI) the search then costs 2.9x the command without it, 3.2x
+# with a looser margin.
 DROP_AFTER = 3
 DROP_MARGIN = 1.05
 
-Key = tuple[int, str]  # (min_reduction, integer_ops)
+Key = tuple[int | None, str]  # (min_reduction, integer_ops); min_reduction None: every layer float
+FLOAT: Key = (None, "target")
 
 
 def candidates(config: QuantConfig) -> list[Key]:
@@ -83,20 +92,30 @@ def search(prepared: onnx.ModelProto, stats: Statistics, config: QuantConfig, sa
     built: dict[Key, tuple[onnx.ModelProto, QuantPlan, bytes]] = {}
     seen: set[bytes] = set()
     for key in candidates(config):
-        model, plan = quantize_model(prepared, stats, _config_of(config, key), feeds=replay)
+        model, plan = quantize_model(prepared, stats, _config_of(config, key, prepared), feeds=replay)
         data = model.SerializeToString()
         if data in seen:  # the same plan as a candidate already built (the default first)
             continue
         seen.add(data)
         built[key] = (model, plan, data)
+    if all(plan.layers() for _, plan, _ in built.values()):
+        model, plan = quantize_model(prepared, stats, _config_of(config, FLOAT, prepared), feeds=replay)
+        built[FLOAT] = (model, plan, model.SerializeToString())
     keys = list(built)
     default = keys[0]
+    timed = [k for k in keys if k != FLOAT]
     sessions = [runtime.serving_session(m, runtime=serving, threads=threads, precision=p, spinning=True)
-                for m, p in ((prepared.SerializeToString(), "f32"), *((built[k][2], None) for k in keys))]
+                for m, p in ((prepared.SerializeToString(), "f32"), *((built[k][2], None) for k in timed))]
+    if FLOAT in built and serving == "openvino":  # float at OpenVINO's default precision: bf16 where the CPU has it
+        floats = runtime.serving_session(built[FLOAT][2], runtime=serving, threads=threads)
+        if floats.precision != "f32":  # else it is the reference itself
+            timed, sessions = [*timed, FLOAT], [*sessions, floats]
     times, errors = measure(sessions, samples)
-    speedup = {k: float(np.median(times[0][:len(t)] / t)) for k, t in zip(keys, times[1:])}
-    nmse = dict(zip(keys, errors))
-    rounds = {k: len(t) for k, t in zip(keys, times[1:])}
+    speedup = {k: float(np.median(times[0][:len(t)] / t)) for k, t in zip(timed, times[1:])}
+    nmse = dict(zip(timed, errors))
+    rounds = {k: len(t) for k, t in zip(timed, times[1:])}
+    if FLOAT not in speedup and FLOAT in built:
+        speedup[FLOAT], nmse[FLOAT], rounds[FLOAT] = 1.0, 0.0, len(times[0])
     chosen = choose(default, speedup, nmse)
     reason = (f"{_describe(chosen)}: {speedup[chosen]:.2f}x of FP32 at batch 1"
               + (f" against the default's ({_describe(default)}) {speedup[default]:.2f}x" if chosen != default else
@@ -108,12 +127,13 @@ def search(prepared: onnx.ModelProto, stats: Statistics, config: QuantConfig, sa
         log.warning("latency search: %s", reason)
     report = [TuningCandidate(min_reduction=k[0], integer_ops=k[1], layers=len(built[k][1].layers()),
                               integer_op_nodes=len(built[k][1].integer_ops), speedup=round(speedup[k], 4),
-                              nmse=float(f"{nmse[k]:.6g}"), rounds=rounds[k], chosen=k == chosen) for k in sorted(keys)]
+                              nmse=float(f"{nmse[k]:.6g}"), rounds=rounds[k], chosen=k == chosen)
+              for k in sorted(keys, key=lambda k: (k[0] is None, k))]
     tuning = LatencyTuning(runtime=serving, threads=threads, samples=len(samples), candidates=report, reason=reason,
                            seconds=round(time.perf_counter() - started, 3))
     log.info("latency search: %s", reason)
     model, plan, _ = built[chosen]
-    return model, plan, tuning, _config_of(config, chosen)
+    return model, plan, tuning, _config_of(config, chosen, prepared)
 
 
 def measure(sessions, samples: list[Feed]) -> tuple[list[np.ndarray], list[float]]:
@@ -145,9 +165,15 @@ def measure(sessions, samples: list[Feed]) -> tuple[list[np.ndarray], list[float
     return [np.array(t) for t in times], [float(e / max(p, 1e-30)) for e, p in zip(error[1:], power[1:])]
 
 
-def _config_of(config: QuantConfig, key: Key) -> QuantConfig:
+def _config_of(config: QuantConfig, key: Key, model: onnx.ModelProto) -> QuantConfig:
+    if key == FLOAT:  # every op type of the model that the target quantizes, ignored
+        present = {node.op_type for node in all_nodes(model.graph)}
+        layers = sorted((present & set(TARGETS[config.target].layers)) - set(config.ignore))
+        return config.model_copy(update={"ignore": (*config.ignore, *layers)})
     return config.model_copy(update={"min_reduction": key[0], "integer_ops": key[1]})
 
 
 def _describe(key: Key) -> str:
+    if key == FLOAT:
+        return "every layer float"
     return f"min_reduction {key[0]}" + (f", integer_ops {key[1]}" if key[1] != "target" else "")

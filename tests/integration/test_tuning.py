@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 
 import numpy as np
+import onnx
 import pytest
 
 import lowprec_core as lp
@@ -20,14 +21,19 @@ def test_the_latency_search_reports_every_candidate_and_its_choice_reproduces(de
     result = json.loads(report.read_text())
     tuning, config = result["tuning"], result["plan"]["config"]
     floors = [c["min_reduction"] for c in tuning["candidates"]]
-    assert 64 in floors and floors == sorted(floors)  # the target's own floor is always measured
+    # The target's own floor is always measured; every plan quantizes some layer, so all-float is too.
+    assert 64 in floors and floors[:-1] == sorted(floors[:-1]) and floors[-1] is None
     (chosen,) = [c for c in tuning["candidates"] if c["chosen"]]
-    assert config["min_reduction"] == chosen["min_reduction"] and len(result["plan"]["nodes"]) == chosen["layers"]
+    assert len(result["plan"]["nodes"]) == chosen["layers"]
     assert all(c["speedup"] > 0 and c["nmse"] >= 0 for c in tuning["candidates"]) and tuning["samples"] == _tuning.SAMPLES
     # The choice is in the config: naming it gives the same bytes without a search.
+    if chosen["min_reduction"] is None:
+        named = ["--ignore", *config["ignore"]]
+    else:
+        assert config["min_reduction"] == chosen["min_reduction"]
+        named = ["--min-reduction", str(chosen["min_reduction"])]
     again = tmp_path / "again.onnx"
-    assert main(["quantize", str(demo["model"]), "--data", str(demo["calib"]), "--out", str(again),
-                 "--min-reduction", str(chosen["min_reduction"])]) == 0
+    assert main(["quantize", str(demo["model"]), "--data", str(demo["calib"]), "--out", str(again), *named]) == 0
     assert again.read_bytes() == out.read_bytes()
 
 
@@ -37,6 +43,8 @@ def test_the_latency_search_reports_every_candidate_and_its_choice_reproduces(de
     ({(64, "target"): (2.0, 1.0), (256, "target"): (2.5, 1.2)}, (256, "target")),  # clearly faster, error within the slack
     ({(64, "target"): (2.0, 1.0), (0, "all"): (2.6, 1.2), (256, "target"): (2.5, 0.1)}, (0, "all")),
     ({(64, "target"): (0.8, 1.0), (256, "target"): (0.9, 1.0)}, (256, "target")),  # all slower than FP32: the least slow
+    ({(64, "target"): (0.8, 1.0), (256, "target"): (0.9, 1.0), _tuning.FLOAT: (1.0, 0.0)}, _tuning.FLOAT),  # FP32 wins
+    ({(64, "target"): (0.97, 1.0), _tuning.FLOAT: (1.0, 0.0)}, (64, "target")),  # within the timing noise of FP32
 ])
 def test_the_fastest_candidate_within_the_defaults_error_is_kept(measured, kept):
     """The rule alone, on (speedup, output NMSE) per candidate; the default is (64, target)."""
@@ -79,8 +87,6 @@ def test_measure_times_every_session_and_drops_those_far_behind_the_default():
 def test_the_searchs_integer_ops_choice_is_in_the_config_and_reproduces(tmp_path, monkeypatch):
     """A candidate with integer ops on, kept (the rule forced), is named by the config it returns:
     on a residual block, every layer and the Add between them on integers."""
-    import onnx
-
     from tests import models
 
     model = tmp_path / "residual.onnx"
@@ -96,6 +102,30 @@ def test_the_searchs_integer_ops_choice_is_in_the_config_and_reproduces(tmp_path
     assert len(result.plan.layers()) == 3 and result.tuning.samples == _tuning.SAMPLES
     again = tmp_path / "again.onnx"
     lp.quantize(model, again, data=data, config=config)
+    assert again.read_bytes() == out.read_bytes()
+
+
+def test_where_nothing_quantized_beats_fp32_the_search_says_so_and_keeps_every_layer_float(demo, tmp_path, monkeypatch):
+    """Timings forced: every quantized candidate twice as slow as FP32. The float candidate (in
+    ORT, the FP32 reference itself, never timed twice) is kept; its config reproduces it."""
+    real = _tuning.measure
+
+    def slow(sessions, samples):
+        times, nmse = real(sessions, samples[:2])
+        return [np.full(len(samples), 1.0), *(np.full(len(samples), 2.0) for _ in times[1:])], nmse
+
+    monkeypatch.setattr(_tuning, "measure", slow)
+    out = tmp_path / "t.onnx"
+    result = lp.quantize(demo["model"], out, data=demo["calib"], tune="latency")
+    tuning, config = result.tuning, result.plan.config
+    (chosen,) = [c for c in tuning.candidates if c.chosen]
+    assert chosen.min_reduction is None and chosen.layers == 0 and (chosen.speedup, chosen.nmse) == (1.0, 0.0)
+    assert "every layer float" in tuning.reason and "no layer pays off in integer here" in tuning.reason
+    assert all(c.speedup == 0.5 for c in tuning.candidates if not c.chosen)
+    assert result.plan.layers() == [] and set(config.ignore) == {"Conv", "Gemm"}  # the digit classifier's layer types
+    assert not {n.op_type for n in onnx.load(out).graph.node} & {"QuantizeLinear", "DequantizeLinear"}
+    again = tmp_path / "again.onnx"
+    lp.quantize(demo["model"], again, data=demo["calib"], config=config)
     assert again.read_bytes() == out.read_bytes()
 
 
