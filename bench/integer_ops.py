@@ -1,10 +1,8 @@
 """Whether a target should run weightless ops on integers (ops.Target.integer_ops, issue 17): each
-model quantized with today's target, with integer ops on, and with every layer and op quantized
-(min_reduction 0 plus integer ops: what ORT's quantize_static does), beside ORT's per-tensor
-model; quality against FP32 and speedup over FP32 (1 thread, interleaved, medians).
-
-An ablation: it switches a target row for the run, so it imports lowprec_core._ops (an exception
-the import contract names).
+model quantized with today's target, with integer ops on (`--integer-ops all`), and with every
+layer and op quantized (`--min-reduction 0 --integer-ops all`: what ORT's quantize_static does),
+beside ORT's per-tensor model; quality against FP32 and speedup over FP32 (1 thread,
+interleaved, medians).
 
     .venv/bin/python -m bench.integer_ops [--models ocr_det,ocr_rec,ocr_cls,magika] [--out FILE]
 """
@@ -12,8 +10,6 @@ the import contract names).
 from __future__ import annotations
 
 import argparse
-import contextlib
-import dataclasses
 import platform
 import tempfile
 from pathlib import Path
@@ -24,28 +20,12 @@ import lowprec_core as lp
 from bench.anchors import ort_per_tensor
 from bench.compare import time_interleaved
 from bench.models import MODELS
-from lowprec_core import _ops as ops
 
-INTEGER_OPS = frozenset({"Add", "Mul", "Concat", "GlobalAveragePool", "AveragePool", "Sigmoid", "LeakyRelu", "Resize"})
-GATES = frozenset({"HardSigmoid", "Sigmoid"})
-VARIANTS = {  # name -> (min_reduction, integer ops on)
-    "today": (None, False),
-    "integer ops": (None, True),
-    "all layers + integer ops": (0, True),
+VARIANTS = {  # name -> QuantConfig fields
+    "today": {},
+    "integer ops": {"integer_ops": "all"},
+    "all layers + integer ops": {"min_reduction": 0, "integer_ops": "all"},
 }
-
-
-@contextlib.contextmanager
-def _integer_ops(on: bool):
-    saved = dict(ops.TARGETS)
-    if on:
-        for name in ("cpu", "cpu-vnni"):
-            ops.TARGETS[name] = dataclasses.replace(ops.TARGETS[name], integer_ops=INTEGER_OPS, integer_op_float_inputs=GATES)
-    try:
-        yield
-    finally:
-        ops.TARGETS.clear()
-        ops.TARGETS.update(saved)
 
 
 def _runner(path: Path):
@@ -57,10 +37,9 @@ def measure(name: str, workdir: Path, rounds: int) -> list[str]:
     bench = MODELS[name]()
     fp32 = _runner(bench.path)
     paths, cells = {"fp32": bench.path}, {}
-    for variant, (floor, on) in VARIANTS.items():
+    for variant, fields in VARIANTS.items():
         out = workdir / f"{name}-{len(paths)}.onnx"
-        with _integer_ops(on):
-            report = lp.quantize(bench.path, out, data=bench.calib, config=lp.QuantConfig(min_reduction=floor))
+        report = lp.quantize(bench.path, out, data=bench.calib, config=lp.QuantConfig(**fields))
         paths[variant] = out
         quality = bench.evaluate(fp32, _runner(out))
         cells[variant] = [f"{quality[bench.headline]:.4f}", str(len(report.plan.integer_ops)), "{}/{}".format(*lp.kernel_counts(str(out)))]
