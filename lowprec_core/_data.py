@@ -198,10 +198,8 @@ def iter_feeds(
             remaining = max_samples - seen
             if remaining <= 0:
                 return
-            n = _batch_len(checked)
-            if n > remaining:
-                checked = {k: v[:remaining] for k, v in checked.items()}
-        seen += _batch_len(checked)
+            checked = _first(checked, specs, remaining)
+        seen += _samples(checked, specs)
         yield checked
     if seen == 0:
         raise DataError(f"{label}: holds no samples")
@@ -221,9 +219,13 @@ def load_labels(path: str | os.PathLike[str]) -> np.ndarray:
     return labels
 
 
-def _batch_len(feed: Feed) -> int:
-    first = next(iter(feed.values()))
-    return int(first.shape[0]) if first.ndim else 1
+def _samples(feed: Feed, specs: list[InputSpec]) -> int:
+    return batch_size(feed, specs)  # for iter_feeds, whose batch_size argument hides it
+
+
+def _first(feed: Feed, specs: list[InputSpec], count: int) -> Feed:
+    """The feed's first `count` samples, cut along each input's batch axis."""
+    return take(feed, specs, slice(0, count)) if batch_size(feed, specs) > count else feed
 
 
 def _fixed_batch(specs: list[InputSpec]) -> int | None:

@@ -2,7 +2,7 @@ import numpy as np
 import pytest
 from onnx import TensorProto, helper
 
-from lowprec_core._data import InputSpec, batch_size, concat, input_specs, iter_feeds, load_labels, take
+from lowprec_core._data import InputSpec, batch_size, concat, input_specs, iter_feeds, load_labels, single_samples, take
 from lowprec_core._errors import DataError
 from tests import models
 
@@ -85,6 +85,14 @@ def test_batch_axes_follow_the_shared_symbol_and_subsets_slice_along_them():
     joined = concat([take(feed, specs, slice(0, 1)), take(feed, specs, slice(1, 3))], specs)
     for name in feed:
         np.testing.assert_array_equal(joined[name], feed[name])
+    # A sample cap cuts each input along its own batch axis; the shared sample rate stays whole.
+    feed = {"x": feed["x"].astype(np.float32), "state": feed["state"].astype(np.float32), "sr": np.array(16000, np.int64)}
+    capped = list(iter_feeds([feed, feed], specs, max_samples=4))
+    assert [batch_size(f, specs) for f in capped] == [3, 1]
+    assert capped[1]["state"].shape == (2, 1, 4) and capped[1]["sr"] == 16000
+    np.testing.assert_array_equal(capped[1]["state"][:, 0], feed["state"][:, 0])
+    singles = single_samples(iter_feeds([feed], specs), specs, limit=2)
+    assert [(f["x"].shape, f["state"].shape) for f in singles] == [((1, 4), (2, 1, 4))] * 2
     # Without a symbol two inputs share, every input holds its samples first.
     assert [s.batch_axis for s in input_specs(models.conv_relu_conv())] == [0]
     # ... unless it leaves another dimension open, as 0 (silero's default export) or unnamed.
