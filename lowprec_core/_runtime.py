@@ -82,6 +82,16 @@ def serving_session(model: onnx.ModelProto | bytes | str, *, runtime: str = "onn
     return session(model, threads=threads, spinning=spinning)
 
 
+def float_precision(runtime: str) -> str:
+    """What the runtime runs a float model at by default: ONNX Runtime's CPU provider f32,
+    OpenVINO's plugin bf16 where the CPU has it."""
+    if check_runtime(runtime) == "openvino":
+        from ._runtime_openvino import default_precision
+
+        return default_precision()
+    return "f32"
+
+
 def _build(source: bytes | str, options: ort.SessionOptions) -> ort.InferenceSession:
     try:
         return ort.InferenceSession(source, sess_options=options, providers=PROVIDERS)

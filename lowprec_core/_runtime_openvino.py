@@ -28,6 +28,12 @@ def _core() -> ov.Core:
     return _CORE
 
 
+def default_precision() -> str:
+    """The precision the CPU plugin runs float layers at unless told: "bf16" or "f32"."""
+    hint = _core().get_property("CPU", "INFERENCE_PRECISION_HINT")
+    return hint.to_string() if hasattr(hint, "to_string") else str(hint)
+
+
 @dataclass(frozen=True)
 class _Value:
     name: str

@@ -16,10 +16,11 @@ default's is kept, if it beats the default by SPEED_MARGIN (else the default sta
 noise must not move the bytes). The choice goes into the config, so naming it reproduces the
 model without a search.
 
-Where no candidate leaves every layer float, one more does (the target's layer op types
+Where no candidate leaves every layer float, one more does (the model's layer op types
 ignored): if nothing quantized beats FP32 here, that is the one kept. It runs the FP32 model, so
 where the runtime would run it at f32 (ONNX Runtime; OpenVINO without bf16) it is the reference
-and costs nothing; where OpenVINO runs float in bf16, it is timed like the others.
+and costs nothing (it is built only if kept); where OpenVINO runs float in bf16, it is timed like
+the others.
 """
 
 from __future__ import annotations
@@ -92,31 +93,31 @@ def search(prepared: onnx.ModelProto, stats: Statistics, config: QuantConfig, sa
     built: dict[Key, tuple[onnx.ModelProto, QuantPlan, bytes]] = {}
     seen: set[bytes] = set()
     for key in candidates(config):
-        model, plan = quantize_model(prepared, stats, _config_of(config, key, prepared), feeds=replay)
-        data = model.SerializeToString()
+        model, plan, data = _build(prepared, stats, _config_of(config, key, prepared), replay)
         if data in seen:  # the same plan as a candidate already built (the default first)
             continue
         seen.add(data)
         built[key] = (model, plan, data)
-    if all(plan.layers() for _, plan, _ in built.values()):
-        model, plan = quantize_model(prepared, stats, _config_of(config, FLOAT, prepared), feeds=replay)
-        built[FLOAT] = (model, plan, model.SerializeToString())
-    keys = list(built)
-    default = keys[0]
-    timed = [k for k in keys if k != FLOAT]
+    timed = list(built)
+    default = timed[0]
+    # Every layer float, where each plan quantizes some: at f32 it is the reference itself, so
+    # it is only built (and timed) where the runtime runs float faster, or once it is kept.
+    floats = all(plan.layers() for _, plan, _ in built.values())
+    if floats and runtime.float_precision(serving) != "f32":
+        built[FLOAT] = _build(prepared, stats, _config_of(config, FLOAT, prepared), replay)
+        timed.append(FLOAT)
     sessions = [runtime.serving_session(m, runtime=serving, threads=threads, precision=p, spinning=True)
                 for m, p in ((prepared.SerializeToString(), "f32"), *((built[k][2], None) for k in timed))]
-    if FLOAT in built and serving == "openvino":  # float at OpenVINO's default precision: bf16 where the CPU has it
-        floats = runtime.serving_session(built[FLOAT][2], runtime=serving, threads=threads)
-        if floats.precision != "f32":  # else it is the reference itself
-            timed, sessions = [*timed, FLOAT], [*sessions, floats]
     times, errors = measure(sessions, samples)
     speedup = {k: float(np.median(times[0][:len(t)] / t)) for k, t in zip(timed, times[1:])}
     nmse = dict(zip(timed, errors))
     rounds = {k: len(t) for k, t in zip(timed, times[1:])}
-    if FLOAT not in speedup and FLOAT in built:
+    if floats and FLOAT not in speedup:
         speedup[FLOAT], nmse[FLOAT], rounds[FLOAT] = 1.0, 0.0, len(times[0])
     chosen = choose(default, speedup, nmse)
+    if chosen not in built:
+        built[chosen] = _build(prepared, stats, _config_of(config, chosen, prepared), replay)
+    keys = list(speedup)
     reason = (f"{_describe(chosen)}: {speedup[chosen]:.2f}x of FP32 at batch 1"
               + (f" against the default's ({_describe(default)}) {speedup[default]:.2f}x" if chosen != default else
                  f", the default; no candidate within its output error was {SPEED_MARGIN:.2f}x faster"))
@@ -125,8 +126,9 @@ def search(prepared: onnx.ModelProto, stats: Statistics, config: QuantConfig, sa
     if speedup[chosen] < 1.0:
         reason += "; nothing tried runs faster than FP32 here: serve the FP32 model, or try another runtime or target"
         log.warning("latency search: %s", reason)
-    report = [TuningCandidate(min_reduction=k[0], integer_ops=k[1], layers=len(built[k][1].layers()),
-                              integer_op_nodes=len(built[k][1].integer_ops), speedup=round(speedup[k], 4),
+    plans = {k: built[k][1] if k in built else None for k in keys}  # the float candidate unbuilt: nothing quantized
+    report = [TuningCandidate(min_reduction=k[0], integer_ops=k[1], layers=len(plans[k].layers()) if plans[k] else 0,
+                              integer_op_nodes=len(plans[k].integer_ops) if plans[k] else 0, speedup=round(speedup[k], 4),
                               nmse=float(f"{nmse[k]:.6g}"), rounds=rounds[k], chosen=k == chosen)
               for k in sorted(keys, key=lambda k: (k[0] is None, k))]
     tuning = LatencyTuning(runtime=serving, threads=threads, samples=len(samples), candidates=report, reason=reason,
@@ -163,6 +165,11 @@ def measure(sessions, samples: list[Feed]) -> tuple[list[np.ndarray], list[float
                     power[i] += float(np.sum(ref ** 2))
                     error[i] += float(np.sum((outputs[i][at].astype(np.float64) - ref) ** 2))
     return [np.array(t) for t in times], [float(e / max(p, 1e-30)) for e, p in zip(error[1:], power[1:])]
+
+
+def _build(prepared: onnx.ModelProto, stats: Statistics, config: QuantConfig, replay) -> tuple[onnx.ModelProto, QuantPlan, bytes]:
+    model, plan = quantize_model(prepared, stats, config, feeds=replay)
+    return model, plan, model.SerializeToString()
 
 
 def _config_of(config: QuantConfig, key: Key, model: onnx.ModelProto) -> QuantConfig:

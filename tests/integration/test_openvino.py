@@ -8,6 +8,7 @@ import sys
 import pytest
 
 import lowprec_core as lp
+from lowprec_core import _runtime as lp_runtime
 from lowprec_core._cli import main
 
 
@@ -109,3 +110,12 @@ def test_the_latency_search_for_openvino_times_in_openvino(demo, tmp_path):
                          tune="latency")
     assert result.tuning.runtime == "openvino" and sum(c.chosen for c in result.tuning.candidates) == 1
     assert all(c.speedup > 0 for c in result.tuning.candidates)
+    # Every plan quantizes some layer, so every layer float is a candidate too: timed where
+    # OpenVINO runs float in bf16, else it is the f32 reference itself (exactly 1x, error 0).
+    import openvino
+
+    default = openvino.Core().compile_model(str(demo["model"]), "CPU").get_property("INFERENCE_PRECISION_HINT").to_string()
+    assert lp_runtime.float_precision("openvino") == default
+    floats = result.tuning.candidates[-1]
+    assert floats.min_reduction is None and floats.layers == 0
+    assert ((floats.speedup, floats.nmse) == (1.0, 0.0)) == (default == "f32")
