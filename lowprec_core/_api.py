@@ -55,6 +55,7 @@ def calibrate(
     with tempfile.TemporaryDirectory(prefix="lowprec-") as tmp:
         loaded = load_model(localize(model, tmp))
         prepared = prepare(loaded.proto, TARGETS[target].runtime)
+        runtime.check_model(prepared, TARGETS[target].runtime)
         stats = _collect(loaded, prepared, _local_data(data, tmp), config, target)
         stats.save(out_dir)
     return stats
@@ -101,6 +102,7 @@ def quantize(
     with tempfile.TemporaryDirectory(prefix="lowprec-") as tmp:
         loaded = load_model(localize(model, tmp))
         prepared = prepare(loaded.proto, TARGETS[config.target].runtime)
+        runtime.check_model(prepared, config.runtime)
         source = _local_data(data, tmp) if data is not None else None
         run = None
         if accuracy is not None:

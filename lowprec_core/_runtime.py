@@ -82,6 +82,16 @@ def serving_session(model: onnx.ModelProto | bytes | str, *, runtime: str = "onn
     return session(model, threads=threads, spinning=spinning)
 
 
+def check_model(model: onnx.ModelProto, runtime: str) -> None:
+    """Fail early, naming the nodes, where the runtime cannot read the model: OpenVINO's ONNX
+    frontend converts fewer models than ONNX Runtime runs. ONNX Runtime's own sessions, built
+    for calibration, fail with the node where it cannot."""
+    if check_runtime(runtime) == "openvino":
+        from ._runtime_openvino import check_model as check_openvino
+
+        check_openvino(model)
+
+
 def float_precision(runtime: str) -> str:
     """What the runtime runs a float model at by default: ONNX Runtime's CPU provider f32,
     OpenVINO's plugin bf16 where the CPU has it."""

@@ -8,6 +8,7 @@ None keeps the plugin's default, what a user who serves the FP32 model in OpenVI
 
 from __future__ import annotations
 
+import re
 import tempfile
 from dataclasses import dataclass
 from pathlib import Path
@@ -39,6 +40,38 @@ class _Value:
     name: str
 
 
+# OpenVINO's ONNX frontend names each node it could not convert, by its first output, with the
+# reason on the last line of that node's entry.
+_FAILED_NODE = re.compile(r"<Node\((?P<op>[^)]*)\): (?P<output>[^>]*)>'(?P<log>.*?)(?=\n-- |\nSummary:|\Z)", re.S)
+
+
+def conversion_failure(err: BaseException) -> str:
+    """What OpenVINO could not do with a model: each unconverted node (op type, its output) and
+    why, or the error's first line where it names none."""
+    text = str(err)
+    nodes = [f"{m['op']} node writing {m['output']!r}: {m['log'].strip().splitlines()[-1].strip()}"
+             for m in _FAILED_NODE.finditer(text)]
+    return "; ".join(nodes) if nodes else one_line(err, 400)
+
+
+def _read(model: onnx.ModelProto | bytes | str, tmp: str) -> ov.Model:
+    path = model
+    if not isinstance(model, str):  # OpenVINO's ONNX frontend reads files
+        path = str(Path(tmp) / "model.onnx")
+        Path(path).write_bytes(model.SerializeToString() if isinstance(model, onnx.ModelProto) else model)
+    return _core().read_model(path)
+
+
+def check_model(model: onnx.ModelProto | bytes | str) -> None:
+    """Raise ModelError naming the nodes OpenVINO's ONNX frontend cannot convert (it reads the
+    model without compiling it: tens of milliseconds)."""
+    try:
+        with tempfile.TemporaryDirectory(prefix="lowprec-ov-") as tmp:
+            _read(model, tmp)
+    except Exception as err:  # OpenVINO raises RuntimeError with the nodes it could not convert
+        raise ModelError(f"OpenVINO cannot read the model: {conversion_failure(err)}") from None
+
+
 class OpenVINOSession:
     def __init__(self, model: onnx.ModelProto | bytes | str, *, threads: int | None = None, precision: str | None = None) -> None:
         config: dict[str, object] = {}
@@ -48,13 +81,9 @@ class OpenVINOSession:
             config["INFERENCE_PRECISION_HINT"] = precision
         try:
             with tempfile.TemporaryDirectory(prefix="lowprec-ov-") as tmp:
-                path = model
-                if not isinstance(model, str):  # OpenVINO's ONNX frontend reads files
-                    path = str(Path(tmp) / "model.onnx")
-                    Path(path).write_bytes(model.SerializeToString() if isinstance(model, onnx.ModelProto) else model)
-                compiled = _core().compile_model(_core().read_model(path), "CPU", config)
+                compiled = _core().compile_model(_read(model, tmp), "CPU", config)
         except Exception as err:  # OpenVINO raises RuntimeError with the node it could not convert
-            raise ModelError(f"OpenVINO cannot compile the model: {one_line(err, 400)}") from None
+            raise ModelError(f"OpenVINO cannot compile the model: {conversion_failure(err)}") from None
         hint = compiled.get_property("INFERENCE_PRECISION_HINT")
         self.precision = hint.to_string() if hasattr(hint, "to_string") else str(hint)  # "f32", "bf16", "f16"
         self._inputs = [_Value(port.get_any_name()) for port in compiled.inputs]

@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import importlib.util
 import json
 import sys
+from pathlib import Path
 
 import pytest
 
@@ -119,3 +121,18 @@ def test_the_latency_search_for_openvino_times_in_openvino(demo, tmp_path):
     floats = result.tuning.candidates[-1]
     assert floats.min_reduction is None and floats.layers == 0
     assert ((floats.speedup, floats.nmse) == (1.0, 0.0)) == (default == "f32")
+
+
+@pytest.mark.skipif(importlib.util.find_spec("silero_vad") is None, reason="make venv installs silero-vad")
+@pytest.mark.parametrize("command", ["quantize", "calibrate"])
+def test_a_model_openvino_cannot_read_is_exit_3_naming_its_nodes_before_any_work(tmp_path, capsys, command):
+    """silero VAD's flat export: OpenVINO 2026.4's ONNX frontend cannot convert two of its nodes.
+    The data folder is empty, so a check after calibration would have been a data error (4)."""
+    model = Path(importlib.util.find_spec("silero_vad").origin).parent / "data" / "silero_vad_16k_op15.onnx"
+    (tmp_path / "empty").mkdir()
+    out = tmp_path / ("x.onnx" if command == "quantize" else "stats")
+    assert main([command, str(model), "--data", str(tmp_path / "empty"), "--out", str(out), "--runtime", "openvino"]) == 3
+    err = capsys.readouterr().err
+    assert "OpenVINO cannot read the model: Conv node writing '/model/decoder/decoder/2/Conv_output_0': " \
+           "The input data tensor's rank has to be known (static); ReduceMean node writing" in err
+    assert not out.exists()
