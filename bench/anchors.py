@@ -21,6 +21,21 @@ def lowprec_openvino(model: Path, calib: list[dict], out: Path, name: str) -> No
     lowprec_core.quantize(model, out, data=calib, config=lowprec_core.QuantConfig(target=lowprec_core.runtime_target("openvino")))
 
 
+def lowprec_tune(model: Path, calib: list[dict], out: Path, name: str) -> None:
+    """`lowprec quantize --tune latency`: the placement measured in ORT on this machine, 1 thread."""
+    import lowprec_core
+
+    lowprec_core.quantize(model, out, data=calib, tune="latency")
+
+
+def lowprec_openvino_tune(model: Path, calib: list[dict], out: Path, name: str) -> None:
+    """`lowprec quantize --runtime openvino --tune latency`: measured in OpenVINO, 1 thread."""
+    import lowprec_core
+
+    config = lowprec_core.QuantConfig(target=lowprec_core.runtime_target("openvino"))
+    lowprec_core.quantize(model, out, data=calib, config=config, tune="latency")
+
+
 def _ort(model: Path, calib: list[dict], out: Path, *, per_channel: bool, op_types: list[str] | None) -> None:
     from onnxruntime.quantization import CalibrationDataReader, QuantFormat, QuantType, quantize_static
 
@@ -65,6 +80,8 @@ def nncf_default(model: Path, calib: list[dict], out: Path, name: str) -> None:
 IMPORTS = {
     "lowprec": "lowprec_core",
     "lowprec-openvino": "lowprec_core",
+    "lowprec-tune": "lowprec_core",
+    "lowprec-openvino-tune": "lowprec_core",
     "ort-per-tensor": "onnxruntime.quantization",
     "ort-per-channel": "onnxruntime.quantization",
     "ort-pc-conv/matmul/gemm": "onnxruntime.quantization",
@@ -74,6 +91,8 @@ IMPORTS = {
 VARIANTS = {
     "lowprec": lowprec_default,
     "lowprec-openvino": lowprec_openvino,
+    "lowprec-tune": lowprec_tune,
+    "lowprec-openvino-tune": lowprec_openvino_tune,
     "ort-per-tensor": ort_per_tensor,
     "ort-per-channel": ort_per_channel,
     "ort-pc-conv/matmul/gemm": ort_per_channel_ops,
