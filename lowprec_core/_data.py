@@ -194,12 +194,11 @@ def iter_feeds(
     seen = 0
     for index, feed in enumerate(feeds):
         checked = check_feed(feed, specs, f"{label} (feed {index})")
-        if max_samples is not None:
-            remaining = max_samples - seen
-            if remaining <= 0:
-                return
-            checked = _first(checked, specs, remaining)
-        seen += _samples(checked, specs)
+        remaining = None if max_samples is None else max_samples - seen
+        if remaining is not None and remaining <= 0:
+            return
+        checked, count = _first(checked, specs, remaining)
+        seen += count
         yield checked
     if seen == 0:
         raise DataError(f"{label}: holds no samples")
@@ -219,13 +218,13 @@ def load_labels(path: str | os.PathLike[str]) -> np.ndarray:
     return labels
 
 
-def _samples(feed: Feed, specs: list[InputSpec]) -> int:
-    return batch_size(feed, specs)  # for iter_feeds, whose batch_size argument hides it
-
-
-def _first(feed: Feed, specs: list[InputSpec], count: int) -> Feed:
-    """The feed's first `count` samples, cut along each input's batch axis."""
-    return take(feed, specs, slice(0, count)) if batch_size(feed, specs) > count else feed
+def _first(feed: Feed, specs: list[InputSpec], limit: int | None) -> tuple[Feed, int]:
+    """The feed's first `limit` samples (all where None), cut along each input's batch axis, and
+    how many that is. (Here, not in iter_feeds, whose batch_size argument hides batch_size.)"""
+    count = batch_size(feed, specs)
+    if limit is None or count <= limit:
+        return feed, count
+    return take(feed, specs, slice(0, limit)), limit
 
 
 def _fixed_batch(specs: list[InputSpec]) -> int | None:

@@ -116,24 +116,7 @@ def _integer_op_candidates(graph: onnx.GraphProto, config: QuantConfig | None, t
     row = TARGETS[target]
     enabled, gates = config.integer_op_rows if config is not None else (
         row.integer_ops | RUNTIME_INTEGER_OPS[row.runtime][0], row.integer_op_float_inputs | RUNTIME_INTEGER_OPS[row.runtime][1])
-    if not enabled:
-        return []
-    outputs = {o.name for o in graph.output}
-    found = {
-        node.name: node for node in graph.node
-        if node.op_type in enabled and node.domain in ("", "ai.onnx") and node.name not in ignored
-        and len(node.output) == 1 and node.output[0] not in outputs and _integer_inputs(node)
-    }
-    settled = layer_outputs | {n.output[0] for n in graph.node if n.op_type in gates and len(n.output) == 1}
-    while True:
-        produced = {node.output[0] for node in found.values()}
-        wanted = reads | {t for node in found.values() for t in _integer_inputs(node)}
-        dropped = [name for name, node in found.items()
-                   if not all(t in settled or t in produced for t in _integer_inputs(node)) or not feeds_reads(node.output[0], wanted, users)]
-        if not dropped:
-            return list(found.values())
-        for name in dropped:
-            del found[name]
+    return _integer_fixpoint(graph, enabled, gates, ignored, layer_outputs, reads, users)
 
 
 def has_layers(graph: onnx.GraphProto) -> bool:
@@ -379,6 +362,15 @@ def _integer_ops(graph: onnx.GraphProto, placer: _Placer, enabled: frozenset[str
     and whose output feeds a quantized reader. Found as a
     fixpoint, so a chain of Adds and Concats between quantized layers stays integer throughout,
     and no quantizer is added that the layers did not need already."""
+    settled = {tensor for tensor, entry in placer.activations.items() if entry.readers is None}
+    return _integer_fixpoint(graph, enabled, float_inputs, ignored, settled, placer.quantized_reads, placer.users)
+
+
+def _integer_fixpoint(graph: onnx.GraphProto, enabled: frozenset[str], float_inputs: frozenset[str], ignored: set[str],
+                      settled: set[str], reads: set[str], users) -> list[onnx.NodeProto]:
+    """The `enabled` ops, in graph order, whose every integer input is `settled` (an integer
+    output), the output of a `float_inputs` op or of another such op, and whose output feeds
+    `reads` (tensors quantized for a reader) directly or through another such op."""
     if not enabled:
         return []
     outputs = {o.name for o in graph.output}
@@ -387,15 +379,14 @@ def _integer_ops(graph: onnx.GraphProto, placer: _Placer, enabled: frozenset[str
         if node.op_type in enabled and node.domain in ("", "ai.onnx") and node.name not in ignored
         and len(node.output) == 1 and node.output[0] not in outputs and _integer_inputs(node)
     }
-    settled = {tensor for tensor, entry in placer.activations.items() if entry.readers is None}
-    settled |= {n.output[0] for n in graph.node if n.op_type in float_inputs and len(n.output) == 1}
+    settled = settled | {n.output[0] for n in graph.node if n.op_type in float_inputs and len(n.output) == 1}
     while True:
         produced = {node.output[0] for node in found.values()}
-        reads = placer.quantized_reads | {t for node in found.values() for t in _integer_inputs(node)}
+        wanted = reads | {t for node in found.values() for t in _integer_inputs(node)}
         dropped = [
             name for name, node in found.items()
             if not all(t in settled or t in produced for t in _integer_inputs(node))
-            or not feeds_reads(node.output[0], reads, placer.users)
+            or not feeds_reads(node.output[0], wanted, users)
         ]
         if not dropped:
             return [node for node in graph.node if node.name in found]
