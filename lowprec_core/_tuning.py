@@ -37,7 +37,7 @@ from ._calibration.stats import Statistics
 from ._config import QuantConfig
 from ._data import Feed
 from ._graph import all_nodes
-from ._ops import TARGETS
+from ._ops import RUNTIME_INTEGER_OPS, TARGETS
 from ._quantize.default import quantize_model
 from ._quantize.plan import QuantPlan
 from ._reports import LatencyTuning, TuningCandidate
@@ -67,7 +67,7 @@ def candidates(config: QuantConfig) -> list[Key]:
     where the runtime has integer kernels for weightless ops, quantizing every layer and the
     default's layers with all of them on (what ORT's quantize_static does, and its middle way)."""
     default = (config.reduction_floor, config.integer_ops)
-    integer = bool(config.model_copy(update={"integer_ops": "all"}).integer_op_rows[0])
+    integer = bool(RUNTIME_INTEGER_OPS[config.runtime][0])
     # Every layer quantized is tried with the weightless ops between them on integers where the
     # runtime can: tensors then stay INT8 from layer to layer (ORT's quantize_static placement).
     keys = [default, *((f, "all" if integer and f == 0 else config.integer_ops) for f in FLOORS)]
