@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import logging
+from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
@@ -22,7 +23,7 @@ from ._data import Feed, input_specs, iter_feeds, take
 from ._errors import GateFailed
 from ._layer_error import layer_errors
 from ._metrics import Metric
-from ._quantize.accuracy_aware import Journal, search
+from ._quantize.accuracy_aware import Journal, meets, search
 from ._quantize.default import quantize_model
 from ._quantize.plan import QuantPlan
 from ._reports import Iteration, SearchResult
@@ -84,16 +85,33 @@ class ModelBackend:
         return benchmark.speedup(self._fp32, self._bytes(reverted), self.speed_feed, serving=self.config.runtime)
 
 
-def run(prepared: onnx.ModelProto, stats: Statistics, config: QuantConfig, budget: AccuracyBudget, metrics: list[Metric],
-        eval_source, labels: np.ndarray | None, work: Path) -> tuple[onnx.ModelProto, QuantPlan, SearchResult, QuantConfig]:
-    """The search over float layers, journaled in `work` (see workdir.py); returns the final
-    model, its plan, the search and the config that makes that model."""
+def evaluator(prepared: onnx.ModelProto, runtime: str, metrics: list[Metric], eval_source, labels: np.ndarray | None,
+              work: Path) -> Evaluator:
+    """What scores every model of a search on the evaluation data, in the serving runtime, with
+    the FP32 reference outputs kept in `work`."""
     specs = input_specs(prepared)
     feeds = lambda: iter_feeds(eval_source, specs, batch_size=32)  # noqa: E731
-    evaluator = Evaluator(prepared.SerializeToString(), feeds, metrics, labels=labels, cache_dir=work / "reference", specs=specs,
-                          serving=config.runtime)
-    first = next(iter(feeds()))
-    backend = ModelBackend(prepared, stats, config, evaluator, speed_feed=take(first, specs, slice(0, 1)))
+    return Evaluator(prepared.SerializeToString(), feeds, metrics, labels=labels, cache_dir=work / "reference", specs=specs,
+                     serving=runtime)
+
+
+def within_budget(evaluator: Evaluator, metrics: list[Metric], budget: AccuracyBudget) -> Callable[[bytes], bool]:
+    """A judge of serialized models: whether one, scored on the whole evaluation set, keeps every
+    metric within the budget (the latency search's quality rule when a budget is given)."""
+
+    def judge(model: bytes) -> bool:
+        scores = evaluator.full(model)
+        return meets(evaluator.reference_scores, metrics, budget, scores)
+
+    return judge
+
+
+def run(prepared: onnx.ModelProto, stats: Statistics, config: QuantConfig, budget: AccuracyBudget, metrics: list[Metric],
+        evaluator: Evaluator, work: Path) -> tuple[onnx.ModelProto, QuantPlan, SearchResult, QuantConfig]:
+    """The search over float layers, journaled in `work` (see workdir.py), from `config`'s
+    placement; returns the final model, its plan, the search and the config that makes that model."""
+    first = next(iter(evaluator.feeds()))
+    backend = ModelBackend(prepared, stats, config, evaluator, speed_feed=take(first, evaluator.specs, slice(0, 1)))
     iterations = work / "iterations"
     iterations.mkdir(exist_ok=True)
 

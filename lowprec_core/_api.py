@@ -24,7 +24,7 @@ from ._calibration.collect import collect
 from ._calibration.health import check as calibration_health
 from ._calibration.stats import Statistics, load_statistics
 from ._config import AccuracyBudget, BenchmarkConfig, CalibrationConfig, QuantConfig
-from ._data import input_specs, iter_feeds, load_labels, single_samples
+from ._data import Feed, input_specs, iter_feeds, load_labels, single_samples
 from ._errors import ConfigError, GateFailed
 from ._layer_error import inspect_layers
 from ._metrics import Metric, resolve_metric
@@ -84,7 +84,9 @@ def quantize(
     `tune="latency"` runs the latency search (see _tuning): plans at several reduction floors,
     timed in the target's runtime on this machine at `tune_threads` threads and compared with
     FP32 on samples of the evaluation (else calibration) data; the fastest within the default's
-    output error is kept, and the report lists every candidate.
+    output error is kept, and the report lists every candidate. With `accuracy` too, the budget
+    is the rule: the fastest placement that meets it on `eval_data` is kept, and the search over
+    float layers starts from it.
 
     `inspect_samples` > 0 adds the per-layer error analysis (see `inspect`) over that many
     samples of the evaluation data, or of the calibration data when there is none; `html`
@@ -107,26 +109,34 @@ def quantize(
         run = None
         if accuracy is not None:
             # Everything the search reads is checked before calibration spends any time.
-            run = _search_run(loaded, config, accuracy, eval_data, labels, work_dir, tmp)
+            run = _search_run(loaded, config, accuracy, eval_data, labels, work_dir, tmp, tune)
             stats = stats if stats is not None else workdir.saved_stats(run.work)  # a resumed run calibrated before
         # The latency search plans at every floor: calibrate for the lowest (the most layers), with
         # every weightless op the runtime runs on integers.
         calibrated_for = config.model_copy(update={"min_reduction": 0, "integer_ops": "all"}) if tune == "latency" else config
         statistics = _statistics(loaded, prepared, stats, source, calibration, calibrated_for, tmp)
-        search = tuning = None
-        if run is None and tune == "latency":
-            specs = input_specs(prepared)
-            samples = single_samples(iter_feeds(_local_data(eval_data if eval_data is not None else source, tmp), specs,
-                                                batch_size=1, max_samples=latency_search.SAMPLES), specs, latency_search.SAMPLES)
-            int8, plan, tuning, config = latency_search.search(prepared, statistics, config, samples, threads=tune_threads,
-                                                               replay=_replay(prepared, source, calibration))
-        elif run is None:
-            int8, plan = quantize_model(prepared, statistics, config, feeds=_replay(prepared, source, calibration))
-        else:
+        search = tuning = evaluator = None
+        if run is not None:
             if workdir.saved_stats(run.work) is None:
                 statistics.save(run.work / workdir.STATS)
-            int8, plan, search, config = accuracy_search.run(
-                prepared, statistics, config, accuracy, run.metrics, _local_data(eval_data, tmp), run.labels, run.work)
+            evaluator = accuracy_search.evaluator(prepared, config.runtime, run.metrics, _local_data(eval_data, tmp), run.labels, run.work)
+        if tune == "latency":
+            # With a budget, the latency search keeps the fastest placement within it, and the
+            # search over float layers starts there; a resumed run reads what it chose.
+            saved = workdir.saved_tuning(run.work) if run is not None else None
+            if saved is not None:
+                tuning, config = saved
+            else:
+                int8, plan, tuning, config = latency_search.search(
+                    prepared, statistics, config, _tuning_samples(prepared, eval_data if eval_data is not None else source, tmp),
+                    threads=tune_threads, replay=_replay(prepared, source, calibration),
+                    accept=accuracy_search.within_budget(evaluator, run.metrics, accuracy) if run is not None else None)
+                if run is not None:
+                    workdir.save_tuning(run.work, tuning, config)
+        elif run is None:
+            int8, plan = quantize_model(prepared, statistics, config, feeds=_replay(prepared, source, calibration))
+        if run is not None:
+            int8, plan, search, config = accuracy_search.run(prepared, statistics, config, accuracy, run.metrics, evaluator, run.work)
         warnings = _calibration_warnings(prepared, statistics, plan, config)
         layers = None
         if inspect_samples > 0:
@@ -172,8 +182,6 @@ def _check_tuning(tune: str, threads: int, accuracy, data, eval_data) -> None:
         return
     if threads < 1:
         raise ConfigError(f"tune_threads must be a positive thread count, not {threads}")
-    if accuracy is not None:
-        raise ConfigError("--tune latency does not run with the accuracy-aware search (--eval with --metric) yet: run one or the other")
     samples = eval_data if eval_data is not None else data
     if samples is None:
         raise ConfigError("--tune latency measures the candidates on data: give --data (or --eval)")
@@ -188,7 +196,8 @@ class _SearchRun:
     labels: np.ndarray | None
 
 
-def _search_run(loaded: LoadedModel, config: QuantConfig, accuracy: AccuracyBudget, eval_data, labels, work_dir, tmp: str) -> _SearchRun:
+def _search_run(loaded: LoadedModel, config: QuantConfig, accuracy: AccuracyBudget, eval_data, labels, work_dir, tmp: str,
+                tune: str) -> _SearchRun:
     """The accuracy-aware search's inputs, checked, and its work dir claimed for this run."""
     if eval_data is None:
         raise ConfigError("accuracy-aware quantization needs evaluation data (--eval)")
@@ -200,8 +209,15 @@ def _search_run(loaded: LoadedModel, config: QuantConfig, accuracy: AccuracyBudg
     metrics = [resolve_metric(b.metric) for b in accuracy.metrics]
     label_array = load_labels(localize(labels, tmp)) if isinstance(labels, (str, os.PathLike)) else labels
     work = Path(work_dir) if work_dir is not None else Path(tmp) / "work"
-    workdir.claim(work, loaded.sha256, config, accuracy, eval_data, labels)
+    workdir.claim(work, loaded.sha256, config, accuracy, eval_data, labels, tune=tune)
     return _SearchRun(work, metrics, label_array)
+
+
+def _tuning_samples(prepared: onnx.ModelProto, data, tmp: str) -> list[Feed]:
+    """The latency search's samples, batch 1, from the evaluation (else calibration) data."""
+    specs = input_specs(prepared)
+    feeds = iter_feeds(_local_data(data, tmp), specs, batch_size=1, max_samples=latency_search.SAMPLES)
+    return single_samples(feeds, specs, latency_search.SAMPLES)
 
 
 def _statistics(loaded: LoadedModel, prepared: onnx.ModelProto, stats, source, calibration: CalibrationConfig,

@@ -31,11 +31,13 @@ def quantize_markdown(report: QuantizeReport) -> str:
         lines += ["", accuracy_markdown(report.accuracy)]
     if report.tuning is not None:
         tuning = report.tuning
+        scored = any(c.within_budget is not None for c in tuning.candidates)  # with an accuracy budget
         lines += ["", f"### Latency search ({tuning.runtime}, {tuning.threads} thread(s), {tuning.samples} samples, {tuning.seconds:.1f} s)",
-                  "", tuning.reason, "", "| min_reduction | integer_ops | layers quantized | weightless ops on integers | speedup b=1 | output NMSE | kept |",
-                  "|---|---|---|---|---|---|---|"]
+                  "", tuning.reason, "", "| min_reduction | integer_ops | layers quantized | weightless ops on integers | speedup b=1 | output NMSE | "
+                  + ("accuracy budget | " if scored else "") + "kept |", "|---|---|---|---|---|---|" + ("---|" if scored else "") + "---|"]
+        budget = {None: "", True: "met", False: "missed"}
         lines += [f"| {'every layer float' if c.min_reduction is None else c.min_reduction} | {c.integer_ops} | {c.layers} | {c.integer_op_nodes} | {c.speedup:.2f}x | {c.nmse:.3g} | "
-                  f"{'yes' if c.chosen else ''} |" for c in tuning.candidates]
+                  + (f"{budget[c.within_budget]} | " if scored else "") + f"{'yes' if c.chosen else ''} |" for c in tuning.candidates]
     if report.layers is not None and report.layers.layers:
         lines += ["", inspect_markdown(report.layers)]
     return "\n".join(lines) + "\n"

@@ -61,6 +61,7 @@ class TuningCandidate(BaseModel):
     speedup: float  # FP32 (at f32) median latency / this candidate's, batch 1, in the runtime
     nmse: float  # output error against FP32: normalized MSE over the tuning samples it ran
     rounds: int = 0  # timing rounds it ran (fewer where it fell clearly behind the default)
+    within_budget: bool | None = None  # with an accuracy budget: whether it met it (None: not scored)
     chosen: bool = False
 
 

@@ -76,18 +76,26 @@ def candidates(config: QuantConfig) -> list[Key]:
     return list(dict.fromkeys(keys))
 
 
-def choose(default: Key, speedup: dict[Key, float], nmse: dict[Key, float]) -> Key:
-    """The fastest candidate within the default's output error, if clearly faster than it."""
+def choose(default: Key, speedup: dict[Key, float], nmse: dict[Key, float], accept: Callable[[Key], bool] | None = None) -> Key:
+    """The fastest candidate within the default's output error, if clearly faster than it.
+    With `accept` (an accuracy budget), the budget is the quality rule instead: the candidates
+    clearly faster than the default are judged fastest first, and the first accepted is kept."""
+    if accept is not None:
+        faster = sorted((k for k in speedup if k != default and speedup[k] >= speedup[default] * SPEED_MARGIN),
+                        key=lambda k: (-speedup[k], _order(k)))
+        return next((k for k in faster if accept(k)), default)
     limit = max(nmse[default] * QUALITY_SLACK, nmse[default] + 1e-9)
     fastest = max((k for k in speedup if nmse[k] <= limit), key=lambda k: speedup[k])
     return fastest if speedup[fastest] >= speedup[default] * SPEED_MARGIN else default
 
 
 def search(prepared: onnx.ModelProto, stats: Statistics, config: QuantConfig, samples: list[Feed], *,
-           threads: int = 1, replay: Callable[[], Iterable[Feed]] | None = None) -> tuple[onnx.ModelProto, QuantPlan, LatencyTuning, QuantConfig]:
+           threads: int = 1, replay: Callable[[], Iterable[Feed]] | None = None,
+           accept: Callable[[bytes], bool] | None = None) -> tuple[onnx.ModelProto, QuantPlan, LatencyTuning, QuantConfig]:
     """The candidates' plans, measured; returns the kept model, its plan, the search and its config.
     `samples`: the tuning samples, one per feed (batch 1). `stats` must cover every candidate
-    (calibrated for min_reduction 0 and integer_ops "all")."""
+    (calibrated for min_reduction 0 and integer_ops "all"). `accept`: an accuracy budget's judge
+    of a serialized model, the quality rule in place of the default's output error (see choose)."""
     started = time.perf_counter()
     serving = config.runtime
     built: dict[Key, tuple[onnx.ModelProto, QuantPlan, bytes]] = {}
@@ -114,13 +122,27 @@ def search(prepared: onnx.ModelProto, stats: Statistics, config: QuantConfig, sa
     rounds = {k: len(t) for k, t in zip(timed, times[1:])}
     if floats and FLOAT not in speedup:
         speedup[FLOAT], nmse[FLOAT], rounds[FLOAT] = 1.0, 0.0, len(times[0])
-    chosen = choose(default, speedup, nmse)
+    verdicts: dict[Key, bool] = {}
+
+    def judged(key: Key) -> bool:
+        if key not in built:
+            built[key] = _build(prepared, stats, _config_of(config, key, prepared), replay)
+        verdicts[key] = accept(built[key][2])
+        return verdicts[key]
+
+    # A candidate dropped from the loop was behind the default in the rounds both ran; its median
+    # over those few rounds is not comparable with the default's over all of them.
+    finished = {k: v for k, v in speedup.items() if rounds[k] == rounds[default]}
+    chosen = choose(default, finished, nmse, accept=judged if accept is not None else None)
     if chosen not in built:
         built[chosen] = _build(prepared, stats, _config_of(config, chosen, prepared), replay)
     keys = list(speedup)
+    quality = "within the accuracy budget" if accept is not None else "within its output error"
     reason = (f"{_describe(chosen)}: {speedup[chosen]:.2f}x of FP32 at batch 1"
               + (f" against the default's ({_describe(default)}) {speedup[default]:.2f}x" if chosen != default else
-                 f", the default; no candidate within its output error was {SPEED_MARGIN:.2f}x faster"))
+                 f", the default; no candidate {quality} was {SPEED_MARGIN:.2f}x faster"))
+    if accept is not None:
+        reason += (f" ({len(verdicts)} faster candidate(s) scored on the evaluation data)" if verdicts else "")
     if not built[chosen][1].layers():
         reason += "; no layer pays off in integer here, so every layer stays float"
     if speedup[chosen] < 1.0:
@@ -129,8 +151,8 @@ def search(prepared: onnx.ModelProto, stats: Statistics, config: QuantConfig, sa
     plans = {k: built[k][1] if k in built else None for k in keys}  # the float candidate unbuilt: nothing quantized
     report = [TuningCandidate(min_reduction=k[0], integer_ops=k[1], layers=len(plans[k].layers()) if plans[k] else 0,
                               integer_op_nodes=len(plans[k].integer_ops) if plans[k] else 0, speedup=round(speedup[k], 4),
-                              nmse=float(f"{nmse[k]:.6g}"), rounds=rounds[k], chosen=k == chosen)
-              for k in sorted(keys, key=lambda k: (k[0] is None, k))]
+                              nmse=float(f"{nmse[k]:.6g}"), rounds=rounds[k], within_budget=verdicts.get(k), chosen=k == chosen)
+              for k in sorted(keys, key=_order)]
     tuning = LatencyTuning(runtime=serving, threads=threads, samples=len(samples), candidates=report, reason=reason,
                            seconds=round(time.perf_counter() - started, 3))
     log.info("latency search: %s", reason)
@@ -178,6 +200,10 @@ def _config_of(config: QuantConfig, key: Key, model: onnx.ModelProto) -> QuantCo
         layers = sorted((present & set(TARGETS[config.target].layers)) - set(config.ignore))
         return config.model_copy(update={"ignore": (*config.ignore, *layers)})
     return config.model_copy(update={"min_reduction": key[0], "integer_ops": key[1]})
+
+
+def _order(key: Key) -> tuple:
+    return (key[0] is None, key)
 
 
 def _describe(key: Key) -> str:

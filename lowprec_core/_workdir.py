@@ -2,6 +2,8 @@
 
     WORK/run.json            the run's identity: model, config, budget, evaluation data, labels
     WORK/stats/              the calibration statistics (a resumed run skips calibration)
+    WORK/tuning.json         with --tune latency: the latency search and the config it chose, where
+                             the search over float layers starts (a resumed run does not re-time)
     WORK/reference/          the FP32 reference outputs
     WORK/journal.jsonl       every evaluation, appended as it finishes
     WORK/iterations/NNNN.json  each iteration with the plan it evaluated
@@ -19,12 +21,15 @@ import numpy as np
 from ._config import AccuracyBudget, QuantConfig
 from ._errors import ConfigError
 from ._model_io import file_sha256
+from ._reports import LatencyTuning
+from ._storage import write_text
 
 STATS = "stats"
+TUNING = "tuning.json"
 
 
-def claim(work: Path, model_sha256: str, config: QuantConfig, accuracy: AccuracyBudget, eval_data, labels) -> None:
-    """A work dir serves one run: the same model, config, budget and evaluation data."""
+def claim(work: Path, model_sha256: str, config: QuantConfig, accuracy: AccuracyBudget, eval_data, labels, *, tune: str = "none") -> None:
+    """A work dir serves one run: the same model, config, budget, evaluation data and tuning."""
     identity = {
         "model_sha256": model_sha256,
         "config": config.model_dump(mode="json"),
@@ -32,6 +37,8 @@ def claim(work: Path, model_sha256: str, config: QuantConfig, accuracy: Accuracy
         "eval_data": identity_of(eval_data),
         "labels": identity_of(labels),
     }
+    if tune != "none":  # absent otherwise: work dirs of untuned runs keep their identity
+        identity["tune"] = tune
     marker = work / "run.json"
     if marker.exists():
         recorded = json.loads(marker.read_text())
@@ -46,6 +53,20 @@ def claim(work: Path, model_sha256: str, config: QuantConfig, accuracy: Accuracy
 def saved_stats(work: Path) -> Path | None:
     """The statistics an earlier run of this work dir saved, if it got that far."""
     return work / STATS if (work / STATS / "stats.json").exists() else None
+
+
+def save_tuning(work: Path, tuning: LatencyTuning, config: QuantConfig) -> None:
+    """The latency search's result and the config it chose, written once it is complete."""
+    write_text(work / TUNING, json.dumps({"tuning": tuning.model_dump(mode="json"), "config": config.model_dump(mode="json")}, indent=1))
+
+
+def saved_tuning(work: Path) -> tuple[LatencyTuning, QuantConfig] | None:
+    """What an earlier run of this work dir chose, if its latency search finished."""
+    path = work / TUNING
+    if not path.exists():
+        return None
+    saved = json.loads(path.read_text())
+    return LatencyTuning.model_validate(saved["tuning"]), QuantConfig.model_validate(saved["config"])
 
 
 def identity_of(value) -> str | None:

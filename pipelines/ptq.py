@@ -61,7 +61,7 @@ def ptq(
     the node labels of the pool that serves it (a nodeSelector, e.g. {"node.kubernetes.io/instance-type":
     "m7i.2xlarge"}); quantize and benchmark run there, so the accuracy-aware search's speed check
     and the benchmark measure that hardware. Empty: any node. `tune`: "latency" runs quantize's
-    latency search there (not with accuracy_aware)."""
+    latency search there (with accuracy_aware, the fastest placement within the budget)."""
     stats = step(calibrate(model_uri=model_uri, data_uri=calib_uri, runtime=runtime), "calibrate")
     quant = step(quantize(
         model_uri=model_uri, stats=stats.outputs["stats"], preset=preset, accuracy_aware=accuracy_aware,

@@ -104,8 +104,7 @@ def search(
     """Revert quantized layers to float, fewest first, until every metric is within `budget`."""
     evals = _Evaluations(backend, journal)
     scores = evals.full(())  # the backend may score FP32 in this same pass over the data
-    scoring = _Scoring(backend.reference, {m.name: m for m in metrics}, {b.metric: b.max_drop for b in budget.metrics},
-                       budget.drop_type == "relative")
+    scoring = _scoring(backend.reference, metrics, budget)
     record = _Recorder(evals, on_iteration)
     state = _State(scores=scores)
     record("full", (), [], scoring.figures(scores))
@@ -141,6 +140,15 @@ def search(
         proxy_passes=evals.counts["proxy"],
         seconds=round(evals.spent, 3),
     )
+
+
+def meets(reference: Scores, metrics: Sequence[Metric], budget: AccuracyBudget, scores: Scores) -> bool:
+    """Whether a model's per-sample `scores` keep every metric within its budget of FP32's `reference`."""
+    return _scoring(reference, metrics, budget).within(scores)
+
+
+def _scoring(reference: Scores, metrics: Sequence[Metric], budget: AccuracyBudget) -> _Scoring:
+    return _Scoring(reference, {m.name: m for m in metrics}, {b.metric: b.max_drop for b in budget.metrics}, budget.drop_type == "relative")
 
 
 Gain = tuple[float, float]  # (metric gain on the subset, output-error gain): the second breaks ties

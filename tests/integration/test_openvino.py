@@ -7,6 +7,7 @@ import json
 import sys
 from pathlib import Path
 
+import numpy as np
 import pytest
 
 import lowprec_core as lp
@@ -121,6 +122,30 @@ def test_the_latency_search_for_openvino_times_in_openvino(demo, tmp_path):
     floats = result.tuning.candidates[-1]
     assert floats.min_reduction is None and floats.layers == 0
     assert ((floats.speedup, floats.nmse) == (1.0, 0.0)) == (default == "f32")
+
+
+def test_the_latency_search_with_a_budget_scores_its_candidates_in_openvino(demo, tmp_path, monkeypatch):
+    """Timings forced so the last candidate timed is the fastest (every layer float where
+    OpenVINO runs float in bf16, else a quantized one): it is scored in OpenVINO and kept."""
+    from lowprec_core import _tuning, _validate
+
+    real = _tuning.measure
+
+    def forced(sessions, samples):
+        times, nmse = real(sessions, samples[:2])
+        n = len(samples)
+        return [np.full(n, 1.0), *(np.full(n, 1.0) for _ in times[1:-1]), np.full(n, 0.25)], nmse
+
+    monkeypatch.setattr(_tuning, "measure", forced)
+    scored_in = []
+    real_full = _validate.Evaluator.full
+    monkeypatch.setattr(_validate.Evaluator, "full", lambda self, model: scored_in.append(self.serving) or real_full(self, model))
+    budget = lp.AccuracyBudget(metrics=(lp.MetricBudget(metric="top1", max_drop=0.01),), min_speedup=0)
+    result = lp.quantize(demo["model"], tmp_path / "t.onnx", data=demo["calib"], config=lp.QuantConfig(target="openvino"),
+                         eval_data=demo["eval"], labels=demo["labels"], accuracy=budget, tune="latency")
+    (chosen,) = [c for c in result.tuning.candidates if c.chosen]
+    assert chosen.speedup == 4.0 and chosen.within_budget and result.accuracy.met
+    assert scored_in and set(scored_in) == {"openvino"}
 
 
 @pytest.mark.skipif(importlib.util.find_spec("silero_vad") is None, reason="make venv installs silero-vad")

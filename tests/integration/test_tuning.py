@@ -53,6 +53,24 @@ def test_the_fastest_candidate_within_the_defaults_error_is_kept(measured, kept)
     assert _tuning.choose((64, "target"), speedup, nmse) == kept
 
 
+@pytest.mark.parametrize(("speedup", "meets", "kept"), [
+    ({(64, "target"): 2.0, (0, "all"): 3.0, (256, "target"): 2.5}, {(0, "all"), (256, "target")}, (0, "all")),
+    ({(64, "target"): 2.0, (0, "all"): 3.0, (256, "target"): 2.5}, {(256, "target")}, (256, "target")),  # the fastest misses
+    ({(64, "target"): 2.0, (0, "all"): 3.0, (256, "target"): 2.05}, {(256, "target")}, (64, "target")),  # within the margin
+    ({(64, "target"): 0.8, (256, "target"): 0.85, _tuning.FLOAT: 1.0}, {_tuning.FLOAT}, _tuning.FLOAT),
+])
+def test_with_a_budget_the_fastest_candidate_that_meets_it_is_kept(speedup, meets, kept):
+    """The budget replaces the output-error rule: clearly faster candidates are judged fastest
+    first, and judging stops at the first that meets it (each judgement is a validation pass)."""
+    nmse = {k: 10.0 for k in speedup}  # the output error no longer decides
+    judged = []
+    chosen = _tuning.choose((64, "target"), speedup, nmse, accept=lambda k: judged.append(k) or k in meets)
+    assert chosen == kept
+    faster = sorted((k for k in speedup if speedup[k] >= speedup[(64, "target")] * _tuning.SPEED_MARGIN and k != (64, "target")),
+                    key=lambda k: -speedup[k])
+    assert judged == faster[:faster.index(kept) + 1] if kept in faster else judged == faster
+
+
 def test_candidates_try_integer_ops_only_where_the_runtime_has_them():
     assert _tuning.candidates(lp.QuantConfig()) == [(64, "target"), (0, "all"), (256, "target"), (64, "all")]
     assert _tuning.candidates(lp.QuantConfig(target="openvino")) == [(64, "target"), (0, "target"), (256, "target")]
@@ -92,7 +110,7 @@ def test_the_searchs_integer_ops_choice_is_in_the_config_and_reproduces(tmp_path
     model = tmp_path / "residual.onnx"
     onnx.save(models.residual_block(), model)
     data = models.feeds(models.residual_block(), batches=4, batch=4)
-    monkeypatch.setattr(_tuning, "choose", lambda default, speedup, nmse: (0, "all"))
+    monkeypatch.setattr(_tuning, "choose", lambda default, speedup, nmse, accept=None: (0, "all"))
     out = tmp_path / "t.onnx"
     result = lp.quantize(model, out, data=data, tune="latency")
     config = result.plan.config
@@ -131,7 +149,6 @@ def test_where_nothing_quantized_beats_fp32_the_search_says_so_and_keeps_every_l
 
 @pytest.mark.parametrize(("extra", "needle"), [
     (["--stats", "STATS"], "--tune latency measures the candidates on data: give --data (or --eval)"),
-    (["--data", "CALIB", "--eval", "EVAL", "--labels", "LABELS", "--metric", "top1"], "does not run with the accuracy-aware search"),
     (["--data", "CALIB", "--tune-threads", "0"], "tune_threads must be a positive thread count, not 0"),
 ])
 def test_bad_tuning_requests_are_exit_2_before_any_work(demo, tmp_path, capsys, extra, needle):
@@ -142,3 +159,97 @@ def test_bad_tuning_requests_are_exit_2_before_any_work(demo, tmp_path, capsys, 
     args = ["quantize", str(demo["model"]), "--out", str(out), "--tune", "latency", *[names.get(a, a) for a in extra]]
     assert main(args) == 2
     assert needle in capsys.readouterr().err and not out.exists()
+
+
+def _fastest_last(monkeypatch):
+    """Timings forced: the default at 1.0x of FP32, the other candidates at 2x, the last timed at
+    4x; output errors measured for real on two samples."""
+    real = _tuning.measure
+    calls = []
+
+    def forced(sessions, samples):
+        calls.append(len(sessions))
+        times, nmse = real(sessions, samples[:2])
+        n = len(samples)
+        return [np.full(n, 1.0), np.full(n, 1.0), *(np.full(n, 0.5) for _ in times[2:-1]), np.full(n, 0.25)], nmse
+
+    monkeypatch.setattr(_tuning, "measure", forced)
+    return calls
+
+
+def _budget(**drops):
+    return lp.AccuracyBudget(metrics=tuple(lp.MetricBudget(metric=m, max_drop=d) for m, d in drops.items()), min_speedup=0)
+
+
+def test_with_a_budget_the_fastest_placement_within_it_is_kept_and_scored_once(demo, tmp_path, monkeypatch):
+    """The latency search with the accuracy-aware search: the forced-fastest candidate meets a
+    loose budget, so it is kept; the search over float layers starts from it, and the model the
+    latency search judged is not scored a second time."""
+    from lowprec_core import _validate
+
+    _fastest_last(monkeypatch)
+    passes = []
+    real_pass = _validate.Evaluator._pass
+    monkeypatch.setattr(_validate.Evaluator, "_pass", lambda self, sess: passes.append(sess) or real_pass(self, sess))
+    out = tmp_path / "t.onnx"
+    result = lp.quantize(demo["model"], out, data=demo["calib"], eval_data=demo["eval"], labels=demo["labels"],
+                         accuracy=_budget(top1=0.05), tune="latency", work_dir=tmp_path / "work")
+    tuning, search, config = result.tuning, result.accuracy, result.plan.config
+    (chosen,) = [c for c in tuning.candidates if c.chosen]
+    judged = [c for c in tuning.candidates if c.within_budget is not None]
+    assert judged == [chosen] and chosen.within_budget and chosen.speedup == 4.0
+    assert (config.min_reduction, config.integer_ops) == (chosen.min_reduction, chosen.integer_ops) != (64, "target")
+    assert "within the accuracy budget" not in tuning.reason and "1 faster candidate(s) scored" in tuning.reason
+    assert search.met and search.float_layers == {} and len(passes) == 1  # one pass: the reference and the candidate
+    assert len(result.plan.layers()) == chosen.layers
+    again = tmp_path / "again.onnx"
+    lp.quantize(demo["model"], again, data=demo["calib"], config=config)
+    assert again.read_bytes() == out.read_bytes()
+
+
+def test_a_budget_the_fast_candidates_miss_leaves_the_search_over_float_layers_to_meet_it(demo, tmp_path, monkeypatch):
+    """A budget no quantized candidate meets (the logits' MSE within 0.0005 of FP32's): each
+    clearly faster candidate is judged and misses, the default stays, and layers go back to float
+    from there until the budget holds."""
+    _fastest_last(monkeypatch)
+    result = lp.quantize(demo["model"], tmp_path / "t.onnx", data=demo["calib"], eval_data=demo["eval"], labels=demo["labels"],
+                         accuracy=_budget(mse=0.0005), tune="latency")
+    tuning, search, config = result.tuning, result.accuracy, result.plan.config
+    (chosen,) = [c for c in tuning.candidates if c.chosen]
+    assert (chosen.min_reduction, chosen.integer_ops, chosen.within_budget) == (64, "target", None)
+    judged = [c for c in tuning.candidates if c.within_budget is not None]
+    assert judged and not any(c.within_budget for c in judged) and all(c.speedup > chosen.speedup for c in judged)
+    assert search.met and search.float_layers and set(search.float_layers) <= set(config.ignore)
+    assert (config.min_reduction, config.integer_ops) == (64, "target")
+
+
+def test_a_resumed_tuned_search_reads_the_latency_search_from_its_work_dir(demo, tmp_path, monkeypatch):
+    calls = _fastest_last(monkeypatch)
+    args = ["quantize", str(demo["model"]), "--data", str(demo["calib"]), "--eval", str(demo["eval"]), "--labels", str(demo["labels"]),
+            "--metric", "top1=0.05", "--min-speedup", "0", "--tune", "latency", "--work-dir", str(tmp_path / "work")]
+    first, second = tmp_path / "first.onnx", tmp_path / "second.onnx"
+    assert main([*args, "--out", str(first), "--report", str(tmp_path / "first.json")]) == 0 and len(calls) == 1
+    assert main([*args, "--out", str(second), "--report", str(tmp_path / "second.json")]) == 0 and len(calls) == 1  # not re-timed
+    assert second.read_bytes() == first.read_bytes()
+    reports = [json.loads((tmp_path / f"{n}.json").read_text()) for n in ("first", "second")]
+    assert reports[0]["tuning"] == reports[1]["tuning"]
+    # A work dir is one run's: the same budget without the search is another run.
+    assert main(args[:-4] + ["--work-dir", str(tmp_path / "work"), "--out", str(tmp_path / "x.onnx")]) == 2
+
+
+def test_a_candidate_dropped_from_the_timing_loop_is_never_kept(demo, tmp_path, monkeypatch):
+    """Its median over the rounds it ran is reported, but it lost to the default in those rounds:
+    a faster-looking figure over fewer rounds must not replace the default."""
+    real = _tuning.measure
+
+    def forced(sessions, samples):
+        times, nmse = real(sessions, samples[:2])
+        n = len(samples)
+        return [np.full(n, 1.0), np.full(n, 0.5), *(np.full(_tuning.DROP_AFTER, 0.25) for _ in times[2:])], nmse
+
+    monkeypatch.setattr(_tuning, "measure", forced)
+    result = lp.quantize(demo["model"], tmp_path / "t.onnx", data=demo["calib"], tune="latency")
+    (chosen,) = [c for c in result.tuning.candidates if c.chosen]
+    dropped = [c for c in result.tuning.candidates if c.rounds == _tuning.DROP_AFTER]
+    assert dropped and all(c.speedup == 4.0 for c in dropped)
+    assert (chosen.min_reduction, chosen.integer_ops, chosen.speedup) == (64, "target", 2.0)
