@@ -208,16 +208,19 @@ def run_model(model_name: str, variants: list[str], workdir: Path, rounds: int, 
     return rows
 
 
+def machine() -> str:
+    """The cores, the CPU and its integer ISA, as the results name them."""
+    cpu, isa = lp.cpu_description()
+    return f"{mp.cpu_count()} cores ({cpu or platform.processor() or platform.machine()}; integer ISA: {', '.join(isa) or 'none detected'})"
+
+
 def render(rows: list[dict], command: str, rounds: int = 60, runtime: str = "onnxruntime") -> str:
-    cpu = platform.processor() or platform.machine()
-    flags = Path("/proc/cpuinfo").read_text() if Path("/proc/cpuinfo").exists() else ""
-    isa = "AVX512-VNNI" if "avx512_vnni" in flags else ("AVX-VNNI" if "avx_vnni" in flags else "no VNNI")
     lines = [
         "# lowprec vs anchors" + (" in OpenVINO" if runtime == "openvino" else ""),
         "",
         f"Command: `{command}`",
         "",
-        f"Machine: {mp.cpu_count()} cores ({cpu}, {isa}); onnxruntime {ort.__version__}, onnx {onnx.__version__}"
+        f"Machine: {machine()}; onnxruntime {ort.__version__}, onnx {onnx.__version__}"
         + (f", openvino {_openvino_version()}." if runtime == "openvino" else "."),
         *(["Every model scored and timed in OpenVINO's CPU plugin: FP32 at f32 (the reference the speedups divide), INT8 models",
            "at the plugin's default; 'vs default' divides FP32 at OpenVINO's own default precision (bf16 where the CPU has it)."]
