@@ -36,8 +36,14 @@ def quantize_markdown(report: QuantizeReport) -> str:
                   "", tuning.reason, "", "| min_reduction | integer_ops | layers quantized | weightless ops on integers | speedup b=1 | output NMSE | "
                   + ("accuracy budget | " if scored else "") + "kept |", "|---|---|---|---|---|---|" + ("---|" if scored else "") + "---|"]
         budget = {None: "", True: "met", False: "missed"}
-        lines += [f"| {'every layer float' if c.min_reduction is None else c.min_reduction} | {c.integer_ops} | {c.layers} | {c.integer_op_nodes} | {c.speedup:.2f}x | {c.nmse:.3g} | "
+        lines += [f"| {'every layer float' if c.min_reduction is None else c.min_reduction}"
+                  f"{f' less {len(c.float_layers)} layer(s) slower in integer' if c.float_layers else ''} | {c.integer_ops} | {c.layers} | {c.integer_op_nodes} | {c.speedup:.2f}x | {c.nmse:.3g} | "
                   + (f"{budget[c.within_budget]} | " if scored else "") + f"{'yes' if c.chosen else ''} |" for c in tuning.candidates]
+        slower = {name: cost for name, cost in tuning.layer_costs.items() if cost > 0}
+        if tuning.layer_costs:
+            lines += ["", f"Profiled layer by layer: {len(slower)} of the default's {len(tuning.layer_costs)} layers run slower in integer than "
+                      f"in float ({sum(slower.values()):.0f} us a run)" + (": " + ", ".join(f"`{n}` +{c:.0f} us" for n, c in
+                                                                                        sorted(slower.items(), key=lambda x: -x[1])[:8]) if slower else ".")]
     if report.layers is not None and report.layers.layers:
         lines += ["", inspect_markdown(report.layers)]
     return "\n".join(lines) + "\n"

@@ -62,6 +62,7 @@ class TuningCandidate(BaseModel):
     nmse: float  # output error against FP32: normalized MSE over the tuning samples it ran
     rounds: int = 0  # timing rounds it ran (fewer where it fell clearly behind the default)
     within_budget: bool | None = None  # with an accuracy budget: whether it met it (None: not scored)
+    float_layers: list[str] = []  # the default's layers its profile found slower in integer, left float
     chosen: bool = False
 
 
@@ -74,6 +75,9 @@ class LatencyTuning(BaseModel):
     candidates: list[TuningCandidate]
     reason: str
     seconds: float
+    # Per layer of the default: microseconds a run spends on it in integer minus in float, profiled
+    # in the runtime (> 0: slower in integer).
+    layer_costs: dict[str, float] = {}
 
 
 class LayerError(BaseModel):

@@ -26,6 +26,7 @@ the others.
 from __future__ import annotations
 
 import logging
+import re
 import time
 from collections.abc import Callable, Iterable
 
@@ -36,7 +37,7 @@ from . import _runtime as runtime
 from ._calibration.stats import Statistics
 from ._config import QuantConfig
 from ._data import Feed
-from ._graph import all_nodes
+from ._graph import all_nodes, consumers
 from ._ops import RUNTIME_INTEGER_OPS, TARGETS
 from ._quantize.default import quantize_model
 from ._quantize.plan import QuantPlan
@@ -57,8 +58,16 @@ WARMUP = 1  # untimed runs of each model first (ORT's and OpenVINO's first run a
 # with a looser margin.
 DROP_AFTER = 3
 DROP_MARGIN = 1.05
+# The default and the float model are profiled node by node (PROFILE_RUNS runs each, after one
+# untimed) to cost each layer in integer against float; the default less the layers found slower
+# becomes a candidate where they take at least PROFILE_GAIN of its run: below that it could not
+# beat the default by SPEED_MARGIN, and each candidate costs its timing.
+PROFILE_RUNS = 2
+PROFILE_GAIN = 0.03
 
-Key = tuple[int | None, str]  # (min_reduction, integer_ops); min_reduction None: every layer float
+# (min_reduction, integer_ops), min_reduction None for every layer float; or (min_reduction,
+# integer_ops, layers left float by name), the default less the layers its profile finds slower.
+Key = tuple
 FLOAT: Key = (None, "target")
 
 
@@ -106,8 +115,14 @@ def search(prepared: onnx.ModelProto, stats: Statistics, config: QuantConfig, sa
             continue
         seen.add(data)
         built[key] = (model, plan, data)
+    default = next(iter(built))
+    reference = prepared.SerializeToString()
+    costs, key = _profiled(prepared, reference, built[default], default, samples[0], serving, threads)
+    if key is not None:
+        model, plan, data = _build(prepared, stats, _config_of(config, key, prepared), replay)
+        if data not in seen:
+            built[key] = (model, plan, data)
     timed = list(built)
-    default = timed[0]
     # Every layer float, where each plan quantizes some: at f32 it is the reference itself, so
     # it is only built (and timed) where the runtime runs float faster, or once it is kept.
     floats = all(plan.layers() for _, plan, _ in built.values())
@@ -115,7 +130,7 @@ def search(prepared: onnx.ModelProto, stats: Statistics, config: QuantConfig, sa
         built[FLOAT] = _build(prepared, stats, _config_of(config, FLOAT, prepared), replay)
         timed.append(FLOAT)
     sessions = [runtime.serving_session(m, runtime=serving, threads=threads, precision=p, spinning=True)
-                for m, p in ((prepared.SerializeToString(), "f32"), *((built[k][2], None) for k in timed))]
+                for m, p in ((reference, "f32"), *((built[k][2], None) for k in timed))]
     times, errors = measure(sessions, samples)
     speedup = {k: float(np.median(times[0][:len(t)] / t)) for k, t in zip(timed, times[1:])}
     nmse = dict(zip(timed, errors))
@@ -151,10 +166,11 @@ def search(prepared: onnx.ModelProto, stats: Statistics, config: QuantConfig, sa
     plans = {k: built[k][1] if k in built else None for k in keys}  # the float candidate unbuilt: nothing quantized
     report = [TuningCandidate(min_reduction=k[0], integer_ops=k[1], layers=len(plans[k].layers()) if plans[k] else 0,
                               integer_op_nodes=len(plans[k].integer_ops) if plans[k] else 0, speedup=round(speedup[k], 4),
-                              nmse=float(f"{nmse[k]:.6g}"), rounds=rounds[k], within_budget=verdicts.get(k), chosen=k == chosen)
+                              nmse=float(f"{nmse[k]:.6g}"), rounds=rounds[k], within_budget=verdicts.get(k), chosen=k == chosen,
+                              float_layers=list(k[2]) if len(k) > 2 else [])
               for k in sorted(keys, key=_order)]
     tuning = LatencyTuning(runtime=serving, threads=threads, samples=len(samples), candidates=report, reason=reason,
-                           seconds=round(time.perf_counter() - started, 3))
+                           seconds=round(time.perf_counter() - started, 3), layer_costs={k: round(v, 1) for k, v in costs.items()})
     log.info("latency search: %s", reason)
     model, plan, _ = built[chosen]
     return model, plan, tuning, _config_of(config, chosen, prepared)
@@ -189,6 +205,122 @@ def measure(sessions, samples: list[Feed]) -> tuple[list[np.ndarray], list[float
     return [np.array(t) for t in times], [float(e / max(p, 1e-30)) for e, p in zip(error[1:], power[1:])]
 
 
+# A runtime names a node it made from a model's node after it, or after its output, with a suffix:
+# ONNX Runtime's "_token_N" (a QDQ group fused into QLinearConv), "_nchwc" (a conv in blocked
+# layout), "/duplicated" (a DequantizeLinear copied per reader); OpenVINO's "/WithoutBiases".
+_RUNTIME_SUFFIX = re.compile(r"(_token_\d+|_nchwc|/duplicated|/WithoutBiases)+$")
+_QDQ = ("QuantizeLinear", "DequantizeLinear")
+
+
+class _Names:
+    """One model's node names, for reading a runtime's profile of it."""
+
+    def __init__(self, model: onnx.ModelProto, layers: set[str]) -> None:
+        self.nodes = {node.name: node for node in model.graph.node}
+        self.producer = {out: node.name for node in model.graph.node for out in node.output}
+        self.readers = consumers(model.graph)
+        self.layers = layers
+
+    def resolve(self, runtime_name: str) -> set[str]:
+        """The model's nodes a runtime node runs: the node it is named after (or whose output
+        it is named after) and, where that is an activation fused into a layer, the layer too."""
+        for name in (runtime_name, _RUNTIME_SUFFIX.sub("", runtime_name)):
+            node = name if name in self.nodes else self.producer.get(name)
+            if node is not None:
+                found = {node}
+                # An activation (one computed input) fused into the layer it reads, if it is that layer's only reader.
+                sources = [(tensor, self.producer[tensor]) for tensor in self.nodes[node].input if tensor in self.producer]
+                if self.nodes[node].op_type not in _QDQ and len(sources) == 1:
+                    tensor, source = sources[0]
+                    if source in self.layers and len(self.readers.get(tensor, [])) == 1:
+                        found.add(source)
+                return found
+        return set()
+
+    def owners(self, name: str) -> set[str]:
+        """The quantized layers a node is part of: the layer itself, or, for a quantizer, the
+        layers that read what it quantizes (else the layer whose output it quantizes)."""
+        if name in self.layers:
+            return {name}
+        node = self.nodes[name]
+        if node.op_type not in _QDQ:
+            return set()
+        found: set[str] = set()
+        frontier = list(node.output)
+        while frontier:
+            for reader in self.readers.get(frontier.pop(), []):
+                if reader.op_type in _QDQ:
+                    frontier.extend(reader.output)
+                elif reader.name in self.layers:
+                    found.add(reader.name)
+        source = node
+        while not found and source is not None and source.op_type in _QDQ:
+            producer = self.producer.get(source.input[0])
+            source = self.nodes.get(producer) if producer else None
+            if source is not None and source.name in self.layers:
+                found.add(source.name)
+        return found
+
+
+def layer_costs(prepared: onnx.ModelProto, int8: onnx.ModelProto, layers: list[str], float_profile: list[runtime.NodeTime],
+                int8_profile: list[runtime.NodeTime]) -> dict[str, float]:
+    """Per quantized layer: the microseconds a run spends on it in INT8 (its integer kernel and
+    its quantizers) minus what it spends on it in float, from one profile of each model in the
+    serving runtime. Each node of the INT8 profile is paired with the float nodes that run any of
+    the same model nodes; the difference goes to the quantized layers it is part of (shared
+    equally). A float node no INT8 node pairs with credits its layers. Approximate by nature (a
+    runtime fuses differently around integer kernels); the candidate it suggests is timed."""
+    quantized = set(layers)
+    before, after = _Names(prepared, quantized), _Names(int8, quantized)
+
+    def names(item: runtime.NodeTime, graph: _Names) -> set[str]:
+        return set().union(*(graph.resolve(n) for n in (item.fused or (item.name,))))
+
+    float_names = [names(item, before) for item in float_profile]
+    by_name: dict[str, list[int]] = {}
+    for index, found in enumerate(float_names):
+        for name in found:
+            by_name.setdefault(name, []).append(index)
+    paired: set[int] = set()
+    cost = dict.fromkeys(layers, 0.0)
+    for item in int8_profile:
+        found = names(item, after)
+        matched = {i for name in found for i in by_name.get(name, []) if i not in paired}
+        paired |= matched
+        owners = set().union(*(after.owners(name) for name in found)) if found else set()
+        for layer in owners:
+            cost[layer] += (item.micros - sum(float_profile[i].micros for i in matched)) / len(owners)
+    for index, item in enumerate(float_profile):
+        owners = float_names[index] & quantized
+        if index not in paired and owners:
+            for layer in owners:
+                cost[layer] -= item.micros / len(owners)
+    return cost
+
+
+def _profiled(prepared: onnx.ModelProto, reference: bytes, default: tuple[onnx.ModelProto, QuantPlan, bytes], key: Key, sample: Feed,
+              serving: str, threads: int) -> tuple[dict[str, float], Key | None]:
+    """The default's layers costed one by one from a profile of it and of the float model (at
+    the runtime's own float precision), and the candidate that leaves float those slower in
+    integer, where together they take PROFILE_GAIN of the default's run. Only where the runtime
+    runs float below f32 (OpenVINO's bf16): there a float layer competes with its integer form
+    one by one. At f32 the reduction floor already tells them apart: on 2-core Zen 4 in ONNX
+    Runtime, the default less the layers its profile found slower ran within noise of it on PP-OCR
+    cls, det, rec and Magika (1.06 against 1.06x, 1.60 against 1.58x, 1.70 against 1.78x, 2.69
+    against 2.64x), and profiling det costs 0.9 s, a third of the search."""
+    model, plan, data = default
+    if not plan.nodes or runtime.float_precision(serving) == "f32":
+        return {}, None
+    float_profile = runtime.profile(reference, sample, runtime=serving, threads=threads, runs=PROFILE_RUNS)
+    int8_profile = runtime.profile(data, sample, runtime=serving, threads=threads, runs=PROFILE_RUNS)
+    costs = layer_costs(prepared, model, plan.nodes, float_profile, int8_profile)
+    slower = tuple(layer for layer in plan.nodes if costs[layer] > 0)
+    gain = sum(costs[layer] for layer in slower)
+    total = sum(item.micros for item in int8_profile)
+    log.info("latency search: the profile finds %d of %d layers slower in integer (%.0f of %.0f us)", len(slower), len(plan.nodes), gain, total)
+    return costs, ((*key[:2], slower) if slower and gain >= PROFILE_GAIN * total else None)
+
+
 def _build(prepared: onnx.ModelProto, stats: Statistics, config: QuantConfig, replay) -> tuple[onnx.ModelProto, QuantPlan, bytes]:
     model, plan = quantize_model(prepared, stats, config, feeds=replay)
     return model, plan, model.SerializeToString()
@@ -199,7 +331,10 @@ def _config_of(config: QuantConfig, key: Key, model: onnx.ModelProto) -> QuantCo
         present = {node.op_type for node in all_nodes(model.graph)}
         layers = sorted((present & set(TARGETS[config.target].layers)) - set(config.ignore))
         return config.model_copy(update={"ignore": (*config.ignore, *layers)})
-    return config.model_copy(update={"min_reduction": key[0], "integer_ops": key[1]})
+    update = {"min_reduction": key[0], "integer_ops": key[1]}
+    if len(key) > 2:  # the layers the profile found slower in integer, by name
+        update["ignore"] = (*config.ignore, *key[2])
+    return config.model_copy(update=update)
 
 
 def _order(key: Key) -> tuple:
@@ -209,4 +344,5 @@ def _order(key: Key) -> tuple:
 def _describe(key: Key) -> str:
     if key == FLOAT:
         return "every layer float"
-    return f"min_reduction {key[0]}" + (f", integer_ops {key[1]}" if key[1] != "target" else "")
+    return (f"min_reduction {key[0]}" + (f", integer_ops {key[1]}" if key[1] != "target" else "")
+            + (f", {len(key[2])} layer(s) the profile found slower in integer left float" if len(key) > 2 else ""))

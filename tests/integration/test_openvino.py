@@ -122,6 +122,9 @@ def test_the_latency_search_for_openvino_times_in_openvino(demo, tmp_path):
     floats = result.tuning.candidates[-1]
     assert floats.min_reduction is None and floats.layers == 0
     assert ((floats.speedup, floats.nmse) == (1.0, 0.0)) == (default == "f32")
+    # Where float runs in bf16, every layer of the default is costed from OpenVINO's profiles.
+    default_candidate = next(c for c in result.tuning.candidates if (c.min_reduction, c.integer_ops, c.float_layers) == (64, "target", []))
+    assert len(result.tuning.layer_costs) == (default_candidate.layers if default != "f32" else 0)
 
 
 def test_the_latency_search_with_a_budget_scores_its_candidates_in_openvino(demo, tmp_path, monkeypatch):

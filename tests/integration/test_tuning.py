@@ -9,8 +9,15 @@ import onnx
 import pytest
 
 import lowprec_core as lp
-from lowprec_core import _tuning
+from lowprec_core import _runtime, _tuning
 from lowprec_core._cli import main
+
+
+@pytest.fixture(autouse=True)
+def no_profiled_candidate(monkeypatch):
+    """Whether the profile suggests a candidate depends on this machine's timings: here it never
+    does (the profile still runs and costs every layer), except where a test forces it."""
+    monkeypatch.setattr(_tuning, "PROFILE_GAIN", float("inf"))
 
 
 def test_the_latency_search_reports_every_candidate_and_its_choice_reproduces(demo, tmp_path, capsys):
@@ -26,6 +33,7 @@ def test_the_latency_search_reports_every_candidate_and_its_choice_reproduces(de
     (chosen,) = [c for c in tuning["candidates"] if c["chosen"]]
     assert len(result["plan"]["nodes"]) == chosen["layers"]
     assert all(c["speedup"] > 0 and c["nmse"] >= 0 for c in tuning["candidates"]) and tuning["samples"] == _tuning.SAMPLES
+    assert tuning["layer_costs"] == {}  # ORT runs float at f32: its layers are not profiled one by one
     # The choice is in the config: naming it gives the same bytes without a search.
     if chosen["min_reduction"] is None:
         named = ["--ignore", *config["ignore"]]
@@ -253,3 +261,81 @@ def test_a_candidate_dropped_from_the_timing_loop_is_never_kept(demo, tmp_path, 
     dropped = [c for c in result.tuning.candidates if c.rounds == _tuning.DROP_AFTER]
     assert dropped and all(c.speedup == 4.0 for c in dropped)
     assert (chosen.min_reduction, chosen.integer_ops, chosen.speedup) == (64, "target", 2.0)
+
+
+def _residual(tmp_path):
+    """The residual block quantized by default (conv0 and conv1; conv0's Relu folded into its
+    output quantizer), with its prepared float model."""
+    from lowprec_core._model_io import prepare
+    from lowprec_core._ops import TARGETS
+    from tests import models
+
+    model = models.residual_block()
+    onnx.save(model, tmp_path / "m.onnx")
+    result = lp.quantize(tmp_path / "m.onnx", tmp_path / "q.onnx", data=models.feeds(model, batches=2, batch=2))
+    assert result.plan.nodes == ["conv0", "conv1"]
+    return prepare(model, TARGETS["cpu"].runtime), onnx.load(tmp_path / "q.onnx"), result.plan.nodes
+
+
+def test_layer_costs_pair_each_runtime_node_with_its_float_counterpart(tmp_path):
+    """ONNX Runtime's names: a conv fused with its Relu named after the Relu's output, QLinearConv
+    named after the conv, quantizers by their own names. Each INT8 node's time minus its float
+    counterpart's goes to the layers it belongs to: a quantizer to the layers reading it (else to
+    the layer whose output it quantizes); nodes in both profiles belong to no layer."""
+    prepared, int8, layers = _residual(tmp_path)
+    T = _runtime.NodeTime
+    common = [T("add", 2.0), T("conv2", 8.0), T("gate", 1.0)]
+    float_profile = [T("r_nchwc", 10.0), T("conv1", 20.0), *common]
+    int8_profile = [T("x_QuantizeLinear", 3.0), T("conv0_token_5", 4.0), T("r_QuantizeLinear", 2.0), T("conv1_token_6", 25.0),
+                    T("a_DequantizeLinear/duplicated", 1.0), *common]
+    assert _tuning.layer_costs(prepared, int8, layers, float_profile, int8_profile) == {"conv0": 3.0 + 4.0 - 10.0, "conv1": 2.0 + 5.0 + 1.0}
+    # A float layer no INT8 node pairs with is credited to it.
+    assert _tuning.layer_costs(prepared, int8, layers, float_profile, int8_profile[:1] + int8_profile[2:])["conv0"] == 3.0 - 10.0
+
+
+def test_layer_costs_read_openvinos_fused_names(tmp_path):
+    """OpenVINO lists the model's nodes each of its nodes runs: a quantizer fused into the Add
+    before it costs what the fused node takes over the float Add, charged to the layer reading it."""
+    prepared, int8, layers = _residual(tmp_path)
+    T = _runtime.NodeTime
+    float_profile = [T("Conv_1", 10.0, ("conv0", "relu0")), T("Conv_2", 20.0, ("conv1",)), T("Add_3", 5.0, ("add",))]
+    int8_profile = [T("Conv_1", 6.0, ("conv0",)), T("Conv_2", 12.0, ("conv1",)), T("Add_3", 9.0, ("add", "r_DequantizeLinear"))]
+    assert _tuning.layer_costs(prepared, int8, layers, float_profile, int8_profile) == {"conv0": -4.0, "conv1": -8.0 + 4.0}
+
+
+@pytest.mark.parametrize("serving", ["onnxruntime", "openvino"])
+def test_profiles_of_a_real_runtime_cost_every_layer_and_leave_no_file(demo, tmp_path, monkeypatch, serving):
+    from lowprec_core._model_io import prepare
+    from lowprec_core._ops import TARGETS
+
+    monkeypatch.chdir(tmp_path)
+    config = lp.QuantConfig(target="openvino" if serving == "openvino" else "cpu")
+    result = lp.quantize(demo["model"], tmp_path / "q.onnx", data=demo["calib"], config=config)
+    prepared = prepare(onnx.load(demo["model"]), TARGETS[config.target].runtime)
+    int8 = onnx.load(tmp_path / "q.onnx")
+    sample = {"image": np.load(demo["calib"])["image"][:1]}
+    profiles = [_runtime.profile(m.SerializeToString(), sample, runtime=serving, threads=1, runs=2) for m in (prepared, int8)]
+    assert all(p and all(item.micros >= 0 for item in p) for p in profiles)
+    costs = _tuning.layer_costs(prepared, int8, result.plan.nodes, *profiles)
+    assert set(costs) == set(result.plan.nodes) and any(costs.values())
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["q.onnx"]
+
+
+def test_the_default_less_the_layers_its_profile_finds_slower_is_a_candidate_that_reproduces(demo, tmp_path, monkeypatch):
+    """Costs forced: the profile finds the first layer slower in integer. The default less that
+    layer is built and timed; kept (the rule forced), its config names the layer and rebuilds it."""
+    monkeypatch.setattr(_tuning, "PROFILE_GAIN", 0.0)
+    monkeypatch.setattr(_runtime, "float_precision", lambda serving: "bf16")  # as OpenVINO on a bf16 CPU
+    monkeypatch.setattr(_tuning, "layer_costs", lambda prepared, int8, layers, *profiles: {n: 1.0 if i == 0 else -1.0 for i, n in enumerate(layers)})
+    monkeypatch.setattr(_tuning, "choose", lambda default, speedup, nmse, accept=None: next(k for k in speedup if len(k) > 2))
+    out = tmp_path / "t.onnx"
+    result = lp.quantize(demo["model"], out, data=demo["calib"], tune="latency")
+    tuning, config = result.tuning, result.plan.config
+    (chosen,) = [c for c in tuning.candidates if c.chosen]
+    first = list(tuning.layer_costs)[0]
+    assert chosen.float_layers == [first] and (chosen.min_reduction, chosen.integer_ops) == (64, "target")
+    assert tuning.layer_costs[first] == 1.0 and first in config.ignore and first not in result.plan.layers()
+    assert "1 layer(s) the profile found slower in integer left float" in tuning.reason
+    again = tmp_path / "again.onnx"
+    lp.quantize(demo["model"], again, data=demo["calib"], config=config)
+    assert again.read_bytes() == out.read_bytes()
