@@ -26,6 +26,7 @@ the others.
 from __future__ import annotations
 
 import logging
+import math
 import re
 import time
 from collections.abc import Callable, Iterable
@@ -52,6 +53,11 @@ QUALITY_SLACK = 1.25  # a candidate's output NMSE may be at most this times the 
 SPEED_MARGIN = 1.05
 SAMPLES = 10  # tuning samples, one per round
 WARMUP = 1  # untimed runs of each model first (ORT's and OpenVINO's first run allocates)
+# A round runs each model this long at least on its sample (repeats, at most MAX_REPS, from the
+# reference's time): one run of a sub-millisecond model varied by 10-15 % from round to round
+# (PP-OCR cls in OpenVINO, 2-core Zen 4), as much as the candidates differ.
+ROUND_MS = 5.0
+MAX_REPS = 16
 # After this many rounds, candidates running slower than the default by more than DROP_MARGIN
 # stop being timed: to be kept they would have to gain ~10 % on it over the rounds left. On
 # PP-OCRv4 det (ORT, 2-core Zen 4, CLI) the search then costs 2.9x the command without it, 3.2x
@@ -178,12 +184,15 @@ def search(prepared: onnx.ModelProto, stats: Statistics, config: QuantConfig, sa
 
 def measure(sessions, samples: list[Feed]) -> tuple[list[np.ndarray], list[float]]:
     """Round by round, every session on one sample: sessions[0] is the FP32 reference and
-    sessions[1] the default. Returns the milliseconds of each run, per session (a session
-    dropped after DROP_AFTER rounds has fewer), and each candidate's output NMSE against the
-    reference's over the samples it ran."""
+    sessions[1] the default. Returns the milliseconds of each run (the mean of a round's
+    repeats), per session (a session dropped after DROP_AFTER rounds has fewer), and each
+    candidate's output NMSE against the reference's over the samples it ran."""
     for sess in sessions:
         for _ in range(WARMUP):
             sess.run(None, samples[0])
+    start = time.perf_counter()
+    sessions[0].run(None, samples[0])
+    reps = min(MAX_REPS, max(1, math.ceil(ROUND_MS / max((time.perf_counter() - start) * 1e3, 1e-3))))
     times: list[list[float]] = [[] for _ in sessions]
     error, power = np.zeros(len(sessions)), np.zeros(len(sessions))
     running = list(range(len(sessions)))
@@ -194,8 +203,9 @@ def measure(sessions, samples: list[Feed]) -> tuple[list[np.ndarray], list[float
         outputs = {}
         for i in running if index % 2 == 0 else running[::-1]:
             start = time.perf_counter()
-            outputs[i] = sessions[i].run(None, feed)
-            times[i].append((time.perf_counter() - start) * 1e3)
+            for _ in range(reps):
+                outputs[i] = sessions[i].run(None, feed)
+            times[i].append((time.perf_counter() - start) * 1e3 / reps)
         for at, ref in enumerate(outputs[0]):
             if np.issubdtype(ref.dtype, np.floating):
                 ref = ref.astype(np.float64)

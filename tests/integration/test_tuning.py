@@ -102,12 +102,25 @@ class _Fixed:
 def test_measure_times_every_session_and_drops_those_far_behind_the_default():
     ref = np.ones(4, dtype=np.float32)
     samples = [{"x": np.zeros(1)}] * _tuning.SAMPLES
-    sessions = [_Fixed(0.004, [ref]), _Fixed(0.002, [ref * 1.1]), _Fixed(0.008, [ref]), _Fixed(0.002, [ref, np.arange(3)])]
+    sessions = [_Fixed(0.006, [ref]), _Fixed(0.003, [ref * 1.1]), _Fixed(0.012, [ref]), _Fixed(0.003, [ref, np.arange(3)])]
     times, nmse = _tuning.measure(sessions, samples)
     assert [len(t) for t in times] == [_tuning.SAMPLES, _tuning.SAMPLES, _tuning.DROP_AFTER, _tuning.SAMPLES]
     assert np.median(times[0] / times[1]) == pytest.approx(2.0, rel=0.3)
     assert nmse == [pytest.approx(0.01), 0.0, 0.0]  # integer outputs are not compared
-    assert sessions[2].calls == _tuning.WARMUP + _tuning.DROP_AFTER
+    assert sessions[2].calls == _tuning.WARMUP + _tuning.DROP_AFTER  # the reference's run takes over ROUND_MS: once a round
+
+
+def test_measure_repeats_a_fast_model_within_a_round():
+    """A reference run of 1 ms, against ROUND_MS of 5: every session runs 5 times a round, and
+    its time is the round's mean."""
+    ref = np.ones(4, dtype=np.float32)
+    samples = [{"x": np.zeros(1)}] * _tuning.SAMPLES
+    sessions = [_Fixed(0.001, [ref]), _Fixed(0.0005, [ref])]
+    times, _ = _tuning.measure(sessions, samples)
+    reps = round(_tuning.ROUND_MS / 1.0)
+    assert sessions[1].calls == _tuning.WARMUP + _tuning.SAMPLES * reps
+    assert sessions[0].calls == _tuning.WARMUP + 1 + _tuning.SAMPLES * reps  # one more: the run that sets the repeats
+    assert np.median(times[1]) == pytest.approx(0.5, rel=0.5)
 
 
 def test_the_searchs_integer_ops_choice_is_in_the_config_and_reproduces(tmp_path, monkeypatch):
@@ -325,6 +338,7 @@ def test_the_default_less_the_layers_its_profile_finds_slower_is_a_candidate_tha
     """Costs forced: the profile finds the first layer slower in integer. The default less that
     layer is built and timed; kept (the rule forced), its config names the layer and rebuilds it."""
     monkeypatch.setattr(_tuning, "PROFILE_GAIN", 0.0)
+    monkeypatch.setattr(_tuning, "DROP_MARGIN", float("inf"))  # every candidate runs every round, whatever its timing
     monkeypatch.setattr(_runtime, "float_precision", lambda serving: "bf16")  # as OpenVINO on a bf16 CPU
     monkeypatch.setattr(_tuning, "layer_costs", lambda prepared, int8, layers, *profiles: {n: 1.0 if i == 0 else -1.0 for i, n in enumerate(layers)})
     monkeypatch.setattr(_tuning, "choose", lambda default, speedup, nmse, accept=None: next(k for k in speedup if len(k) > 2))
