@@ -108,6 +108,7 @@ def test_measure_times_every_session_and_drops_those_far_behind_the_default():
     assert np.median(times[0] / times[1]) == pytest.approx(2.0, rel=0.3)
     assert nmse == [pytest.approx(0.01), 0.0, 0.0]  # integer outputs are not compared
     assert sessions[2].calls == _tuning.WARMUP + _tuning.DROP_AFTER  # the reference's run takes over ROUND_MS: once a round
+    assert sessions[0].calls == _tuning.WARMUP + _tuning.SAMPLES  # its first run took ROUND_MS: no more runs to decide
 
 
 def test_measure_repeats_a_fast_model_within_a_round():
@@ -119,7 +120,7 @@ def test_measure_repeats_a_fast_model_within_a_round():
     times, _ = _tuning.measure(sessions, samples)
     reps = round(_tuning.ROUND_MS / 1.0)
     assert sessions[1].calls == _tuning.WARMUP + _tuning.SAMPLES * reps
-    assert sessions[0].calls == _tuning.WARMUP + 1 + _tuning.SAMPLES * reps  # one more: the run that sets the repeats
+    assert sessions[0].calls == _tuning.WARMUP + 1 + _tuning.SAMPLES * reps  # one more, warm: it sets the repeats
     assert np.median(times[1]) == pytest.approx(0.5, rel=0.5)
 
 
