@@ -102,13 +102,25 @@ class _Fixed:
 def test_measure_times_every_session_and_drops_those_far_behind_the_default():
     ref = np.ones(4, dtype=np.float32)
     samples = [{"x": np.zeros(1)}] * _tuning.SAMPLES
-    sessions = [_Fixed(0.006, [ref]), _Fixed(0.003, [ref * 1.1]), _Fixed(0.012, [ref]), _Fixed(0.003, [ref, np.arange(3)])]
+    sessions = [_Fixed(0.006, [ref]), _Fixed(0.003, [ref * 1.1]), _Fixed(0.012, [ref]), _Fixed(0.0015, [ref, np.arange(3)])]
     times, nmse = _tuning.measure(sessions, samples)
     assert [len(t) for t in times] == [_tuning.SAMPLES, _tuning.SAMPLES, _tuning.DROP_AFTER, _tuning.SAMPLES]
     assert np.median(times[0] / times[1]) == pytest.approx(2.0, rel=0.3)
     assert nmse == [pytest.approx(0.01), 0.0, 0.0]  # integer outputs are not compared
     assert sessions[2].calls == _tuning.WARMUP + _tuning.DROP_AFTER  # the reference's run takes over ROUND_MS: once a round
     assert sessions[0].calls == _tuning.WARMUP + _tuning.SAMPLES  # its first run took ROUND_MS: no more runs to decide
+
+
+def test_measure_stops_a_candidate_that_cannot_end_ahead_and_then_the_loop():
+    """A candidate as fast as the default is behind the margin in every round: once it is in more
+    than half of all rounds it stops, and with it the loop (FP32 and the default alone decide
+    nothing more)."""
+    ref = np.ones(4, dtype=np.float32)
+    samples = [{"x": np.zeros(1)}] * _tuning.SAMPLES
+    sessions = [_Fixed(0.006, [ref]), _Fixed(0.003, [ref]), _Fixed(0.003, [ref])]
+    times, _ = _tuning.measure(sessions, samples)
+    rounds = _tuning.SAMPLES // 2 + 1
+    assert [len(t) for t in times] == [rounds, rounds, rounds]
 
 
 def test_measure_repeats_a_fast_model_within_a_round():
@@ -118,9 +130,9 @@ def test_measure_repeats_a_fast_model_within_a_round():
     samples = [{"x": np.zeros(1)}] * _tuning.SAMPLES
     sessions = [_Fixed(0.001, [ref]), _Fixed(0.0005, [ref])]
     times, _ = _tuning.measure(sessions, samples)
-    reps = round(_tuning.ROUND_MS / 1.0)
-    assert sessions[1].calls == _tuning.WARMUP + _tuning.SAMPLES * reps
-    assert sessions[0].calls == _tuning.WARMUP + 1 + _tuning.SAMPLES * reps  # one more, warm: it sets the repeats
+    reps, rounds = round(_tuning.ROUND_MS / 1.0), _tuning.SAMPLES // 2 + 1  # no candidate but the default: most rounds
+    assert sessions[1].calls == _tuning.WARMUP + rounds * reps
+    assert sessions[0].calls == _tuning.WARMUP + 1 + rounds * reps  # one more, warm: it sets the repeats
     assert np.median(times[1]) == pytest.approx(0.5, rel=0.5)
 
 
