@@ -1,4 +1,5 @@
-"""Float-model algorithms around MinMax quantization: each takes a model and returns a new one.
+"""Float-model algorithms around MinMax quantization: each reads a model and returns its edits
+(plan.FloatEdit, with their values), which transform applies; none edits a graph itself.
 
 Bias correction (fast): quantizing a weight shifts the mean of each output channel by
 (W_q - W) · E[x]. With E[x] per input channel from the calibration pass, the shift is
@@ -20,9 +21,10 @@ from .._calibration.observers import ChannelObserver
 from .._calibration.stats import Statistics, TensorStats
 from .._config import QuantConfig
 from .._graph import Names, consumers, initializers, topological_sort
-from .plan import QuantPlan
+from .plan import FloatEdit, InsertedScale, QuantPlan
 from .planner import resolve_ignored, smoothing_groups
 from .ranges import median, outlier_channel_max
+from .transform import edit_value
 
 log = logging.getLogger(__name__)
 
@@ -56,15 +58,13 @@ def _output_shift(node: onnx.NodeProto, delta: np.ndarray, mean: np.ndarray) -> 
 
 def correct_biases(
     model: onnx.ModelProto, plan: QuantPlan, stats: Statistics, *, weights_q: Mapping[str, tuple[np.ndarray, np.ndarray]]
-) -> tuple[onnx.ModelProto, list[str]]:
-    """Fast bias correction for every planned bias; returns the new float model and what changed.
+) -> list[FloatEdit]:
+    """Fast bias correction for every planned bias: one edit per corrected bias.
     `weights_q`: the plan's weights as quantize_planned_weights gives them (the transform's too)."""
-    out = onnx.ModelProto()
-    out.CopyFrom(model)
-    inits = initializers(out.graph)
-    nodes = {node.name: node for node in out.graph.node}
+    inits = initializers(model.graph)
+    nodes = {node.name: node for node in model.graph.node}
     weights = {w.initializer: w for w in plan.weights}
-    corrected = []
+    edits = []
     for entry in plan.biases:
         node = nodes[entry.node]
         mean = stats.require(entry.activation).channel_mean
@@ -73,37 +73,36 @@ def correct_biases(
         weight = numpy_helper.to_array(inits[entry.weight])
         delta = weight_error(weight, *weights_q[entry.weight], weights[entry.weight].axis)
         shift = _output_shift(node, delta, mean.astype(np.float64))
-        bias_init = inits[entry.initializer]
-        bias = numpy_helper.to_array(bias_init)
-        if shift is None or shift.size != bias.size:
+        size = int(np.prod(inits[entry.initializer].dims))
+        if shift is None or shift.size != size:
             continue
-        bias_init.CopyFrom(numpy_helper.from_array((bias - shift.reshape(bias.shape)).astype(np.float32), bias_init.name))
-        corrected.append(entry.initializer)
-    log.info("bias correction: %d biases corrected", len(corrected))
-    return out, corrected
+        edits.append(FloatEdit(initializer=entry.initializer, by="bias_correction", add=(-shift.astype(np.float64)).reshape(-1).tolist()))
+    log.info("bias correction: %d biases corrected", len(edits))
+    return edits
 
 
 
 
 def smooth_quant(
     model: onnx.ModelProto, stats: Statistics, config: QuantConfig, *, ignored: set[str] | None = None
-) -> tuple[onnx.ModelProto, Statistics, list[str]]:
+) -> tuple[list[FloatEdit], list[InsertedScale], Statistics, list[str]]:
     """SmoothQuant for MatMul/Gemm inputs with outlier channels: move per-channel activation
     scale into the weights.
 
     For input X (channels k) read by layers with weights W, s_k = max|X_k|^α / max|W_k|^(1-α);
     X' = X / s (one Mul, read only by those layers) and W' = s·W, so X'W' = XW exactly in
     float, while X' has flat channels that quantize per tensor. The new tensor's statistics are
-    derived from X's per-channel min/max, so no second calibration pass is needed.
+    derived from X's per-channel min/max, so no second calibration pass is needed. Returns the
+    weights' edits, the Muls, the statistics with X' in them, and which inputs were smoothed.
     """
-    out = onnx.ModelProto()
-    out.CopyFrom(model)
-    graph = out.graph
+    graph = model.graph
     inits = initializers(graph)
-    groups = smoothing_groups(graph, config, resolve_ignored(out, config.ignore) if ignored is None else ignored)
+    groups = smoothing_groups(graph, config, resolve_ignored(model, config.ignore) if ignored is None else ignored)
     names = Names(graph)
     tensors = dict(stats.tensors)
     smoothed = []
+    edits: list[FloatEdit] = []
+    inserted: list[InsertedScale] = []
     for tensor, readers in sorted(groups.items()):
         entry = stats.tensors.get(tensor)
         if entry is None or entry.channel_min is None or entry.channel_max is None:
@@ -123,16 +122,12 @@ def smooth_quant(
         scale = np.ones_like(absmax)
         scale[valid] = absmax[valid] ** config.smooth_quant_alpha / w_max[valid] ** (1.0 - config.smooth_quant_alpha)
         scale = np.clip(scale, 1e-5, 1e5)
-        for node, w, trans_b in weights:
-            scaled = (w * scale[:, None]).astype(np.float32)
-            name = node.input[1]
-            inits[name].CopyFrom(numpy_helper.from_array(scaled.T if trans_b else scaled, name))
+        for node, _, trans_b in weights:  # W' = s·W along K: axis 0 of [K, N], axis 1 of a transposed [N, K]
+            edits.append(FloatEdit(initializer=node.input[1], by="smooth_quant", axis=1 if trans_b else 0, multiply=scale.tolist()))
         inverse = names.new(f"{tensor}_smooth_inverse")
         result = names.new(f"{tensor}_smoothed")
-        graph.initializer.append(numpy_helper.from_array((1.0 / scale).astype(np.float32), inverse))
-        graph.node.append(onnx.helper.make_node("Mul", [tensor, inverse], [result], names.new(f"{tensor}_SmoothQuant")))
-        for node in readers:
-            node.input[0] = result
+        inserted.append(InsertedScale(tensor=tensor, readers=[node.name for node in readers], factors=(1.0 / scale).astype(np.float32).tolist(),
+                                      initializer=inverse, output=result, node=names.new(f"{tensor}_SmoothQuant")))
         low, high = entry.channel_min / scale, entry.channel_max / scale
         tensors[result] = TensorStats(
             minimum=float(low.min()),
@@ -147,14 +142,13 @@ def smooth_quant(
             channel_max=high,
         )
         smoothed.append(tensor)
-    topological_sort(graph)
     log.info("SmoothQuant: %d inputs smoothed (alpha %.2f)", len(smoothed), config.smooth_quant_alpha)
-    return out, Statistics(stats.model_sha256, stats.samples, tensors), smoothed
+    return edits, inserted, Statistics(stats.model_sha256, stats.samples, tensors), smoothed
 
 
 def correct_biases_full(
     model: onnx.ModelProto, quantized: onnx.ModelProto, plan: QuantPlan, feeds: Iterable[dict[str, np.ndarray]]
-) -> tuple[onnx.ModelProto, list[str]]:
+) -> list[FloatEdit]:
     """Full bias correction: each layer's output mean as the INT8 model runs it, against the FP32
     layer applied to the *same* (quantized-model) input.
 
@@ -191,7 +185,7 @@ def correct_biases_full(
         axis = 1 if node.op_type in ("Conv", "ConvTranspose") else -1
         targets.append((entry, q_node.output[0], shadow.output[0], axis))
     if not targets:
-        return model, []
+        return []
     topological_sort(probe.graph)
     wanted = [name for t in targets for name in t[1:3]]
     sess = runtime.session(with_outputs(probe, wanted)[0], optimization="basic")
@@ -200,23 +194,17 @@ def correct_biases_full(
         for name, value in zip(wanted, sess.run(wanted, feed)):
             observers[name].update(value)
         progress.report("full bias correction", index + 1)
-    out = onnx.ModelProto()
-    out.CopyFrom(model)
-    inits = initializers(out.graph)
-    corrected = []
+    edits = []
     for entry, q_name, shadow_name, _ in targets:
-        shift = observers[q_name].mean - observers[shadow_name].mean
-        bias_init = inits[entry.initializer]
-        bias = numpy_helper.to_array(bias_init)
-        if shift.size != bias.size:
+        shift = np.asarray(observers[q_name].mean - observers[shadow_name].mean)
+        if shift.size != int(np.prod(float_inits[entry.initializer].dims)):
             continue
-        bias_init.CopyFrom(numpy_helper.from_array((bias - shift.reshape(bias.shape)).astype(np.float32), bias_init.name))
-        corrected.append(entry.initializer)
-    log.info("full bias correction: %d biases corrected", len(corrected))
-    return out, corrected
+        edits.append(FloatEdit(initializer=entry.initializer, by="full_bias_correction", add=(-shift.astype(np.float64)).reshape(-1).tolist()))
+    log.info("full bias correction: %d biases corrected", len(edits))
+    return edits
 
 
-def align_channels(model: onnx.ModelProto, stats: Statistics) -> tuple[onnx.ModelProto, Statistics, list[str]]:
+def align_channels(model: onnx.ModelProto, stats: Statistics) -> tuple[list[FloatEdit], Statistics, list[str]]:
     """Activation Channel Alignment (OpenVINO POT) for linear Conv -> Conv pairs.
 
     Where a Conv's only reader is another Conv (group 1, no padding, stride and dilation 1),
@@ -224,16 +212,17 @@ def align_channels(model: onnx.ModelProto, stats: Statistics) -> tuple[onnx.Mode
     += W·mean) and its range brought to the median channel's (producer rows / s, consumer
     columns * s, s clipped to [0.01, 100]). The float function is unchanged; one per-tensor
     quantizer then fits every channel. The tensor's new statistics come from its per-channel
-    min/max, so calibration stays one pass.
+    min/max, so calibration stays one pass. A Conv in two pairs is edited twice, the second
+    edit reading what the first left.
     """
-    out = onnx.ModelProto()
-    out.CopyFrom(model)
-    graph = out.graph
+    graph = model.graph
     inits, users = initializers(graph), consumers(graph)
     producers = {o: node for node in graph.node for o in node.output}
     outputs = {o.name for o in graph.output}
     tensors = dict(stats.tensors)
-    aligned = []
+    aligned: list[str] = []
+    edits: list[FloatEdit] = []
+    current: dict[str, np.ndarray] = {}  # initializers as the edits so far left them
 
     def attr(node, name, default):
         return next((onnx.helper.get_attribute_value(a) for a in node.attribute if a.name == name), default)
@@ -241,7 +230,9 @@ def align_channels(model: onnx.ModelProto, stats: Statistics) -> tuple[onnx.Mode
     def const(name):
         tensor = inits.get(name)
         private = tensor is not None and len(users.get(name, [])) == 1 and tensor.data_type == onnx.TensorProto.FLOAT
-        return numpy_helper.to_array(tensor).astype(np.float64) if private else None
+        if not private:
+            return None
+        return current.get(name, numpy_helper.to_array(tensor)).astype(np.float64)
 
     for consumer in graph.node:
         if consumer.op_type != "Conv" or attr(consumer, "group", 1) != 1 or len(consumer.input) < 3:
@@ -266,12 +257,16 @@ def align_channels(model: onnx.ModelProto, stats: Statistics) -> tuple[onnx.Mode
         if np.any(spread > 0):
             scale = np.clip(spread / median(spread[spread > 0]), 1e-2, 1e2)
             scale[spread <= 0] = 1.0
-        b_out = b_out + w_out.reshape(w_out.shape[0], w_out.shape[1], -1).sum(axis=2) @ mean
-        b_in = (b_in - mean) / scale
-        w_in = w_in / scale.reshape((-1,) + (1,) * (w_in.ndim - 1))
-        w_out = w_out * scale.reshape((1, -1) + (1,) * (w_out.ndim - 2))
-        for name, value in zip((producer.input[1], producer.input[2], consumer.input[1], consumer.input[2]), (w_in, b_in, w_out, b_out)):
-            inits[name].CopyFrom(numpy_helper.from_array(value.astype(np.float32), name))
+        pair = [
+            FloatEdit(initializer=producer.input[1], by="alignment", axis=0, divide=scale.tolist()),
+            FloatEdit(initializer=producer.input[2], by="alignment", axis=0, add=(-mean).tolist(), divide=scale.tolist()),
+            FloatEdit(initializer=consumer.input[1], by="alignment", axis=1, multiply=scale.tolist()),
+            FloatEdit(initializer=consumer.input[2], by="alignment", axis=0,
+                      add=(w_out.reshape(w_out.shape[0], w_out.shape[1], -1).sum(axis=2) @ mean).tolist()),
+        ]
+        for edit, value in zip(pair, (w_in, b_in, w_out, b_out)):
+            current[edit.initializer] = edit_value(value, edit)
+        edits += pair
         new_low, new_high = (low - mean) / scale, (high - mean) / scale
         tensors[tensor] = TensorStats(
             minimum=float(new_low.min()), maximum=float(new_high.max()), count=entry.count,
@@ -282,4 +277,4 @@ def align_channels(model: onnx.ModelProto, stats: Statistics) -> tuple[onnx.Mode
         )
         aligned.append(tensor)
     log.info("activation channel alignment: %d tensors aligned", len(aligned))
-    return out, Statistics(stats.model_sha256, stats.samples, tensors), aligned
+    return edits, Statistics(stats.model_sha256, stats.samples, tensors), aligned

@@ -13,9 +13,9 @@ from .._graph import all_names, all_nodes, body_model, if_bodies, initializers, 
 from .._ops import QUANTIZABLE
 from .algorithms import align_channels, correct_biases, correct_biases_full, smooth_quant
 from .params import quantize_planned_weights
-from .plan import QuantPlan
+from .plan import FloatEdit, InsertedScale, QuantPlan
 from .planner import has_layers, plan, resolve_ignored, resolve_model_type, statistic_requests
-from .transform import apply
+from .transform import apply, edited
 
 log = logging.getLogger(__name__)
 
@@ -77,20 +77,32 @@ def _quantize_graph(
     reserved: frozenset[str],
     ignored: set[str],
 ) -> tuple[onnx.ModelProto, QuantPlan]:
-    """One graph, its If bodies aside: align, smooth, plan, correct biases, apply."""
+    """One graph, its If bodies aside: align, smooth, plan, correct biases, apply. Each step
+    reads the model as the edits before it left it (`working`); every edit goes into the plan,
+    and the plan applied to `model` gives the INT8 model."""
+    edits: list[FloatEdit] = []
+    inserted: list[InsertedScale] = []
+    working = model
     aligned: list[str] = []
     if config.channel_alignment:
-        model, stats, aligned = align_channels(model, stats)
+        edits, stats, aligned = align_channels(model, stats)
+        working = edited(model, edits) if edits else model
     smoothed: list[str] = []
     if resolve_model_type(model, config.model_type) == "transformer":
-        model, stats, smoothed = smooth_quant(model, stats, config, ignored=ignored)
-    quant_plan = plan(model, stats, config, ignored=ignored).model_copy(update={"smoothed": smoothed, "aligned": aligned})
+        smooth_edits, inserted, stats, smoothed = smooth_quant(working, stats, config, ignored=ignored)
+        edits += smooth_edits
+        working = edited(working, smooth_edits, inserted) if smooth_edits or inserted else working
+    quant_plan = plan(working, stats, config, ignored=ignored).model_copy(
+        update={"smoothed": smoothed, "aligned": aligned, "edits": edits, "inserted": inserted})
     # Bias correction changes biases only: the weights quantize once for it and the transform.
-    weights_q = quantize_planned_weights(quant_plan.weights, initializers(model.graph))
+    weights_q = quantize_planned_weights(quant_plan.weights, initializers(working.graph))
     if config.bias_correction != "none":
-        model, corrected = correct_biases(model, quant_plan, stats, weights_q=weights_q)
-        quant_plan = quant_plan.model_copy(update={"corrected_biases": corrected})
-    if config.bias_correction == "full" and feeds is not None:
-        model, corrected = correct_biases_full(model, apply(model, quant_plan, weights_q=weights_q), quant_plan, feeds())
-        quant_plan = quant_plan.model_copy(update={"corrected_biases": corrected})
+        corrections = correct_biases(working, quant_plan, stats, weights_q=weights_q)
+        quant_plan = quant_plan.model_copy(update={"edits": [*quant_plan.edits, *corrections],
+                                                   "corrected_biases": [e.initializer for e in corrections]})
+        if config.bias_correction == "full" and feeds is not None:
+            working = edited(working, corrections)
+            corrections = correct_biases_full(working, apply(model, quant_plan, weights_q=weights_q), quant_plan, feeds())
+            quant_plan = quant_plan.model_copy(update={"edits": [*quant_plan.edits, *corrections],
+                                                       "corrected_biases": [e.initializer for e in corrections]})
     return apply(model, quant_plan, reserved=reserved, weights_q=weights_q), quant_plan

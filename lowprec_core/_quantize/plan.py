@@ -47,13 +47,41 @@ class BiasQuant(_Entry):
     reader: str | None = None
 
 
+class FloatEdit(_Entry):
+    """New values for a float initializer, made by an algorithm that keeps the float function
+    (channel alignment, SmoothQuant) or corrects the quantized one (bias correction):
+    v = ((v + add) / divide) * multiply, in float64, then float32. Each vector runs along
+    `axis` of the initializer; with `axis` None it holds one value per element, in order.
+    Edits apply in plan order, each to the value the one before it left."""
+
+    initializer: str
+    by: str  # the algorithm: "alignment", "smooth_quant", "bias_correction", "full_bias_correction"
+    axis: int | None = None
+    add: list[float] | None = None
+    divide: list[float] | None = None
+    multiply: list[float] | None = None
+
+
+class InsertedScale(_Entry):
+    """SmoothQuant's per-channel Mul: `output` = `tensor` * `initializer` (values `factors`,
+    float32 along the last axis), read by `readers` in place of `tensor`."""
+
+    tensor: str
+    readers: list[str]
+    factors: list[float]
+    initializer: str
+    output: str
+    node: str
+
+
 class FusedActivation(_Entry):
     node: str
     into: str
 
 
 class QuantPlan(BaseModel):
-    """Everything the transformer does, as data."""
+    """Everything the transformer does, as data: applied to the prepared model it names, it
+    gives the INT8 model, byte for byte."""
 
     model_sha256: str
     config: QuantConfig
@@ -68,6 +96,9 @@ class QuantPlan(BaseModel):
     corrected_biases: list[str] = []
     smoothed: list[str] = []
     aligned: list[str] = []
+    # The float edits, in the order they apply (before any quantizer), and SmoothQuant's Muls.
+    edits: list[FloatEdit] = []
+    inserted: list[InsertedScale] = []
     # The plans of If bodies, each quantized as a model of its own, by "<If node>/<then_branch|else_branch>".
     bodies: dict[str, QuantPlan] = {}
 

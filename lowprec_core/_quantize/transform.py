@@ -1,16 +1,20 @@
-"""The only graph mutator: applies a QuantPlan to a copy of the model."""
+"""The only graph mutator: applies a QuantPlan to a copy of the model.
+
+The plan's float edits (channel alignment, SmoothQuant, bias correction) go first, then its
+quantizers; `edited` applies the float edits alone, for an algorithm that reads the model
+as the ones before it left it."""
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 
 import numpy as np
 import onnx
 from onnx import helper, numpy_helper
 
 from .._graph import Names, drop_unused_initializers, initializers, subgraphs, topological_sort
-from .params import quantize_bias
-from .plan import QuantPlan
+from .params import quantize_bias, quantize_planned_weights
+from .plan import FloatEdit, InsertedScale, QuantPlan
 
 _DTYPES = {"uint8": np.uint8, "int8": np.int8}
 
@@ -19,18 +23,22 @@ def apply(
     model: onnx.ModelProto,
     plan: QuantPlan,
     *,
-    weights_q: Mapping[str, tuple[np.ndarray, np.ndarray]],
+    weights_q: Mapping[str, tuple[np.ndarray, np.ndarray]] | None = None,
     reserved: frozenset[str] = frozenset(),
 ) -> onnx.ModelProto:
-    """The plan applied to a copy of `model`. `weights_q`: the plan's weights as
-    quantize_planned_weights gives them. `reserved`: names of the graphs enclosing this one
-    (an If body's), which new names must not shadow."""
+    """The plan applied to a copy of `model` (the prepared model it was made for). `weights_q`:
+    the plan's weights as quantize_planned_weights gives them, where the caller has them;
+    else quantized here. `reserved`: names of the graphs enclosing this one (an If body's),
+    which new names must not shadow."""
     out = onnx.ModelProto()
     out.CopyFrom(model)
     graph = out.graph
+    _edit_graph(graph, plan.edits, plan.inserted)
     names = Names(graph, reserved)
     _fuse_activations(graph, plan)
     inits = initializers(graph)
+    if weights_q is None:
+        weights_q = quantize_planned_weights(plan.weights, inits)
     by_name = {node.name: node for node in graph.node}
     new_nodes: list[onnx.NodeProto] = []
     new_inits: list[onnx.TensorProto] = []
@@ -76,6 +84,47 @@ def apply(
     drop_unused_initializers(graph)
     topological_sort(graph)
     return out
+
+
+def edited(model: onnx.ModelProto, edits: Sequence[FloatEdit], inserted: Sequence[InsertedScale] = ()) -> onnx.ModelProto:
+    """A copy of `model` with float edits and inserted scales applied, and no quantizers."""
+    out = onnx.ModelProto()
+    out.CopyFrom(model)
+    _edit_graph(out.graph, edits, inserted)
+    return out
+
+
+def edit_value(value: np.ndarray, edit: FloatEdit) -> np.ndarray:
+    """One initializer's values after `edit`: ((v + add) / divide) * multiply in float64, as float32."""
+    result = value.astype(np.float64)
+    for vector, op in ((edit.add, np.add), (edit.divide, np.divide), (edit.multiply, np.multiply)):
+        if vector is None:
+            continue
+        operand = np.asarray(vector, dtype=np.float64)
+        if edit.axis is None:
+            operand = operand.reshape(result.shape)
+        else:
+            shape = [1] * result.ndim
+            shape[edit.axis] = -1
+            operand = operand.reshape(shape)
+        result = op(result, operand)
+    return result.astype(np.float32)
+
+
+def _edit_graph(graph: onnx.GraphProto, edits: Sequence[FloatEdit], inserted: Sequence[InsertedScale]) -> None:
+    inits = initializers(graph)
+    for edit in edits:
+        init = inits[edit.initializer]
+        init.CopyFrom(numpy_helper.from_array(edit_value(numpy_helper.to_array(init), edit), init.name))
+    if not inserted:
+        return
+    by_name = {node.name: node for node in graph.node}
+    for scale in inserted:
+        graph.initializer.append(numpy_helper.from_array(np.asarray(scale.factors, dtype=np.float32), scale.initializer))
+        graph.node.append(helper.make_node("Mul", [scale.tensor, scale.initializer], [scale.output], scale.node))
+        for reader in scale.readers:
+            by_name[reader].input[0] = scale.output
+    topological_sort(graph)
 
 
 def _dequantized_constant(

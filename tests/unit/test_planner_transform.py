@@ -13,7 +13,9 @@ from lowprec_core._errors import ConfigError
 from lowprec_core._graph import all_nodes
 from lowprec_core._model_io import prepare
 from lowprec_core._quantize.default import quantize_model
+from lowprec_core._quantize.plan import QuantPlan
 from lowprec_core._quantize.planner import statistic_requests
+from lowprec_core._quantize.transform import apply, edited
 from lowprec_core._runtime import optimized_graph, session
 from tests import models
 
@@ -254,7 +256,8 @@ def test_smooth_quant_keeps_the_float_function_and_flattens_channels():
     x[:, 3] *= 30.0  # one systematic outlier channel
     stats = collect(prepared, [{"x": x}], statistic_requests(prepared), model_sha256="test")
     config = QuantConfig(model_type="transformer", smooth_quant_alpha=0.5)
-    smoothed, new_stats, done = smooth_quant(prepared, stats, config)
+    edits, inserted, new_stats, done = smooth_quant(prepared, stats, config)
+    smoothed = edited(prepared, edits, inserted)
     assert done == ["x"]  # only the input with an outlier channel; "r" is flat and gets no Mul
     run = lambda m: ReferenceEvaluator(m).run(None, {"x": x})[0]  # noqa: E731
     np.testing.assert_allclose(run(smoothed), run(prepared), rtol=1e-4, atol=1e-4)
@@ -297,7 +300,8 @@ def test_channel_alignment_keeps_the_function_and_evens_the_channels():
     prepared = prepare(model)
     data = models.feeds(prepared, batches=3, batch=4)
     stats = collect(prepared, data, statistic_requests(prepared), model_sha256="test")
-    aligned, new_stats, done = align_channels(prepared, stats)
+    edits, new_stats, done = align_channels(prepared, stats)
+    aligned = edited(prepared, edits)
     assert done == ["c1"]
     run = lambda m: ReferenceEvaluator(m).run(None, data[0])[0]  # noqa: E731
     np.testing.assert_allclose(run(aligned), run(prepared), rtol=1e-4, atol=1e-4)
@@ -581,3 +585,42 @@ def test_the_openvino_target_quantizes_a_layer_output_that_a_global_pool_reads()
     plain = models.squeeze_excite(pooled=False)  # the same block without the pool: no quantizer
     _, _, ov_plain, _ = _quantize(plain, QuantConfig(target="openvino"))
     assert "c1" not in {a.tensor for a in ov_plain.activations}
+
+
+def _linear_conv_pair(seed: int = 2) -> onnx.ModelProto:
+    """conv_relu_conv without its Relu, one channel of the first conv scaled: a pair channel alignment takes."""
+    model = models.conv_relu_conv(seed=seed)
+    graph = model.graph
+    graph.node.remove(next(n for n in graph.node if n.op_type == "Relu"))
+    graph.node[-1].input[0] = "c1"
+    w1 = next(i for i in graph.initializer if i.name == "w1")
+    scaled = onnx.numpy_helper.to_array(w1) * np.array([1, 8, 0.5, 3, 1, 20, 1, 0.2], np.float32).reshape(-1, 1, 1, 1)
+    w1.CopyFrom(onnx.numpy_helper.from_array(scaled.astype(np.float32), "w1"))
+    return model
+
+
+@pytest.mark.parametrize("case", ["aligned, full bias correction", "smoothed transformer"])
+def test_the_plan_alone_rebuilds_the_int8_model_byte_for_byte(case):
+    """Every edit (alignment, SmoothQuant, both bias corrections) is in the plan with its values:
+    the plan, read back from its JSON, applied to the prepared model gives the same bytes."""
+    if case == "smoothed transformer":
+        model, config = models.mlp(), QuantConfig(model_type="transformer", smooth_quant_alpha=0.5, min_reduction=0)
+        x = np.random.default_rng(0).normal(0, 1, (64, 16)).astype(np.float32)
+        x[:, 3] *= 30.0
+        data = [{"x": x}]
+    else:
+        model, config = _linear_conv_pair(), QuantConfig(channel_alignment=True, bias_correction="full", min_reduction=0)
+        data = None
+    prepared = prepare(model)
+    data = data or models.feeds(prepared, batches=3, batch=4)
+    stats = collect(prepared, data, statistic_requests(prepared), model_sha256="test")
+    int8, plan = quantize_model(prepared, stats, config, feeds=lambda: iter(data))
+    by = {e.by for e in plan.edits}
+    assert by == ({"smooth_quant", "bias_correction"} if case == "smoothed transformer"
+                  else {"alignment", "bias_correction", "full_bias_correction"})
+    assert bool(plan.inserted) == (case == "smoothed transformer")
+    again = apply(prepared, QuantPlan.model_validate_json(plan.model_dump_json()))
+    assert again.SerializeToString() == int8.SerializeToString()
+    # Without its float edits, the same quantizers give another model: the edits carry values.
+    assert apply(prepared, plan.model_copy(update={"edits": [e for e in plan.edits if e.by != "bias_correction"]})
+                 ).SerializeToString() != int8.SerializeToString()
