@@ -7,7 +7,7 @@ import time
 import numpy as np
 
 from . import _runtime as runtime
-from ._config import BenchmarkConfig
+from ._config import BenchmarkConfig, cpu_flags
 from ._data import Feed, InputSpec
 from ._errors import DataError
 from ._model_io import LoadedModel, model_bytes
@@ -26,7 +26,7 @@ def cpu_description() -> tuple[str, list[str]]:
     except OSError:
         return "", []
     model = next((line.split(":", 1)[1].strip() for line in text.splitlines() if line.startswith("model name")), "")
-    flags = set(next((line.split(":", 1)[1].split() for line in text.splitlines() if line.startswith("flags")), []))
+    flags = cpu_flags()
     wanted = ("avx2", "avx512f", "avx512_vnni", "avx_vnni", "amx_int8", "amx_tile")
     return model, [flag for flag in wanted if flag in flags]
 

@@ -165,7 +165,7 @@ def _quantize_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--out", required=True)
     p.add_argument("--stats", help="statistics folder from `lowprec calibrate`")
     p.add_argument("--preset", default=QuantConfig().preset, help=f"one of: {', '.join(PRESETS)}")
-    p.add_argument("--target", help=f"one of: {', '.join(TARGETS)} (default: the runtime's, {QuantConfig().target} for onnxruntime)")
+    p.add_argument("--target", help=f"one of: {', '.join(TARGETS)} (default: the runtime's for this CPU: {QuantConfig().target} for onnxruntime; openvino, or openvino-avx2 on a CPU without VNNI or AMX)")
     p.add_argument("--runtime", help=f"the runtime that serves the INT8 model, which decides where quantizers go: {', '.join(RUNTIMES)} "
                                      "(default: the target's, else onnxruntime)")
     p.add_argument("--ignore", nargs="+", default=[], metavar="NAME_OR_OPTYPE", help="keep these nodes in float (re:PATTERN for a regex)")

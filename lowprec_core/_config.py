@@ -7,7 +7,7 @@ from typing import Literal
 from pydantic import BaseModel, ConfigDict, Field, ValidationInfo, field_validator, model_serializer
 
 from ._errors import ConfigError
-from ._ops import RUNTIME_INTEGER_OPS, TARGETS
+from ._ops import DEFAULT_ROWS, RUNTIME_INTEGER_OPS, TARGETS
 
 # Names only: the estimators themselves live in quantize/ranges.py, which imports this module.
 ACTIVATION_ESTIMATORS = ("minmax", "mean_minmax", "quantile", "mse")
@@ -143,17 +143,28 @@ RUNTIMES = {
 }
 
 
-def runtime_target(runtime: str | None, target: str | None = None) -> str:
+def cpu_flags() -> frozenset[str]:
+    """This CPU's feature flags (Linux /proc/cpuinfo; none elsewhere)."""
+    try:
+        text = open("/proc/cpuinfo").read()
+    except OSError:
+        return frozenset()
+    return frozenset(next((line.split(":", 1)[1].split() for line in text.splitlines() if line.startswith("flags")), []))
+
+
+def runtime_target(runtime: str | None, target: str | None = None, *, flags: frozenset[str] | None = None) -> str:
     """The target for `runtime` (default: ONNX Runtime's): `target` when it is one of that
-    runtime's rows, else that runtime's default. ConfigError for an unknown runtime or target,
-    or a target of another runtime."""
+    runtime's rows, else that runtime's default for this CPU (`flags`, default cpu_flags(); see
+    ops.DEFAULT_ROWS): a default measured per ISA. ConfigError for an unknown runtime or
+    target, or a target of another runtime."""
     if runtime is None:
         runtime = TARGETS[target].runtime if target in TARGETS else "onnxruntime"
     if runtime not in RUNTIMES:
         raise ConfigError(f"unknown runtime {runtime!r}; expected one of: {', '.join(RUNTIMES)}")
     own = [name for name, row in TARGETS.items() if row.runtime == runtime]
     if target is None:
-        return own[0]
+        flags = cpu_flags() if flags is None else flags
+        return next(row for needs, row in DEFAULT_ROWS[runtime] if not needs or needs & flags)
     if target not in TARGETS:
         raise ConfigError(f"unknown target {target!r}; expected one of: {', '.join(TARGETS)}")
     if target not in own:

@@ -110,6 +110,9 @@ class Target:
     # The runtime that runs the quantized model, and its layer rows (how it runs each layer op).
     runtime: str = "onnxruntime"
     layers: Mapping[str, OpRule] = field(default_factory=lambda: QUANTIZABLE)
+    # The row whose layers a statistics file is collected for (None: this one), where this row
+    # quantizes a subset of them: a file calibrated on one machine then serves either row.
+    calibrates_for: str | None = None
 
 
 # OpenVINO's CPU plugin reads each Q/DQ pair as a FakeQuantize and its low-precision
@@ -169,6 +172,26 @@ TARGETS: dict[str, Target] = {
                        # ~1000x too small): PP-OCRv4 det IoU 0.92 with one such conv quantized,
                        # 0.997 with its output quantized. A quantizer before the pool avoids it.
                        quantized_output_readers=frozenset({"GlobalAveragePool"})),
+}
+# OpenVINO on a CPU without int32-accumulating int8 dot products (AVX2 only): its integer
+# MatMul/Gemm (FullyConnected) runs slower than f32 there, while its integer convs pay.
+# Measured with OpenVINO 2026.4 on AMD Zen 3 (AVX2), 1 thread, the `openvino` row with MatMul and
+# Gemm left float against as is: MiniLM 0.85x -> 1.01x of FP32 (every MatMul took 1.2 ms in
+# int8 against 0.96 ms in f32), PP-OCR cls 0.95x -> 0.99x, rec 1.38x -> 1.45x, Magika
+# 2.26x -> 2.35x, det and digits level (bench/results/openvino_target-amd-epyc-zen3-avx2.md).
+# On Zen 4 (AVX512-VNNI) the same int8 MatMuls run MiniLM at 2.4x.
+TARGETS["openvino-avx2"] = dataclasses.replace(TARGETS["openvino"], ops=frozenset({"Conv", "ConvTranspose"}), calibrates_for="openvino")
+
+# CPU flags of int8 dot products that accumulate in int32 (no int16 pair saturation, and
+# integer kernels that pay off where AVX2's do not).
+INT32_DOT_PRODUCTS = frozenset({"avx512_vnni", "avx_vnni", "amx_int8"})
+# Each runtime's default row by the CPU's flags: the first whose flags the CPU has any of
+# (an empty set: any CPU). ONNX Runtime keeps `cpu` on every ISA: on AVX2 (Zen 3) and
+# AVX512-VNNI (Zen 4) the latency search kept it on every bench model, and its guard against
+# int16 pair saturation keeps the model correct on whichever CPU serves it.
+DEFAULT_ROWS: dict[str, tuple[tuple[frozenset[str], str], ...]] = {
+    "onnxruntime": ((frozenset(), "cpu"),),
+    "openvino": ((INT32_DOT_PRODUCTS, "openvino"), (frozenset(), "openvino-avx2")),
 }
 
 

@@ -40,8 +40,9 @@ def statistic_requests(
     """Every tensor any plan for this model and target may need, mapped to the axis for
     per-channel statistics (the inputs of quantizable nodes) or None (tensor-wide only).
 
-    Without `config`, independent of preset and ignored scope, so one calibration (a stats
-    file) serves every config. With it, for plans of that config and of it with more layers
+    Without `config`, independent of preset and ignored scope, and for the row `target`
+    calibrates for (`openvino-avx2`: `openvino`'s layers), so one calibration (a stats file)
+    serves every config and either row. With it, for plans of that config and of it with more layers
     ignored (the accuracy-aware search's):
     - only the layers the plan can choose (`_choose`: a layer under the config's reduction
       floor, say, stays float, and nothing reads its input or output statistics), and the
@@ -59,6 +60,9 @@ def statistic_requests(
     users = consumers(graph)
     graph_outputs = {o.name for o in graph.output}
     ops = TARGETS[target].ops
+    if config is None:  # a statistics file: for the row it is collected for (ops.Target.calibrates_for)
+        target = TARGETS[target].calibrates_for or target
+        ops = TARGETS[target].ops
     candidates = []
     if config is not None and not config.channel_alignment:
         chosen = _choose(model, config, ignored, inits, users, _float_tensors(model), ranks(model), {})

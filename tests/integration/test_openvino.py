@@ -12,6 +12,7 @@ import pytest
 
 import lowprec_core as lp
 from lowprec_core import _runtime as lp_runtime
+from lowprec_core import _config as lp_config
 from lowprec_core._cli import main
 
 
@@ -64,14 +65,15 @@ def test_an_unknown_or_missing_runtime_is_exit_2_naming_the_fix(command, demo, i
 
 
 def test_quantize_for_openvino_runs_integer_kernels_there_and_passes_the_gate(demo, tmp_path):
-    """--runtime openvino: OpenVINO's placement (float biases), the same bytes on a rerun, every
-    layer on OpenVINO's integer kernels, and top-1 within the default budget in OpenVINO."""
+    """--runtime openvino --target openvino (the row a VNNI or AMX CPU gets by default):
+    OpenVINO's placement (float biases), the same bytes on a rerun, every layer on OpenVINO's
+    integer kernels, and top-1 within the default budget in OpenVINO."""
     import openvino
 
     outs = [tmp_path / "a.onnx", tmp_path / "b.onnx"]
     for out in outs:
         assert main(["quantize", str(demo["model"]), "--data", str(demo["calib"]), "--out", str(out), "--runtime", "openvino",
-                     "--report", str(tmp_path / "q.json")]) == 0
+                     "--target", "openvino", "--report", str(tmp_path / "q.json")]) == 0
     assert outs[0].read_bytes() == outs[1].read_bytes()
     plan = json.loads((tmp_path / "q.json").read_text())["plan"]
     assert plan["config"]["target"] == "openvino" and plan["biases"] == [] and len(plan["nodes"]) == 5
@@ -81,6 +83,21 @@ def test_quantize_for_openvino_runs_integer_kernels_there_and_passes_the_gate(de
     assert len(layers) == 5 and {info["runtimePrecision"].astype(str) for info in layers} == {"u8"}
     result = lp.validate(demo["model"], outs[0], demo["eval"], metric="top1", labels=demo["labels"], runtime="openvino")
     assert result.passed and result.runtime == "openvino"
+
+
+def test_runtime_openvino_alone_takes_the_row_for_this_cpus_isa(demo, tmp_path):
+    """Without --target, the row ops.DEFAULT_ROWS gives this CPU: on one without VNNI or AMX,
+    OpenVINO's integer Gemm runs slower than f32 and the digit CNN's Gemms stay float."""
+    from lowprec_core._ops import INT32_DOT_PRODUCTS
+
+    out = tmp_path / "d.onnx"
+    assert main(["quantize", str(demo["model"]), "--data", str(demo["calib"]), "--out", str(out), "--runtime", "openvino",
+                 "--report", str(tmp_path / "q.json")]) == 0
+    plan = json.loads((tmp_path / "q.json").read_text())["plan"]
+    expected = "openvino" if INT32_DOT_PRODUCTS & lp_config.cpu_flags() else "openvino-avx2"
+    assert plan["config"]["target"] == expected == lp.runtime_target("openvino")
+    gemms = {name for name, reason in plan["skipped"].items() if "has no integer Gemm" in reason}
+    assert bool(gemms) == (expected == "openvino-avx2") and plan["nodes"]
 
 
 def test_the_accuracy_aware_search_for_openvino_scores_and_times_candidates_in_openvino(demo, tmp_path, monkeypatch):

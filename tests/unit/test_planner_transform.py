@@ -624,3 +624,32 @@ def test_the_plan_alone_rebuilds_the_int8_model_byte_for_byte(case):
     # Without its float edits, the same quantizers give another model: the edits carry values.
     assert apply(prepared, plan.model_copy(update={"edits": [e for e in plan.edits if e.by != "bias_correction"]})
                  ).SerializeToString() != int8.SerializeToString()
+
+
+def test_the_openvino_default_row_follows_the_cpus_integer_isa():
+    """ops.DEFAULT_ROWS: OpenVINO's integer MatMul/Gemm runs slower than f32 without VNNI or
+    AMX, so there the default row leaves them float; an explicit target always wins, and ONNX
+    Runtime keeps `cpu` on every ISA."""
+    from lowprec_core._config import runtime_target
+
+    avx2, vnni, amx = frozenset({"avx2", "fma"}), frozenset({"avx2", "avx512f", "avx512_vnni"}), frozenset({"avx2", "amx_int8"})
+    assert [runtime_target("openvino", flags=f) for f in (avx2, vnni, amx, frozenset())] == [
+        "openvino-avx2", "openvino", "openvino", "openvino-avx2"]
+    assert {runtime_target("onnxruntime", flags=f) for f in (avx2, vnni, amx)} == {"cpu"}
+    assert runtime_target("openvino", "openvino", flags=avx2) == "openvino"
+    assert runtime_target(None, "openvino-avx2", flags=vnni) == "openvino-avx2"
+    with pytest.raises(ConfigError, match="with --runtime openvino use: openvino, openvino-avx2"):
+        runtime_target("openvino", "cpu", flags=avx2)
+
+
+def test_the_openvino_avx2_row_keeps_matmul_and_gemm_float_and_shares_openvinos_statistics():
+    model = models.mlp()
+    _, _, full, _ = _quantize(model, QuantConfig(target="openvino"))
+    _, _, avx2, _ = _quantize(model, QuantConfig(target="openvino-avx2"))
+    assert full.layers() == ["gemm", "matmul"] and avx2.layers() == []
+    assert "has no integer Gemm" in avx2.skipped["gemm"] and "has no integer MatMul" in avx2.skipped["matmul"]
+    _, _, convs, _ = _quantize(models.conv_relu_conv(), QuantConfig(target="openvino-avx2"))
+    assert convs.layers() == ["conv1", "conv2"]
+    # A statistics file (no config) is collected for `openvino`'s layers: either row can use it.
+    prepared = prepare(model, "openvino")
+    assert statistic_requests(prepared, "openvino-avx2") == statistic_requests(prepared, "openvino") != {}
