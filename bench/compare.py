@@ -28,7 +28,7 @@ import numpy as np
 import onnx
 import onnxruntime as ort
 
-from bench.anchors import IMPORTS, VARIANTS
+from bench.anchors import IMPORTS, OPENVINO_IR, VARIANTS
 from bench.models import MODELS
 import lowprec_core as lp
 from lowprec_core import LowprecError
@@ -65,7 +65,7 @@ def quantize_in_child(model_name: str, variant: str, out: Path) -> dict:
     proc.start()
     proc.join(timeout=1800)
     result = queue.get() if not queue.empty() else {"error": f"exit code {proc.exitcode}"}
-    if "error" not in result:
+    if "error" not in result and variant not in OPENVINO_IR:  # IR is checked by OpenVINO reading it
         try:
             onnx.checker.check_model(str(out))
             ort.InferenceSession(str(out), providers=["CPUExecutionProvider"])
@@ -148,7 +148,13 @@ def quantize_interleaved(model_name: str, variants: list[str], workdir: Path, ru
 
 
 def _out_path(workdir: Path, model_name: str, variant: str) -> Path:
-    return workdir / f"{model_name}-{variant.replace('/', '_')}.onnx"
+    return workdir / f"{model_name}-{variant.replace('/', '_')}{'.xml' if variant in OPENVINO_IR else '.onnx'}"
+
+
+def _megabytes(path: Path) -> float:
+    """The model's size on disk: an OpenVINO IR's .xml and its .bin together."""
+    files = [path, path.with_suffix(".bin")] if path.suffix == ".xml" else [path]
+    return sum(f.stat().st_size for f in files if f.exists()) / 1e6
 
 
 DEFAULT_FP32 = "fp32 at the runtime's default precision"
@@ -179,7 +185,7 @@ def run_model(model_name: str, variants: list[str], workdir: Path, rounds: int, 
                 rows.append(row)
                 continue
             paths[variant] = out
-            row["mb"] = out.stat().st_size / 1e6
+            row["mb"] = _megabytes(out)
             row["integer_kernels"], row["float_kernels"] = lp.kernel_counts(str(out)) if runtime == "onnxruntime" else ("-", "-")
             row.update(bench.evaluate(lambda f: ref.run(None, f), lambda f: cand.run(None, f)))
         rows.append(row)
@@ -215,6 +221,8 @@ def machine() -> str:
 
 
 def render(rows: list[dict], command: str, rounds: int = 60, runtime: str = "onnxruntime") -> str:
+    # OpenVINO's own default differs from f32 only where the CPU has bf16 (or f16): else no column.
+    beside = runtime == "openvino" and any("vs_default_bsmall" in row for row in rows)
     lines = [
         "# lowprec vs anchors" + (" in OpenVINO" if runtime == "openvino" else ""),
         "",
@@ -225,6 +233,8 @@ def render(rows: list[dict], command: str, rounds: int = 60, runtime: str = "onn
         *(["Every model scored and timed in OpenVINO's CPU plugin: FP32 at f32 (the reference the speedups divide), INT8 models",
            "at the plugin's default; 'vs default' divides FP32 at OpenVINO's own default precision (bf16 where the CPU has it)."]
           if runtime == "openvino" else []),
+        *(["On this CPU OpenVINO's default precision is f32, the reference itself: no 'vs default' columns."]
+          if runtime == "openvino" and not beside else []),
         "Speedups are FP32 median latency / INT8 median latency, 1 thread, timed interleaved in one process",
         f"(at least {rounds} rounds at batch 1 and {max(rounds // 4, 10)} at the large batch; more, up to 10x, while under {TIMING_BUDGET_S:.0f} s).",
         ("Kernels: not counted in OpenVINO (\"-/-\"); its compiled graph names no integer kernels the way ORT's does."
@@ -234,8 +244,8 @@ def render(rows: list[dict], command: str, rounds: int = 60, runtime: str = "onn
         f"({min((r['quant_runs'] for r in rows if r.get('quant_runs')), default=0)} runs each; 5x as many for a quantizer whose first run took under {FAST_QUANTIZER_S} s).",
         "",
         "| model | variant | quality | other metrics | quant s | peak RSS MB | MB (FP32) | kernels int/float | speedup b=1 | speedup large b |"
-        + (" vs default b=1 | vs default large b |" if runtime == "openvino" else ""),
-        "|---|---|---|---|---|---|---|---|---|---|" + ("---|---|" if runtime == "openvino" else ""),
+        + (" vs default b=1 | vs default large b |" if beside else ""),
+        "|---|---|---|---|---|---|---|---|---|---|" + ("---|---|" if beside else ""),
     ]
     for row in rows:
         if "error" in row:
@@ -250,7 +260,7 @@ def render(rows: list[dict], command: str, rounds: int = 60, runtime: str = "onn
             f"{row['rss_mb']:.0f} | {row['mb']:.2f} ({row['fp32_mb']:.2f}) | {row['integer_kernels']}/{row['float_kernels']} | "
             f"{row.get('speedup_bsmall', float('nan')):.2f}x | {row.get('speedup_blarge', float('nan')):.2f}x (b={row['batches'][1]}) |"
             + (f" {row.get('vs_default_bsmall', float('nan')):.2f}x | {row.get('vs_default_blarge', float('nan')):.2f}x |"
-               if runtime == "openvino" else "")
+               if beside else "")
         )
     return "\n".join(lines) + "\n"
 
@@ -269,10 +279,16 @@ def main() -> None:
                         help="where every model is scored and timed (the quantizers are the same)")
     parser.add_argument("--out", type=Path)
     args = parser.parse_args()
+    variants = args.variants.split(",")
+    if args.runtime != "openvino":
+        named = "--variants" in sys.argv
+        if named and set(variants) & OPENVINO_IR:
+            parser.error(f"{', '.join(sorted(set(variants) & OPENVINO_IR))} writes OpenVINO IR: compare it with --runtime openvino")
+        variants = [v for v in variants if v not in OPENVINO_IR]
     rows = []
     with tempfile.TemporaryDirectory(prefix="lowprec-bench-") as tmp:
         for name in args.models.split(","):
-            rows += run_model(name, args.variants.split(","), Path(tmp), args.rounds, args.quant_runs, args.runtime)
+            rows += run_model(name, variants, Path(tmp), args.rounds, args.quant_runs, args.runtime)
     command = "python -m bench.compare " + " ".join(sys.argv[1:])
     text = render(rows, command.strip(), args.rounds, args.runtime)
     print(text)

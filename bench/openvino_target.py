@@ -22,16 +22,18 @@ from pathlib import Path
 import lowprec_core as lp
 from bench.anchors import nncf_default
 from bench.compare import _session, time_interleaved
-from bench.integer_ops import GATES, INTEGER_OPS
 from bench.models import MODELS
 from lowprec_core import _ops as ops
 
-TARGET = lp.runtime_target("openvino")
+TARGET = "openvino"  # the row as a VNNI or AMX CPU gets it; "  MatMul and Gemm float" is openvino-avx2
+# The weightless ops ORT runs on integers, tried in OpenVINO (whose own row places none).
+INTEGER_OPS, GATES = ops.RUNTIME_INTEGER_OPS["onnxruntime"]
 VARIANTS = {  # name -> (changes to the target row, QuantConfig fields)
     "lowprec --runtime openvino": ({}, {"target": TARGET}),
     "  reduction floor 0": ({"min_reduction": 0}, {"target": TARGET}),
     "  integer weightless ops": ({"integer_ops": INTEGER_OPS, "integer_op_float_inputs": GATES}, {"target": TARGET}),
     "  symmetric activations": ({}, {"target": TARGET, "preset": "performance"}),
+    "  MatMul and Gemm float": ({"ops": frozenset({"Conv", "ConvTranspose"})}, {"target": TARGET}),
     "lowprec (ONNX Runtime placement)": ({}, {}),
 }
 
