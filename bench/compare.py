@@ -281,8 +281,7 @@ def main() -> None:
     args = parser.parse_args()
     variants = args.variants.split(",")
     if args.runtime != "openvino":
-        named = "--variants" in sys.argv
-        if named and set(variants) & OPENVINO_IR:
+        if args.variants != parser.get_default("variants") and set(variants) & OPENVINO_IR:
             parser.error(f"{', '.join(sorted(set(variants) & OPENVINO_IR))} writes OpenVINO IR: compare it with --runtime openvino")
         variants = [v for v in variants if v not in OPENVINO_IR]
     rows = []

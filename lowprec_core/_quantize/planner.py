@@ -59,10 +59,9 @@ def statistic_requests(
     inits = initializers(graph)
     users = consumers(graph)
     graph_outputs = {o.name for o in graph.output}
-    ops = TARGETS[target].ops
     if config is None:  # a statistics file: for the row it is collected for (ops.Target.calibrates_for)
         target = TARGETS[target].calibrates_for or target
-        ops = TARGETS[target].ops
+    ops = TARGETS[target].ops
     candidates = []
     if config is not None and not config.channel_alignment:
         chosen = _choose(model, config, ignored, inits, users, _float_tensors(model), ranks(model), {})

@@ -290,14 +290,7 @@ def test_full_bias_correction_pulls_output_means_back_to_fp32():
 def test_channel_alignment_keeps_the_function_and_evens_the_channels():
     from lowprec_core._quantize.algorithms import align_channels
 
-    model = models.conv_relu_conv(seed=2)
-    graph = model.graph
-    graph.node.remove(next(n for n in graph.node if n.op_type == "Relu"))  # a linear Conv -> Conv pair
-    graph.node[-1].input[0] = "c1"
-    w1 = next(i for i in graph.initializer if i.name == "w1")
-    scaled = onnx.numpy_helper.to_array(w1) * np.array([1, 8, 0.5, 3, 1, 20, 1, 0.2], np.float32).reshape(-1, 1, 1, 1)
-    w1.CopyFrom(onnx.numpy_helper.from_array(scaled.astype(np.float32), "w1"))
-    prepared = prepare(model)
+    prepared = prepare(_linear_conv_pair())
     data = models.feeds(prepared, batches=3, batch=4)
     stats = collect(prepared, data, statistic_requests(prepared), model_sha256="test")
     edits, new_stats, done = align_channels(prepared, stats)
