@@ -4,6 +4,7 @@ layers, scored by an Evaluator), its driver over a work dir, and the gate on its
 Statistics are computed once by the caller; every model here is re-planned from them with the
 reverted layers added to the ignored scope, so a layer's whole quantizer group (its weight,
 bias, output quantizer, and any input quantizer no other quantized layer reads) goes at once.
+One `Quantizer` builds them all: a model costs its plan and one transform.
 """
 
 from __future__ import annotations
@@ -24,7 +25,7 @@ from ._errors import GateFailed
 from ._layer_error import layer_errors
 from ._metrics import Metric
 from ._quantize.accuracy_aware import Journal, meets, search
-from ._quantize.default import quantize_model
+from ._quantize.default import Quantizer
 from ._quantize.plan import QuantPlan
 from ._reports import Iteration, SearchResult
 from ._storage import write_text
@@ -42,6 +43,7 @@ class ModelBackend:
         self.config = config
         self.evaluator = evaluator
         self.speed_feed = speed_feed
+        self._quantizer = Quantizer(prepared, stats)
         self._fp32 = prepared.SerializeToString()
         self._last: tuple[Reverted, onnx.ModelProto, QuantPlan, bytes | None] | None = None
         _, plan = self.build(())
@@ -57,7 +59,7 @@ class ModelBackend:
     def build(self, reverted: Reverted) -> tuple[onnx.ModelProto, QuantPlan]:
         key = tuple(sorted(reverted))
         if self._last is None or self._last[0] != key:
-            model, plan = quantize_model(self.prepared, self.stats, self.config_for(reverted))
+            model, plan = self._quantizer(self.config_for(reverted))
             self._last = (key, model, plan, None)
         return self._last[1], self._last[2]
 

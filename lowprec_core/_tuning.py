@@ -40,7 +40,7 @@ from ._config import QuantConfig
 from ._data import Feed
 from ._graph import all_nodes, consumers
 from ._ops import RUNTIME_INTEGER_OPS, TARGETS
-from ._quantize.default import quantize_model
+from ._quantize.default import Quantizer
 from ._quantize.plan import QuantPlan
 from ._reports import LatencyTuning, TuningCandidate
 
@@ -113,10 +113,11 @@ def search(prepared: onnx.ModelProto, stats: Statistics, config: QuantConfig, sa
     of a serialized model, the quality rule in place of the default's output error (see choose)."""
     started = time.perf_counter()
     serving = config.runtime
+    quantizer = Quantizer(prepared, stats)
     built: dict[Key, tuple[onnx.ModelProto, QuantPlan, bytes]] = {}
     seen: set[bytes] = set()
     for key in candidates(config):
-        model, plan, data = _build(prepared, stats, _config_of(config, key, prepared), replay)
+        model, plan, data = _build(quantizer, _config_of(config, key, prepared), replay)
         if data in seen:  # the same plan as a candidate already built (the default first)
             continue
         seen.add(data)
@@ -125,7 +126,7 @@ def search(prepared: onnx.ModelProto, stats: Statistics, config: QuantConfig, sa
     reference = prepared.SerializeToString()
     costs, key = _profiled(prepared, reference, built[default], default, samples[0], serving, threads)
     if key is not None:
-        model, plan, data = _build(prepared, stats, _config_of(config, key, prepared), replay)
+        model, plan, data = _build(quantizer, _config_of(config, key, prepared), replay)
         if data not in seen:
             built[key] = (model, plan, data)
     timed = list(built)
@@ -133,7 +134,7 @@ def search(prepared: onnx.ModelProto, stats: Statistics, config: QuantConfig, sa
     # it is only built (and timed) where the runtime runs float faster, or once it is kept.
     floats = all(plan.layers() for _, plan, _ in built.values())
     if floats and runtime.float_precision(serving) != "f32":
-        built[FLOAT] = _build(prepared, stats, _config_of(config, FLOAT, prepared), replay)
+        built[FLOAT] = _build(quantizer, _config_of(config, FLOAT, prepared), replay)
         timed.append(FLOAT)
     sessions = [runtime.serving_session(m, runtime=serving, threads=threads, precision=p, spinning=True)
                 for m, p in ((reference, "f32"), *((built[k][2], None) for k in timed))]
@@ -147,7 +148,7 @@ def search(prepared: onnx.ModelProto, stats: Statistics, config: QuantConfig, sa
 
     def judged(key: Key) -> bool:
         if key not in built:
-            built[key] = _build(prepared, stats, _config_of(config, key, prepared), replay)
+            built[key] = _build(quantizer, _config_of(config, key, prepared), replay)
         verdicts[key] = accept(built[key][2])
         return verdicts[key]
 
@@ -156,7 +157,7 @@ def search(prepared: onnx.ModelProto, stats: Statistics, config: QuantConfig, sa
     finished = {k: v for k, v in speedup.items() if rounds[k] == rounds[default]}
     chosen = choose(default, finished, nmse, accept=judged if accept is not None else None)
     if chosen not in built:
-        built[chosen] = _build(prepared, stats, _config_of(config, chosen, prepared), replay)
+        built[chosen] = _build(quantizer, _config_of(config, chosen, prepared), replay)
     keys = list(speedup)
     quality = "within the accuracy budget" if accept is not None else "within its output error"
     reason = (f"{_describe(chosen)}: {speedup[chosen]:.2f}x of FP32 at batch 1"
@@ -349,8 +350,8 @@ def _profiled(prepared: onnx.ModelProto, reference: bytes, default: tuple[onnx.M
     return costs, ((*key[:2], slower) if slower and gain >= PROFILE_GAIN * total else None)
 
 
-def _build(prepared: onnx.ModelProto, stats: Statistics, config: QuantConfig, replay) -> tuple[onnx.ModelProto, QuantPlan, bytes]:
-    model, plan = quantize_model(prepared, stats, config, feeds=replay)
+def _build(quantizer: Quantizer, config: QuantConfig, replay) -> tuple[onnx.ModelProto, QuantPlan, bytes]:
+    model, plan = quantizer(config, feeds=replay)
     return model, plan, model.SerializeToString()
 
 

@@ -30,7 +30,7 @@ log = logging.getLogger(__name__)
 
 
 def weight_error(weight: np.ndarray, q: np.ndarray, scale: np.ndarray, axis: int | None) -> np.ndarray:
-    """W_q - W for the weight as the transformer quantizes it (q, scale: quantize_planned_weights)."""
+    """W_q - W for the weight as the transformer quantizes it (q, scale: QuantizedWeights)."""
     shape = [1] * weight.ndim
     if axis is not None:
         shape[axis] = -1
@@ -60,7 +60,7 @@ def correct_biases(
     model: onnx.ModelProto, plan: QuantPlan, stats: Statistics, *, weights_q: Mapping[str, tuple[np.ndarray, np.ndarray]]
 ) -> list[FloatEdit]:
     """Fast bias correction for every planned bias: one edit per corrected bias.
-    `weights_q`: the plan's weights as quantize_planned_weights gives them (the transform's too)."""
+    `weights_q`: the plan's weights as QuantizedWeights.planned gives them (the transform's too)."""
     inits = initializers(model.graph)
     nodes = {node.name: node for node in model.graph.node}
     weights = {w.initializer: w for w in plan.weights}

@@ -72,13 +72,28 @@ def quantize_planned_weight(
     return quantize_weight(weight, axis, dtype, clip, narrow)
 
 
-def quantize_planned_weights(entries: Iterable, inits: Mapping[str, onnx.TensorProto]) -> dict[str, tuple[np.ndarray, np.ndarray]]:
-    """Every planned weight (a plan's WeightQuant entries), as the transformer writes it:
-    {initializer: (q, scale)}. Bias correction and the transform share one result."""
-    return {
-        e.initializer: quantize_planned_weight(numpy_helper.to_array(inits[e.initializer]), e.axis, np.dtype(e.dtype).type, e.estimator, e.narrow)
-        for e in entries
-    }
+class QuantizedWeights:
+    """The planned weights (WeightQuant entries) as the transformer writes them, each computed
+    once from `inits` (one model's float initializers) and kept: the planner's overflow check,
+    bias correction and the transform read the same values, and a search that plans a model many
+    times quantizes each weight once. `computed` counts the weights actually quantized."""
+
+    def __init__(self, inits: Mapping[str, onnx.TensorProto]) -> None:
+        self.inits = inits
+        self.computed = 0
+        self._values: dict[str, tuple[np.ndarray, np.ndarray]] = {}
+
+    def __call__(self, entry) -> tuple[np.ndarray, np.ndarray]:
+        key = entry.model_dump_json()
+        if key not in self._values:
+            weight = numpy_helper.to_array(self.inits[entry.initializer])
+            self._values[key] = quantize_planned_weight(weight, entry.axis, np.dtype(entry.dtype).type, entry.estimator, entry.narrow)
+            self.computed += 1
+        return self._values[key]
+
+    def planned(self, entries: Iterable) -> dict[str, tuple[np.ndarray, np.ndarray]]:
+        """{initializer: (q, scale)} for a plan's weights."""
+        return {entry.initializer: self(entry) for entry in entries}
 
 
 def quantize_bias(bias: np.ndarray, input_scale: np.float32, weight_scale: np.ndarray) -> tuple[np.ndarray, np.ndarray]:

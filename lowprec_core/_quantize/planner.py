@@ -19,7 +19,7 @@ from .._ops import (
     useful_range,
 )
 from .overflow import overflow_channels
-from .params import activation_params, quantize_planned_weight
+from .params import QuantizedWeights, activation_params
 from .plan import ActivationQuant, BiasQuant, FusedActivation, QuantPlan, WeightQuant
 from .placement import (
     channel_split, drop_float_fused, feeds_reads, float_fused, layer_bias, ranks, requantized_anyway, sample_sizes, under_floor,
@@ -155,7 +155,8 @@ def resolve_ignored(model: onnx.ModelProto, ignore: tuple[str, ...]) -> set[str]
     return ignored
 
 
-def plan(model: onnx.ModelProto, stats: Statistics, config: QuantConfig, *, ignored: set[str] | None = None) -> QuantPlan:
+def plan(model: onnx.ModelProto, stats: Statistics, config: QuantConfig, *, ignored: set[str] | None = None,
+         quantized: QuantizedWeights | None = None) -> QuantPlan:
     """Decide per node: quantize (which inputs, weights, bias, output) or skip (why).
 
     Pass 1 (`_choose`) picks the layers from the graph alone; pass 2 leaves float those ORT
@@ -164,6 +165,8 @@ def plan(model: onnx.ModelProto, stats: Statistics, config: QuantConfig, *, igno
     always gets it; MatMul and Gemm only where a quantized node reads the output, so no
     requantize pair is spent on a value used in float anyway), the weight and the bias.
     `ignored`: the config's ignored scope resolved to node names, where the caller has it.
+    `quantized`: the model's weights as quantized so far (the overflow check quantizes each
+    weight it reads; the transform reuses them), where the caller keeps them.
     """
     if ignored is None:
         ignored = resolve_ignored(model, config.ignore)
@@ -185,7 +188,8 @@ def plan(model: onnx.ModelProto, stats: Statistics, config: QuantConfig, *, igno
     if nested and not chosen:
         log.warning("nothing to quantize in the main graph; %d layers inside Loop/Scan bodies stay float", len(nested))
 
-    placer = _Placer(graph, stats, config, ignored, chosen, rank, inits, users, graph_outputs)
+    placer = _Placer(graph, stats, config, ignored, chosen, rank, inits, users, graph_outputs,
+                     quantized if quantized is not None else QuantizedWeights(inits))
     for node, act_inputs, weight_name in chosen:
         placer.place(node, act_inputs, weight_name)
     integer = _integer_ops(graph, placer, *config.integer_op_rows, ignored)
@@ -211,8 +215,10 @@ class _Placer:
     (a tensor's entry may depend on one placed before it: a shared grid, an integer output)."""
 
     def __init__(self, graph: onnx.GraphProto, stats: Statistics, config: QuantConfig, ignored: set[str], chosen, rank,
-                 inits: dict[str, onnx.TensorProto], users: dict[str, list[onnx.NodeProto]], graph_outputs: set[str]) -> None:
+                 inits: dict[str, onnx.TensorProto], users: dict[str, list[onnx.NodeProto]], graph_outputs: set[str],
+                 quantized: QuantizedWeights) -> None:
         self.stats, self.config, self.ignored, self.rank = stats, config, ignored, rank
+        self.quantized = quantized
         self.target = TARGETS[config.target]
         self.inits, self.users, self.graph_outputs = inits, users, graph_outputs
         self.quantized_reads = {name for _, act_inputs, _ in chosen for name in act_inputs}
@@ -326,7 +332,7 @@ class _Placer:
         if entry.axis != axis:
             raise ConfigError(f"weight {weight_name!r} is shared by nodes that need different channel axes")
         if target.int16_pairs:
-            narrow = _overflowing(node, weight, entry, self.activations[act_inputs[0]], self.stats.tensors.get(act_inputs[0]))
+            narrow = _overflowing(node, entry, self.activations[act_inputs[0]], self.stats.tensors.get(act_inputs[0]), self.quantized)
             if narrow:
                 self.weights[weight_name] = entry.model_copy(update={"narrow": sorted(set(entry.narrow) | set(narrow))})
         return axis
@@ -480,11 +486,11 @@ def _nested_layers(graph: onnx.GraphProto, owner: str = "") -> dict[str, str]:
     return found
 
 
-def _overflowing(node, weight: onnx.TensorProto, entry: WeightQuant, act: ActivationQuant, act_stats) -> list[int]:
+def _overflowing(node, entry: WeightQuant, act: ActivationQuant, act_stats, quantized: QuantizedWeights) -> list[int]:
     """Output channels whose u8 x s8 pair sums can pass int16 for activations in their calibrated range."""
     if act.dtype != "uint8" or entry.dtype != "int8" or act_stats is None or act_stats.channel_min is None:
         return []
-    q, _ = quantize_planned_weight(numpy_helper.to_array(weight), entry.axis, np.int8, entry.estimator)
+    q, _ = quantized(entry.model_copy(update={"narrow": []}))  # every channel at 8 bits
     high = np.clip(np.rint(act_stats.channel_max / np.float32(act.scale)) + act.zero_point, 0, 255)  # in u8 units
     flagged = overflow_channels(node, q, high)
     return [0] if flagged and entry.axis is None else flagged

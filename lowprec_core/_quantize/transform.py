@@ -13,7 +13,7 @@ import onnx
 from onnx import helper, numpy_helper
 
 from .._graph import Names, drop_unused_initializers, initializers, subgraphs, topological_sort
-from .params import quantize_bias, quantize_planned_weights
+from .params import QuantizedWeights, quantize_bias
 from .plan import FloatEdit, InsertedScale, QuantPlan
 
 _DTYPES = {"uint8": np.uint8, "int8": np.int8}
@@ -25,20 +25,28 @@ def apply(
     *,
     weights_q: Mapping[str, tuple[np.ndarray, np.ndarray]] | None = None,
     reserved: frozenset[str] = frozenset(),
+    start: tuple[onnx.ModelProto, int] | None = None,
 ) -> onnx.ModelProto:
     """The plan applied to a copy of `model` (the prepared model it was made for). `weights_q`:
-    the plan's weights as quantize_planned_weights gives them, where the caller has them;
+    the plan's weights as QuantizedWeights.planned gives them, where the caller has them;
     else quantized here. `reserved`: names of the graphs enclosing this one (an If body's),
-    which new names must not shadow."""
+    which new names must not shadow. `start`: (`edited(model, plan.edits[:n], plan.inserted)`, n),
+    where the caller has it: the copy is taken from it and only the later edits are applied.
+    The bytes are the same (an edit rewrites one initializer in place; the inserted scales and
+    one topological sort come after the edits before them either way)."""
     out = onnx.ModelProto()
-    out.CopyFrom(model)
+    if start is None:
+        out.CopyFrom(model)
+        _edit_graph(out.graph, plan.edits, plan.inserted)
+    else:
+        out.CopyFrom(start[0])
+        _edit_graph(out.graph, plan.edits[start[1]:], ())
     graph = out.graph
-    _edit_graph(graph, plan.edits, plan.inserted)
     names = Names(graph, reserved)
     _fuse_activations(graph, plan)
     inits = initializers(graph)
     if weights_q is None:
-        weights_q = quantize_planned_weights(plan.weights, inits)
+        weights_q = QuantizedWeights(inits).planned(plan.weights)
     by_name = {node.name: node for node in graph.node}
     new_nodes: list[onnx.NodeProto] = []
     new_inits: list[onnx.TensorProto] = []

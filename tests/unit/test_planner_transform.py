@@ -619,6 +619,52 @@ def test_the_plan_alone_rebuilds_the_int8_model_byte_for_byte(case):
                  ).SerializeToString() != int8.SerializeToString()
 
 
+@pytest.mark.parametrize("case", ["aligned, full bias correction", "smoothed transformer"])
+def test_one_quantizer_serves_many_configs_with_the_bytes_of_each_alone(case, monkeypatch):
+    """The searches build every candidate with one Quantizer: a model for a config, built after
+    others, has the bytes quantize_model gives that config alone; a layer reverted to float costs
+    no weight quantized again (each is kept), and a config seen before costs none at all."""
+    from lowprec_core._quantize import default, params
+
+    if case == "smoothed transformer":
+        model, base = models.mlp(), QuantConfig(model_type="transformer", smooth_quant_alpha=0.5, min_reduction=0)
+        x = np.random.default_rng(0).normal(0, 1, (64, 16)).astype(np.float32)
+        x[:, 3] *= 30.0
+        data = [{"x": x}]
+    else:
+        model, base = _linear_conv_pair(), QuantConfig(channel_alignment=True, bias_correction="full", min_reduction=0)
+        data = None
+    prepared = prepare(model)
+    data = data or models.feeds(prepared, batches=3, batch=4)
+    stats = collect(prepared, data, statistic_requests(prepared), model_sha256="test")
+    feeds = lambda: iter(data)  # noqa: E731
+    layers = quantize_model(prepared, stats, base)[1].layers()
+    assert len(layers) == 2
+    configs = [base, *(base.model_copy(update={"ignore": (layer,)}) for layer in layers), base.model_copy(update={"bias_correction": "none"}), base]
+    alone = [quantize_model(prepared, stats, config, feeds=feeds)[0].SerializeToString() for config in configs]
+    assert len(set(alone)) == len(configs) - 1  # each config its own model; the last repeats the first
+
+    quantized: list[str] = []
+    counted = params.quantize_planned_weight
+    monkeypatch.setattr(params, "quantize_planned_weight", lambda weight, *args: (quantized.append(weight.shape), counted(weight, *args))[1])
+    quantizer = default.Quantizer(prepared, stats)
+    shared, new_weights = [], []
+    for config in configs:
+        before = len(quantized)
+        shared.append(quantizer(config, feeds=feeds)[0].SerializeToString())
+        new_weights.append(len(quantized) - before)
+    assert shared == alone
+    # The first model quantizes both weights at 8 bits (the overflow check reads them; the
+    # transform reuses those without a narrowed channel) and again those with some. The config
+    # seen before and the one without bias correction quantize none. Reverting a layer quantizes
+    # none either, but where SmoothQuant runs: its group for x leaves the reverted Gemm out, so
+    # x is not smoothed and the MatMul's weight is quantized on that other float model (once,
+    # with no narrowed channel); reverting the MatMul changes nothing.
+    narrowed = sum(bool(w.narrow) for w in quantize_model(prepared, stats, base)[1].weights)
+    assert narrowed >= 1
+    assert new_weights == [2 + narrowed, *([0, 0] if case != "smoothed transformer" else [1, 0]), 0, 0]
+
+
 def test_the_openvino_default_row_follows_the_cpus_integer_isa():
     """ops.DEFAULT_ROWS: OpenVINO's integer MatMul/Gemm runs slower than f32 without VNNI or
     AMX, so there the default row leaves them float; an explicit target always wins, and ONNX
