@@ -592,10 +592,9 @@ def _linear_conv_pair(seed: int = 2) -> onnx.ModelProto:
     return model
 
 
-@pytest.mark.parametrize("case", ["aligned, full bias correction", "smoothed transformer"])
-def test_the_plan_alone_rebuilds_the_int8_model_byte_for_byte(case):
-    """Every edit (alignment, SmoothQuant, both bias corrections) is in the plan with its values:
-    the plan, read back from its JSON, applied to the prepared model gives the same bytes."""
+def _edited_case(case: str) -> tuple[onnx.ModelProto, QuantConfig, list[dict], object]:
+    """(prepared model, config, calibration feeds, statistics) of a model whose plan carries
+    float edits: a Linear -> Conv pair aligned with full bias correction, or a smoothed MLP."""
     if case == "smoothed transformer":
         model, config = models.mlp(), QuantConfig(model_type="transformer", smooth_quant_alpha=0.5, min_reduction=0)
         x = np.random.default_rng(0).normal(0, 1, (64, 16)).astype(np.float32)
@@ -607,6 +606,14 @@ def test_the_plan_alone_rebuilds_the_int8_model_byte_for_byte(case):
     prepared = prepare(model)
     data = data or models.feeds(prepared, batches=3, batch=4)
     stats = collect(prepared, data, statistic_requests(prepared), model_sha256="test")
+    return prepared, config, data, stats
+
+
+@pytest.mark.parametrize("case", ["aligned, full bias correction", "smoothed transformer"])
+def test_the_plan_alone_rebuilds_the_int8_model_byte_for_byte(case):
+    """Every edit (alignment, SmoothQuant, both bias corrections) is in the plan with its values:
+    the plan, read back from its JSON, applied to the prepared model gives the same bytes."""
+    prepared, config, data, stats = _edited_case(case)
     int8, plan = quantize_model(prepared, stats, config, feeds=lambda: iter(data))
     by = {e.by for e in plan.edits}
     assert by == ({"smooth_quant", "bias_correction"} if case == "smoothed transformer"
@@ -626,17 +633,7 @@ def test_one_quantizer_serves_many_configs_with_the_bytes_of_each_alone(case, mo
     no weight quantized again (each is kept), and a config seen before costs none at all."""
     from lowprec_core._quantize import default, params
 
-    if case == "smoothed transformer":
-        model, base = models.mlp(), QuantConfig(model_type="transformer", smooth_quant_alpha=0.5, min_reduction=0)
-        x = np.random.default_rng(0).normal(0, 1, (64, 16)).astype(np.float32)
-        x[:, 3] *= 30.0
-        data = [{"x": x}]
-    else:
-        model, base = _linear_conv_pair(), QuantConfig(channel_alignment=True, bias_correction="full", min_reduction=0)
-        data = None
-    prepared = prepare(model)
-    data = data or models.feeds(prepared, batches=3, batch=4)
-    stats = collect(prepared, data, statistic_requests(prepared), model_sha256="test")
+    prepared, base, data, stats = _edited_case(case)
     feeds = lambda: iter(data)  # noqa: E731
     layers = quantize_model(prepared, stats, base)[1].layers()
     assert len(layers) == 2
