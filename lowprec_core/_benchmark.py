@@ -26,7 +26,7 @@ def cpu_description() -> tuple[str, list[str]]:
     except OSError:
         return "", []
     model = next((line.split(":", 1)[1].strip() for line in text.splitlines() if line.startswith("model name")), "")
-    flags = cpu_flags()
+    flags = cpu_flags(text)
     wanted = ("avx2", "avx512f", "avx512_vnni", "avx_vnni", "amx_int8", "amx_tile")
     return model, [flag for flag in wanted if flag in flags]
 

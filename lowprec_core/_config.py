@@ -143,10 +143,11 @@ RUNTIMES = {
 }
 
 
-def cpu_flags() -> frozenset[str]:
-    """This CPU's feature flags (Linux /proc/cpuinfo; none elsewhere)."""
+def cpu_flags(cpuinfo: str | None = None) -> frozenset[str]:
+    """This CPU's feature flags (Linux /proc/cpuinfo, or its text where the caller has read it;
+    none elsewhere)."""
     try:
-        text = open("/proc/cpuinfo").read()
+        text = open("/proc/cpuinfo").read() if cpuinfo is None else cpuinfo
     except OSError:
         return frozenset()
     return frozenset(next((line.split(":", 1)[1].split() for line in text.splitlines() if line.startswith("flags")), []))

@@ -67,13 +67,11 @@ class _Floats:
         entry, its weight's entry and the statistics of what it reads, nothing else)."""
         weights = {w.initializer: w for w in quant_plan.weights}
         keys = [entry.model_dump_json() + weights[entry.weight].model_dump_json() for entry in quant_plan.biases]
-        missing = [entry for entry, key in zip(quant_plan.biases, keys) if key not in self.corrections]
+        missing = {key: entry for entry, key in zip(quant_plan.biases, keys) if key not in self.corrections}
         if missing:
-            found = {e.initializer: e for e in correct_biases(self.working, quant_plan.model_copy(update={"biases": missing}), self.stats,
-                                                              weights_q=weights_q)}
-            for entry, key in zip(quant_plan.biases, keys):
-                if key not in self.corrections:
-                    self.corrections[key] = found.get(entry.initializer)
+            found = {e.initializer: e for e in correct_biases(self.working, quant_plan.model_copy(update={"biases": list(missing.values())}),
+                                                              self.stats, weights_q=weights_q)}
+            self.corrections.update({key: found.get(entry.initializer) for key, entry in missing.items()})
         return [edit for edit in (self.corrections[key] for key in keys) if edit is not None]
 
 

@@ -76,11 +76,10 @@ class QuantizedWeights:
     """The planned weights (WeightQuant entries) as the transformer writes them, each computed
     once from `inits` (one model's float initializers) and kept: the planner's overflow check,
     bias correction and the transform read the same values, and a search that plans a model many
-    times quantizes each weight once. `computed` counts the weights actually quantized."""
+    times quantizes each weight once."""
 
     def __init__(self, inits: Mapping[str, onnx.TensorProto]) -> None:
         self.inits = inits
-        self.computed = 0
         self._values: dict[str, tuple[np.ndarray, np.ndarray]] = {}
 
     def __call__(self, entry) -> tuple[np.ndarray, np.ndarray]:
@@ -88,7 +87,6 @@ class QuantizedWeights:
         if key not in self._values:
             weight = numpy_helper.to_array(self.inits[entry.initializer])
             self._values[key] = quantize_planned_weight(weight, entry.axis, np.dtype(entry.dtype).type, entry.estimator, entry.narrow)
-            self.computed += 1
         return self._values[key]
 
     def planned(self, entries: Iterable) -> dict[str, tuple[np.ndarray, np.ndarray]]:
