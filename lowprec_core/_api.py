@@ -111,9 +111,16 @@ def quantize(
             # Everything the search reads is checked before calibration spends any time.
             run = _search_run(loaded, config, accuracy, eval_data, labels, work_dir, tmp, tune)
             stats = stats if stats is not None else workdir.saved_stats(run.work)  # a resumed run calibrated before
-        # The latency search plans at every floor: calibrate for the lowest (the most layers), with
-        # every weightless op the runtime runs on integers.
-        calibrated_for = config.model_copy(update={"min_reduction": 0, "integer_ops": "all"}) if tune == "latency" else config
+        # The latency search plans at every floor, each with every weightless op the runtime runs
+        # on integers. With data it can read again (and no budget, whose resumable work dir keeps
+        # one statistics file), calibrate for the default's floor; the search calibrates the
+        # lower floors' extra tensors for a candidate only as far as it needs them. Else for the
+        # lowest floor (the most layers).
+        more = (_calibrator(loaded, prepared, source, calibration)
+                if tune == "latency" and run is None and stats is None and _replay(prepared, source, calibration) is not None else None)
+        calibrated_for = config
+        if tune == "latency":
+            calibrated_for = config.model_copy(update={"integer_ops": "all"} if more is not None else {"min_reduction": 0, "integer_ops": "all"})
         statistics = _statistics(loaded, prepared, stats, source, calibration, calibrated_for, tmp)
         search = tuning = evaluator = None
         if run is not None:
@@ -127,10 +134,11 @@ def quantize(
             if saved is not None:
                 tuning, config = saved
             else:
-                int8, plan, tuning, config = latency_search.search(
+                int8, plan, tuning, config, statistics = latency_search.search(
                     prepared, statistics, config, _tuning_samples(prepared, eval_data if eval_data is not None else source, tmp),
                     threads=tune_threads, replay=_replay(prepared, source, calibration),
-                    accept=accuracy_search.within_budget(evaluator, run.metrics, accuracy) if run is not None else None)
+                    accept=accuracy_search.within_budget(evaluator, run.metrics, accuracy) if run is not None else None,
+                    calibrate=more)
                 if run is not None:
                     workdir.save_tuning(run.work, tuning, config)
         elif run is None:
@@ -228,6 +236,19 @@ def _statistics(loaded: LoadedModel, prepared: onnx.ModelProto, stats, source, c
     if source is not None:
         return _collect(loaded, prepared, source, calibration, config.target, serving=config)
     raise ConfigError("quantize needs calibration data (--data) or statistics (--stats)")
+
+
+def _calibrator(loaded: LoadedModel, prepared: onnx.ModelProto, source, calibration: CalibrationConfig):
+    """calibrate(requests, n): statistics of more tensors over the first n samples of the
+    calibration data (None: all of them), read again; as the first pass computed them."""
+    specs = input_specs(prepared)
+
+    def calibrate(requests: dict[str, int | None], samples: int | None) -> Statistics:
+        cap = calibration.max_samples if samples is None else min(samples, calibration.max_samples or samples)
+        feeds = iter_feeds(source, specs, batch_size=calibration.batch_size, max_samples=cap)
+        return collect(prepared, feeds, requests, model_sha256=loaded.sha256)
+
+    return calibrate
 
 
 def _replay(prepared: onnx.ModelProto, source, calibration: CalibrationConfig):

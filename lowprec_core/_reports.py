@@ -63,6 +63,10 @@ class TuningCandidate(BaseModel):
     rounds: int = 0  # timing rounds it ran (fewer where it fell clearly behind the default)
     within_budget: bool | None = None  # with an accuracy budget: whether it met it (None: not scored)
     float_layers: list[str] = []  # the default's layers its profile found slower in integer, left float
+    # Samples of the statistics its nmse is from, where fewer than the calibration's: it was timed
+    # built from those (its placement is what its speed depends on) and, too slow to be kept,
+    # never calibrated in full. None: the calibration's statistics.
+    provisional_samples: int | None = None
     chosen: bool = False
 
 

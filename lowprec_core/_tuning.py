@@ -16,6 +16,13 @@ default's is kept, if it beats the default by SPEED_MARGIN (else the default sta
 noise must not move the bytes). The choice goes into the config, so naming it reproduces the
 model without a search.
 
+Statistics for the candidates' tensors come from one calibration where they can (a statistics
+file, data read once, an accuracy budget). Else the calibration covers the default's floor, and a
+candidate needing more (the lower floors) is built from PROVISIONAL_SAMPLES calibration samples
+of those tensors to be timed: its speed is its placement's, which its statistics do not change.
+Only one fast enough to be kept is calibrated in full, rebuilt and its output error measured
+again; a full pass over every layer's tensors took PP-OCRv4 det 1.0 s of its 4.3 s search.
+
 Where no candidate leaves every layer float, one more does (the model's layer op types
 ignored): if nothing quantized beats FP32 here, that is the one kept. It runs the FP32 model, so
 where the runtime would run it at f32 (ONNX Runtime; OpenVINO without bf16) it is the reference
@@ -42,6 +49,7 @@ from ._graph import all_nodes, consumers
 from ._ops import RUNTIME_INTEGER_OPS, TARGETS
 from ._quantize.default import Quantizer
 from ._quantize.plan import QuantPlan
+from ._quantize.planner import statistic_requests
 from ._reports import LatencyTuning, TuningCandidate
 
 log = logging.getLogger(__name__)
@@ -52,6 +60,7 @@ QUALITY_SLACK = 1.25  # a candidate's output NMSE may be at most this times the 
 # timed in one loop differed by up to 5 % on a 2-core machine (Magika in OpenVINO).
 SPEED_MARGIN = 1.05
 SAMPLES = 10  # tuning samples, one per round
+PROVISIONAL_SAMPLES = 2  # calibration samples of the tensors a candidate is timed with, where the statistics lack them
 WARMUP = 1  # untimed runs of each model first (ORT's and OpenVINO's first run allocates)
 # A round runs each model this long at least on its sample (repeats, at most MAX_REPS, from the
 # reference's time): one run of a sub-millisecond model varied by 10-15 % from round to round
@@ -59,9 +68,13 @@ WARMUP = 1  # untimed runs of each model first (ORT's and OpenVINO's first run a
 ROUND_MS = 5.0
 MAX_REPS = 16
 # After this many rounds, candidates running slower than the default by more than DROP_MARGIN
-# stop being timed: to be kept they would have to gain ~10 % on it over the rounds left. On
-# PP-OCRv4 det (ORT, 2-core Zen 4, CLI) the search then costs 2.9x the command without it, 3.2x
-# with a looser margin.
+# stop being timed: to be kept they would have to gain ~10 % on it over the rounds left. So do
+# those not SPEED_MARGIN ahead of it in any round yet (one truly that far ahead would be in half
+# of its rounds). Once only the default is left, it has beaten FP32 by SPEED_MARGIN in every
+# round and has run one round more than any candidate dropped, the loop ends: every float
+# layer (the one other choice) cannot win. On PP-OCRv4 det (ORT, 2-core Zen 3, CLI, the image's
+# pinned packages) its candidates all stop after 3 rounds (1-13 % behind the default) and the
+# loop after 4, where it ran 6: the search costs 2.9x the command without it, not 3.4x.
 DROP_AFTER = 3
 DROP_MARGIN = 1.05
 # The default and the float model are profiled node by node (PROFILE_RUNS runs each, after one
@@ -104,20 +117,58 @@ def choose(default: Key, speedup: dict[Key, float], nmse: dict[Key, float], acce
     return fastest if speedup[fastest] >= speedup[default] * SPEED_MARGIN else default
 
 
+class _Builds:
+    """Candidates built by one Quantizer over the search's statistics, or, for a candidate whose
+    tensors they lack, by one over those and `calibrate`'s of the rest: provisional (from
+    PROVISIONAL_SAMPLES samples) until asked for in full."""
+
+    def __init__(self, prepared: onnx.ModelProto, stats: Statistics, config: QuantConfig, replay, calibrate) -> None:
+        self.prepared, self.stats, self.config, self.replay, self.calibrate = prepared, stats, config, replay, calibrate
+        self.quantizers: dict[tuple[frozenset[str], int | None], Quantizer] = {(frozenset(), None): Quantizer(prepared, stats)}
+        self.provisional: set[Key] = set()
+        self._missing: dict[Key, dict[str, int | None]] = {}
+
+    def missing(self, key: Key) -> dict[str, int | None]:
+        """The tensors the candidate's plan may read that the search's statistics lack."""
+        if key not in self._missing:
+            config = _config_of(self.config, key, self.prepared)
+            self._missing[key] = {} if self.calibrate is None else {
+                t: a for t, a in statistic_requests(self.prepared, config.target, config=config).items() if t not in self.stats.tensors}
+        return self._missing[key]
+
+    def __call__(self, key: Key, *, full: bool) -> tuple[onnx.ModelProto, QuantPlan, bytes]:
+        missing = self.missing(key)
+        part = (frozenset(missing), None if full or not missing else PROVISIONAL_SAMPLES)
+        if part not in self.quantizers:
+            more = self.calibrate(missing, part[1])
+            self.quantizers[part] = Quantizer(self.prepared, Statistics(self.stats.model_sha256, self.stats.samples, {**more.tensors, **self.stats.tensors}))
+        (self.provisional.add if part[1] is not None else self.provisional.discard)(key)
+        return _build(self.quantizers[part], _config_of(self.config, key, self.prepared), self.replay)
+
+    def statistics(self, key: Key) -> Statistics:
+        """The statistics a candidate built in full was built from."""
+        return self.quantizers[(frozenset(self.missing(key)), None)].stats
+
+
 def search(prepared: onnx.ModelProto, stats: Statistics, config: QuantConfig, samples: list[Feed], *,
            threads: int = 1, replay: Callable[[], Iterable[Feed]] | None = None,
-           accept: Callable[[bytes], bool] | None = None) -> tuple[onnx.ModelProto, QuantPlan, LatencyTuning, QuantConfig]:
-    """The candidates' plans, measured; returns the kept model, its plan, the search and its config.
-    `samples`: the tuning samples, one per feed (batch 1). `stats` must cover every candidate
-    (calibrated for min_reduction 0 and integer_ops "all"). `accept`: an accuracy budget's judge
-    of a serialized model, the quality rule in place of the default's output error (see choose)."""
+           accept: Callable[[bytes], bool] | None = None,
+           calibrate: Callable[[dict[str, int | None], int | None], Statistics] | None = None,
+           ) -> tuple[onnx.ModelProto, QuantPlan, LatencyTuning, QuantConfig, Statistics]:
+    """The candidates' plans, measured; returns the kept model, its plan, the search, its config
+    and the statistics it was built from. `samples`: the tuning samples, one per feed (batch 1).
+    `stats` must cover every candidate (calibrated for min_reduction 0 and integer_ops "all")
+    unless `calibrate(requests, n)` gives the statistics of more tensors over the first n
+    calibration samples (None: all); then a candidate they lack is timed provisionally (see the
+    module). `accept`: an accuracy budget's judge of a serialized model, the quality rule in
+    place of the default's output error (see choose)."""
     started = time.perf_counter()
     serving = config.runtime
-    quantizer = Quantizer(prepared, stats)
+    build = _Builds(prepared, stats, config, replay, calibrate)
     built: dict[Key, tuple[onnx.ModelProto, QuantPlan, bytes]] = {}
     seen: set[bytes] = set()
     for key in candidates(config):
-        model, plan, data = _build(quantizer, _config_of(config, key, prepared), replay)
+        model, plan, data = build(key, full=False)
         if data in seen:  # the same plan as a candidate already built (the default first)
             continue
         seen.add(data)
@@ -126,7 +177,7 @@ def search(prepared: onnx.ModelProto, stats: Statistics, config: QuantConfig, sa
     reference = prepared.SerializeToString()
     costs, key = _profiled(prepared, reference, built[default], default, samples[0], serving, threads)
     if key is not None:
-        model, plan, data = _build(quantizer, _config_of(config, key, prepared), replay)
+        model, plan, data = build(key, full=False)
         if data not in seen:
             built[key] = (model, plan, data)
     timed = list(built)
@@ -134,7 +185,7 @@ def search(prepared: onnx.ModelProto, stats: Statistics, config: QuantConfig, sa
     # it is only built (and timed) where the runtime runs float faster, or once it is kept.
     floats = all(plan.layers() for _, plan, _ in built.values())
     if floats and runtime.float_precision(serving) != "f32":
-        built[FLOAT] = _build(quantizer, _config_of(config, FLOAT, prepared), replay)
+        built[FLOAT] = build(FLOAT, full=True)
         timed.append(FLOAT)
     sessions = [runtime.serving_session(m, runtime=serving, threads=threads, precision=p, spinning=True)
                 for m, p in ((reference, "f32"), *((built[k][2], None) for k in timed))]
@@ -146,18 +197,25 @@ def search(prepared: onnx.ModelProto, stats: Statistics, config: QuantConfig, sa
         speedup[FLOAT], nmse[FLOAT], rounds[FLOAT] = 1.0, 0.0, len(times[0])
     verdicts: dict[Key, bool] = {}
 
+    def in_full(key: Key) -> tuple[onnx.ModelProto, QuantPlan, bytes]:
+        if key not in built or key in build.provisional:
+            built[key] = build(key, full=True)
+        return built[key]
+
     def judged(key: Key) -> bool:
-        if key not in built:
-            built[key] = _build(quantizer, _config_of(config, key, prepared), replay)
-        verdicts[key] = accept(built[key][2])
+        verdicts[key] = accept(in_full(key)[2])
         return verdicts[key]
 
     # A candidate dropped from the loop was behind the default in the rounds both ran; its median
     # over those few rounds is not comparable with the default's over all of them.
     finished = {k: v for k, v in speedup.items() if rounds[k] == rounds[default]}
+    # One timed from provisional statistics that is fast enough to be kept: its error, in full.
+    for key in sorted(build.provisional & set(finished), key=_order):
+        if accept is None and finished[key] >= finished[default] * SPEED_MARGIN:
+            session = runtime.serving_session(in_full(key)[2], runtime=serving, threads=threads, precision=None)
+            nmse[key] = output_error(sessions[0], session, samples[:rounds[key]])
     chosen = choose(default, finished, nmse, accept=judged if accept is not None else None)
-    if chosen not in built:
-        built[chosen] = _build(quantizer, _config_of(config, chosen, prepared), replay)
+    in_full(chosen)
     keys = list(speedup)
     quality = "within the accuracy budget" if accept is not None else "within its output error"
     reason = (f"{_describe(chosen)}: {speedup[chosen]:.2f}x of FP32 at batch 1"
@@ -174,13 +232,14 @@ def search(prepared: onnx.ModelProto, stats: Statistics, config: QuantConfig, sa
     report = [TuningCandidate(min_reduction=k[0], integer_ops=k[1], layers=len(plans[k].layers()) if plans[k] else 0,
                               integer_op_nodes=len(plans[k].integer_ops) if plans[k] else 0, speedup=round(speedup[k], 4),
                               nmse=float(f"{nmse[k]:.6g}"), rounds=rounds[k], within_budget=verdicts.get(k), chosen=k == chosen,
-                              float_layers=list(k[2]) if len(k) > 2 else [])
+                              float_layers=list(k[2]) if len(k) > 2 else [],
+                              provisional_samples=PROVISIONAL_SAMPLES if k in build.provisional else None)
               for k in sorted(keys, key=_order)]
     tuning = LatencyTuning(runtime=serving, threads=threads, samples=len(samples), candidates=report, reason=reason,
                            seconds=round(time.perf_counter() - started, 3), layer_costs={k: round(v, 1) for k, v in costs.items()})
     log.info("latency search: %s", reason)
     model, plan, _ = built[chosen]
-    return model, plan, tuning, _config_of(config, chosen, prepared)
+    return model, plan, tuning, _config_of(config, chosen, prepared), build.statistics(chosen)
 
 
 def measure(sessions, samples: list[Feed]) -> tuple[list[np.ndarray], list[float]]:
@@ -200,30 +259,46 @@ def measure(sessions, samples: list[Feed]) -> tuple[list[np.ndarray], list[float
     error, power = np.zeros(len(sessions)), np.zeros(len(sessions))
     running = list(range(len(sessions)))
     for index, feed in enumerate(samples):
+        # Rounds in which each candidate ran less than SPEED_MARGIN ahead of the default.
+        behind = {i: sum(d < SPEED_MARGIN * c for d, c in zip(times[1], times[i])) for i in running[2:]}
         if index == DROP_AFTER:
             speed = {i: float(np.median(np.array(times[0]) / np.array(times[i]))) for i in running[1:]}
-            running = [i for i in running if i < 2 or speed[i] * DROP_MARGIN >= speed[1]]
-        # A candidate that ran less than SPEED_MARGIN ahead of the default in more than half of all
-        # the rounds there will be cannot end that far ahead of it: it stops. Once only FP32 and the
-        # default run, and have run most rounds, nothing is left to decide. On PP-OCRv4 det (ORT)
-        # that ends the loop after 6 rounds: its other candidates run 2-10 % behind the default.
-        behind = {i: sum(d < SPEED_MARGIN * c for d, c in zip(times[1], times[i])) for i in running[2:]}
+            running = [i for i in running if i < 2 or (speed[i] * DROP_MARGIN >= speed[1] and behind[i] < index)]
+        # One behind in more than half of all the rounds there will be cannot end that far ahead.
         running = [i for i in running if i < 2 or behind[i] * 2 <= len(samples)]
-        if len(running) == 2 and index * 2 > len(samples):  # the default against FP32 over most rounds
-            break
+        if len(running) == 2:  # the default against FP32: what is left to decide is whether it beats FP32
+            clear = index > DROP_AFTER and all(f >= SPEED_MARGIN * d for f, d in zip(times[0], times[1]))
+            if clear or index * 2 > len(samples):
+                break
         outputs = {}
         for i in running if index % 2 == 0 else running[::-1]:
             start = time.perf_counter()
             for _ in range(reps):
                 outputs[i] = sessions[i].run(None, feed)
             times[i].append((time.perf_counter() - start) * 1e3 / reps)
-        for at, ref in enumerate(outputs[0]):
-            if np.issubdtype(ref.dtype, np.floating):
-                ref = ref.astype(np.float64)
-                for i in running[1:]:
-                    power[i] += float(np.sum(ref ** 2))
-                    error[i] += float(np.sum((outputs[i][at].astype(np.float64) - ref) ** 2))
+        for i in running[1:]:
+            terms = _error_terms(outputs[0], outputs[i])
+            error[i] += terms[0]
+            power[i] += terms[1]
     return [np.array(t) for t in times], [float(e / max(p, 1e-30)) for e, p in zip(error[1:], power[1:])]
+
+
+def _error_terms(reference: list[np.ndarray], outputs: list[np.ndarray]) -> tuple[float, float]:
+    """(squared error, squared reference) summed over the float outputs (integer ones are exact
+    or not comparable)."""
+    error = power = 0.0
+    for ref, got in zip(reference, outputs):
+        if np.issubdtype(ref.dtype, np.floating):
+            ref = ref.astype(np.float64)
+            power += float(np.sum(ref ** 2))
+            error += float(np.sum((got.astype(np.float64) - ref) ** 2))
+    return error, power
+
+
+def output_error(reference, candidate, samples: list[Feed]) -> float:
+    """A candidate's output NMSE against the reference's over `samples`, as measure computes it."""
+    terms = [_error_terms(reference.run(None, feed), candidate.run(None, feed)) for feed in samples]
+    return float(sum(e for e, _ in terms) / max(sum(p for _, p in terms), 1e-30))
 
 
 def _repeats(reference, sample: Feed) -> int:

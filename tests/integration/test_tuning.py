@@ -6,6 +6,7 @@ import json
 
 import numpy as np
 import onnx
+import onnxruntime as ort
 import pytest
 
 import lowprec_core as lp
@@ -127,16 +128,42 @@ def test_measure_times_every_session_and_drops_those_far_behind_the_default(cloc
     assert sessions[0].calls == _tuning.WARMUP + _tuning.SAMPLES  # its first run took ROUND_MS: no more runs to decide
 
 
-def test_measure_stops_a_candidate_that_cannot_end_ahead_and_then_the_loop(clock):
-    """A candidate as fast as the default is behind the margin in every round: once it is in more
-    than half of all rounds it stops, and with it the loop (FP32 and the default alone decide
-    nothing more)."""
+def test_measure_stops_a_candidate_never_ahead_and_then_the_loop(clock):
+    """A candidate as fast as the default is behind the margin in every round: after DROP_AFTER
+    rounds it stops. The default, twice as fast as FP32 in every round, runs one round more
+    (dropped candidates always have fewer) and the loop ends: nothing is left to decide."""
     ref = np.ones(4, dtype=np.float32)
     samples = [{"x": np.zeros(1)}] * _tuning.SAMPLES
     sessions = [_Fixed(clock, 0.006, [ref]), _Fixed(clock, 0.003, [ref]), _Fixed(clock, 0.003, [ref])]
     times, _ = _tuning.measure(sessions, samples)
+    assert [len(t) for t in times] == [_tuning.DROP_AFTER + 1, _tuning.DROP_AFTER + 1, _tuning.DROP_AFTER]
+
+
+def test_measure_keeps_timing_a_candidate_ahead_in_some_rounds(clock):
+    """A candidate ahead of the default in one round of every two is not dropped at DROP_AFTER,
+    and never behind in more than half of all rounds: it, the default and FP32 run every round."""
+    ref = np.ones(4, dtype=np.float32)
+    samples = [{"x": np.zeros(1)}] * _tuning.SAMPLES
+
+    class _Alternating(_Fixed):
+        def run(self, names, feed):
+            self.seconds = 0.002 if self.calls % 2 else 0.003  # warm-up: 3 ms, then 2 ms, 3 ms, ...
+            return super().run(names, feed)
+
+    sessions = [_Fixed(clock, 0.006, [ref]), _Fixed(clock, 0.003, [ref]), _Alternating(clock, 0.003, [ref])]
+    times, _ = _tuning.measure(sessions, samples)
+    assert [len(t) for t in times] == [_tuning.SAMPLES] * 3
+
+
+def test_measure_times_the_default_against_fp32_while_it_is_not_clearly_faster(clock):
+    """A default within SPEED_MARGIN of FP32 leaves every float layer a choice: FP32 and the
+    default run most rounds, not DROP_AFTER + 1."""
+    ref = np.ones(4, dtype=np.float32)
+    samples = [{"x": np.zeros(1)}] * _tuning.SAMPLES
+    sessions = [_Fixed(clock, 0.006, [ref]), _Fixed(clock, 0.0059, [ref]), _Fixed(clock, 0.012, [ref])]
+    times, _ = _tuning.measure(sessions, samples)
     rounds = _tuning.SAMPLES // 2 + 1
-    assert [len(t) for t in times] == [rounds, rounds, rounds]
+    assert [len(t) for t in times] == [rounds, rounds, _tuning.DROP_AFTER]
 
 
 def test_measure_repeats_a_fast_model_within_a_round(clock):
@@ -146,7 +173,7 @@ def test_measure_repeats_a_fast_model_within_a_round(clock):
     samples = [{"x": np.zeros(1)}] * _tuning.SAMPLES
     sessions = [_Fixed(clock, 0.001, [ref]), _Fixed(clock, 0.0005, [ref])]
     times, _ = _tuning.measure(sessions, samples)
-    reps, rounds = round(_tuning.ROUND_MS / 1.0), _tuning.SAMPLES // 2 + 1  # no candidate but the default: most rounds
+    reps, rounds = round(_tuning.ROUND_MS / 1.0), _tuning.DROP_AFTER + 1  # no candidate but the default, 2x FP32's speed
     assert sessions[1].calls == _tuning.WARMUP + rounds * reps
     assert sessions[0].calls == _tuning.WARMUP + 1 + rounds * reps  # one more, warm: it sets the repeats
     assert np.median(times[1]) == pytest.approx(0.5)
@@ -171,6 +198,68 @@ def test_the_searchs_integer_ops_choice_is_in_the_config_and_reproduces(tmp_path
     again = tmp_path / "again.onnx"
     lp.quantize(model, again, data=data, config=config)
     assert again.read_bytes() == out.read_bytes()
+
+
+def _residual_search(tmp_path, monkeypatch, every_layer_seconds: float):
+    """The latency search on a residual block, timings forced (FP32 1, the default and the
+    others 0.5, every layer quantized `every_layer_seconds`), the calibration passes recorded."""
+    from lowprec_core import _api
+    from tests import models
+
+    model = tmp_path / "residual.onnx"
+    onnx.save(models.residual_block(), model)
+    data = models.feeds(models.residual_block(), batches=4, batch=4)
+    passes = []
+    real_collect, real_measure = _api.collect, _tuning.measure
+
+    def recorded(prepared, feeds, requests, **kwargs):
+        stats = real_collect(prepared, feeds, requests, **kwargs)
+        passes.append((stats.samples, len(requests)))
+        return stats
+
+    def forced(sessions, samples):
+        times, nmse = real_measure(sessions, samples[:2])
+        n = len(samples)  # sessions: FP32, the default, then every layer with integer ops (candidates() order)
+        return [np.full(n, 1.0), np.full(n, 0.5), np.full(n, every_layer_seconds), *(np.full(n, 0.5) for _ in times[3:])], nmse
+
+    monkeypatch.setattr(_api, "collect", recorded)
+    monkeypatch.setattr(_tuning, "measure", forced)
+    result = lp.quantize(model, tmp_path / "t.onnx", data=data, tune="latency")
+    every = next(c for c in result.tuning.candidates if c.min_reduction == 0)
+    return model, data, result, every, passes
+
+
+def test_a_candidate_the_calibration_lacks_is_timed_from_a_few_samples_and_never_calibrated_in_full_when_slower(tmp_path, monkeypatch):
+    """The first pass covers the default's floor; every layer quantized needs more tensors,
+    calibrated over PROVISIONAL_SAMPLES samples only, as it ran slower than the default."""
+    _, _, result, every, passes = _residual_search(tmp_path, monkeypatch, every_layer_seconds=1.0)
+    assert every.provisional_samples == _tuning.PROVISIONAL_SAMPLES and not every.chosen
+    assert all(c.provisional_samples is None for c in result.tuning.candidates if c is not every)
+    assert [samples for samples, _ in passes] == [16, _tuning.PROVISIONAL_SAMPLES]
+    assert result.calibration_samples == 16 and (result.plan.config.min_reduction, result.plan.config.integer_ops) == (64, "target")
+
+
+def test_a_provisional_candidate_fast_enough_to_be_kept_is_calibrated_in_full_and_its_error_measured_again(tmp_path, monkeypatch):
+    """Twice as fast as the default: its extra tensors are calibrated over every sample, and the
+    output error it is judged by is that of the model built from them (here measured again
+    independently, over the tuning samples: the first 10 calibration rows, batch 1)."""
+    model, data, result, every, passes = _residual_search(tmp_path, monkeypatch, every_layer_seconds=0.25)
+    assert every.provisional_samples is None
+    assert [samples for samples, _ in passes] == [16, _tuning.PROVISIONAL_SAMPLES, 16] and passes[1][1] == passes[2][1]
+    named = tmp_path / "named.onnx"
+    lp.quantize(model, named, data=data, config=lp.QuantConfig(min_reduction=0, integer_ops="all"))
+    options = onnxruntime_options()
+    fp32, int8 = (ort.InferenceSession(str(p), options, providers=["CPUExecutionProvider"]) for p in (model, named))
+    rows = [{k: v[i:i + 1] for k, v in feed.items()} for feed in data for i in range(4)][:_tuning.SAMPLES]
+    assert every.nmse == pytest.approx(_tuning.output_error(fp32, int8, rows), rel=1e-4)
+    if every.chosen:
+        assert (tmp_path / "t.onnx").read_bytes() == named.read_bytes()
+
+
+def onnxruntime_options():
+    options = ort.SessionOptions()
+    options.intra_op_num_threads = 1
+    return options
 
 
 def test_where_nothing_quantized_beats_fp32_the_search_says_so_and_keeps_every_layer_float(demo, tmp_path, monkeypatch):
@@ -367,7 +456,7 @@ def test_the_default_less_the_layers_its_profile_finds_slower_is_a_candidate_tha
     """Costs forced: the profile finds the first layer slower in integer. The default less that
     layer is built and timed; kept (the rule forced), its config names the layer and rebuilds it."""
     monkeypatch.setattr(_tuning, "PROFILE_GAIN", 0.0)
-    monkeypatch.setattr(_tuning, "DROP_MARGIN", float("inf"))  # every candidate runs every round, whatever its timing
+    monkeypatch.setattr(_tuning, "DROP_AFTER", _tuning.SAMPLES)  # no early drop: every candidate runs the default's rounds
     monkeypatch.setattr(_runtime, "float_precision", lambda serving: "bf16")  # as OpenVINO on a bf16 CPU
     monkeypatch.setattr(_tuning, "layer_costs", lambda prepared, int8, layers, *profiles: {n: 1.0 if i == 0 else -1.0 for i, n in enumerate(layers)})
     monkeypatch.setattr(_tuning, "choose", lambda default, speedup, nmse, accept=None: next(k for k in speedup if len(k) > 2))
