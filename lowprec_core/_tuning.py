@@ -34,9 +34,11 @@ from __future__ import annotations
 
 import logging
 import math
+import os
 import re
 import time
 from collections.abc import Callable, Iterable
+from concurrent.futures import ThreadPoolExecutor
 
 import numpy as np
 import onnx
@@ -187,8 +189,12 @@ def search(prepared: onnx.ModelProto, stats: Statistics, config: QuantConfig, sa
     if floats and runtime.float_precision(serving) != "f32":
         built[FLOAT] = build(FLOAT, full=True)
         timed.append(FLOAT)
-    sessions = [runtime.serving_session(m, runtime=serving, threads=threads, precision=p, spinning=True)
-                for m, p in ((reference, "f32"), *((built[k][2], None) for k in timed))]
+    # Built side by side (the runtimes release the GIL while compiling): OpenVINO compiles each
+    # PP-OCRv4 det candidate in 0.3 s, four in 1.0-1.1 s on two cores instead of 1.5-1.6 s.
+    models = [(reference, "f32"), *((built[k][2], None) for k in timed)]
+    with ThreadPoolExecutor(min(len(models), os.cpu_count() or 1), thread_name_prefix="lowprec-session") as pool:
+        sessions = list(pool.map(lambda item: runtime.serving_session(item[0], runtime=serving, threads=threads, precision=item[1],
+                                                                      spinning=True), models))
     times, errors = measure(sessions, samples)
     speedup = {k: float(np.median(times[0][:len(t)] / t)) for k, t in zip(timed, times[1:])}
     nmse = dict(zip(timed, errors))
