@@ -116,8 +116,8 @@ def quantize(
         # one statistics file), calibrate for the default's floor; the search calibrates the
         # lower floors' extra tensors for a candidate only as far as it needs them. Else for the
         # lowest floor (the most layers).
-        more = (_calibrator(loaded, prepared, source, calibration)
-                if tune == "latency" and run is None and stats is None and _replay(prepared, source, calibration) is not None else None)
+        replay = _replay(prepared, source, calibration)
+        more = _calibrator(loaded, prepared, source, calibration) if tune == "latency" and run is None and stats is None and replay else None
         calibrated_for = config
         if tune == "latency":
             calibrated_for = config.model_copy(update={"integer_ops": "all"} if more is not None else {"min_reduction": 0, "integer_ops": "all"})
@@ -136,13 +136,13 @@ def quantize(
             else:
                 int8, plan, tuning, config, statistics = latency_search.search(
                     prepared, statistics, config, _tuning_samples(prepared, eval_data if eval_data is not None else source, tmp),
-                    threads=tune_threads, replay=_replay(prepared, source, calibration),
+                    threads=tune_threads, replay=replay,
                     accept=accuracy_search.within_budget(evaluator, run.metrics, accuracy) if run is not None else None,
                     calibrate=more)
                 if run is not None:
                     workdir.save_tuning(run.work, tuning, config)
         elif run is None:
-            int8, plan = quantize_model(prepared, statistics, config, feeds=_replay(prepared, source, calibration))
+            int8, plan = quantize_model(prepared, statistics, config, feeds=replay)
         if run is not None:
             int8, plan, search, config = accuracy_search.run(prepared, statistics, config, accuracy, run.metrics, evaluator, run.work)
         warnings = _calibration_warnings(prepared, statistics, plan, config)
@@ -240,12 +240,11 @@ def _statistics(loaded: LoadedModel, prepared: onnx.ModelProto, stats, source, c
 
 def _calibrator(loaded: LoadedModel, prepared: onnx.ModelProto, source, calibration: CalibrationConfig):
     """calibrate(requests, n): statistics of more tensors over the first n samples of the
-    calibration data (None: all of them), read again; as the first pass computed them."""
-    specs = input_specs(prepared)
+    calibration data (None: all of them), read again (see _replay); as the first pass computed them."""
 
     def calibrate(requests: dict[str, int | None], samples: int | None) -> Statistics:
         cap = calibration.max_samples if samples is None else min(samples, calibration.max_samples or samples)
-        feeds = iter_feeds(source, specs, batch_size=calibration.batch_size, max_samples=cap)
+        feeds = _replay(prepared, source, calibration.model_copy(update={"max_samples": cap}))()
         return collect(prepared, feeds, requests, model_sha256=loaded.sha256)
 
     return calibrate

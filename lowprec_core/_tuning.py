@@ -140,11 +140,15 @@ class _Builds:
 
     def __call__(self, key: Key, *, full: bool) -> tuple[onnx.ModelProto, QuantPlan, bytes]:
         missing = self.missing(key)
-        part = (frozenset(missing), None if full or not missing else PROVISIONAL_SAMPLES)
+        samples = None if full or not missing else PROVISIONAL_SAMPLES
+        part = (frozenset(missing), samples)
         if part not in self.quantizers:
-            more = self.calibrate(missing, part[1])
+            more = self.calibrate(missing, samples)
             self.quantizers[part] = Quantizer(self.prepared, Statistics(self.stats.model_sha256, self.stats.samples, {**more.tensors, **self.stats.tensors}))
-        (self.provisional.add if part[1] is not None else self.provisional.discard)(key)
+        if samples is None:
+            self.provisional.discard(key)
+        else:
+            self.provisional.add(key)
         return _build(self.quantizers[part], _config_of(self.config, key, self.prepared), self.replay)
 
     def statistics(self, key: Key) -> Statistics:

@@ -6,7 +6,6 @@ import json
 
 import numpy as np
 import onnx
-import onnxruntime as ort
 import pytest
 
 import lowprec_core as lp
@@ -248,18 +247,11 @@ def test_a_provisional_candidate_fast_enough_to_be_kept_is_calibrated_in_full_an
     assert [samples for samples, _ in passes] == [16, _tuning.PROVISIONAL_SAMPLES, 16] and passes[1][1] == passes[2][1]
     named = tmp_path / "named.onnx"
     lp.quantize(model, named, data=data, config=lp.QuantConfig(min_reduction=0, integer_ops="all"))
-    options = onnxruntime_options()
-    fp32, int8 = (ort.InferenceSession(str(p), options, providers=["CPUExecutionProvider"]) for p in (model, named))
+    fp32, int8 = (_runtime.session(str(p), threads=1) for p in (model, named))
     rows = [{k: v[i:i + 1] for k, v in feed.items()} for feed in data for i in range(4)][:_tuning.SAMPLES]
     assert every.nmse == pytest.approx(_tuning.output_error(fp32, int8, rows), rel=1e-4)
     if every.chosen:
         assert (tmp_path / "t.onnx").read_bytes() == named.read_bytes()
-
-
-def onnxruntime_options():
-    options = ort.SessionOptions()
-    options.intra_op_num_threads = 1
-    return options
 
 
 def test_where_nothing_quantized_beats_fp32_the_search_says_so_and_keeps_every_layer_float(demo, tmp_path, monkeypatch):
