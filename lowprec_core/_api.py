@@ -15,7 +15,6 @@ from pathlib import Path
 
 import numpy as np
 import onnx
-from pydantic import BaseModel
 
 from . import _accuracy as accuracy_search, _tuning as latency_search
 from . import _benchmark as _bench
@@ -33,6 +32,7 @@ from ._ops import TARGETS
 from ._quantize.default import quantize_model
 from ._quantize.plan import QuantPlan
 from ._quantize.planner import statistic_requests
+from ._records import Record
 from ._reports import BenchmarkReport, CalibrationWarning, InspectReport, QuantizeReport, ValidationReport
 from ._runtime import check_runtime
 from ._storage import localize, write_text
@@ -465,5 +465,5 @@ def _attachment(path: Path, key: str | None) -> dict[str, Path]:
     raise ConfigError(f"cannot attach {path}: no such file or folder")
 
 
-def _write_json(path: PathOrUri, report: BaseModel) -> None:
+def _write_json(path: PathOrUri, report: Record) -> None:
     write_text(path, report.model_dump_json(indent=1))

@@ -4,10 +4,9 @@ from __future__ import annotations
 
 from typing import Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationInfo, field_validator, model_serializer
-
 from ._errors import ConfigError
 from ._ops import DEFAULT_ROWS, RUNTIME_INTEGER_OPS, TARGETS
+from ._records import Record, ValidationError, check, spec
 
 # Names only: the estimators themselves live in quantize/ranges.py, which imports this module.
 ACTIVATION_ESTIMATORS = ("minmax", "mean_minmax", "quantile", "mse")
@@ -29,23 +28,23 @@ _CHOICES = {
 }
 
 
-class _Frozen(BaseModel):
-    model_config = ConfigDict(frozen=True, extra="forbid")
-
-
-# QuantConfig fields newer than its first published dumps, with their defaults (see _omit_late_defaults).
-_LATE_DEFAULTS = {"integer_ops": "target"}
+class _Frozen(Record):
+    _extra = "forbid"
 
 
 class CalibrationConfig(_Frozen):
     """How calibration data is fed: batch size for a single-.npz source, and a sample cap."""
 
-    batch_size: int = Field(default=16, ge=1)
-    max_samples: int | None = Field(default=None, ge=1)
+    batch_size: int = spec(16, ge=1)
+    max_samples: int | None = spec(None, ge=1)
 
 
 class QuantConfig(_Frozen):
     """What to quantize and how. ``ignore`` holds node names or op types left in float."""
+
+    # Fields added after models were published are left out of a dump at their defaults, so the
+    # config stamped into a model (lineage) and its bytes stay what they were.
+    _omit_defaults = {"integer_ops": "target"}
 
     preset: str = "mixed"
     target: str = "cpu"
@@ -57,28 +56,17 @@ class QuantConfig(_Frozen):
     bias_correction: Literal["none", "fast", "full"] = "fast"
     channel_alignment: bool = False
     model_type: Literal["auto", "cnn", "transformer"] = "auto"
-    smooth_quant_alpha: float = Field(default=0.85, ge=0.0, le=1.0)
+    smooth_quant_alpha: float = spec(0.85, ge=0.0, le=1.0)
     # Layers summing fewer products per output stay float; None: the target's (ops.Target.min_reduction).
-    min_reduction: int | None = Field(default=None, ge=0)
+    min_reduction: int | None = spec(None, ge=0)
     # Weightless ops (Add, Concat, pools, ...) run on integers between quantized layers:
     # "target": the target row's choice; "all": every one the runtime has an integer kernel for
     # (ops.RUNTIME_INTEGER_OPS); "none".
     integer_ops: Literal["target", "all", "none"] = "target"
 
-    @model_serializer(mode="wrap")
-    def _omit_late_defaults(self, handler):
-        """Fields added after models were published are left out of a dump at their defaults, so
-        the config stamped into a model (lineage) and its bytes stay what they were."""
-        data = handler(self)
-        for name, default in _LATE_DEFAULTS.items():
-            if data.get(name) == default:
-                del data[name]
-        return data
-
-    @field_validator(*_CHOICES)
-    @classmethod
-    def _known_choice(cls, value: str, info: ValidationInfo) -> str:
-        choices, label = _CHOICES[info.field_name]
+    @check(*_CHOICES)
+    def _known_choice(value: str, field: str) -> str:
+        choices, label = _CHOICES[field]
         if value not in choices:
             raise ValueError(f"unknown {label} {value!r}; expected one of: {', '.join(choices)}")
         return value
@@ -110,7 +98,7 @@ class MetricBudget(_Frozen):
     """One metric and the most it may drop (FP32 minus INT8, or the reverse for lower-is-better)."""
 
     metric: str
-    max_drop: float = Field(default=0.01, ge=0.0)
+    max_drop: float = spec(0.01, ge=0.0)
 
 
 class AccuracyBudget(_Frozen):
@@ -120,16 +108,15 @@ class AccuracyBudget(_Frozen):
     confirm: how many of the proxy's top layers are checked with the real metric each round;
     min_speedup: the gate fails below it (1.0: an INT8 model slower than FP32 gains nothing)."""
 
-    metrics: tuple[MetricBudget, ...] = Field(min_length=1)
+    metrics: tuple[MetricBudget, ...] = spec(min_length=1)
     drop_type: Literal["absolute", "relative"] = "absolute"
-    max_iterations: int = Field(default=50, ge=1)
-    ranking_subset: int = Field(default=64, ge=4)
-    confirm: int = Field(default=8, ge=1)
-    min_speedup: float = Field(default=1.0, ge=0.0)  # FP32 / INT8 latency at batch 1 the result must reach
+    max_iterations: int = spec(50, ge=1)
+    ranking_subset: int = spec(64, ge=4)
+    confirm: int = spec(8, ge=1)
+    min_speedup: float = spec(1.0, ge=0.0)  # FP32 / INT8 latency at batch 1 the result must reach
 
-    @field_validator("metrics")
-    @classmethod
-    def _distinct(cls, value: tuple[MetricBudget, ...]) -> tuple[MetricBudget, ...]:
+    @check("metrics")
+    def _distinct(value: tuple[MetricBudget, ...], field: str) -> tuple[MetricBudget, ...]:
         names = [m.metric for m in value]
         if len(set(names)) != len(names):
             raise ValueError(f"each metric once, got {names}")
@@ -177,32 +164,27 @@ def runtime_target(runtime: str | None, target: str | None = None, *, flags: fro
 class BenchmarkConfig(_Frozen):
     batches: tuple[int, ...] = (1, 8)
     threads: tuple[int, ...] = (1,)
-    warmup: int = Field(default=5, ge=0)
-    repeats: int = Field(default=30, ge=3)
+    warmup: int = spec(5, ge=0)
+    repeats: int = spec(30, ge=3)
     runtime: str = "onnxruntime"
 
-    @field_validator("runtime")
-    @classmethod
-    def _known_runtime(cls, value: str) -> str:
+    @check("runtime")
+    def _known_runtime(value: str, field: str) -> str:
         if value not in RUNTIMES:
             raise ValueError(f"unknown runtime {value!r}; expected one of: {', '.join(RUNTIMES)}")
         return value
 
-    @field_validator("batches", "threads")
-    @classmethod
-    def _positive(cls, value: tuple[int, ...]) -> tuple[int, ...]:
+    @check("batches", "threads")
+    def _positive(value: tuple[int, ...], field: str) -> tuple[int, ...]:
         if not value or any(v < 1 for v in value):
             raise ValueError(f"expected positive integers, got {list(value)}")
         return value
 
 
 def build(model_cls: type[_Frozen], **values: object) -> _Frozen:
-    """Build a config, turning pydantic's error into a one-line ConfigError."""
-    from pydantic import ValidationError
-
+    """Build a config, or a one-line ConfigError naming the bad field and what it expected."""
     try:
-        return model_cls(**values)
+        return model_cls.model_validate(values)
     except ValidationError as err:
-        first = err.errors()[0]
-        where = ".".join(str(p) for p in first["loc"]) or model_cls.__name__
-        raise ConfigError(f"{where}: {first['msg'].removeprefix('Value error, ')}") from None
+        where = ".".join(str(p) for p in err.loc) or model_cls.__name__
+        raise ConfigError(f"{where}: {err.msg}") from None

@@ -14,18 +14,17 @@ from __future__ import annotations
 import tempfile
 from pathlib import Path
 
-from pydantic import BaseModel
-
 from ._config import QuantConfig
 from ._errors import ConfigError
 from ._model_io import file_sha256
+from ._records import Record
 from ._registry import MANIFEST, check_name, version_id
 from ._storage import open_store
 
 MODEL, CALIB, EVAL, LABELS = "model.onnx", "calib.npz", "eval.npz", "labels.npy"
 
 
-class FleetModel(BaseModel):
+class FleetModel(Record):
     model_name: str  # its name in the registry (the folder's name); not `name`, which kfp loop items reserve
     model_uri: str
     calib_uri: str

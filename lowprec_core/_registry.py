@@ -25,10 +25,9 @@ import tempfile
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
 
-from pydantic import BaseModel, ValidationError, field_validator
-
 from ._errors import ConfigError, IntegrityError, RegistryError
 from ._model_io import file_sha256
+from ._records import Record, ValidationError, check
 from ._storage import ObjectStore, check_key, open_store, temp_path
 
 log = logging.getLogger(__name__)
@@ -42,26 +41,24 @@ _PACKAGES = ("lowprec", "onnx", "onnxruntime", "numpy", "kfp")
 _MANIFEST_LIMIT = 16 << 20  # bytes: a manifest lists files, it is never this large
 
 
-class FileEntry(BaseModel):
+class FileEntry(Record):
     sha256: str
     bytes: int
 
-    @field_validator("sha256")
-    @classmethod
-    def _hex(cls, value: str) -> str:
+    @check("sha256")
+    def _hex(value: str, field: str) -> str:
         if not re.fullmatch(r"[0-9a-f]{64}", value):
             raise ValueError(f"sha256 {value[:80]!r} is not 64 lowercase hex digits")
         return value
 
-    @field_validator("bytes")
-    @classmethod
-    def _size(cls, value: int) -> int:
+    @check("bytes")
+    def _size(value: int, field: str) -> int:
         if value < 0:
             raise ValueError(f"bytes {value} is negative")
         return value
 
 
-class Manifest(BaseModel):
+class Manifest(Record):
     format: str = "lowprec-manifest/2"
     name: str
     version: str
@@ -72,22 +69,19 @@ class Manifest(BaseModel):
     files: dict[str, FileEntry]
     packages: dict[str, str]
 
-    @field_validator("name")
-    @classmethod
-    def _name(cls, value: str) -> str:
+    @check("name")
+    def _name(value: str, field: str) -> str:
         check_name(value, error=ValueError)
         return value
 
-    @field_validator("revision")
-    @classmethod
-    def _revision(cls, value: str | None) -> str | None:
+    @check("revision")
+    def _revision(value: str | None, field: str) -> str | None:
         if value is not None and not _REVISION.fullmatch(value):
             raise ValueError(f"revision {value[:80]!r} is not of the form YYYYMMDDTHHMMSSZ-xxxxxxxx")
         return value
 
-    @field_validator("files")
-    @classmethod
-    def _paths(cls, files: dict[str, FileEntry]) -> dict[str, FileEntry]:
+    @check("files")
+    def _paths(files: dict[str, FileEntry], field: str) -> dict[str, FileEntry]:
         for key in files:
             check_key(key, what="file path")
             if key == MANIFEST:
@@ -245,10 +239,8 @@ def parse_manifest(raw: bytes, where: str) -> Manifest:
     try:
         return Manifest.model_validate_json(raw)
     except ValidationError as err:
-        first = err.errors()[0]
-        place = ".".join(str(p) for p in first.get("loc", ()))
-        message = str(first.get("msg", "invalid")).removeprefix("Value error, ")
-        raise IntegrityError(f"{where}: manifest refused at {place or 'top level'}: {message}") from None
+        place = ".".join(str(p) for p in err.loc)
+        raise IntegrityError(f"{where}: manifest refused at {place or 'top level'}: {err.msg}") from None
 
 
 def versions(registry: str, name: str) -> list[tuple[str, Manifest]]:

@@ -1,6 +1,6 @@
 """The report models: what each public operation returns, and writes as JSON.
 
-Pydantic models with no behaviour; they import nothing of lowprec's but the plan they carry.
+Records with no behaviour; they import nothing of lowprec's but the plan they carry.
 Renderers for people (Markdown, HTML) are in `render.py`.
 """
 
@@ -8,25 +8,24 @@ from __future__ import annotations
 
 from typing import Literal
 
-from pydantic import BaseModel
-
 from ._quantize.plan import QuantPlan
+from ._records import Record
 
 
-class CalibrationWarning(BaseModel):
+class CalibrationWarning(Record):
     tensor: str | None  # None: about the calibration set as a whole
     kind: str  # never_seen, nonfinite, outliers, constant, small_set
     message: str
 
 
-class MetricResult(BaseModel):
+class MetricResult(Record):
     fp32: float
     int8: float
     drop: float
     max_drop: float
 
 
-class Iteration(BaseModel):
+class Iteration(Record):
     """kind `full`: a full validation pass; `revert`: a layer (or group) reverted, its full-set
     figures predicted from the ranking subset; `requantize`: the final pruning pass gave a
     float layer back its quantizers (figures predicted the same way)."""
@@ -42,7 +41,7 @@ class Iteration(BaseModel):
     why: str | None = None
 
 
-class SearchResult(BaseModel):
+class SearchResult(Record):
     met: bool
     reason: str
     float_layers: dict[str, str]  # layer -> why it is float
@@ -53,7 +52,7 @@ class SearchResult(BaseModel):
     seconds: float
 
 
-class TuningCandidate(BaseModel):
+class TuningCandidate(Record):
     min_reduction: int | None  # None: every layer float (the target's layer op types ignored)
     integer_ops: str = "target"  # QuantConfig.integer_ops
     layers: int  # layers quantized
@@ -70,7 +69,7 @@ class TuningCandidate(BaseModel):
     chosen: bool = False
 
 
-class LatencyTuning(BaseModel):
+class LatencyTuning(Record):
     """quantize --tune latency: the candidates measured and the one kept (see _tuning)."""
 
     runtime: str
@@ -84,7 +83,7 @@ class LatencyTuning(BaseModel):
     layer_costs: dict[str, float] = {}
 
 
-class LayerError(BaseModel):
+class LayerError(Record):
     layer: str
     op_type: str
     output: str
@@ -95,12 +94,12 @@ class LayerError(BaseModel):
     action: str
 
 
-class InspectReport(BaseModel):
+class InspectReport(Record):
     samples: int
     layers: list[LayerError]  # worst first: lowest own SQNR
 
 
-class ValidationReport(BaseModel):
+class ValidationReport(Record):
     runtime: str = "onnxruntime"  # where both models ran
     metric: str
     output: str
@@ -112,7 +111,7 @@ class ValidationReport(BaseModel):
     passed: bool
 
 
-class LatencyResult(BaseModel):
+class LatencyResult(Record):
     batch: int
     threads: int
     fp32_median_ms: float
@@ -132,7 +131,7 @@ class LatencyResult(BaseModel):
     noisy: bool = False  # still above NOISY_CV or NOISY_DRIFT after measuring longer: do not act on this speedup alone
 
 
-class BenchmarkReport(BaseModel):
+class BenchmarkReport(Record):
     runtime: str = "onnxruntime"
     onnxruntime: str  # the version of the runtime the models ran in (ONNX Runtime's, or OpenVINO's)
     fp32_default_precision: str | None = None  # the runtime's own precision for the FP32 model, where it is not f32
@@ -148,7 +147,7 @@ class BenchmarkReport(BaseModel):
     results: list[LatencyResult]
 
 
-class QuantizeReport(BaseModel):
+class QuantizeReport(Record):
     source: str
     source_sha256: str
     output: str

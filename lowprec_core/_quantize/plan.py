@@ -5,16 +5,11 @@
 
 from __future__ import annotations
 
-from pydantic import BaseModel, ConfigDict
-
 from .._config import QuantConfig
+from .._records import Record
 
 
-class _Entry(BaseModel):
-    model_config = ConfigDict(frozen=True)
-
-
-class ActivationQuant(_Entry):
+class ActivationQuant(Record):
     """A Q/DQ pair on one tensor. `readers` lists the nodes that read the DQ output; None means
     every reader (the tensor is the integer output of a quantized node: no float copy exists
     once ORT fuses it). Other readers keep the float value."""
@@ -26,7 +21,7 @@ class ActivationQuant(_Entry):
     readers: list[str] | None = None
 
 
-class WeightQuant(_Entry):
+class WeightQuant(Record):
     """`narrow`: output channels given 7-bit weights so int16 pair sums cannot saturate."""
 
     initializer: str
@@ -36,7 +31,7 @@ class WeightQuant(_Entry):
     narrow: list[int] = []
 
 
-class BiasQuant(_Entry):
+class BiasQuant(Record):
     """`reader`: the node that adds the bias, where it is not `node` itself (the Add after a
     MatMul on 2-D input, which ORT folds into a Gemm before its QDQ fusions)."""
 
@@ -47,7 +42,7 @@ class BiasQuant(_Entry):
     reader: str | None = None
 
 
-class FloatEdit(_Entry):
+class FloatEdit(Record):
     """New values for a float initializer, made by an algorithm that keeps the float function
     (channel alignment, SmoothQuant) or corrects the quantized one (bias correction):
     v = ((v + add) / divide) * multiply, in float64, then float32. Each vector runs along
@@ -62,7 +57,7 @@ class FloatEdit(_Entry):
     multiply: list[float] | None = None
 
 
-class InsertedScale(_Entry):
+class InsertedScale(Record):
     """SmoothQuant's per-channel Mul: `output` = `tensor` * `initializer` (values `factors`,
     float32 along the last axis), read by `readers` in place of `tensor`."""
 
@@ -74,12 +69,12 @@ class InsertedScale(_Entry):
     node: str
 
 
-class FusedActivation(_Entry):
+class FusedActivation(Record):
     node: str
     into: str
 
 
-class QuantPlan(BaseModel):
+class QuantPlan(Record):
     """Everything the transformer does, as data: applied to the prepared model it names, it
     gives the INT8 model, byte for byte."""
 
