@@ -17,11 +17,12 @@ noise must not move the bytes). The choice goes into the config, so naming it re
 model without a search.
 
 Statistics for the candidates' tensors come from one calibration where they can (a statistics
-file, data read once, an accuracy budget). Else the calibration covers the default's floor, and a
-candidate needing more (the lower floors) is built from PROVISIONAL_SAMPLES calibration samples
-of those tensors to be timed: its speed is its placement's, which its statistics do not change.
-Only one fast enough to be kept is calibrated in full, rebuilt and its output error measured
-again; a full pass over every layer's tensors took PP-OCRv4 det 1.0 s of its 4.3 s search.
+file, data read once, an accuracy budget, a runtime not in LAZY_CALIBRATION). Else the
+calibration covers the default's floor, and a candidate needing more (the lower floors) is built
+from PROVISIONAL_SAMPLES calibration samples of those tensors to be timed: its speed is its
+placement's, which its statistics do not change. Only one fast enough to be kept is calibrated
+in full, rebuilt and its output error measured again (against the reference outputs the loop
+kept); a full pass over every layer's tensors took PP-OCRv4 det 1.0 s of its 4.3 s search in ORT.
 
 Where no candidate leaves every layer float, one more does (the model's layer op types
 ignored): if nothing quantized beats FP32 here, that is the one kept. It runs the FP32 model, so
@@ -79,6 +80,20 @@ MAX_REPS = 16
 # loop after 4, where it ran 6: the search costs 2.9x the command without it, not 3.4x.
 DROP_AFTER = 3
 DROP_MARGIN = 1.05
+# Then too, without an accuracy budget, a candidate whose output error so far is over QUALITY_DROP
+# times what the default's allows (QUALITY_SLACK) stops: it could not be kept. Only a candidate
+# built from the calibration's own statistics; a provisional one's error is not its own yet. On
+# PP-OCRv4 det in OpenVINO, floor 0's error over the default's was 2.02x after 3 samples and
+# 2.4x after 10 (1.4-4.7x sample by sample): 1.5 x 1.25 stops it where it ran every round.
+QUALITY_DROP = 1.5
+# Runtimes where the search calibrates the lower floors' extra tensors only as a candidate needs
+# them (provisional statistics, above); elsewhere the first pass covers every floor. PP-OCRv4 det,
+# 16 samples, 2-core Zen 3: in ORT the lower floors double the tensors observed (70 -> 143) and
+# the pass takes 2.0 s instead of 1.1 s, against 0.35 s for the provisional pass, and floor 0 runs
+# behind the default. In OpenVINO they add 0.3 s (1.25 -> 1.55 s), about a provisional pass
+# (0.25 s), and floor 0 ran 2-9 % ahead of the default: one search in three calibrated it twice,
+# compiled it again and ran every round for it (8.4 s of tuning against 2.6-4.1 s).
+LAZY_CALIBRATION = frozenset({"onnxruntime"})
 # The default and the float model are profiled node by node (PROFILE_RUNS runs each, after one
 # untimed) to cost each layer in integer against float; the default less the layers found slower
 # becomes a candidate where they take at least PROFILE_GAIN of its run: below that it could not
@@ -199,7 +214,9 @@ def search(prepared: onnx.ModelProto, stats: Statistics, config: QuantConfig, sa
     with ThreadPoolExecutor(min(len(models), os.cpu_count() or 1), thread_name_prefix="lowprec-session") as pool:
         sessions = list(pool.map(lambda item: runtime.serving_session(item[0], runtime=serving, threads=threads, precision=item[1],
                                                                       spinning=True), models))
-    times, errors = measure(sessions, samples)
+    # Without a budget, the loop may stop a candidate for its error, where that error is its own.
+    exact = [] if accept is not None else [i for i, k in enumerate(timed, 1) if k not in build.provisional]
+    times, errors, reference = measure(sessions, samples, exact=exact)
     speedup = {k: float(np.median(times[0][:len(t)] / t)) for k, t in zip(timed, times[1:])}
     nmse = dict(zip(timed, errors))
     rounds = {k: len(t) for k, t in zip(timed, times[1:])}
@@ -223,7 +240,7 @@ def search(prepared: onnx.ModelProto, stats: Statistics, config: QuantConfig, sa
     for key in sorted(build.provisional & set(finished), key=_order):
         if accept is None and finished[key] >= finished[default] * SPEED_MARGIN:
             session = runtime.serving_session(in_full(key)[2], runtime=serving, threads=threads, precision=None)
-            nmse[key] = output_error(sessions[0], session, samples[:rounds[key]])
+            nmse[key] = output_error(reference, session, samples[:rounds[key]])
     chosen = choose(default, finished, nmse, accept=judged if accept is not None else None)
     in_full(chosen)
     keys = list(speedup)
@@ -252,12 +269,13 @@ def search(prepared: onnx.ModelProto, stats: Statistics, config: QuantConfig, sa
     return model, plan, tuning, _config_of(config, chosen, prepared), build.statistics(chosen)
 
 
-def measure(sessions, samples: list[Feed]) -> tuple[list[np.ndarray], list[float]]:
+def measure(sessions, samples: list[Feed], *, exact: Iterable[int] = ()) -> tuple[list[np.ndarray], list[float], list]:
     """Round by round, every session on one sample: sessions[0] is the FP32 reference and
     sessions[1] the default. Returns the milliseconds of each run (the mean of a round's
     repeats), per session (a session dropped from the loop has fewer; the loop stops once no
-    candidate is left to decide), and each candidate's output NMSE against the reference's
-    over the samples it ran."""
+    candidate is left to decide), each candidate's output NMSE against the reference's over the
+    samples it ran, and the reference's outputs, one per round. `exact`: the sessions whose
+    error may stop them (QUALITY_DROP)."""
     warm = 0.0
     for sess in sessions:
         for _ in range(WARMUP):
@@ -267,13 +285,17 @@ def measure(sessions, samples: list[Feed]) -> tuple[list[np.ndarray], list[float
     reps = 1 if warm >= ROUND_MS else _repeats(sessions[0], samples[0])
     times: list[list[float]] = [[] for _ in sessions]
     error, power = np.zeros(len(sessions)), np.zeros(len(sessions))
-    running = list(range(len(sessions)))
+    reference: list = []
+    running, exact = list(range(len(sessions))), set(exact)
     for index, feed in enumerate(samples):
         # Rounds in which each candidate ran less than SPEED_MARGIN ahead of the default.
         behind = {i: sum(d < SPEED_MARGIN * c for d, c in zip(times[1], times[i])) for i in running[2:]}
         if index == DROP_AFTER:
             speed = {i: float(np.median(np.array(times[0]) / np.array(times[i]))) for i in running[1:]}
             running = [i for i in running if i < 2 or (speed[i] * DROP_MARGIN >= speed[1] and behind[i] < index)]
+            nmse = error / np.maximum(power, 1e-30)
+            allowed = QUALITY_DROP * max(nmse[1] * QUALITY_SLACK, nmse[1] + 1e-9)
+            running = [i for i in running if i < 2 or i not in exact or nmse[i] <= allowed]
         # One behind in more than half of all the rounds there will be cannot end that far ahead.
         running = [i for i in running if i < 2 or behind[i] * 2 <= len(samples)]
         if len(running) == 2:  # the default against FP32: what is left to decide is whether it beats FP32
@@ -286,11 +308,12 @@ def measure(sessions, samples: list[Feed]) -> tuple[list[np.ndarray], list[float
             for _ in range(reps):
                 outputs[i] = sessions[i].run(None, feed)
             times[i].append((time.perf_counter() - start) * 1e3 / reps)
+        reference.append(outputs[0])
         for i in running[1:]:
             terms = _error_terms(outputs[0], outputs[i])
             error[i] += terms[0]
             power[i] += terms[1]
-    return [np.array(t) for t in times], [float(e / max(p, 1e-30)) for e, p in zip(error[1:], power[1:])]
+    return [np.array(t) for t in times], [float(e / max(p, 1e-30)) for e, p in zip(error[1:], power[1:])], reference
 
 
 def _error_terms(reference: list[np.ndarray], outputs: list[np.ndarray]) -> tuple[float, float]:
@@ -305,9 +328,10 @@ def _error_terms(reference: list[np.ndarray], outputs: list[np.ndarray]) -> tupl
     return error, power
 
 
-def output_error(reference, candidate, samples: list[Feed]) -> float:
-    """A candidate's output NMSE against the reference's over `samples`, as measure computes it."""
-    terms = [_error_terms(reference.run(None, feed), candidate.run(None, feed)) for feed in samples]
+def output_error(reference: list, candidate, samples: list[Feed]) -> float:
+    """A candidate's output NMSE against the reference's outputs on `samples` (measure's, one
+    per sample), as measure computes it."""
+    terms = [_error_terms(outputs, candidate.run(None, feed)) for outputs, feed in zip(reference, samples, strict=True)]
     return float(sum(e for e, _ in terms) / max(sum(p for _, p in terms), 1e-30))
 
 

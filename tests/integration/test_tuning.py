@@ -119,7 +119,7 @@ def test_measure_times_every_session_and_drops_those_far_behind_the_default(cloc
     ref = np.ones(4, dtype=np.float32)
     samples = [{"x": np.zeros(1)}] * _tuning.SAMPLES
     sessions = [_Fixed(clock, 0.006, [ref]), _Fixed(clock, 0.003, [ref * 1.1]), _Fixed(clock, 0.012, [ref]), _Fixed(clock, 0.0015, [ref, np.arange(3)])]
-    times, nmse = _tuning.measure(sessions, samples)
+    times, nmse, _ = _tuning.measure(sessions, samples)
     assert [len(t) for t in times] == [_tuning.SAMPLES, _tuning.SAMPLES, _tuning.DROP_AFTER, _tuning.SAMPLES]
     assert np.median(times[0] / times[1]) == pytest.approx(2.0)
     assert nmse == [pytest.approx(0.01), 0.0, 0.0]  # integer outputs are not compared
@@ -134,7 +134,7 @@ def test_measure_stops_a_candidate_never_ahead_and_then_the_loop(clock):
     ref = np.ones(4, dtype=np.float32)
     samples = [{"x": np.zeros(1)}] * _tuning.SAMPLES
     sessions = [_Fixed(clock, 0.006, [ref]), _Fixed(clock, 0.003, [ref]), _Fixed(clock, 0.003, [ref])]
-    times, _ = _tuning.measure(sessions, samples)
+    times, _, _ = _tuning.measure(sessions, samples)
     assert [len(t) for t in times] == [_tuning.DROP_AFTER + 1, _tuning.DROP_AFTER + 1, _tuning.DROP_AFTER]
 
 
@@ -150,7 +150,23 @@ def test_measure_keeps_timing_a_candidate_ahead_in_some_rounds(clock):
             return super().run(names, feed)
 
     sessions = [_Fixed(clock, 0.006, [ref]), _Fixed(clock, 0.003, [ref]), _Alternating(clock, 0.003, [ref])]
-    times, _ = _tuning.measure(sessions, samples)
+    times, _, _ = _tuning.measure(sessions, samples)
+    assert [len(t) for t in times] == [_tuning.SAMPLES] * 3
+
+
+def test_measure_stops_a_fast_candidate_whose_own_error_rules_it_out(clock):
+    """Twice as fast as the default but with 10x its output error: with its error its own
+    (`exact`), it stops after DROP_AFTER rounds, and so does the loop; built from provisional
+    statistics, it runs every round (its error in full is measured later)."""
+    ref = np.ones(4, dtype=np.float32)
+    samples = [{"x": np.zeros(1)}] * _tuning.SAMPLES
+    for exact, rounds in (([2], _tuning.DROP_AFTER), ([], _tuning.SAMPLES)):
+        sessions = [_Fixed(clock, 0.006, [ref]), _Fixed(clock, 0.003, [ref * 1.01]), _Fixed(clock, 0.0015, [ref * 1.0316])]
+        times, nmse, reference = _tuning.measure(sessions, samples, exact=exact)
+        assert nmse == [pytest.approx(1e-4, rel=1e-3), pytest.approx(1e-3, rel=0.01)]
+        assert len(times[2]) == rounds and len(reference) == len(times[0]) == (rounds + 1 if exact else rounds)
+    sessions[2].outputs = [ref * 1.012]  # 1.44x the default's error: within QUALITY_DROP of what it may have
+    times, _, _ = _tuning.measure(sessions, samples, exact=[2])
     assert [len(t) for t in times] == [_tuning.SAMPLES] * 3
 
 
@@ -160,7 +176,7 @@ def test_measure_times_the_default_against_fp32_while_it_is_not_clearly_faster(c
     ref = np.ones(4, dtype=np.float32)
     samples = [{"x": np.zeros(1)}] * _tuning.SAMPLES
     sessions = [_Fixed(clock, 0.006, [ref]), _Fixed(clock, 0.0059, [ref]), _Fixed(clock, 0.012, [ref])]
-    times, _ = _tuning.measure(sessions, samples)
+    times, _, _ = _tuning.measure(sessions, samples)
     rounds = _tuning.SAMPLES // 2 + 1
     assert [len(t) for t in times] == [rounds, rounds, _tuning.DROP_AFTER]
 
@@ -171,7 +187,7 @@ def test_measure_repeats_a_fast_model_within_a_round(clock):
     ref = np.ones(4, dtype=np.float32)
     samples = [{"x": np.zeros(1)}] * _tuning.SAMPLES
     sessions = [_Fixed(clock, 0.001, [ref]), _Fixed(clock, 0.0005, [ref])]
-    times, _ = _tuning.measure(sessions, samples)
+    times, _, _ = _tuning.measure(sessions, samples)
     reps, rounds = round(_tuning.ROUND_MS / 1.0), _tuning.DROP_AFTER + 1  # no candidate but the default, 2x FP32's speed
     assert sessions[1].calls == _tuning.WARMUP + rounds * reps
     assert sessions[0].calls == _tuning.WARMUP + 1 + rounds * reps  # one more, warm: it sets the repeats
@@ -199,6 +215,18 @@ def test_the_searchs_integer_ops_choice_is_in_the_config_and_reproduces(tmp_path
     assert again.read_bytes() == out.read_bytes()
 
 
+def _force_times(monkeypatch, timings):
+    """measure() with its timings forced, `timings(sessions, samples)` giving each session's;
+    output errors measured for real on two samples, and the reference's outputs on every one."""
+    real = _tuning.measure
+
+    def forced(sessions, samples, **kwargs):
+        _, nmse, _ = real(sessions, samples[:2])
+        return timings(len(sessions), len(samples)), nmse, [sessions[0].run(None, feed) for feed in samples]
+
+    monkeypatch.setattr(_tuning, "measure", forced)
+
+
 def _residual_search(tmp_path, monkeypatch, every_layer_seconds: float):
     """The latency search on a residual block, timings forced (FP32 1, the default and the
     others 0.5, every layer quantized `every_layer_seconds`), the calibration passes recorded."""
@@ -209,20 +237,17 @@ def _residual_search(tmp_path, monkeypatch, every_layer_seconds: float):
     onnx.save(models.residual_block(), model)
     data = models.feeds(models.residual_block(), batches=4, batch=4)
     passes = []
-    real_collect, real_measure = _api.collect, _tuning.measure
+    real_collect = _api.collect
 
     def recorded(prepared, feeds, requests, **kwargs):
         stats = real_collect(prepared, feeds, requests, **kwargs)
         passes.append((stats.samples, len(requests)))
         return stats
 
-    def forced(sessions, samples):
-        times, nmse = real_measure(sessions, samples[:2])
-        n = len(samples)  # sessions: FP32, the default, then every layer with integer ops (candidates() order)
-        return [np.full(n, 1.0), np.full(n, 0.5), np.full(n, every_layer_seconds), *(np.full(n, 0.5) for _ in times[3:])], nmse
-
     monkeypatch.setattr(_api, "collect", recorded)
-    monkeypatch.setattr(_tuning, "measure", forced)
+    # Sessions: FP32, the default, then every layer with integer ops (candidates() order).
+    _force_times(monkeypatch, lambda sessions, n: [np.full(n, 1.0), np.full(n, 0.5), np.full(n, every_layer_seconds),
+                                                   *(np.full(n, 0.5) for _ in range(sessions - 3))])
     result = lp.quantize(model, tmp_path / "t.onnx", data=data, tune="latency")
     every = next(c for c in result.tuning.candidates if c.min_reduction == 0)
     return model, data, result, every, passes
@@ -249,7 +274,7 @@ def test_a_provisional_candidate_fast_enough_to_be_kept_is_calibrated_in_full_an
     lp.quantize(model, named, data=data, config=lp.QuantConfig(min_reduction=0, integer_ops="all"))
     fp32, int8 = (_runtime.session(str(p), threads=1) for p in (model, named))
     rows = [{k: v[i:i + 1] for k, v in feed.items()} for feed in data for i in range(4)][:_tuning.SAMPLES]
-    assert every.nmse == pytest.approx(_tuning.output_error(fp32, int8, rows), rel=1e-4)
+    assert every.nmse == pytest.approx(_tuning.output_error([fp32.run(None, row) for row in rows], int8, rows), rel=1e-4)
     if every.chosen:
         assert (tmp_path / "t.onnx").read_bytes() == named.read_bytes()
 
@@ -257,13 +282,7 @@ def test_a_provisional_candidate_fast_enough_to_be_kept_is_calibrated_in_full_an
 def test_where_nothing_quantized_beats_fp32_the_search_says_so_and_keeps_every_layer_float(demo, tmp_path, monkeypatch):
     """Timings forced: every quantized candidate twice as slow as FP32. The float candidate (in
     ORT, the FP32 reference itself, never timed twice) is kept; its config reproduces it."""
-    real = _tuning.measure
-
-    def slow(sessions, samples):
-        times, nmse = real(sessions, samples[:2])
-        return [np.full(len(samples), 1.0), *(np.full(len(samples), 2.0) for _ in times[1:])], nmse
-
-    monkeypatch.setattr(_tuning, "measure", slow)
+    _force_times(monkeypatch, lambda sessions, n: [np.full(n, 1.0), *(np.full(n, 2.0) for _ in range(sessions - 1))])
     out = tmp_path / "t.onnx"
     result = lp.quantize(demo["model"], out, data=demo["calib"], tune="latency")
     tuning, config = result.tuning, result.plan.config
@@ -295,16 +314,13 @@ def test_bad_tuning_requests_are_exit_2_before_any_work(demo, tmp_path, capsys, 
 def _fastest_last(monkeypatch):
     """Timings forced: the default at 1.0x of FP32, the other candidates at 2x, the last timed at
     4x; output errors measured for real on two samples."""
-    real = _tuning.measure
     calls = []
 
-    def forced(sessions, samples):
-        calls.append(len(sessions))
-        times, nmse = real(sessions, samples[:2])
-        n = len(samples)
-        return [np.full(n, 1.0), np.full(n, 1.0), *(np.full(n, 0.5) for _ in times[2:-1]), np.full(n, 0.25)], nmse
+    def timings(sessions, n):
+        calls.append(sessions)
+        return [np.full(n, 1.0), np.full(n, 1.0), *(np.full(n, 0.5) for _ in range(sessions - 3)), np.full(n, 0.25)]
 
-    monkeypatch.setattr(_tuning, "measure", forced)
+    _force_times(monkeypatch, timings)
     return calls
 
 
@@ -371,14 +387,7 @@ def test_a_resumed_tuned_search_reads_the_latency_search_from_its_work_dir(demo,
 def test_a_candidate_dropped_from_the_timing_loop_is_never_kept(demo, tmp_path, monkeypatch):
     """Its median over the rounds it ran is reported, but it lost to the default in those rounds:
     a faster-looking figure over fewer rounds must not replace the default."""
-    real = _tuning.measure
-
-    def forced(sessions, samples):
-        times, nmse = real(sessions, samples[:2])
-        n = len(samples)
-        return [np.full(n, 1.0), np.full(n, 0.5), *(np.full(_tuning.DROP_AFTER, 0.25) for _ in times[2:])], nmse
-
-    monkeypatch.setattr(_tuning, "measure", forced)
+    _force_times(monkeypatch, lambda sessions, n: [np.full(n, 1.0), np.full(n, 0.5), *(np.full(_tuning.DROP_AFTER, 0.25) for _ in range(sessions - 2))])
     result = lp.quantize(demo["model"], tmp_path / "t.onnx", data=demo["calib"], tune="latency")
     (chosen,) = [c for c in result.tuning.candidates if c.chosen]
     dropped = [c for c in result.tuning.candidates if c.rounds == _tuning.DROP_AFTER]
