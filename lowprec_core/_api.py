@@ -139,7 +139,7 @@ def quantize(
                     prepared, statistics, config, _tuning_samples(prepared, eval_data if eval_data is not None else source, tmp),
                     threads=tune_threads, replay=replay,
                     accept=accuracy_search.within_budget(evaluator, run.metrics, accuracy) if run is not None else None,
-                    calibrate=more)
+                    calibrate=more, spent=time.perf_counter() - started)
                 if run is not None:
                     workdir.save_tuning(run.work, tuning, config)
         elif run is None:

@@ -86,6 +86,13 @@ DROP_MARGIN = 1.05
 # PP-OCRv4 det in OpenVINO, floor 0's error over the default's was 2.02x after 3 samples and
 # 2.4x after 10 (1.4-4.7x sample by sample): 1.5 x 1.25 stops it where it ran every round.
 QUALITY_DROP = 1.5
+# The timing loop also ends, every candidate at once and after DROP_AFTER + 1 rounds at least,
+# once the search has run SEARCH_SHARE times as long as the command before it (loading and
+# calibrating): the search should cost at most 3x the command without it. Candidates within a
+# few percent of the default kept PP-OCRv4 det's loop (ORT, 2-core Zen 3) running all 10 rounds
+# in some runs and 4 in others: the search took 3.0 s or 5.4 s, and the command 2.4-4.1x the one
+# without it. With this bound: 2.4-3.0x (the fewest rounds, 4 and a warm-up, take 2.4 s of it).
+SEARCH_SHARE = 1.5
 # Runtimes where the search calibrates the lower floors' extra tensors only as a candidate needs
 # them (provisional statistics, above); elsewhere the first pass covers every floor. PP-OCRv4 det,
 # 16 samples, 2-core Zen 3: in ORT the lower floors double the tensors observed (70 -> 143) and
@@ -175,6 +182,7 @@ def search(prepared: onnx.ModelProto, stats: Statistics, config: QuantConfig, sa
            threads: int = 1, replay: Callable[[], Iterable[Feed]] | None = None,
            accept: Callable[[bytes], bool] | None = None,
            calibrate: Callable[[dict[str, int | None], int | None], Statistics] | None = None,
+           spent: float | None = None,
            ) -> tuple[onnx.ModelProto, QuantPlan, LatencyTuning, QuantConfig, Statistics]:
     """The candidates' plans, measured; returns the kept model, its plan, the search, its config
     and the statistics it was built from. `samples`: the tuning samples, one per feed (batch 1).
@@ -182,7 +190,8 @@ def search(prepared: onnx.ModelProto, stats: Statistics, config: QuantConfig, sa
     unless `calibrate(requests, n)` gives the statistics of more tensors over the first n
     calibration samples (None: all); then a candidate they lack is timed provisionally (see the
     module). `accept`: an accuracy budget's judge of a serialized model, the quality rule in
-    place of the default's output error (see choose)."""
+    place of the default's output error (see choose). `spent`: seconds the command took before
+    the search, which bounds its timing loop (SEARCH_SHARE); None: no bound."""
     started = time.perf_counter()
     serving = config.runtime
     build = _Builds(prepared, stats, config, replay, calibrate)
@@ -216,10 +225,12 @@ def search(prepared: onnx.ModelProto, stats: Statistics, config: QuantConfig, sa
                                                                       spinning=True), models))
     # Without a budget, the loop may stop a candidate for its error, where that error is its own.
     exact = [] if accept is not None else [i for i, k in enumerate(timed, 1) if k not in build.provisional]
-    times, errors, reference = measure(sessions, samples, exact=exact)
+    seconds = None if spent is None else max(0.0, SEARCH_SHARE * spent - (time.perf_counter() - started))
+    times, errors, reference = measure(sessions, samples, exact=exact, seconds=seconds)
     speedup = {k: float(np.median(times[0][:len(t)] / t)) for k, t in zip(timed, times[1:])}
     nmse = dict(zip(timed, errors))
     rounds = {k: len(t) for k, t in zip(timed, times[1:])}
+    bounded = rounds[default] < len(samples) and any(rounds[k] == rounds[default] for k in timed if k != default)
     if floats and FLOAT not in speedup:
         speedup[FLOAT], nmse[FLOAT], rounds[FLOAT] = 1.0, 0.0, len(times[0])
     verdicts: dict[Key, bool] = {}
@@ -250,6 +261,8 @@ def search(prepared: onnx.ModelProto, stats: Statistics, config: QuantConfig, sa
                  f", the default; no candidate {quality} was {SPEED_MARGIN:.2f}x faster"))
     if accept is not None:
         reason += (f" ({len(verdicts)} faster candidate(s) scored on the evaluation data)" if verdicts else "")
+    if bounded:
+        reason += f"; timed over {rounds[default]} rounds, where the search's time bound stopped it"
     if not built[chosen][1].layers():
         reason += "; no layer pays off in integer here, so every layer stays float"
     if speedup[chosen] < 1.0:
@@ -269,13 +282,15 @@ def search(prepared: onnx.ModelProto, stats: Statistics, config: QuantConfig, sa
     return model, plan, tuning, _config_of(config, chosen, prepared), build.statistics(chosen)
 
 
-def measure(sessions, samples: list[Feed], *, exact: Iterable[int] = ()) -> tuple[list[np.ndarray], list[float], list]:
+def measure(sessions, samples: list[Feed], *, exact: Iterable[int] = (), seconds: float | None = None,
+            ) -> tuple[list[np.ndarray], list[float], list]:
     """Round by round, every session on one sample: sessions[0] is the FP32 reference and
     sessions[1] the default. Returns the milliseconds of each run (the mean of a round's
     repeats), per session (a session dropped from the loop has fewer; the loop stops once no
     candidate is left to decide), each candidate's output NMSE against the reference's over the
     samples it ran, and the reference's outputs, one per round. `exact`: the sessions whose
-    error may stop them (QUALITY_DROP)."""
+    error may stop them (QUALITY_DROP). `seconds`: past this, the loop ends after the round
+    running (DROP_AFTER + 1 rounds at least)."""
     warm = 0.0
     for sess in sessions:
         for _ in range(WARMUP):
@@ -283,6 +298,7 @@ def measure(sessions, samples: list[Feed], *, exact: Iterable[int] = ()) -> tupl
             sess.run(None, samples[0])
             warm = warm or (time.perf_counter() - start) * 1e3  # the reference's first run
     reps = 1 if warm >= ROUND_MS else _repeats(sessions[0], samples[0])
+    start_loop = time.perf_counter()
     times: list[list[float]] = [[] for _ in sessions]
     error, power = np.zeros(len(sessions)), np.zeros(len(sessions))
     reference: list = []
@@ -298,6 +314,8 @@ def measure(sessions, samples: list[Feed], *, exact: Iterable[int] = ()) -> tupl
             running = [i for i in running if i < 2 or i not in exact or nmse[i] <= allowed]
         # One behind in more than half of all the rounds there will be cannot end that far ahead.
         running = [i for i in running if i < 2 or behind[i] * 2 <= len(samples)]
+        if seconds is not None and index > DROP_AFTER and time.perf_counter() - start_loop > seconds:
+            break
         if len(running) == 2:  # the default against FP32: what is left to decide is whether it beats FP32
             clear = index > DROP_AFTER and all(f >= SPEED_MARGIN * d for f, d in zip(times[0], times[1]))
             if clear or index * 2 > len(samples):
