@@ -21,6 +21,8 @@ import typing
 from collections.abc import Callable
 from typing import Any, Literal
 
+import numpy as np
+
 _MISSING = object()  # a field without a default
 
 
@@ -98,8 +100,9 @@ def _converter(hint: Any) -> Converter:
             for convert in inner:
                 try:
                     return convert(value, loc)
-                except ValidationError:
-                    continue
+                except ValidationError as err:
+                    if err.loc != loc:  # wrong deeper inside (a record's field): that says more
+                        raise
             raise _fail(loc, expects, value)
         return _expecting(expects, either)
     if origin is list or (origin is tuple and len(args) == 2 and args[1] is Ellipsis):
@@ -131,7 +134,7 @@ def _is_number(value: Any) -> bool:
 
 _SIMPLE: dict[Any, tuple[str, Callable[[Any], bool], Callable[[Any], Any]]] = {
     # hint -> (what it takes, whether a value is that, the value as the hint's type)
-    bool: ("true or false", lambda value: isinstance(value, bool), lambda value: value),
+    bool: ("true or false", lambda value: isinstance(value, bool | np.bool_), bool),  # a numpy comparison's too
     int: ("an integer", _is_integer, int),  # numpy integers too
     float: ("a number", _is_number, float),  # integers and numpy floats too
     str: ("a string", lambda value: isinstance(value, str), lambda value: value),

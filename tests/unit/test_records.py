@@ -46,6 +46,15 @@ def test_a_bad_config_value_is_named_with_what_was_expected(values, where, needl
         lp.QuantConfig(**values)
 
 
+def test_numpy_scalars_become_python_values():
+    import numpy as np
+
+    report = lp.ValidationReport(metric="top1", output="y", samples=np.int64(4), reference_score=np.float32(0.5),
+                                 candidate_score=0.5, drop=np.float64(0.0), max_drop=0.01, passed=np.float64(0.0) <= 0.01)
+    assert [type(v) for v in (report.samples, report.reference_score, report.passed)] == [int, float, bool]
+    assert json.loads(report.model_dump_json())["passed"] is True
+
+
 def test_nested_errors_give_the_path_and_required_fields_are_required():
     with pytest.raises(ValidationError) as caught:
         lp.AccuracyBudget(metrics=[{"metric": "top1"}, {"metric": "f1", "max_drop": -0.5}])
@@ -56,6 +65,11 @@ def test_nested_errors_give_the_path_and_required_fields_are_required():
         lp.AccuracyBudget(metrics=[])
     with pytest.raises(ValidationError, match="expected an object for AccuracyBudget, got"):
         lp.AccuracyBudget.model_validate(["top1"])
+    with pytest.raises(ValidationError) as caught:  # inside an optional record: the inner field
+        lp.QuantizeReport.model_validate({"source": "a", "source_sha256": "b", "output": "c", "output_sha256": "d",
+                                          "fp32_bytes": 1, "int8_bytes": 1, "calibration_samples": 1, "seconds": 0.1,
+                                          "plan": {"model_sha256": "e", "config": {}}, "layers": {"samples": "many", "layers": []}})
+    assert caught.value.loc == ("layers", "samples") and caught.value.msg == "expected an integer, got 'many'"
 
 
 def test_records_are_frozen_and_copies_are_checked():
