@@ -289,16 +289,15 @@ def measure(sessions, samples: list[Feed], *, exact: Iterable[int] = (), seconds
     repeats), per session (a session dropped from the loop has fewer; the loop stops once no
     candidate is left to decide), each candidate's output NMSE against the reference's over the
     samples it ran, and the reference's outputs, one per round. `exact`: the sessions whose
-    error may stop them (QUALITY_DROP). `seconds`: past this, the loop ends after the round
-    running (DROP_AFTER + 1 rounds at least)."""
-    warm = 0.0
+    error may stop them (QUALITY_DROP). `seconds`: once this long has passed since the warm-up
+    began, the loop ends with the round running (after DROP_AFTER + 1 rounds at least)."""
+    began, warm = time.perf_counter(), 0.0
     for sess in sessions:
         for _ in range(WARMUP):
             start = time.perf_counter()
             sess.run(None, samples[0])
             warm = warm or (time.perf_counter() - start) * 1e3  # the reference's first run
     reps = 1 if warm >= ROUND_MS else _repeats(sessions[0], samples[0])
-    start_loop = time.perf_counter()
     times: list[list[float]] = [[] for _ in sessions]
     error, power = np.zeros(len(sessions)), np.zeros(len(sessions))
     reference: list = []
@@ -314,7 +313,7 @@ def measure(sessions, samples: list[Feed], *, exact: Iterable[int] = (), seconds
             running = [i for i in running if i < 2 or i not in exact or nmse[i] <= allowed]
         # One behind in more than half of all the rounds there will be cannot end that far ahead.
         running = [i for i in running if i < 2 or behind[i] * 2 <= len(samples)]
-        if seconds is not None and index > DROP_AFTER and time.perf_counter() - start_loop > seconds:
+        if seconds is not None and index > DROP_AFTER and time.perf_counter() - began > seconds:
             break
         if len(running) == 2:  # the default against FP32: what is left to decide is whether it beats FP32
             clear = index > DROP_AFTER and all(f >= SPEED_MARGIN * d for f, d in zip(times[0], times[1]))
