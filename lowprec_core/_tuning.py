@@ -92,7 +92,10 @@ QUALITY_DROP = 1.5
 # few percent of the default kept PP-OCRv4 det's loop (ORT, 2-core Zen 3) running all 10 rounds
 # in some runs and 4 in others: the search took 3.0 s or 5.4 s, and the command 2.4-4.1x the one
 # without it. With this bound: 2.4-3.0x (the fewest rounds, 4 and a warm-up, take 2.4 s of it).
+# A loop under BOUND_FLOOR seconds runs on: a small model's whole loop costs less (PP-OCR cls:
+# 25 ms a round), and its rounds are what steady its choice.
 SEARCH_SHARE = 1.5
+BOUND_FLOOR = 1.0
 # Runtimes where the search calibrates the lower floors' extra tensors only as a candidate needs
 # them (provisional statistics, above); elsewhere the first pass covers every floor. PP-OCRv4 det,
 # 16 samples, 2-core Zen 3: in ORT the lower floors double the tensors observed (70 -> 143) and
@@ -225,7 +228,7 @@ def search(prepared: onnx.ModelProto, stats: Statistics, config: QuantConfig, sa
                                                                       spinning=True), models))
     # Without a budget, the loop may stop a candidate for its error, where that error is its own.
     exact = [] if accept is not None else [i for i, k in enumerate(timed, 1) if k not in build.provisional]
-    seconds = None if spent is None else max(0.0, SEARCH_SHARE * spent - (time.perf_counter() - started))
+    seconds = None if spent is None else max(BOUND_FLOOR, SEARCH_SHARE * spent - (time.perf_counter() - started))
     times, errors, reference = measure(sessions, samples, exact=exact, seconds=seconds)
     speedup = {k: float(np.median(times[0][:len(t)] / t)) for k, t in zip(timed, times[1:])}
     nmse = dict(zip(timed, errors))
