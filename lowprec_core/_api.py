@@ -117,7 +117,7 @@ def quantize(
         # calibrates the lower floors' extra tensors for a candidate only as far as it needs them
         # (_tuning.LAZY_CALIBRATION). Else for the lowest floor (the most layers).
         replay = _replay(prepared, source, calibration)
-        lazy = tune == "latency" and run is None and stats is None and replay and config.runtime in latency_search.LAZY_CALIBRATION
+        lazy = tune == "latency" and run is None and stats is None and replay is not None and config.runtime in latency_search.LAZY_CALIBRATION
         more = _calibrator(loaded, prepared, source, calibration) if lazy else None
         calibrated_for = config
         if tune == "latency":

@@ -229,7 +229,7 @@ def search(prepared: onnx.ModelProto, stats: Statistics, config: QuantConfig, sa
     # Without a budget, the loop may stop a candidate for its error, where that error is its own.
     exact = [] if accept is not None else [i for i, k in enumerate(timed, 1) if k not in build.provisional]
     seconds = None if spent is None else max(BOUND_FLOOR, SEARCH_SHARE * spent - (time.perf_counter() - started))
-    times, errors, reference = measure(sessions, samples, exact=exact, seconds=seconds)
+    times, errors, fp32_outputs = measure(sessions, samples, exact=exact, seconds=seconds)
     speedup = {k: float(np.median(times[0][:len(t)] / t)) for k, t in zip(timed, times[1:])}
     nmse = dict(zip(timed, errors))
     rounds = {k: len(t) for k, t in zip(timed, times[1:])}
@@ -254,7 +254,7 @@ def search(prepared: onnx.ModelProto, stats: Statistics, config: QuantConfig, sa
     for key in sorted(build.provisional & set(finished), key=_order):
         if accept is None and finished[key] >= finished[default] * SPEED_MARGIN:
             session = runtime.serving_session(in_full(key)[2], runtime=serving, threads=threads, precision=None)
-            nmse[key] = output_error(reference, session, samples[:rounds[key]])
+            nmse[key] = output_error(fp32_outputs, session, samples[:rounds[key]])
     chosen = choose(default, finished, nmse, accept=judged if accept is not None else None)
     in_full(chosen)
     keys = list(speedup)
