@@ -10,23 +10,19 @@ import os
 import tempfile
 import time
 from collections.abc import Iterable, Iterator, Mapping, Sequence
-from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 import onnx
 
-from . import _accuracy as accuracy_search, _tuning as latency_search
-from . import _benchmark as _bench
-from . import _lineage as lineage, _registry as registry, _runtime as runtime, _workdir as workdir
+from . import _lineage as lineage, _runtime as runtime
 from ._calibration.collect import collect
 from ._calibration.health import check as calibration_health
 from ._calibration.stats import Statistics, load_statistics
 from ._config import AccuracyBudget, BenchmarkConfig, CalibrationConfig, QuantConfig
 from ._data import Feed, input_specs, iter_feeds, load_labels, single_samples
 from ._errors import ConfigError, GateFailed
-from ._layer_error import inspect_layers
-from ._metrics import Metric, resolve_metric
 from ._model_io import LoadedModel, load_model, model_bytes, prepare, save_model
 from ._ops import TARGETS
 from ._quantize.default import quantize_model
@@ -36,7 +32,15 @@ from ._records import Record
 from ._reports import BenchmarkReport, CalibrationWarning, InspectReport, QuantizeReport, ValidationReport
 from ._runtime import check_runtime
 from ._storage import localize, write_text
-from ._validate import compare
+from ._struct import Struct
+
+if TYPE_CHECKING:
+    from ._metrics import Metric
+    from ._registry import Manifest
+
+# The searches, the registry, the benchmark, validation and the per-layer analysis are imported
+# by the operations that use them: a plain quantize (0.3 s on a small model, most of it start-up)
+# does not pay for loading them.
 
 log = logging.getLogger(__name__)
 
@@ -98,6 +102,8 @@ def quantize(
     A budget that cannot be met, or an INT8 model slower than FP32, raises GateFailed after
     the model and report are written."""
     started = time.perf_counter()
+    if accuracy is not None or tune != "none":
+        from . import _accuracy as accuracy_search, _tuning as latency_search, _workdir as workdir
     if inspect_samples < 0:
         raise ConfigError(f"inspect_samples must be 0 (no per-layer analysis) or a positive sample count, not {inspect_samples}")
     _check_tuning(tune, tune_threads, accuracy, data, eval_data)
@@ -198,8 +204,7 @@ def _check_tuning(tune: str, threads: int, accuracy, data, eval_data) -> None:
         raise ConfigError("--tune latency reads its data after calibration: pass a path or a list of feeds, not an iterator")
 
 
-@dataclass(frozen=True)
-class _SearchRun:
+class _SearchRun(Struct):
     work: Path
     metrics: list[Metric]
     labels: np.ndarray | None
@@ -208,6 +213,9 @@ class _SearchRun:
 def _search_run(loaded: LoadedModel, config: QuantConfig, accuracy: AccuracyBudget, eval_data, labels, work_dir, tmp: str,
                 tune: str) -> _SearchRun:
     """The accuracy-aware search's inputs, checked, and its work dir claimed for this run."""
+    from . import _workdir as workdir
+    from ._metrics import resolve_metric
+
     if eval_data is None:
         raise ConfigError("accuracy-aware quantization needs evaluation data (--eval)")
     if isinstance(eval_data, Iterator):
@@ -224,6 +232,8 @@ def _search_run(loaded: LoadedModel, config: QuantConfig, accuracy: AccuracyBudg
 
 def _tuning_samples(prepared: onnx.ModelProto, data, tmp: str) -> list[Feed]:
     """The latency search's samples, batch 1, from the evaluation (else calibration) data."""
+    from . import _tuning as latency_search
+
     specs = input_specs(prepared)
     feeds = iter_feeds(_local_data(data, tmp), specs, batch_size=1, max_samples=latency_search.SAMPLES)
     return single_samples(feeds, specs, latency_search.SAMPLES)
@@ -269,6 +279,8 @@ def _calibration_warnings(prepared: onnx.ModelProto, statistics: Statistics, pla
 
 
 def _inspect_in_run(prepared: onnx.ModelProto, int8: onnx.ModelProto, data, samples: int, tmp: str) -> InspectReport | None:
+    from ._layer_error import inspect_layers
+
     if data is None:
         log.info("per-layer analysis skipped: quantized from --stats with no data to run")
         return None
@@ -297,6 +309,8 @@ def validate(
 ) -> ValidationReport:
     """Score INT8 against FP32 in `runtime` (onnxruntime or openvino); with gate=True a failed
     check raises GateFailed (after the report)."""
+    from ._validate import compare
+
     check_runtime(runtime)
     with tempfile.TemporaryDirectory(prefix="lowprec-") as tmp:
         reference, candidate = _load_pair(fp32, int8, tmp)
@@ -334,6 +348,8 @@ def inspect(
 
     The FP32 model goes through the same float-exact simplification quantize applies, so both
     graphs name their tensors alike."""
+    from ._layer_error import inspect_layers
+
     with tempfile.TemporaryDirectory(prefix="lowprec-") as tmp:
         reference, candidate = _load_pair(fp32, int8, tmp)
         prepared = prepare(reference.proto)
@@ -382,6 +398,8 @@ def benchmark(
 ) -> BenchmarkReport:
     """Latency of FP32 and INT8, interleaved in this process, in `config.runtime`; sample rows
     from `data` if given."""
+    from . import _benchmark as _bench
+
     check_runtime(config.runtime)
     with tempfile.TemporaryDirectory(prefix="lowprec-") as tmp:
         reference, candidate = _load_pair(fp32, int8, tmp)
@@ -400,11 +418,13 @@ def publish(
     *,
     source: PathOrUri | None = None,
     attach: Sequence[PathOrUri] | Mapping[str, PathOrUri] = (),
-) -> tuple[str, registry.Manifest]:
+) -> tuple[str, Manifest]:
     """Push the INT8 model and attachments (files, or folders of them) to the registry.
 
     A sequence keeps each attachment's own name; a mapping names its place in the version.
     """
+    from . import _registry as registry
+
     with tempfile.TemporaryDirectory(prefix="lowprec-") as tmp:
         int8_path = localize(int8, tmp)
         model = load_model(int8_path)
@@ -431,7 +451,9 @@ def publish(
         )
 
 
-def fetch(version_uri: str, destination: PathOrUri, *, revision: str | None = None) -> registry.Manifest:
+def fetch(version_uri: str, destination: PathOrUri, *, revision: str | None = None) -> Manifest:
+    from . import _registry as registry
+
     return registry.fetch(version_uri, destination, revision=revision)
 
 

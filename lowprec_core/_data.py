@@ -6,7 +6,6 @@ import os
 import zipfile
 import zlib
 from collections.abc import Iterable, Iterator, Mapping
-from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -14,13 +13,13 @@ import onnx
 from onnx import helper
 
 from ._errors import DataError, one_line
+from ._struct import Struct
 
 Feed = dict[str, np.ndarray]
 DataSource = str | os.PathLike[str] | Iterable[Mapping[str, np.ndarray]]
 
 
-@dataclass(frozen=True)
-class InputSpec:
+class InputSpec(Struct):
     name: str
     dtype: np.dtype
     shape: tuple[int | str | None, ...]

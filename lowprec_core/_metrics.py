@@ -3,11 +3,11 @@
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import dataclass
 
 import numpy as np
 
 from ._errors import ConfigError, DataError, one_line
+from ._struct import Struct
 
 
 def _flat(x: np.ndarray) -> np.ndarray:
@@ -47,8 +47,7 @@ def topk(output: np.ndarray, labels: np.ndarray, k: int) -> np.ndarray:
 Outputs = list[np.ndarray]
 
 
-@dataclass(frozen=True)
-class Metric:
+class Metric(Struct):
     """score(reference_outputs, candidate_outputs, labels) -> per-sample scores.
 
     Outputs are every model output of one batch, in the model's order. The reference model's

@@ -2,12 +2,10 @@
 
 from __future__ import annotations
 
-import hashlib
 import logging
 import os
 import tempfile
 from collections.abc import Callable
-from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -16,8 +14,10 @@ from google.protobuf.message import DecodeError
 from onnx import numpy_helper
 
 from . import _simplify as simplify
+from ._digest import sha256
 from ._errors import ModelError, one_line
 from ._graph import all_names, all_nodes, attribute, drop_unused_initializers, names_defined_here, subgraphs
+from ._struct import Struct
 
 # ONNX's operator-schema registry fills itself on first use (about 15 ms). Do it when this module
 # is imported, as importing onnxruntime.quantization does, rather than inside the first load.
@@ -29,8 +29,7 @@ MIN_QDQ_OPSET = 13  # per-channel QuantizeLinear/DequantizeLinear (the `axis` at
 _PROTOBUF_LIMIT = 2**31 - 1
 
 
-@dataclass(frozen=True)
-class LoadedModel:
+class LoadedModel(Struct):
     """A checked model and the sha256 of the file it came from (its identity everywhere)."""
 
     proto: onnx.ModelProto
@@ -40,7 +39,7 @@ class LoadedModel:
 
 
 def file_sha256(path: str | os.PathLike[str]) -> str:
-    digest = hashlib.sha256()
+    digest = sha256(size=os.path.getsize(path))
     with open(path, "rb") as handle:
         for chunk in iter(lambda: handle.read(1 << 20), b""):
             digest.update(chunk)
@@ -62,12 +61,13 @@ def load_model(path: str | os.PathLike[str]) -> LoadedModel:
         raise ModelError(f"{path}: not a valid ONNX model ({err.__class__.__name__}: {one_line(err)})") from None
     if not proto.graph.node or not proto.opset_import:
         raise ModelError(f"{path}: not a valid ONNX model (no graph nodes or no opset_import)")
-    digest = hashlib.sha256(raw)
     data_files = external_data_files(proto)
-    for location in data_files:
-        target = (path.parent / location).resolve()
+    targets = [(path.parent / location).resolve() for location in data_files]
+    for location, target in zip(data_files, targets):
         if path.parent.resolve() not in target.parents or not target.is_file():
             raise ModelError(f"{path}: external data {location!r} is missing or outside the model's folder")
+    digest = sha256(raw, size=len(raw) + sum(target.stat().st_size for target in targets))
+    for target in targets:
         with open(target, "rb") as handle:  # streamed: external data can be larger than memory
             for chunk in iter(lambda: handle.read(1 << 20), b""):
                 digest.update(chunk)
@@ -174,8 +174,7 @@ def _infer_shapes(model: onnx.ModelProto) -> onnx.ModelProto:
     return result
 
 
-@dataclass(frozen=True)
-class SavedModel:
+class SavedModel(Struct):
     sha256: str  # of the file and its external data, as load_model computes it
     bytes: int
 
@@ -208,12 +207,12 @@ def save_model(
             staged.write_bytes(model.SerializeToString(deterministic=True))
         if verify is not None:
             verify(str(staged))
-        digest = hashlib.sha256(staged.read_bytes())
-        size = staged.stat().st_size
-        if (Path(tmp) / location).exists():  # absent when every tensor is under the threshold
-            digest.update((Path(tmp) / location).read_bytes())
-            size += (Path(tmp) / location).stat().st_size
-            os.replace(Path(tmp) / location, path.parent / location)
+        data = Path(tmp) / location  # absent when every tensor is under the threshold
+        size = staged.stat().st_size + (data.stat().st_size if data.exists() else 0)
+        digest = sha256(staged.read_bytes(), size=size)
+        if data.exists():
+            digest.update(data.read_bytes())
+            os.replace(data, path.parent / location)
         os.replace(staged, path)
     return SavedModel(digest.hexdigest(), size)
 

@@ -3,15 +3,15 @@ tensor (READERS), per hardware target (TARGETS). Adding an op means adding a row
 
 from __future__ import annotations
 
-import dataclasses
 import math
 from collections.abc import Mapping
-from dataclasses import dataclass, field
 from typing import Callable
 
 import numpy as np
 import onnx
 from onnx import numpy_helper
+
+from ._struct import Struct, factory
 
 
 def _attr(node: onnx.NodeProto, name: str, default: int) -> int:
@@ -21,8 +21,7 @@ def _attr(node: onnx.NodeProto, name: str, default: int) -> int:
     return default
 
 
-@dataclass(frozen=True, kw_only=True)
-class OpRule:
+class OpRule(Struct, kw_only=True):
     """How one layer op type (an op with a weight) is quantized: a row of QUANTIZABLE."""
 
     channel_axis: Callable[[onnx.NodeProto, int], int | None]  # (node, weight rank) -> the weight axis of output channels, None: per tensor only
@@ -72,8 +71,7 @@ QUANTIZABLE: dict[str, OpRule] = {
 }
 
 
-@dataclass(frozen=True)
-class Target:
+class Target(Struct):
     """A hardware target: which ops it runs in integer and with which types.
 
     symmetric_activations: None lets the preset decide; True/False is forced by the hardware.
@@ -109,7 +107,7 @@ class Target:
     quantized_output_readers: frozenset[str] = frozenset()
     # The runtime that runs the quantized model, and its layer rows (how it runs each layer op).
     runtime: str = "onnxruntime"
-    layers: Mapping[str, OpRule] = field(default_factory=lambda: QUANTIZABLE)
+    layers: Mapping[str, OpRule] = factory(lambda: QUANTIZABLE)
     # The row whose layers a statistics file is collected for (None: this one), where this row
     # quantizes a subset of them: a file calibrated on one machine then serves either row.
     calibrates_for: str | None = None
@@ -121,10 +119,10 @@ class Target:
 # elsewhere, so none needs an output quantizer of its own, and there are no ORT float fusions
 # (Gemm + activation) to keep clear of. Its integer MatMul takes per-column weight scales at any rank.
 OPENVINO_LAYERS: dict[str, OpRule] = {
-    op: dataclasses.replace(rule, integer_output_required=False, float_fused_activations=frozenset(), bias_from_following_add=False)
+    op: rule.replace(integer_output_required=False, float_fused_activations=frozenset(), bias_from_following_add=False)
     for op, rule in QUANTIZABLE.items()
 }
-OPENVINO_LAYERS["MatMul"] = dataclasses.replace(OPENVINO_LAYERS["MatMul"], channel_axis=lambda node, rank: rank - 1 if rank >= 2 else None)
+OPENVINO_LAYERS["MatMul"] = OPENVINO_LAYERS["MatMul"].replace(channel_axis=lambda node, rank: rank - 1 if rank >= 2 else None)
 
 
 # The weightless ops each runtime runs on integers (READERS rows with integer_inputs), and the
@@ -180,7 +178,7 @@ TARGETS: dict[str, Target] = {
 # int8 against 0.96 ms in f32), PP-OCR cls 0.95x -> 0.99x, rec 1.38x -> 1.45x, Magika
 # 2.26x -> 2.35x, det and digits level (bench/results/openvino_target-amd-epyc-zen3-avx2.md).
 # On Zen 4 (AVX512-VNNI) the same int8 MatMuls run MiniLM at 2.4x.
-TARGETS["openvino-avx2"] = dataclasses.replace(TARGETS["openvino"], ops=frozenset({"Conv", "ConvTranspose"}), calibrates_for="openvino")
+TARGETS["openvino-avx2"] = TARGETS["openvino"].replace(ops=frozenset({"Conv", "ConvTranspose"}), calibrates_for="openvino")
 
 # CPU flags of int8 dot products that accumulate in int32 (no int16 pair saturation, and
 # integer kernels that pay off where AVX2's do not).
@@ -205,8 +203,7 @@ Saturation = Callable[[onnx.NodeProto, str, "GraphView"], tuple[float, float]]
 _FULL = (-math.inf, math.inf)
 
 
-@dataclass(frozen=True)
-class GraphView:
+class GraphView(Struct):
     constants: dict[str, np.ndarray]
     producers: dict[str, onnx.NodeProto]
 
@@ -258,8 +255,7 @@ def _clip_absorbed(node: onnx.NodeProto, inits: dict[str, onnx.TensorProto]) -> 
     return not lower or float(numpy_helper.to_array(inits[lower])) <= 0.0
 
 
-@dataclass(frozen=True, kw_only=True)
-class ReaderRule:
+class ReaderRule(Struct, kw_only=True):
     """How an op that is no layer treats a quantized tensor it reads: a row of READERS.
 
     integer_inputs / keeps_grid: see below; the target's `integer_ops` says which rows it uses.

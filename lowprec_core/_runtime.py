@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import json
 import tempfile
-from dataclasses import dataclass
 from pathlib import Path
 
 import onnx
@@ -13,6 +12,7 @@ import onnxruntime as ort
 from ._config import RUNTIMES
 from ._errors import ConfigError, ModelError
 from ._graph import all_nodes
+from ._struct import Struct
 
 PROVIDERS = ["CPUExecutionProvider"]
 PROTOBUF_LIMIT = 2**31 - 1  # one serialized ModelProto; larger models need external data
@@ -88,8 +88,7 @@ def serving_session(model: onnx.ModelProto | bytes | str, *, runtime: str = "onn
     return session(model, threads=threads, spinning=spinning)
 
 
-@dataclass(frozen=True)
-class NodeTime:
+class NodeTime(Struct):
     """One node of the runtime's own graph (after its fusions) in a profile: its name, its mean
     microseconds a run, and the model's nodes it runs where the runtime records them (OpenVINO
     does; ONNX Runtime names a fused node after one of them or after its output)."""

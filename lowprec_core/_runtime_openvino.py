@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import re
 import tempfile
-from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -18,6 +17,7 @@ import onnx
 import openvino as ov
 
 from ._errors import ModelError, one_line
+from ._struct import Struct
 
 _CORE: ov.Core | None = None
 
@@ -35,8 +35,7 @@ def default_precision() -> str:
     return hint.to_string() if hasattr(hint, "to_string") else str(hint)
 
 
-@dataclass(frozen=True)
-class _Value:
+class _Value(Struct):
     name: str
 
 

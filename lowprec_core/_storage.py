@@ -11,12 +11,12 @@ import re
 import shutil
 import tempfile
 import time
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Protocol
 from urllib.parse import urlparse
 
 from ._errors import ConfigError, RegistryError, one_line
+from ._struct import Struct, factory
 
 # How long one store (one publish, fetch or gc) may wait on S3; each from the environment.
 TIMEOUTS = {
@@ -77,8 +77,7 @@ class ObjectStore(Protocol):
     def holds(self, path: Path) -> bool: ...
 
 
-@dataclass
-class FileStore:
+class FileStore(Struct, frozen=False):
     root: Path
 
     @property
@@ -162,8 +161,7 @@ class _DeadlinePassed(Exception):
     """Raised from botocore's before-send hook once an operation's deadline has passed."""
 
 
-@dataclass
-class S3Store:
+class S3Store(Struct, frozen=False):
     """A bucket (and key prefix) on S3 or any S3-compatible server.
 
     The endpoint comes from AWS_ENDPOINT_URL_S3 / AWS_ENDPOINT_URL, credentials from the
@@ -173,8 +171,8 @@ class S3Store:
 
     bucket: str
     _client: object = None
-    timeouts: dict[str, float] = field(default_factory=lambda: s3_timeouts(os.environ))
-    started: float = field(default_factory=time.monotonic)
+    timeouts: dict[str, float] = factory(lambda: s3_timeouts(os.environ))
+    started: float = factory(time.monotonic)
 
     @property
     def uri(self) -> str:

@@ -3,9 +3,10 @@
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass, field
 
 import numpy as np
+
+from .._struct import Struct, factory
 
 HISTOGRAM_BINS = 2048
 _HISTOGRAM_SAMPLE = 1 << 17  # values per batch fed to the histogram (a fixed stride); min/max always see all
@@ -18,8 +19,7 @@ def _prime_at_least(n: int) -> int:
     return candidate
 
 
-@dataclass
-class TensorObserver:
+class TensorObserver(Struct, frozen=False):
     """min/max, the mean of per-batch min/max, and a histogram over [-R, R].
 
     R is a power of two that only grows; growing merges neighbouring bin pairs, so two
@@ -35,7 +35,7 @@ class TensorObserver:
     count: int = 0
     nonfinite: int = 0
     radius: float = 0.0
-    histogram: np.ndarray = field(default_factory=lambda: np.zeros(HISTOGRAM_BINS, dtype=np.int64))
+    histogram: np.ndarray = factory(lambda: np.zeros(HISTOGRAM_BINS, dtype=np.int64))
     rank: int = -1  # dimensions of every batch seen; -1 before the first or when they differ
 
     def update(self, values: np.ndarray, *, bounds: tuple[float, float] | None = None) -> bool:
@@ -115,8 +115,7 @@ class TensorObserver:
         return out
 
 
-@dataclass
-class ChannelObserver:
+class ChannelObserver(Struct, frozen=False):
     """Per-channel running min, max and sum of x along one axis (for SmoothQuant, bias correction)."""
 
     axis: int

@@ -5,12 +5,12 @@ from __future__ import annotations
 import json
 import os
 import tempfile
-from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
 
 from .._errors import StatsError
+from .._struct import Struct, factory
 
 FORMAT = "lowprec-stats/2"
 _SCALARS = ("minimum", "maximum", "mean_min", "mean_max", "radius")
@@ -18,8 +18,7 @@ _COUNTS = ("count", "nonfinite")
 _CHANNEL = ("channel_absmax", "channel_mean", "channel_min", "channel_max")
 
 
-@dataclass(frozen=True)
-class TensorStats:
+class TensorStats(Struct):
     minimum: float
     maximum: float
     count: int
@@ -37,7 +36,7 @@ class TensorStats:
     def __eq__(self, other: object) -> bool:
         if not isinstance(other, TensorStats):
             return NotImplemented
-        return all(_same(getattr(self, f), getattr(other, f)) for f in self.__dataclass_fields__)
+        return all(_same(getattr(self, f), getattr(other, f)) for f in self._fields)
 
 
 def _same(a, b) -> bool:
@@ -46,13 +45,12 @@ def _same(a, b) -> bool:
     return a == b
 
 
-@dataclass(frozen=True)
-class Statistics:
+class Statistics(Struct):
     """Per-tensor statistics of one model (by sha256) over one calibration set."""
 
     model_sha256: str
     samples: int
-    tensors: dict[str, TensorStats] = field(default_factory=dict)
+    tensors: dict[str, TensorStats] = factory(dict)
 
     def require(self, name: str) -> TensorStats:
         try:

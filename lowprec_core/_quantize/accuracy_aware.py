@@ -29,7 +29,6 @@ import logging
 import os
 import time
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Protocol
 
@@ -39,6 +38,7 @@ from .. import _progress as progress
 from .._config import AccuracyBudget
 from .._metrics import Metric, drop
 from .._reports import Iteration, MetricResult, SearchResult
+from .._struct import Struct, factory
 
 log = logging.getLogger(__name__)
 
@@ -155,15 +155,14 @@ Gain = tuple[float, float]  # (metric gain on the subset, output-error gain): th
 Step = tuple[list[str], tuple[Scores, float], str]  # (layers reverted together, their subset scores and nmse, why)
 
 
-@dataclass
-class _State:
+class _State(Struct, frozen=False):
     """Where the search stands: the float layers so far and the full-set scores they give."""
 
     scores: Scores
     reverted: Reverted = ()
     reverts: int = 0
-    why: dict[str, str] = field(default_factory=dict)
-    usefulness: dict[str, float] = field(default_factory=dict)  # a float layer's gain per layer when reverted
+    why: dict[str, str] = factory(dict)
+    usefulness: dict[str, float] = factory(dict)  # a float layer's gain per layer when reverted
 
 
 def _stop_reason(state: _State, scoring: _Scoring, candidates: list[str], budget: AccuracyBudget) -> str:
@@ -210,8 +209,7 @@ class _Evaluations:
         return self._recall("speed", reverted, (), lambda: {"speedup": self.backend.speed(reverted)})["speedup"]
 
 
-@dataclass(frozen=True)
-class _Scoring:
+class _Scoring(Struct):
     """The budget's arithmetic: per-sample scores in, each metric's drop against its budget out."""
 
     reference: Scores

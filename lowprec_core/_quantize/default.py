@@ -10,7 +10,6 @@ rerun of the float algorithms over layers they have already seen."""
 
 from __future__ import annotations
 
-import hashlib
 import logging
 from collections import OrderedDict
 from collections.abc import Callable, Iterable
@@ -19,6 +18,7 @@ import onnx
 
 from .._calibration.stats import Statistics
 from .._config import QuantConfig
+from .._digest import sha256
 from .._graph import all_names, all_nodes, body_model, if_bodies, initializers, names_defined_here, put_body
 from .._ops import QUANTIZABLE
 from .algorithms import align_channels, correct_biases, correct_biases_full, smooth_quant
@@ -124,7 +124,7 @@ class Quantizer:
                 unrun.update({n.name: why for n in all_nodes(body) if n.op_type in QUANTIZABLE})
                 continue
             # The body as the outer transform left it (it renames the outer values the body reads).
-            key = (node.name, attribute, hashlib.sha256(sub.SerializeToString()).hexdigest())
+            key = (node.name, attribute, sha256(sub.SerializeToString()).hexdigest())
             inner = self._bodies.setdefault(key, Quantizer(sub, stats))
             sub_int8, sub_plan = inner(sub_config, reserved=reserved | all_names(int8.graph), ignored=inside)
             put_body(int8, node, attribute, sub_int8, owned)
@@ -176,7 +176,7 @@ class Quantizer:
         smoothed: list[str] = []
         if resolve_model_type(self.model, config.model_type) == "transformer":
             smooth_edits, inserted, stats, smoothed = smooth_quant(working, stats, config, ignored=ignored)
-        key = hashlib.sha256("".join([str(config.channel_alignment), *(e.model_dump_json() for e in [*smooth_edits, *inserted])]).encode()).hexdigest()
+        key = sha256("".join([str(config.channel_alignment), *(e.model_dump_json() for e in [*smooth_edits, *inserted])]).encode()).hexdigest()
         if key not in self._floats:
             if smooth_edits or inserted:
                 working = edited(working, smooth_edits, inserted)

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import dataclasses
 
 import lowprec_core as lp
 from lowprec_core._calibration.stats import Statistics
@@ -22,7 +21,7 @@ def _sabotaged_stats(demo, tmp_path) -> str:
     tensors = dict(good.tensors)
     for name in outputs & set(tensors):
         t = tensors[name]
-        tensors[name] = dataclasses.replace(t, minimum=t.minimum * 40, maximum=t.maximum * 40)
+        tensors[name] = t.replace(minimum=t.minimum * 40, maximum=t.maximum * 40)
     Statistics(good.model_sha256, good.samples, tensors).save(tmp_path / "bad")
     return str(tmp_path / "bad")
 

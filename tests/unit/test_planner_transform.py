@@ -503,8 +503,6 @@ def test_a_target_with_integer_ops_keeps_a_residual_add_between_quantized_layers
     a quantized layer reads, gets an output quantizer for every reader (the float Sigmoid too),
     and ORT runs QLinearAdd. Off (today's targets), the quantizer serves the conv alone, the
     Sigmoid reads the float sum, and the Add stays float between DQs and a Q."""
-    import dataclasses
-
     from lowprec_core import _ops as ops
 
     def kernels(int8):
@@ -513,7 +511,7 @@ def test_a_target_with_integer_ops_keeps_a_residual_add_between_quantized_layers
     model = models.residual_block()
     prepared, off, plan_off, data = _quantize(model)
     assert plan_off.integer_ops == [] and "QLinearAdd" not in kernels(off)
-    monkeypatch.setitem(ops.TARGETS, "cpu", dataclasses.replace(ops.TARGETS["cpu"], integer_ops=frozenset({"Add"})))
+    monkeypatch.setitem(ops.TARGETS, "cpu", ops.TARGETS["cpu"].replace(integer_ops=frozenset({"Add"})))
     _, on, plan_on, _ = _quantize(model)
     assert plan_on.integer_ops == ["add"]
     assert "QLinearAdd" in kernels(on)
@@ -529,8 +527,6 @@ def test_a_target_with_integer_ops_keeps_a_residual_add_between_quantized_layers
 def test_integer_ops_all_turns_on_the_runtimes_integer_ops_and_none_turns_off_the_targets(monkeypatch):
     """QuantConfig.integer_ops: "all" runs the residual Add as QLinearAdd on a target row that
     has none; "none" keeps it float on a row that has it."""
-    import dataclasses
-
     from lowprec_core import _ops as ops
     model = models.residual_block()
     config = QuantConfig(min_reduction=0, integer_ops="all")
@@ -538,7 +534,7 @@ def test_integer_ops_all_turns_on_the_runtimes_integer_ops_and_none_turns_off_th
     assert plan_on.integer_ops == ["add"] and "QLinearAdd" in {n.op_type for n in optimized_graph(on).graph.node}
     # At the default floor conv0 (27 products per output) is float: the Add reads a float input.
     assert _quantize(model, QuantConfig(min_reduction=64, integer_ops="all"))[2].integer_ops == []
-    monkeypatch.setitem(ops.TARGETS, "cpu", dataclasses.replace(ops.TARGETS["cpu"], integer_ops=frozenset({"Add"})))
+    monkeypatch.setitem(ops.TARGETS, "cpu", ops.TARGETS["cpu"].replace(integer_ops=frozenset({"Add"})))
     assert _quantize(model, QuantConfig(min_reduction=0))[2].integer_ops == ["add"]
     assert _quantize(model, QuantConfig(min_reduction=0, integer_ops="none"))[2].integer_ops == []
 
