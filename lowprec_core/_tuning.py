@@ -131,17 +131,30 @@ def candidates(config: QuantConfig) -> list[Key]:
     return list(dict.fromkeys(keys))
 
 
-def choose(default: Key, speedup: dict[Key, float], nmse: dict[Key, float], accept: Callable[[Key], bool] | None = None) -> Key:
+def choose(default: Key, speedup: dict[Key, float], nmse: dict[Key, float], accept: Callable[[Key], bool] | None = None,
+           plain: Iterable[Key] = (FLOAT,)) -> Key:
     """The fastest candidate within the default's output error, if clearly faster than it.
     With `accept` (an accuracy budget), the budget is the quality rule instead: the candidates
-    clearly faster than the default are judged fastest first, and the first accepted is kept."""
+    clearly faster than the default are judged fastest first, and the first accepted is kept.
+
+    Where that runs slower than FP32 and a candidate that quantizes nothing was measured
+    (`plain`: the float candidate, or a floor that leaves every layer float), the fastest of
+    those is kept instead. SPEED_MARGIN keeps timing noise from moving the bytes between INT8
+    placements; it does not keep an INT8 model measured slower than the float one, which is
+    also the exact one (PP-OCR cls in ORT, 2-core Zen 3: its default ran 0.742 ms against
+    float's 0.715 ms over 150 interleaved rounds, and no one layer made the gap)."""
     if accept is not None:
         faster = sorted((k for k in speedup if k != default and speedup[k] >= speedup[default] * SPEED_MARGIN),
                         key=lambda k: (-speedup[k], _order(k)))
-        return next((k for k in faster if accept(k)), default)
-    limit = max(nmse[default] * QUALITY_SLACK, nmse[default] + 1e-9)
-    fastest = max((k for k in speedup if nmse[k] <= limit), key=lambda k: speedup[k])
-    return fastest if speedup[fastest] >= speedup[default] * SPEED_MARGIN else default
+        chosen = next((k for k in faster if accept(k)), default)
+    else:
+        limit = max(nmse[default] * QUALITY_SLACK, nmse[default] + 1e-9)
+        fastest = max((k for k in speedup if nmse[k] <= limit), key=lambda k: speedup[k])
+        chosen = fastest if speedup[fastest] >= speedup[default] * SPEED_MARGIN else default
+    floats = [k for k in plain if k in speedup]
+    if speedup[chosen] < 1.0 and floats and chosen not in floats:
+        return max(floats, key=lambda k: (speedup[k], _order(k)))
+    return chosen
 
 
 class _Builds:
@@ -213,11 +226,15 @@ def search(prepared: onnx.ModelProto, stats: Statistics, config: QuantConfig, sa
         model, plan, data = build(key, full=False)
         if data not in seen:
             built[key] = (model, plan, data)
-    timed = list(built)
+    # A floor that leaves every layer float is the reference's placement: at f32 it runs as FP32
+    # does, and timing it again only adds noise (PP-OCR cls's floor 256 in ORT: 0.96-0.99x).
+    at_f32 = runtime.float_precision(serving) == "f32"
+    as_reference = [k for k in built if k != default and at_f32 and _quantizes_nothing(built[k][1])]
+    timed = [k for k in built if k not in as_reference]
     # Every layer float, where each plan quantizes some: at f32 it is the reference itself, so
     # it is only built (and timed) where the runtime runs float faster, or once it is kept.
     floats = all(plan.layers() for _, plan, _ in built.values())
-    if floats and runtime.float_precision(serving) != "f32":
+    if floats and not at_f32:
         built[FLOAT] = build(FLOAT, full=True)
         timed.append(FLOAT)
     # Built side by side (the runtimes release the GIL while compiling): OpenVINO compiles each
@@ -234,8 +251,8 @@ def search(prepared: onnx.ModelProto, stats: Statistics, config: QuantConfig, sa
     nmse = dict(zip(timed, errors))
     rounds = {k: len(t) for k, t in zip(timed, times[1:])}
     bounded = rounds[default] < len(samples) and any(rounds[k] == rounds[default] for k in timed if k != default)
-    if floats and FLOAT not in speedup:
-        speedup[FLOAT], nmse[FLOAT], rounds[FLOAT] = 1.0, 0.0, len(times[0])
+    for key in [*as_reference, *([FLOAT] if floats and FLOAT not in speedup else [])]:
+        speedup[key], nmse[key], rounds[key] = 1.0, 0.0, len(times[0])
     verdicts: dict[Key, bool] = {}
 
     def in_full(key: Key) -> tuple[onnx.ModelProto, QuantPlan, bytes]:
@@ -255,7 +272,8 @@ def search(prepared: onnx.ModelProto, stats: Statistics, config: QuantConfig, sa
         if accept is None and finished[key] >= finished[default] * SPEED_MARGIN:
             session = runtime.serving_session(in_full(key)[2], runtime=serving, threads=threads, precision=None)
             nmse[key] = output_error(fp32_outputs, session, samples[:rounds[key]])
-    chosen = choose(default, finished, nmse, accept=judged if accept is not None else None)
+    plain = [k for k in finished if k == FLOAT or (k in built and _quantizes_nothing(built[k][1]))]
+    chosen = choose(default, finished, nmse, accept=judged if accept is not None else None, plain=plain)
     in_full(chosen)
     keys = list(speedup)
     quality = "within the accuracy budget" if accept is not None else "within its output error"
@@ -266,9 +284,11 @@ def search(prepared: onnx.ModelProto, stats: Statistics, config: QuantConfig, sa
         reason += (f" ({len(verdicts)} faster candidate(s) scored on the evaluation data)" if verdicts else "")
     if bounded:
         reason += f"; timed over {rounds[default]} rounds, where the search's time bound stopped it"
-    if not built[chosen][1].layers():
-        reason += "; no layer pays off in integer here, so every layer stays float"
-    if speedup[chosen] < 1.0:
+    if _quantizes_nothing(built[chosen][1]):
+        reason += ("; no layer pays off in integer here (against FP32 as lowprec prepares it, its float-exact"
+                   " simplifications applied), so every layer stays float: try another runtime or target for INT8")
+        log.warning("latency search: %s", reason)
+    elif speedup[chosen] < 1.0:
         reason += "; nothing tried runs faster than FP32 here: serve the FP32 model, or try another runtime or target"
         log.warning("latency search: %s", reason)
     plans = {k: built[k][1] if k in built else None for k in keys}  # the float candidate unbuilt: nothing quantized
@@ -493,6 +513,10 @@ def _config_of(config: QuantConfig, key: Key, model: onnx.ModelProto) -> QuantCo
     if len(key) > 2:  # the layers the profile found slower in integer, by name
         update["ignore"] = (*config.ignore, *key[2])
     return config.model_copy(update=update)
+
+
+def _quantizes_nothing(plan: QuantPlan) -> bool:
+    return not plan.layers() and not plan.integer_ops
 
 
 def _order(key: Key) -> tuple:

@@ -52,7 +52,10 @@ def test_the_latency_search_reports_every_candidate_and_its_choice_reproduces(de
     ({(64, "target"): (2.0, 1.0), (0, "all"): (2.6, 1.2), (256, "target"): (2.5, 0.1)}, (0, "all")),
     ({(64, "target"): (0.8, 1.0), (256, "target"): (0.9, 1.0)}, (256, "target")),  # all slower than FP32: the least slow
     ({(64, "target"): (0.8, 1.0), (256, "target"): (0.9, 1.0), _tuning.FLOAT: (1.0, 0.0)}, _tuning.FLOAT),  # FP32 wins
-    ({(64, "target"): (0.97, 1.0), _tuning.FLOAT: (1.0, 0.0)}, (64, "target")),  # within the timing noise of FP32
+    # An INT8 default measured slower than FP32 gives way to float, however close: float is also exact.
+    ({(64, "target"): (0.97, 1.0), _tuning.FLOAT: (1.0, 0.0)}, _tuning.FLOAT),
+    ({(64, "target"): (1.02, 1.0), _tuning.FLOAT: (1.0, 0.0)}, (64, "target")),  # faster than FP32: the margin protects it
+    ({(64, "target"): (1.2, 1.0), (256, "target"): (0.9, 0.1), _tuning.FLOAT: (1.0, 0.0)}, (64, "target")),
 ])
 def test_the_fastest_candidate_within_the_defaults_error_is_kept(measured, kept):
     """The rule alone, on (speedup, output NMSE) per candidate; the default is (64, target)."""
@@ -66,6 +69,7 @@ def test_the_fastest_candidate_within_the_defaults_error_is_kept(measured, kept)
     ({(64, "target"): 2.0, (0, "all"): 3.0, (256, "target"): 2.5}, {(256, "target")}, (256, "target")),  # the fastest misses
     ({(64, "target"): 2.0, (0, "all"): 3.0, (256, "target"): 2.05}, {(256, "target")}, (64, "target")),  # within the margin
     ({(64, "target"): 0.8, (256, "target"): 0.85, _tuning.FLOAT: 1.0}, {_tuning.FLOAT}, _tuning.FLOAT),
+    ({(64, "target"): 0.98, _tuning.FLOAT: 1.0}, set(), _tuning.FLOAT),  # slower than FP32: float, unjudged (it is FP32)
 ])
 def test_with_a_budget_the_fastest_candidate_that_meets_it_is_kept(speedup, meets, kept):
     """The budget replaces the output-error rule: clearly faster candidates are judged fastest
@@ -208,7 +212,7 @@ def test_the_searchs_integer_ops_choice_is_in_the_config_and_reproduces(tmp_path
     model = tmp_path / "residual.onnx"
     onnx.save(models.residual_block(), model)
     data = models.feeds(models.residual_block(), batches=4, batch=4)
-    monkeypatch.setattr(_tuning, "choose", lambda default, speedup, nmse, accept=None: (0, "all"))
+    monkeypatch.setattr(_tuning, "choose", lambda default, speedup, nmse, **kwargs: (0, "all"))
     out = tmp_path / "t.onnx"
     result = lp.quantize(model, out, data=data, tune="latency")
     config = result.plan.config
@@ -301,6 +305,31 @@ def test_where_nothing_quantized_beats_fp32_the_search_says_so_and_keeps_every_l
     again = tmp_path / "again.onnx"
     lp.quantize(demo["model"], again, data=demo["calib"], config=config)
     assert again.read_bytes() == out.read_bytes()
+
+
+def test_an_int8_default_measured_slower_than_fp32_gives_way_to_a_floor_that_leaves_every_layer_float(tmp_path, monkeypatch):
+    """Timings forced on the residual block: the default (floor 64) at 0.97x of FP32, within
+    the margin of it. Floor 256 quantizes no layer: in ORT (f32) it runs as the reference does
+    and is not timed again. No INT8 placement beats FP32, so the float one is kept and the
+    search says so."""
+    from tests import models
+
+    model = tmp_path / "residual.onnx"
+    onnx.save(models.residual_block(), model)
+    data = models.feeds(models.residual_block(), batches=4, batch=4)
+    timed = []
+
+    def forced(sessions, n):
+        timed.append(sessions)
+        return [np.full(n, 1.0), np.full(n, 1.03), *(np.full(n, 1.2) for _ in range(sessions - 2))]
+
+    _force_times(monkeypatch, forced)  # FP32, the default (64), every layer with integer ops (0, all)
+    result = lp.quantize(model, tmp_path / "t.onnx", data=data, tune="latency")
+    (chosen,) = [c for c in result.tuning.candidates if c.chosen]
+    assert (chosen.min_reduction, chosen.layers, chosen.speedup, chosen.nmse) == (256, 0, 1.0, 0.0) and timed == [3]
+    assert result.plan.layers() == []
+    assert "against the default's (min_reduction 64) 0.97x" in result.tuning.reason
+    assert "no layer pays off in integer here" in result.tuning.reason and "every layer stays float" in result.tuning.reason
 
 
 @pytest.mark.parametrize(("extra", "needle"), [
@@ -466,7 +495,7 @@ def test_the_default_less_the_layers_its_profile_finds_slower_is_a_candidate_tha
     monkeypatch.setattr(_tuning, "DROP_AFTER", _tuning.SAMPLES)  # no early drop: every candidate runs the default's rounds
     monkeypatch.setattr(_runtime, "float_precision", lambda serving: "bf16")  # as OpenVINO on a bf16 CPU
     monkeypatch.setattr(_tuning, "layer_costs", lambda prepared, int8, layers, *profiles: {n: 1.0 if i == 0 else -1.0 for i, n in enumerate(layers)})
-    monkeypatch.setattr(_tuning, "choose", lambda default, speedup, nmse, accept=None: next(k for k in speedup if len(k) > 2))
+    monkeypatch.setattr(_tuning, "choose", lambda default, speedup, nmse, **kwargs: next(k for k in speedup if len(k) > 2))
     out = tmp_path / "t.onnx"
     result = lp.quantize(demo["model"], out, data=demo["calib"], tune="latency")
     tuning, config = result.tuning, result.plan.config
