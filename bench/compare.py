@@ -38,7 +38,10 @@ def _quantize_child(model_name: str, variant: str, out: str, queue) -> None:
     try:
         bench = MODELS[model_name]()
         calib = bench.calib
-        importlib.import_module(IMPORTS[variant])
+        module, _, name = IMPORTS[variant].partition(":")
+        imported = importlib.import_module(module)
+        if name:
+            getattr(imported, name)
         start = time.perf_counter()
         VARIANTS[variant](bench.path, calib, Path(out), model_name)
         seconds = time.perf_counter() - start
