@@ -23,6 +23,8 @@ from typing import Any, Literal
 
 import numpy as np
 
+from ._struct import Fields, frozen_delattr, frozen_setattr
+
 _MISSING = object()  # a field without a default
 
 
@@ -189,7 +191,7 @@ class _Field:
         return self.default is _MISSING and self.factory is None
 
 
-class Record:
+class Record(Fields):
     """Base of every record: its annotated fields (underscored names excepted) are set once, by
     keyword, and checked; an empty list or dict default (`= []`) gives each record its own.
 
@@ -251,23 +253,8 @@ class Record:
                 value = field.factory() if field.factory is not None else field.default
             object.__setattr__(self, name, convert(value, (name,)))
 
-    def __setattr__(self, name: str, value: Any) -> None:
-        raise AttributeError(f"{type(self).__name__} is frozen: cannot set {name!r}")
-
-    def __delattr__(self, name: str) -> None:
-        raise AttributeError(f"{type(self).__name__} is frozen: cannot delete {name!r}")
-
-    def _values(self) -> tuple:
-        return tuple(getattr(self, name) for name in self._fields)
-
-    def __eq__(self, other: object) -> bool:
-        return type(other) is type(self) and self._values() == other._values()  # type: ignore[attr-defined]
-
-    def __hash__(self) -> int:
-        return hash((type(self), self._values()))
-
-    def __repr__(self) -> str:
-        return f"{type(self).__name__}({', '.join(f'{name}={getattr(self, name)!r}' for name in self._fields)})"
+    __setattr__ = frozen_setattr
+    __delattr__ = frozen_delattr
 
     @classmethod
     def _nested(cls, value: Any, loc: tuple) -> Record:

@@ -27,15 +27,36 @@ class factory:  # noqa: N801 - reads as a default: `tensors: dict = factory(dict
         self.make = make
 
 
-def _frozen_setattr(self: Struct, name: str, value: Any) -> None:
+def frozen_setattr(self: Any, name: str, value: Any) -> None:
     raise AttributeError(f"{type(self).__name__} is frozen: cannot set {name!r}")
 
 
-def _frozen_delattr(self: Struct, name: str) -> None:
+def frozen_delattr(self: Any, name: str) -> None:
     raise AttributeError(f"{type(self).__name__} is frozen: cannot delete {name!r}")
 
 
-class Struct:
+class Fields:
+    """Value semantics over a class's `_fields` (names, in order): equality, hash and repr.
+    Shared by Struct and by `_records.Record`, which collects and checks its fields itself."""
+
+    _fields: Any = ()
+
+    def _values(self) -> tuple:
+        return tuple(getattr(self, name) for name in self._fields)
+
+    def __eq__(self, other: object) -> bool:
+        if type(other) is not type(self):
+            return NotImplemented
+        return self._values() == other._values()  # type: ignore[attr-defined]
+
+    def __hash__(self) -> int:
+        return hash((type(self), self._values()))
+
+    def __repr__(self) -> str:
+        return f"{type(self).__name__}({', '.join(f'{name}={getattr(self, name)!r}' for name in self._fields)})"
+
+
+class Struct(Fields):
     """Base of lowprec's plain data classes (see the module's docstring)."""
 
     _fields: tuple[str, ...] = ()
@@ -57,7 +78,7 @@ class Struct:
                     delattr(cls, name)
         cls._fields, cls._defaults, cls._kw_only = tuple(fields), defaults, kw_only
         if frozen:
-            cls.__setattr__, cls.__delattr__ = _frozen_setattr, _frozen_delattr  # type: ignore[assignment]
+            cls.__setattr__, cls.__delattr__ = frozen_setattr, frozen_delattr  # type: ignore[assignment]
         else:
             cls.__hash__ = None  # type: ignore[assignment]  # its fields change: not a key
 
@@ -83,20 +104,6 @@ class Struct:
                 raise TypeError(f"{name_of}() is missing the field {name!r}")
         if values:
             raise TypeError(f"{name_of}() has no field {next(iter(values))!r}; its fields: {', '.join(self._fields)}")
-
-    def _values(self) -> tuple:
-        return tuple(getattr(self, name) for name in self._fields)
-
-    def __eq__(self, other: object) -> bool:
-        if type(other) is not type(self):
-            return NotImplemented
-        return self._values() == other._values()  # type: ignore[attr-defined]
-
-    def __hash__(self) -> int:
-        return hash(self._values())
-
-    def __repr__(self) -> str:
-        return f"{type(self).__name__}({', '.join(f'{name}={getattr(self, name)!r}' for name in self._fields)})"
 
     def replace(self, **changes: Any) -> Any:
         """A copy with `changes` to its fields."""
