@@ -131,6 +131,12 @@ def candidates(config: QuantConfig) -> list[Key]:
     return list(dict.fromkeys(keys))
 
 
+def _error_limit(default_nmse: float) -> float:
+    """The output NMSE a candidate may have and still be kept: QUALITY_SLACK times the
+    default's (and a hair over an exact default's 0)."""
+    return max(default_nmse * QUALITY_SLACK, default_nmse + 1e-9)
+
+
 def choose(default: Key, speedup: dict[Key, float], nmse: dict[Key, float], accept: Callable[[Key], bool] | None = None,
            plain: Iterable[Key] = (FLOAT,)) -> Key:
     """The fastest candidate within the default's output error, if clearly faster than it.
@@ -148,7 +154,7 @@ def choose(default: Key, speedup: dict[Key, float], nmse: dict[Key, float], acce
                         key=lambda k: (-speedup[k], _order(k)))
         chosen = next((k for k in faster if accept(k)), default)
     else:
-        limit = max(nmse[default] * QUALITY_SLACK, nmse[default] + 1e-9)
+        limit = _error_limit(nmse[default])
         fastest = max((k for k in speedup if nmse[k] <= limit), key=lambda k: speedup[k])
         chosen = fastest if speedup[fastest] >= speedup[default] * SPEED_MARGIN else default
     floats = [k for k in plain if k in speedup]
@@ -332,7 +338,7 @@ def measure(sessions, samples: list[Feed], *, exact: Iterable[int] = (), seconds
             speed = {i: float(np.median(np.array(times[0]) / np.array(times[i]))) for i in running[1:]}
             running = [i for i in running if i < 2 or (speed[i] * DROP_MARGIN >= speed[1] and behind[i] < index)]
             nmse = error / np.maximum(power, 1e-30)
-            allowed = QUALITY_DROP * max(nmse[1] * QUALITY_SLACK, nmse[1] + 1e-9)
+            allowed = QUALITY_DROP * _error_limit(nmse[1])
             running = [i for i in running if i < 2 or i not in exact or nmse[i] <= allowed]
         # One behind in more than half of all the rounds there will be cannot end that far ahead.
         running = [i for i in running if i < 2 or behind[i] * 2 <= len(samples)]
