@@ -183,7 +183,7 @@ def _quantize_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--bias-correction", default=QuantConfig().bias_correction, choices=["none", "fast", "full"],
                    help="full runs the calibration data once more through the INT8 model (needs --data)")
     p.add_argument("--model-type", default=QuantConfig().model_type, choices=["auto", "cnn", "transformer"],
-                   help="transformer adds SmoothQuant on MatMul/Gemm inputs (auto: when the graph has Softmax or LayerNormalization)")
+                   help="transformer adds SmoothQuant on MatMul/Gemm inputs (auto: when the graph has attention, a Softmax a MatMul reads, or LayerNormalization)")
     p.add_argument("--smooth-quant-alpha", type=float, default=QuantConfig().smooth_quant_alpha)
     p.add_argument("--channel-alignment", action="store_true", help="POT's activation channel alignment for linear Conv->Conv pairs")
     p.add_argument("--min-reduction", type=int, metavar="N",

@@ -685,3 +685,32 @@ def test_the_openvino_avx2_row_keeps_matmul_and_gemm_float_and_shares_openvinos_
     # A statistics file (no config) is collected for `openvino`'s layers: either row can use it.
     prepared = prepare(model, "openvino")
     assert statistic_requests(prepared, "openvino-avx2") == statistic_requests(prepared, "openvino") != {}
+
+
+def test_auto_model_type_reads_attention_not_any_softmax():
+    """A Softmax that only turns logits into probabilities (a classifier's or a CTC reader's
+    head) leaves the model a cnn; one whose probabilities a MatMul reads, through pass-through
+    ops, is attention, and so is LayerNormalization."""
+    from onnx import TensorProto, helper, numpy_helper
+
+    from lowprec_core._quantize.planner import resolve_model_type
+
+    def with_head(*tail, outputs=("p",), extra=None):
+        model = models.mlp()
+        graph = model.graph
+        graph.node.extend(tail)
+        graph.initializer.extend(numpy_helper.from_array(v, k) for k, v in (extra or {}).items())
+        del graph.output[:]
+        graph.output.extend(helper.make_tensor_value_info(name, TensorProto.FLOAT, None) for name in outputs)
+        return model
+
+    softmax = helper.make_node("Softmax", ["y"], ["p"], "softmax", axis=-1)
+    values = {"v": np.ones((10, 4), np.float32)}
+    assert resolve_model_type(with_head(softmax), "auto") == "cnn"
+    assert resolve_model_type(with_head(softmax, helper.make_node("ArgMax", ["p"], ["k"], "argmax"), outputs=("k",)), "auto") == "cnn"
+    attention = with_head(softmax, helper.make_node("Dropout", ["p"], ["d"], "dropout"),
+                          helper.make_node("MatMul", ["d", "v"], ["a"], "weigh"), outputs=("a",), extra=values)
+    assert resolve_model_type(attention, "auto") == "transformer"
+    assert resolve_model_type(attention, "cnn") == "cnn"
+    norm = with_head(helper.make_node("LayerNormalization", ["y", "g"], ["p"], "norm"), extra={"g": np.ones(10, np.float32)})
+    assert resolve_model_type(norm, "auto") == "transformer"
