@@ -32,16 +32,21 @@ def under_floor(node, rule, config, inits) -> str | None:
     return None
 
 
-def requantized_anyway(node, act_inputs: list[str], shared: set[str], users, sizes: dict[str, int]) -> bool:
+def requantized_anyway(node, act_inputs: list[str], shared: set[str], users, sizes: dict[str, int],
+                       float_writes_integers: bool = False) -> bool:
     """Whether keeping a short layer float saves no requantization:
     - its input is quantized for another layer already: float, it only adds a float branch
       beside that layer's integer one (SqueezeNet's 1x1 expand beside its 3x3, whose Concat then
       runs in float between DQs and a Q);
     - or its output, read by quantized layers, is larger than its input: float, it needs a Q on
       that output, where quantized it needs one on the smaller input (SqueezeNet's first conv,
-      3 -> 64 channels). A depthwise conv's output is no larger, so it stays float."""
+      3 -> 64 channels). A depthwise conv's output is no larger, so it stays float. Not where
+      the runtime fuses that Q into the float layer as well (`float_writes_integers`,
+      Target.float_layers_write_integers): there it costs nothing."""
     if act_inputs and set(act_inputs) <= shared:
         return True
+    if float_writes_integers:
+        return False
     out = node.output[0]
     if not act_inputs or any(t not in sizes for t in [*act_inputs, out]) or sizes[out] <= sum(sizes[t] for t in act_inputs):
         return False

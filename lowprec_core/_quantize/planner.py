@@ -434,7 +434,7 @@ def _choose(model, config: QuantConfig, ignored, inits, users, float_tensors, kn
     shared = {name for _, act_inputs, _ in chosen for name in act_inputs}
     sizes = sample_sizes(model)
     for node, act_inputs, weight, floor in short:
-        if requantized_anyway(node, act_inputs, shared, users, sizes):
+        if requantized_anyway(node, act_inputs, shared, users, sizes, target.float_layers_write_integers):
             chosen.append((node, act_inputs, weight))
         else:
             skipped[node.name] = floor
