@@ -15,6 +15,7 @@ from pathlib import Path
 
 import numpy as np
 
+from examples import digit_strips
 from examples import magika as filetypes
 from examples import minilm as sentence_model
 from examples import vad as silero
@@ -215,26 +216,21 @@ def strips() -> BenchModel:
     handwritten digits, trained on scikit-learn's digits (scripts/train_digit_strips.py).
     Evaluation strips use only digit images the training never saw; both are committed under
     examples/data, so this model needs no shared data."""
-    data = np.load(ROOT / "examples" / "data" / "digit_strips.npz")
+    data = digit_strips.strips()
     truth = [str(s) for s in data["eval_y"]]
     feeds = _batches({"image": data["eval_x"]}, 50)
 
     def evaluate(fp32, int8):
-        pred = [s for f in feeds for s in _digit_decode(int8(f)[0])]
-        ref = [s for f in feeds for s in _digit_decode(fp32(f)[0])]
+        pred = [s for f in feeds for s in digit_strips.decode(int8(f)[0])]
+        ref = [s for f in feeds for s in digit_strips.decode(fp32(f)[0])]
         return {
             "exact": float(np.mean([p == t for p, t in zip(pred, truth)])),
             "fp32_exact": float(np.mean([p == t for p, t in zip(ref, truth)])),
             "fp32_agree": float(np.mean([p == r for p, r in zip(pred, ref)])),
         }
 
-    path = ROOT / "examples" / "data" / "digit_strips.onnx"
-    return BenchModel("strips", path, _batches({"image": data["calib_x"]}, 16), evaluate, feeds, "exact", (1, 32), {"image": data["eval_x"][:1]})
-
-
-def _digit_decode(probs: np.ndarray) -> list[str]:
-    """Greedy CTC: blank is class 0, class k is the digit k - 1."""
-    return ["".join(str(k - 1) for j, k in enumerate(row) if k and (j == 0 or k != row[j - 1])) for row in probs.argmax(-1)]
+    return BenchModel("strips", digit_strips.MODEL, _batches({"image": data["calib_x"]}, 16), evaluate, feeds, "exact", (1, 32),
+                      {"image": data["eval_x"][:1]})
 
 
 def _levenshtein(a: str, b: str) -> int:
