@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Iterable, Iterator, Mapping
-from concurrent.futures import Future, ThreadPoolExecutor
 
 import onnx
 
@@ -27,8 +26,7 @@ def collect(
     threads: int | None = None,
 ) -> Statistics:
     """Run every feed once. `requests` maps tensor -> channel axis for per-channel statistics
-    (None: tensor-wide only). Memory holds two batches' requested tensors (the one being
-    observed and the one ORT computes meanwhile), never the whole set."""
+    (None: tensor-wide only). Memory holds one batch's requested tensors, never the whole set."""
     graph_inputs = {i.name for i in model.graph.input}
     probe, lifted = with_outputs(model, [t for t in requests if t not in graph_inputs])
     sess = runtime.session(probe, threads=threads, optimization="all")
@@ -37,7 +35,7 @@ def collect(
     observers = {name: TensorObserver() for name in requests}
     channels = {name: ChannelObserver(axis) for name, axis in requests.items() if axis is not None}
     samples = 0
-    for index, feed, values in _run_ahead(sess, outputs, feeds):
+    for index, feed, values in _run(sess, outputs, feeds):
         for name, value in list(zip(names, values)) + [(n, feed[n]) for n in graph_inputs if n in feed]:
             if name in observers and value.size:  # empty: a body that did not run (see with_outputs)
                 bounds = channels[name].update(value) if name in channels else None
@@ -71,25 +69,19 @@ def collect(
     return Statistics(model_sha256, samples, stats)
 
 
-def _run_ahead(sess, outputs: list[str], feeds: Iterable[Feed]) -> Iterator[tuple[int, Feed, list]]:
-    """(index, feed, outputs) for each feed in order, one run ahead: ORT computes batch i+1 in
-    a worker thread (it releases the GIL) while the caller folds batch i into the observers.
-    At most two batches' outputs are alive at once. The results are those of running each
-    feed in turn; only the waiting overlaps."""
-    with ThreadPoolExecutor(1, thread_name_prefix="lowprec-calibration") as runner:
-        pending = None
-        for index, feed in enumerate(feeds):
-            job = (index, feed, runner.submit(sess.run, outputs, feed))
-            if pending is not None:
-                yield _finished(*pending)
-            pending = job
-        if pending is not None:
-            yield _finished(*pending)
+def _run(sess, outputs: list[str], feeds: Iterable[Feed]) -> Iterator[tuple[int, Feed, list]]:
+    """(index, feed, outputs) for each feed in turn. Not one run ahead in a worker thread while
+    the observers fold the batch before: that held two batches' outputs and ORT's buffers for
+    the next, and on 2-core Zen 4 (CLI defaults) cost Magika 155 MB of peak RSS (575 against
+    419 MB), PP-OCRv4 det 50 MB and cls 13 MB, for at most 0.1 s (det 1.19-1.26 against
+    1.30-1.32 s; rec, Magika, digits and the strips reader no slower in turn)."""
+    for index, feed in enumerate(feeds):
+        yield index, feed, _outputs(sess, outputs, feed, index)  # no local holds them past the batch
 
 
-def _finished(index: int, feed: Feed, run: Future) -> tuple[int, Feed, list]:
+def _outputs(sess, outputs: list[str], feed: Feed, index: int) -> list:
     try:
-        return index, feed, run.result()
+        return sess.run(outputs, feed)
     except Exception as err:  # ORT's own exception types
         raise DataError(f"calibration feed {index} failed in ONNX Runtime: {str(err).splitlines()[0]}") from None
 

@@ -1,4 +1,4 @@
-"""collect: one streaming ORT pass, one run ahead of the observers."""
+"""collect: one streaming ORT pass, a batch at a time."""
 
 from __future__ import annotations
 
