@@ -191,6 +191,10 @@ def _quantize_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--integer-ops", default=QuantConfig().integer_ops, choices=["target", "all", "none"],
                    help="run weightless ops (Add, Mul, Concat, pools, Sigmoid, Resize) on integers between quantized layers: "
                         "as the target row says, every one the runtime has an integer kernel for, or none")
+    p.add_argument("--float-precision", default=QuantConfig().float_precision, choices=["default", "f32"],
+                   help="the precision OpenVINO runs the INT8 model's float layers at: the plugin's default (bf16 on CPUs with "
+                        "AVX512_BF16 or AMX) or f32; stamped into the model, honoured by lowprec's OpenVINO sessions, and to be set "
+                        "as INFERENCE_PRECISION_HINT where it is served. --tune latency tries f32 itself where the default is bf16")
     p.add_argument("--tune", default="none", choices=["none", "latency"],
                    help="latency: time plans at several reduction floors in the runtime, on this machine, and keep the fastest "
                         "within the default's output error (costs a few plans and timings; the report lists them)")
@@ -214,7 +218,7 @@ def _quantize(args: argparse.Namespace) -> None:
         QuantConfig, preset=args.preset, target=runtime_target(args.runtime, args.target), ignore=tuple(args.ignore),
         activation_range=args.activation_range, weight_range=args.weight_range, bias_correction=args.bias_correction,
         model_type=args.model_type, smooth_quant_alpha=args.smooth_quant_alpha, channel_alignment=args.channel_alignment,
-        min_reduction=args.min_reduction, integer_ops=args.integer_ops,
+        min_reduction=args.min_reduction, integer_ops=args.integer_ops, float_precision=args.float_precision,
     )
     calibration = build(CalibrationConfig, batch_size=args.batch_size, max_samples=args.max_samples)
     result = _api.quantize(
@@ -231,6 +235,10 @@ def _quantize(args: argparse.Namespace) -> None:
         f"{args.out}: {len(result.plan.layers())} nodes quantized, {len(result.plan.left_float())} left in float; "
         f"{result.int8_bytes / 1e6:.2f} MB ({result.int8_bytes / result.fp32_bytes:.0%} of FP32) in {result.seconds:.1f} s"
     )
+    precision = result.plan.config.float_precision  # the search's choice, where it ran
+    if precision != "default" and config.runtime == "openvino":
+        print(f"serve it in OpenVINO with INFERENCE_PRECISION_HINT={precision}: its float layers are meant to run at {precision} "
+              "(stamped in the model; lowprec's validate and benchmark honour it)")
     if result.layers is not None and result.layers.layers:
         worst = ", ".join(f"{r.layer} {r.own_sqnr_db:.1f} dB" for r in result.layers.layers[:3])
         print(f"worst layers (own SQNR over {result.layers.samples} samples): {worst}")

@@ -44,7 +44,7 @@ class QuantConfig(_Frozen):
 
     # Fields added after models were published are left out of a dump at their defaults, so the
     # config stamped into a model (lineage) and its bytes stay what they were.
-    _omit_defaults = {"integer_ops": "target"}
+    _omit_defaults = {"integer_ops": "target", "float_precision": "default"}
 
     preset: str = "mixed"
     target: str = "cpu"
@@ -63,6 +63,11 @@ class QuantConfig(_Frozen):
     # "target": the target row's choice; "all": every one the runtime has an integer kernel for
     # (ops.RUNTIME_INTEGER_OPS); "none".
     integer_ops: Literal["target", "all", "none"] = "target"
+    # The precision OpenVINO runs the INT8 model's float layers at: "default", the plugin's own
+    # (bf16 on CPUs with AVX512_BF16 or AMX), or "f32". Stamped into the model with the config;
+    # lowprec's OpenVINO sessions honour it, and serving must set INFERENCE_PRECISION_HINT to it.
+    # ONNX Runtime runs float layers at f32 whatever this says.
+    float_precision: Literal["default", "f32"] = "default"
 
     @check(*_CHOICES)
     def _known_choice(value: str, field: str) -> str:

@@ -37,7 +37,8 @@ def quantize_markdown(report: QuantizeReport) -> str:
                   + ("accuracy budget | " if scored else "") + "kept |", "|---|---|---|---|---|---|" + ("---|" if scored else "") + "---|"]
         budget = {None: "", True: "met", False: "missed"}
         lines += [f"| {'every layer float' if c.min_reduction is None else c.min_reduction}"
-                  f"{f' less {len(c.float_layers)} layer(s) slower in integer' if c.float_layers else ''} | {c.integer_ops} | {c.layers} | {c.integer_op_nodes} | {c.speedup:.2f}x | {c.nmse:.3g} | "
+                  f"{f' less {len(c.float_layers)} layer(s) slower in integer' if c.float_layers else ''}"
+                  f"{f', float layers at {c.float_precision}' if c.float_precision != 'default' else ''} | {c.integer_ops} | {c.layers} | {c.integer_op_nodes} | {c.speedup:.2f}x | {c.nmse:.3g} | "
                   + (f"{budget[c.within_budget]} | " if scored else "") + f"{'yes' if c.chosen else ''} |" for c in tuning.candidates]
         slower = {name: cost for name, cost in tuning.layer_costs.items() if cost > 0}
         if tuning.layer_costs:

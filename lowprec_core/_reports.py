@@ -62,6 +62,7 @@ class TuningCandidate(Record):
     rounds: int = 0  # timing rounds it ran (fewer where it fell clearly behind the default)
     within_budget: bool | None = None  # with an accuracy budget: whether it met it (None: not scored)
     float_layers: list[str] = []  # the default's layers its profile found slower in integer, left float
+    float_precision: str = "default"  # QuantConfig.float_precision: the precision its float layers ran at
     # Samples of the statistics its nmse is from, where fewer than the calibration's: it was timed
     # built from those (its placement is what its speed depends on) and, too slow to be kept,
     # never calibrated in full. None: the calibration's statistics.

@@ -3,11 +3,13 @@ few session calls lowprec's loops make of ONNX Runtime's (get_inputs, get_output
 
 OpenVINO picks its own inference precision: bf16 on CPUs with native bf16 (AMX, AVX512_BF16),
 f32 elsewhere. `precision="f32"` asks for f32, the reference an FP32 model is measured against;
-None keeps the plugin's default, what a user who serves the FP32 model in OpenVINO gets.
+None keeps the plugin's default, what a user who serves the FP32 model in OpenVINO gets, unless
+the model is an INT8 model lowprec quantized for f32 float layers (QuantConfig.float_precision).
 """
 
 from __future__ import annotations
 
+import json
 import re
 import tempfile
 from pathlib import Path
@@ -33,6 +35,24 @@ def default_precision() -> str:
     """The precision the CPU plugin runs float layers at unless told: "bf16" or "f32"."""
     hint = _core().get_property("CPU", "INFERENCE_PRECISION_HINT")
     return hint.to_string() if hasattr(hint, "to_string") else str(hint)
+
+
+# Where OpenVINO's ONNX frontend puts a model's metadata_props, and the one lowprec stamps its
+# config under (lineage.stamp).
+_STAMPED_CONFIG = ["framework", "lowprec.config"]
+
+
+def stamped_precision(model: ov.Model) -> str | None:
+    """The float precision an INT8 model was quantized to be served at (QuantConfig.float_precision,
+    in the config lowprec stamped into it): "f32", or None for the plugin's default."""
+    if not model.has_rt_info(_STAMPED_CONFIG):
+        return None
+    try:
+        config = json.loads(model.get_rt_info(_STAMPED_CONFIG).astype(str))
+    except ValueError:
+        return None
+    precision = config.get("float_precision", "default") if isinstance(config, dict) else "default"
+    return None if precision == "default" else str(precision)
 
 
 class _Value(Struct):
@@ -76,11 +96,13 @@ class OpenVINOSession:
         config: dict[str, object] = {}
         if threads is not None:
             config["INFERENCE_NUM_THREADS"] = threads
-        if precision is not None:
-            config["INFERENCE_PRECISION_HINT"] = precision
         try:
             with tempfile.TemporaryDirectory(prefix="lowprec-ov-") as tmp:
-                compiled = _core().compile_model(_read(model, tmp), "CPU", config)
+                read = _read(model, tmp)
+                precision = precision or stamped_precision(read)
+                if precision is not None:
+                    config["INFERENCE_PRECISION_HINT"] = precision
+                compiled = _core().compile_model(read, "CPU", config)
         except Exception as err:  # OpenVINO raises RuntimeError with the node it could not convert
             raise ModelError(f"OpenVINO cannot compile the model: {conversion_failure(err)}") from None
         hint = compiled.get_property("INFERENCE_PRECISION_HINT")

@@ -44,7 +44,7 @@ from concurrent.futures import ThreadPoolExecutor
 import numpy as np
 import onnx
 
-from . import _runtime as runtime
+from . import _lineage as lineage, _runtime as runtime
 from ._calibration.stats import Statistics
 from ._config import QuantConfig
 from ._data import Feed
@@ -170,9 +170,26 @@ class _Builds:
 
     def __init__(self, prepared: onnx.ModelProto, stats: Statistics, config: QuantConfig, replay, calibrate) -> None:
         self.prepared, self.stats, self.config, self.replay, self.calibrate = prepared, stats, config, replay, calibrate
-        self.quantizers: dict[tuple[frozenset[str], int | None], Quantizer] = {(frozenset(), None): Quantizer(prepared, stats)}
+        self.quantizers: dict[tuple[frozenset[str], int | str | None], Quantizer] = {(frozenset(), None): Quantizer(prepared, stats)}
         self.provisional: set[Key] = set()
         self._missing: dict[Key, dict[str, int | None]] = {}
+        self._full: dict[Key, tuple[frozenset[str], int | str | None]] = {}
+        # Where the search calibrates as candidates need it, the first pass was the default's own.
+        self._first = None if calibrate is None else set(self._requests(config))
+
+    def _requests(self, config: QuantConfig) -> dict[str, int | None]:
+        return statistic_requests(self.prepared, config.target, config=config)
+
+    def _exact(self, key: Key) -> dict[str, int | None] | None:
+        """The requests of a pass over exactly the candidate's own tensors, where its full build
+        needs one: ORT computes a tensor a hair differently when the probe also outputs the
+        tensors of a fusion it would make (a conv and the residual Add after it, NCHWc on
+        AVX512: 1.9e-6 apart), so statistics merged from passes with other outputs give a model
+        that the candidate's config, quantized without a search, misses by an ulp of a scale."""
+        if self.calibrate is None:
+            return None
+        requests = self._requests(_config_of(self.config, key, self.prepared))
+        return requests if requests and set(requests) != self._first else None
 
     def missing(self, key: Key) -> dict[str, int | None]:
         """The tensors the candidate's plan may read that the search's statistics lack."""
@@ -183,21 +200,33 @@ class _Builds:
         return self._missing[key]
 
     def __call__(self, key: Key, *, full: bool) -> tuple[onnx.ModelProto, QuantPlan, bytes]:
-        missing = self.missing(key)
-        samples = None if full or not missing else PROVISIONAL_SAMPLES
-        part = (frozenset(missing), samples)
-        if part not in self.quantizers:
-            more = self.calibrate(missing, samples)
-            self.quantizers[part] = Quantizer(self.prepared, Statistics(self.stats.model_sha256, self.stats.samples, {**more.tensors, **self.stats.tensors}))
-        if samples is None:
+        exact = self._exact(key) if full else None
+        if exact is not None:
+            part: tuple[frozenset[str], int | str | None] = (frozenset(exact), "exact")
+            if part not in self.quantizers:
+                self.quantizers[part] = Quantizer(self.prepared, self.calibrate(exact, None))
+        else:
+            missing = self.missing(key)
+            samples = None if full or not missing else PROVISIONAL_SAMPLES
+            part = (frozenset(missing), samples)
+            if part not in self.quantizers:
+                more = self.calibrate(missing, samples)
+                self.quantizers[part] = Quantizer(self.prepared, Statistics(self.stats.model_sha256, self.stats.samples, {**more.tensors, **self.stats.tensors}))
+        if full:
+            self._full[key] = part
+        if part[1] is None or full:
             self.provisional.discard(key)
         else:
             self.provisional.add(key)
         return _build(self.quantizers[part], _config_of(self.config, key, self.prepared), self.replay)
 
+    def stale(self, key: Key) -> bool:
+        """Whether the candidate, to be kept or judged, must be built again from its own pass."""
+        return key in self.provisional or (key not in self._full and self._exact(key) is not None)
+
     def statistics(self, key: Key) -> Statistics:
         """The statistics a candidate built in full was built from."""
-        return self.quantizers[(frozenset(self.missing(key)), None)].stats
+        return self.quantizers[self._full.get(key, (frozenset(self.missing(key)), None))].stats
 
 
 def search(prepared: onnx.ModelProto, stats: Statistics, config: QuantConfig, samples: list[Feed], *,
@@ -219,7 +248,11 @@ def search(prepared: onnx.ModelProto, stats: Statistics, config: QuantConfig, sa
     build = _Builds(prepared, stats, config, replay, calibrate)
     built: dict[Key, tuple[onnx.ModelProto, QuantPlan, bytes]] = {}
     seen: set[bytes] = set()
-    for key in candidates(config):
+    at_f32 = runtime.float_precision(serving) == "f32"
+    keys = candidates(config)
+    if not at_f32 and config.float_precision == "default":  # OpenVINO on a bf16 CPU
+        keys.append((*keys[0][:2], (), "f32"))
+    for key in keys:
         model, plan, data = build(key, full=False)
         if data in seen:  # the same plan as a candidate already built (the default first)
             continue
@@ -234,7 +267,6 @@ def search(prepared: onnx.ModelProto, stats: Statistics, config: QuantConfig, sa
             built[key] = (model, plan, data)
     # A floor that leaves every layer float is the reference's placement: at f32 it runs as FP32
     # does, and timing it again only adds noise (PP-OCR cls's floor 256 in ORT: 0.96-0.99x).
-    at_f32 = runtime.float_precision(serving) == "f32"
     as_reference = [k for k in built if k != default and at_f32 and _quantizes_nothing(built[k][1])]
     timed = [k for k in built if k not in as_reference]
     # Every layer float, where each plan quantizes some: at f32 it is the reference itself, so
@@ -262,7 +294,7 @@ def search(prepared: onnx.ModelProto, stats: Statistics, config: QuantConfig, sa
     verdicts: dict[Key, bool] = {}
 
     def in_full(key: Key) -> tuple[onnx.ModelProto, QuantPlan, bytes]:
-        if key not in built or key in build.provisional:
+        if key not in built or build.stale(key):
             built[key] = build(key, full=True)
         return built[key]
 
@@ -301,7 +333,7 @@ def search(prepared: onnx.ModelProto, stats: Statistics, config: QuantConfig, sa
     report = [TuningCandidate(min_reduction=k[0], integer_ops=k[1], layers=len(plans[k].layers()) if plans[k] else 0,
                               integer_op_nodes=len(plans[k].integer_ops) if plans[k] else 0, speedup=round(speedup[k], 4),
                               nmse=float(f"{nmse[k]:.6g}"), rounds=rounds[k], within_budget=verdicts.get(k), chosen=k == chosen,
-                              float_layers=list(k[2]) if len(k) > 2 else [],
+                              float_layers=list(k[2]) if len(k) > 2 else [], float_precision=k[3] if len(k) > 3 else "default",
                               provisional_samples=PROVISIONAL_SAMPLES if k in build.provisional else None)
               for k in sorted(keys, key=_order)]
     tuning = LatencyTuning(runtime=serving, threads=threads, samples=len(samples), candidates=report, reason=reason,
@@ -507,6 +539,11 @@ def _profiled(prepared: onnx.ModelProto, reference: bytes, default: tuple[onnx.M
 
 def _build(quantizer: Quantizer, config: QuantConfig, replay) -> tuple[onnx.ModelProto, QuantPlan, bytes]:
     model, plan = quantizer(config, feeds=replay)
+    if config.float_precision != "default":
+        # Stamped as the command stamps its output (it re-stamps with the source's digest): every
+        # session of these bytes, the timing loop's, its error's, an accuracy budget's, runs the
+        # float layers at that precision (see _runtime_openvino.stamped_precision).
+        lineage.stamp(model, "", config)
     return model, plan, model.SerializeToString()
 
 
@@ -518,6 +555,8 @@ def _config_of(config: QuantConfig, key: Key, model: onnx.ModelProto) -> QuantCo
     update = {"min_reduction": key[0], "integer_ops": key[1]}
     if len(key) > 2:  # the layers the profile found slower in integer, by name
         update["ignore"] = (*config.ignore, *key[2])
+    if len(key) > 3:  # the float layers' precision in the runtime
+        update["float_precision"] = key[3]
     return config.model_copy(update=update)
 
 
@@ -533,4 +572,5 @@ def _describe(key: Key) -> str:
     if key == FLOAT:
         return "every layer float"
     return (f"min_reduction {key[0]}" + (f", integer_ops {key[1]}" if key[1] != "target" else "")
-            + (f", {len(key[2])} layer(s) the profile found slower in integer left float" if len(key) > 2 else ""))
+            + (f", {len(key[2])} layer(s) the profile found slower in integer left float" if len(key) > 2 and key[2] else "")
+            + (f", float layers at {key[3]}" if len(key) > 3 else ""))
