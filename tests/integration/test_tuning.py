@@ -522,7 +522,8 @@ def test_where_openvino_runs_float_in_bf16_the_default_is_also_timed_with_f32_fl
     config, stamped into the model, honoured by lowprec's OpenVINO sessions and named to the user."""
     pytest.importorskip("openvino")
     monkeypatch.setattr(_tuning.runtime, "float_precision", lambda serving: "bf16")  # as on such a CPU
-    monkeypatch.setattr(_tuning, "QUALITY_SLACK", 10.0)  # the digit CNN's errors are all tiny; the rule is tested above
+    monkeypatch.setattr(_tuning, "QUALITY_SLACK", 10.0)  # the digit CNN's errors are all tiny: the rules
+    monkeypatch.setattr(_tuning, "F32_ERROR_SHARE", 10.0)  # are tested on their own
     # Sessions: FP32, the default, the other floors, the default at f32, every layer float.
     _force_times(monkeypatch, lambda sessions, n: [np.full(n, 1.0), *(np.full(n, 0.5) for _ in range(sessions - 3)),
                                                    np.full(n, 0.25), np.full(n, 2.0)])
@@ -551,3 +552,22 @@ def test_a_candidate_key_carries_its_float_precision_into_the_config():
     assert _tuning._config_of(config, key, onnx.ModelProto()).float_precision == "f32"
     assert _tuning._config_of(config, (64, "target"), onnx.ModelProto()).float_precision == "default"
     assert _tuning._describe(key) == "min_reduction 64, float layers at f32"
+
+
+def test_f32_float_layers_are_a_quality_choice_kept_only_where_they_cut_the_error():
+    """Magika in OpenVINO on Zen 4: f32 float layers cut the output error 70-fold and ran
+    faster; PP-OCR cls: 0.7x the error, and the search's batch-1 reading of its speed did not
+    hold at batch 32. Kept, f32 is what a faster candidate must then keep within."""
+    default, f32, other = (64, "target"), (64, "target", (), "f32"), (256, "target")
+    magika = {default: 2.37, f32: 2.52, other: 2.0}
+    assert _tuning._precision_base(default, magika, {default: 0.036, f32: 0.0005, other: 0.03}) == f32 and f32 in magika
+    within_noise = {default: 2.37, f32: 2.30}
+    assert _tuning._precision_base(default, within_noise, {default: 0.036, f32: 0.0005}) == f32
+    cls = {default: 1.09, f32: 1.33, other: 1.26}
+    assert _tuning._precision_base(default, cls, {default: 1.4e-5, f32: 1.0e-5, other: 2.8e-6}) == default and f32 not in cls
+    slower = {default: 2.37, f32: 2.0}
+    assert _tuning._precision_base(default, slower, {default: 0.036, f32: 0.0005}) == default and f32 not in slower
+    assert _tuning._precision_base(default, {default: 1.0}, {default: 0.1}) == default
+    # From the f32 base, a faster candidate must keep within f32's error, not the default's.
+    nmse = {default: 0.036, f32: 0.0005, other: 0.03}
+    assert _tuning.choose(f32, {default: 2.37, f32: 2.52, other: 3.0}, nmse) == f32
