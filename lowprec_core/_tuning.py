@@ -178,13 +178,17 @@ class _Builds:
         self.prepared, self.stats, self.config, self.replay, self.calibrate = prepared, stats, config, replay, calibrate
         self.quantizers: dict[tuple[frozenset[str], int | str | None], Quantizer] = {(frozenset(), None): Quantizer(prepared, stats)}
         self.provisional: set[Key] = set()
-        self._missing: dict[Key, dict[str, int | None]] = {}
+        self._requests: dict[Key, dict[str, int | None]] = {}
         self._full: dict[Key, tuple[frozenset[str], int | str | None]] = {}
         # Where the search calibrates as candidates need it, the first pass was the default's own.
-        self._first = None if calibrate is None else set(self._requests(config))
+        self._first = None if calibrate is None else set(statistic_requests(prepared, config.target, config=config))
 
-    def _requests(self, config: QuantConfig) -> dict[str, int | None]:
-        return statistic_requests(self.prepared, config.target, config=config)
+    def requests(self, key: Key) -> dict[str, int | None]:
+        """The tensors the candidate's plan may read (empty where nothing can calibrate more)."""
+        if key not in self._requests:
+            config = _config_of(self.config, key, self.prepared)
+            self._requests[key] = {} if self.calibrate is None else statistic_requests(self.prepared, config.target, config=config)
+        return self._requests[key]
 
     def _exact(self, key: Key) -> dict[str, int | None] | None:
         """The requests of a pass over exactly the candidate's own tensors, where its full build
@@ -192,18 +196,12 @@ class _Builds:
         tensors of a fusion it would make (a conv and the residual Add after it, NCHWc on
         AVX512: 1.9e-6 apart), so statistics merged from passes with other outputs give a model
         that the candidate's config, quantized without a search, misses by an ulp of a scale."""
-        if self.calibrate is None:
-            return None
-        requests = self._requests(_config_of(self.config, key, self.prepared))
+        requests = self.requests(key)
         return requests if requests and set(requests) != self._first else None
 
     def missing(self, key: Key) -> dict[str, int | None]:
         """The tensors the candidate's plan may read that the search's statistics lack."""
-        if key not in self._missing:
-            config = _config_of(self.config, key, self.prepared)
-            self._missing[key] = {} if self.calibrate is None else {
-                t: a for t, a in statistic_requests(self.prepared, config.target, config=config).items() if t not in self.stats.tensors}
-        return self._missing[key]
+        return {t: a for t, a in self.requests(key).items() if t not in self.stats.tensors}
 
     def __call__(self, key: Key, *, full: bool) -> tuple[onnx.ModelProto, QuantPlan, bytes]:
         exact = self._exact(key) if full else None
