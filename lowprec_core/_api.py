@@ -119,12 +119,12 @@ def quantize(
             stats = stats if stats is not None else workdir.saved_stats(run.work)  # a resumed run calibrated before
         # The latency search plans at every floor, each with every weightless op the runtime runs
         # on integers. With data it can read again (and no budget, whose resumable work dir keeps
-        # one statistics file), calibrate for the default alone where the runtime's search
-        # calibrates other candidates' tensors only as far as they need them, and the one it
-        # keeps over exactly its own (_tuning.LAZY_CALIBRATION): the kept model is then the one
-        # its config makes without a search, to the byte. Else for the lowest floor (the most layers).
+        # one statistics file), calibrate for the default alone: the search calibrates other
+        # candidates' tensors only as far as they need them, and the one it keeps over exactly
+        # its own, so the kept model is the one its config makes without a search, to the byte.
+        # Else for the lowest floor (the most layers).
         replay = _replay(prepared, source, calibration)
-        lazy = tune == "latency" and run is None and stats is None and replay is not None and config.runtime in latency_search.LAZY_CALIBRATION
+        lazy = tune == "latency" and run is None and stats is None and replay is not None
         more = _calibrator(loaded, prepared, source, calibration) if lazy else None
         calibrated_for = config
         if tune == "latency":

@@ -16,13 +16,17 @@ default's is kept, if it beats the default by SPEED_MARGIN (else the default sta
 noise must not move the bytes). The choice goes into the config, so naming it reproduces the
 model without a search.
 
-Statistics for the candidates' tensors come from one calibration where they can (a statistics
-file, data read once, an accuracy budget, a runtime not in LAZY_CALIBRATION). Else the
-calibration covers the default's floor, and a candidate needing more (the lower floors) is built
-from PROVISIONAL_SAMPLES calibration samples of those tensors to be timed: its speed is its
+Statistics for the candidates' tensors come from one calibration where they must (a statistics
+file, data read once, an accuracy budget, whose work dir keeps one statistics file). Else the
+calibration covers the default's own tensors, and a candidate needing more (the lower floors) is
+built from PROVISIONAL_SAMPLES calibration samples of those tensors to be timed: its speed is its
 placement's, which its statistics do not change. Only one fast enough to be kept is calibrated
-in full, rebuilt and its output error measured again (against the reference outputs the loop
-kept); a full pass over every layer's tensors took PP-OCRv4 det 1.0 s of its 4.3 s search in ORT.
+in full over exactly its own tensors, rebuilt and its output error measured again (against the
+reference outputs the loop kept): the model kept is then the one its config makes without a
+search, to the byte. PP-OCRv4 det, 16 samples: in ORT (2-core Zen 3) the lower floors double the
+tensors observed (70 -> 143) and a pass over them all takes 2.0 s instead of 1.1 s, against 0.35 s
+for the provisional pass; in OpenVINO (2-core Zen 4) the one pass over them all took 1.48 s
+against the default's 1.20 s, the same command time as a provisional pass.
 
 Where no candidate leaves every layer float, one more does (the model's layer op types
 ignored): if nothing quantized beats FP32 here, that is the one kept. It runs the FP32 model, so
@@ -102,14 +106,6 @@ QUALITY_DROP = 1.5
 # 25 ms a round), and its rounds are what steady its choice.
 SEARCH_SHARE = 1.5
 BOUND_FLOOR = 1.0
-# Runtimes where the search calibrates the lower floors' extra tensors only as a candidate needs
-# them (provisional statistics, above); elsewhere the first pass covers every floor. PP-OCRv4 det,
-# 16 samples, 2-core Zen 3: in ORT the lower floors double the tensors observed (70 -> 143) and
-# the pass takes 2.0 s instead of 1.1 s, against 0.35 s for the provisional pass, and floor 0 runs
-# behind the default. In OpenVINO they add 0.3 s (1.25 -> 1.55 s), about a provisional pass
-# (0.25 s), and floor 0 ran 2-9 % ahead of the default: one search in three calibrated it twice,
-# compiled it again and ran every round for it (8.4 s of tuning against 2.6-4.1 s).
-LAZY_CALIBRATION = frozenset({"onnxruntime"})
 # The default and the float model are profiled node by node (PROFILE_RUNS runs each, after one
 # untimed) to cost each layer in integer against float; the default less the layers found slower
 # becomes a candidate where they take at least PROFILE_GAIN of its run: below that it could not
@@ -264,11 +260,6 @@ def search(prepared: onnx.ModelProto, stats: Statistics, config: QuantConfig, sa
         built[key] = (model, plan, data)
     default = next(iter(built))
     reference = prepared.SerializeToString()
-    costs, key = _profiled(prepared, reference, built[default], default, samples[0], serving, threads)
-    if key is not None:
-        model, plan, data = build(key, full=False)
-        if data not in seen:
-            built[key] = (model, plan, data)
     # A floor that leaves every layer float is the reference's placement: at f32 it runs as FP32
     # does, and timing it again only adds noise (PP-OCR cls's floor 256 in ORT: 0.96-0.99x).
     as_reference = [k for k in built if k != default and at_f32 and _quantizes_nothing(built[k][1])]
@@ -281,10 +272,29 @@ def search(prepared: onnx.ModelProto, stats: Statistics, config: QuantConfig, sa
         timed.append(FLOAT)
     # Built side by side (the runtimes release the GIL while compiling): OpenVINO compiles each
     # PP-OCRv4 det candidate in 0.3 s, four in 1.0-1.1 s on two cores instead of 1.5-1.6 s.
+    # Where float runs below f32, the default's layers are costed from profiles of its session
+    # and a float one's (_profiled): every session then counts its nodes' time, so that none is
+    # timed with counters the others lack, and none is compiled twice (PP-OCRv4 det in OpenVINO,
+    # 2-core Zen 4: two more compiles and their runs took 0.8 s of a 3.3 s search).
+    profiling = not at_f32 and bool(built[default][1].nodes)
+
+    def compiled(data: bytes, precision: str | None):
+        return runtime.serving_session(data, runtime=serving, threads=threads, precision=precision, spinning=True, profiling=profiling)
+
     models = [(reference, "f32"), *((built[k][2], None) for k in timed)]
     with ThreadPoolExecutor(min(len(models), os.cpu_count() or 1), thread_name_prefix="lowprec-session") as pool:
-        sessions = list(pool.map(lambda item: runtime.serving_session(item[0], runtime=serving, threads=threads, precision=item[1],
-                                                                      spinning=True), models))
+        sessions = list(pool.map(lambda item: compiled(*item), models))
+    costs: dict[str, float] = {}
+    if profiling:
+        plain = next(k for k in timed if _quantizes_nothing(built[k][1]))
+        costs, key = _profiled(prepared, built[default], default, samples[0], serving, threads,
+                               sessions={reference: sessions[1 + timed.index(plain)], default: sessions[1]})
+        if key is not None:
+            model, plan, data = build(key, full=False)
+            if data not in seen:
+                built[key] = (model, plan, data)
+                timed.append(key)
+                sessions.append(compiled(data, None))
     # Without a budget, the loop may stop a candidate for its error, where that error is its own.
     exact = [] if accept is not None else [i for i, k in enumerate(timed, 1) if k not in build.provisional]
     seconds = None if spent is None else max(BOUND_FLOOR, SEARCH_SHARE * spent - (time.perf_counter() - started))
@@ -522,21 +532,21 @@ def layer_costs(prepared: onnx.ModelProto, int8: onnx.ModelProto, layers: list[s
     return cost
 
 
-def _profiled(prepared: onnx.ModelProto, reference: bytes, default: tuple[onnx.ModelProto, QuantPlan, bytes], key: Key, sample: Feed,
-              serving: str, threads: int) -> tuple[dict[str, float], Key | None]:
+def _profiled(prepared: onnx.ModelProto, default: tuple[onnx.ModelProto, QuantPlan, bytes], key: Key, sample: Feed,
+              serving: str, threads: int, sessions: dict) -> tuple[dict[str, float], Key | None]:
     """The default's layers costed one by one from a profile of it and of the float model (at
-    the runtime's own float precision), and the candidate that leaves float those slower in
-    integer, where together they take PROFILE_GAIN of the default's run. Only where the runtime
-    runs float below f32 (OpenVINO's bf16): there a float layer competes with its integer form
-    one by one. At f32 the reduction floor already tells them apart: on 2-core Zen 4 in ONNX
+    the runtime's own float precision: `sessions` holds a session of each, by reference bytes and
+    by the default's key, built with `profiling`), and the candidate that leaves float those
+    slower in integer, where together they take PROFILE_GAIN of the default's run. Only where the
+    runtime runs float below f32 (OpenVINO's bf16): there a float layer competes with its integer
+    form one by one. At f32 the reduction floor already tells them apart: on 2-core Zen 4 in ONNX
     Runtime, the default less the layers its profile found slower ran within noise of it on PP-OCR
     cls, det, rec and Magika (1.06 against 1.06x, 1.60 against 1.58x, 1.70 against 1.78x, 2.69
     against 2.64x), and profiling det costs 0.9 s, a third of the search."""
     model, plan, data = default
-    if not plan.nodes or runtime.float_precision(serving) == "f32":
-        return {}, None
-    float_profile = runtime.profile(reference, sample, runtime=serving, threads=threads, runs=PROFILE_RUNS)
-    int8_profile = runtime.profile(data, sample, runtime=serving, threads=threads, runs=PROFILE_RUNS)
+    reference = prepared.SerializeToString()
+    float_profile = runtime.profile(reference, sample, runtime=serving, threads=threads, runs=PROFILE_RUNS, session_of=sessions[reference])
+    int8_profile = runtime.profile(data, sample, runtime=serving, threads=threads, runs=PROFILE_RUNS, session_of=sessions[key])
     costs = layer_costs(prepared, model, plan.nodes, float_profile, int8_profile)
     slower = tuple(layer for layer in plan.nodes if costs[layer] > 0)
     gain = sum(costs[layer] for layer in slower)

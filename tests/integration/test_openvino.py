@@ -147,6 +147,32 @@ def test_the_latency_search_for_openvino_times_in_openvino(demo, tmp_path):
     assert len(result.tuning.layer_costs) == (default_candidate.layers if default != "f32" else 0)
 
 
+def test_where_float_runs_in_bf16_the_search_profiles_its_own_timing_sessions(demo, tmp_path, monkeypatch):
+    """The default's layers are costed from profiles of the sessions the loop times (counters on
+    in every one alike), not from two more compiles: one compile per model timed, FP32 included."""
+    from lowprec_core import _runtime_openvino, _tuning
+
+    monkeypatch.setattr(_tuning.runtime, "float_precision", lambda serving: "bf16")  # as on a bf16 CPU
+    monkeypatch.setattr(_tuning, "PROFILE_GAIN", float("inf"))  # the profile suggests no candidate here
+    core, compiled = _runtime_openvino._core(), []
+
+    class Counting:
+        def __getattr__(self, name):
+            return getattr(core, name)
+
+        def compile_model(self, model, device, config):
+            compiled.append(dict(config))
+            return core.compile_model(model, device, config)
+
+    monkeypatch.setattr(_runtime_openvino, "_core", lambda: Counting())
+    result = lp.quantize(demo["model"], tmp_path / "t.onnx", data=demo["calib"], config=lp.QuantConfig(target="openvino"),
+                         tune="latency")
+    default = next(c for c in result.tuning.candidates if (c.min_reduction, c.integer_ops, c.float_precision) == (64, "target", "default"))
+    assert len(result.tuning.layer_costs) == default.layers > 0
+    assert len(compiled) == len(result.tuning.candidates) + 1  # every candidate timed (none is FP32 itself at bf16)
+    assert all(config.get("PERF_COUNT") for config in compiled)
+
+
 def test_the_latency_search_with_a_budget_scores_its_candidates_in_openvino(demo, tmp_path, monkeypatch):
     """Timings forced so the last candidate timed is the fastest (every layer float where
     OpenVINO runs float in bf16, else a quantized one): it is scored in OpenVINO and kept."""

@@ -238,9 +238,12 @@ def _force_times(monkeypatch, timings):
     monkeypatch.setattr(_tuning, "measure", forced)
 
 
-def _residual_search(tmp_path, monkeypatch, every_layer_seconds: float):
-    """The latency search on a residual block, timings forced (FP32 1, the default and the
-    others 0.5, every layer quantized `every_layer_seconds`), the calibration passes recorded."""
+def _residual_search(tmp_path, monkeypatch, every_layer_seconds: float, target: str = "cpu"):
+    """The latency search on a residual block for `target`'s runtime, timings forced (FP32 1, the
+    default and the others 0.5, every layer quantized `every_layer_seconds`), the calibration
+    passes recorded."""
+    if target == "openvino":
+        pytest.importorskip("openvino")
     from lowprec_core import _api
     from tests import models
 
@@ -256,25 +259,28 @@ def _residual_search(tmp_path, monkeypatch, every_layer_seconds: float):
         return stats
 
     monkeypatch.setattr(_api, "collect", recorded)
-    # Sessions: FP32, the default, then every layer with integer ops (candidates() order).
+    # Sessions: FP32, the default, then every layer (with integer ops where the runtime has
+    # them: candidates() order), then the rest.
     _force_times(monkeypatch, lambda sessions, n: [np.full(n, 1.0), np.full(n, 0.5), np.full(n, every_layer_seconds),
                                                    *(np.full(n, 0.5) for _ in range(sessions - 3))])
-    result = lp.quantize(model, tmp_path / "t.onnx", data=data, tune="latency")
+    result = lp.quantize(model, tmp_path / "t.onnx", data=data, config=lp.QuantConfig(target=target), tune="latency")
     every = next(c for c in result.tuning.candidates if c.min_reduction == 0)
     return model, data, result, every, passes
 
 
-def test_a_candidate_the_calibration_lacks_is_timed_from_a_few_samples_and_never_calibrated_in_full_when_slower(tmp_path, monkeypatch):
+@pytest.mark.parametrize("target", ["cpu", "openvino"])
+def test_a_candidate_the_calibration_lacks_is_timed_from_a_few_samples_and_never_calibrated_in_full_when_slower(tmp_path, monkeypatch, target):
     """The first pass covers the default's floor; every layer quantized needs more tensors,
     calibrated over PROVISIONAL_SAMPLES samples only, as it ran slower than the default."""
-    _, _, result, every, passes = _residual_search(tmp_path, monkeypatch, every_layer_seconds=1.0)
+    _, _, result, every, passes = _residual_search(tmp_path, monkeypatch, every_layer_seconds=1.0, target=target)
     assert every.provisional_samples == _tuning.PROVISIONAL_SAMPLES and not every.chosen
     assert all(c.provisional_samples is None for c in result.tuning.candidates if c is not every)
     assert [samples for samples, _ in passes] == [16, _tuning.PROVISIONAL_SAMPLES]
     assert result.calibration_samples == 16 and (result.plan.config.min_reduction, result.plan.config.integer_ops) == (64, "target")
 
 
-def test_a_provisional_candidate_fast_enough_to_be_kept_is_calibrated_in_full_and_its_error_measured_again(tmp_path, monkeypatch):
+@pytest.mark.parametrize("target", ["cpu", "openvino"])
+def test_a_provisional_candidate_fast_enough_to_be_kept_is_calibrated_in_full_and_its_error_measured_again(tmp_path, monkeypatch, target):
     """Twice as fast as the default: it is calibrated over every sample, in a pass over exactly
     its own tensors (as its config calibrates without a search: ORT computes the residual Add a
     hair differently when the probe also outputs the conv before it), and the output error it
@@ -282,13 +288,15 @@ def test_a_provisional_candidate_fast_enough_to_be_kept_is_calibrated_in_full_an
     the tuning samples: the first 10 calibration rows, batch 1)."""
     from lowprec_core._quantize.planner import statistic_requests
 
-    model, data, result, every, passes = _residual_search(tmp_path, monkeypatch, every_layer_seconds=0.25)
+    model, data, result, every, passes = _residual_search(tmp_path, monkeypatch, every_layer_seconds=0.25, target=target)
     assert every.provisional_samples is None
-    own = statistic_requests(prepare(onnx.load(model)), "cpu", config=lp.QuantConfig(min_reduction=0, integer_ops="all"))
+    config = lp.QuantConfig(target=target, min_reduction=0, integer_ops=every.integer_ops)
+    own = statistic_requests(prepare(onnx.load(model)), target, config=config)
     assert [samples for samples, _ in passes] == [16, _tuning.PROVISIONAL_SAMPLES, 16] and passes[2][1] == len(own) > passes[1][1]
     named = tmp_path / "named.onnx"
-    lp.quantize(model, named, data=data, config=lp.QuantConfig(min_reduction=0, integer_ops="all"))
-    fp32, int8 = (_runtime.session(str(p), threads=1) for p in (model, named))
+    lp.quantize(model, named, data=data, config=config)
+    serving = config.runtime
+    fp32, int8 = (_runtime.serving_session(str(p), runtime=serving, threads=1, precision="f32" if p == model else None) for p in (model, named))
     rows = [{k: v[i:i + 1] for k, v in feed.items()} for feed in data for i in range(4)][:_tuning.SAMPLES]
     assert every.nmse == pytest.approx(_tuning.output_error([fp32.run(None, row) for row in rows], int8, rows), rel=1e-4)
     if every.chosen:
