@@ -124,7 +124,8 @@ def prepare(model: onnx.ModelProto, runtime: str = "onnxruntime") -> onnx.ModelP
     Identity/Cast/Transpose/Reshape/Squeeze/Unsqueeze of constants) and initializer-inputs into
     plain initializers,
     folds BatchNormalization into the Conv before it, upgrades to opset 13 where older,
-    runs shape inference, and then rewrites the tanh GELU into ONNX Runtime's FastGelu.
+    runs shape inference, and then rewrites the tanh GELU into ONNX Runtime's FastGelu (and, for
+    OpenVINO, a variance written as E[x^2] - E[x]^2 into E[(x - E[x])^2]).
     `runtime`: the runtime that serves the model; only the rewrites that pay there run (see
     simplify). Deterministic: the same model gives the same result.
     """
@@ -141,7 +142,7 @@ def prepare(model: onnx.ModelProto, runtime: str = "onnxruntime") -> onnx.ModelP
     if default_opset(model) < MIN_QDQ_OPSET:
         model = _upgrade_opset(model, MIN_QDQ_OPSET)
     model = _infer_shapes(model)
-    simplify.fuse_for_runtime(model)
+    simplify.fuse_for_runtime(model, runtime)
     return model
 
 

@@ -513,3 +513,61 @@ def squeeze_excite(seed: int = 0, *, pooled: bool = True) -> onnx.ModelProto:
         [helper.make_tensor_value_info("y", TensorProto.FLOAT, ["N", 4, 8, 8])],
         inits,
     )
+
+
+def square_difference_layernorm(seed: int = 0, *, centre_on: str = "mean", shift: float = 40.0) -> onnx.ModelProto:
+    """x[N,6,16] -> MatMul(32) -> Add(shift: every channel far from 0, as Magika's max-pooled
+    GELUs are, so E[h]^2 dwarfs the variance) -> a LayerNorm over the last axis written as jax2tf writes it
+    (Magika's): var = E[h*h] - E[h]^2, clamped at 0, and (h - E[h]) * rsqrt(var + eps) * g + b,
+    the means as ReduceSum (keepdims 0) times 1/32, broadcast back through Reshape -> Expand ->
+    MatMul(10) -> y. `centre_on` "other": h is centred on another tensor's mean instead (not a
+    variance of h: it must not be rewritten)."""
+    rng = np.random.default_rng(seed)
+    inits = {
+        "w1": rng.normal(0, 0.4, (16, 32)).astype(np.float32),
+        "shift": np.full(32, shift, np.float32),
+        "axis": np.array([2], np.int64),
+        "inv": np.array(1 / 32, np.float32),
+        "zero": np.array(0.0, np.float32),
+        "eps": np.array(1e-6, np.float32),
+        "keep": np.array([0, 0, 1], np.int64),  # Reshape: N, 6, 1
+        "g": rng.normal(1, 0.1, 32).astype(np.float32),
+        "b": rng.normal(0, 0.1, 32).astype(np.float32),
+        "w2": rng.normal(0, 0.3, (32, 10)).astype(np.float32),
+    }
+    centred_on = "mean" if centre_on == "mean" else "mean_x"
+    nodes = [
+        helper.make_node("MatMul", ["x", "w1"], ["h0"], "dense1"),
+        helper.make_node("Add", ["h0", "shift"], ["h"], "shift"),
+        helper.make_node("ReduceSum", ["h", "axis"], ["sum"], "ln_sum", keepdims=0),
+        helper.make_node("Mul", ["sum", "inv"], ["mean"], "ln_mean"),
+        helper.make_node("Mul", ["h", "h"], ["hh"], "ln_square"),
+        helper.make_node("ReduceSum", ["hh", "axis"], ["sum2"], "ln_sum2", keepdims=0),
+        helper.make_node("Mul", ["sum2", "inv"], ["mean2"], "ln_mean2"),
+        helper.make_node("Mul", ["mean", "mean"], ["msq"], "ln_mean_square"),
+        helper.make_node("Sub", ["mean2", "msq"], ["var0"], "ln_var"),
+        helper.make_node("Max", ["zero", "var0"], ["var"], "ln_clamp"),
+        helper.make_node("ReduceSum", ["x", "axis"], ["sum_x"], "other_sum", keepdims=0),
+        helper.make_node("Mul", ["sum_x", "inv"], ["mean_x"], "other_mean"),
+        helper.make_node("Shape", ["h"], ["shape"], "ln_shape"),
+        helper.make_node("Reshape", [centred_on, "keep"], ["mean_r"], "ln_mean_reshape"),
+        helper.make_node("Expand", ["mean_r", "shape"], ["mean_b"], "ln_mean_expand"),
+        helper.make_node("Sub", ["h", "mean_b"], ["d"], "ln_centre"),
+        helper.make_node("Add", ["var", "eps"], ["ve"], "ln_eps"),
+        helper.make_node("Sqrt", ["ve"], ["sd"], "ln_sqrt"),
+        helper.make_node("Reciprocal", ["sd"], ["rs"], "ln_rsqrt"),
+        helper.make_node("Reshape", ["rs", "keep"], ["rs_r"], "ln_rs_reshape"),
+        helper.make_node("Mul", ["d", "rs_r"], ["n"], "ln_norm"),
+        helper.make_node("Mul", ["n", "g"], ["ng"], "ln_scale"),
+        helper.make_node("Add", ["ng", "b"], ["ln"], "ln_shift"),
+        helper.make_node("MatMul", ["ln", "w2"], ["y0"], "dense2"),
+        helper.make_node("Mul", ["sum_x", "zero"], ["nothing"], "other_zero"),  # keeps mean_x's sum read in either form
+        helper.make_node("Reshape", ["nothing", "keep"], ["nothing_r"], "other_reshape"),
+        helper.make_node("Add", ["y0", "nothing_r"], ["y"], "other_add"),
+    ]
+    return _model(
+        nodes,
+        [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["N", 6, 16])],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, ["N", 6, 10])],
+        inits,
+    )

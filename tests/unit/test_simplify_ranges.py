@@ -75,6 +75,39 @@ def test_only_the_exact_tanh_gelu_is_fused():
     assert not fused(read_inside)  # the Tanh's output is a graph output: it must stay
 
 
+def _layernorm_f64(model, x: np.ndarray) -> np.ndarray:
+    """The model's function in float64: LayerNorm as (h - mean) / sqrt(var + eps)."""
+    from onnx import numpy_helper
+
+    w = {t.name: numpy_helper.to_array(t).astype(np.float64) for t in model.graph.initializer}
+    h = x.astype(np.float64) @ w["w1"] + w["shift"]
+    d = h - h.mean(-1, keepdims=True)
+    return ((d / np.sqrt((d * d).mean(-1, keepdims=True) + 1e-6)) * w["g"] + w["b"]) @ w["w2"]
+
+
+def test_for_openvino_a_square_difference_variance_is_centred():
+    """jax2tf's LayerNorm variance E[h*h] - E[h]^2 becomes E[(h - E[h])^2] for OpenVINO (whose bf16
+    loses the difference of two close squares), reusing the h - E[h] the graph computes: the
+    same function in ORT, closer to the exact one; ORT's own preparation keeps the graph."""
+    model = models.square_difference_layernorm()
+    for_ort, for_openvino = prepare(model), prepare(model, "openvino")
+    assert [n.op_type for n in for_ort.graph.node] == [n.op_type for n in model.graph.node]
+    square = next(n for n in for_openvino.graph.node if n.output[0] == "hh")
+    assert list(square.input) == ["d", "d"]
+    assert not any(n.output[0] == "msq" for n in for_openvino.graph.node)
+    assert next(n for n in for_openvino.graph.node if n.output[0] == "var0").op_type == "Identity"
+    x = {"x": np.random.default_rng(5).normal(0, 1, (4, 6, 16)).astype(np.float32)}
+    run = lambda m: session(m, optimization="disabled").run(None, x)[0]  # noqa: E731
+    exact = _layernorm_f64(model, x["x"])
+    np.testing.assert_allclose(run(for_openvino), exact, rtol=1e-3, atol=1e-3)
+    assert np.abs(run(for_openvino) - exact).max() < np.abs(run(model) - exact).max()
+
+
+def test_a_variance_centred_on_another_mean_is_left_alone():
+    model = models.square_difference_layernorm(centre_on="other")
+    assert [n.op_type for n in prepare(model, "openvino").graph.node] == [n.op_type for n in model.graph.node]
+
+
 def test_hardswish_input_range_stops_at_minus_three():
     _, _, plan, data = _quantize(models.affine_hardswish_conv(), QuantConfig(activation_range="minmax"))
     conv_out = next(a for a in plan.activations if a.tensor == "h")  # Conv output read only by HardSwish
