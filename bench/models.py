@@ -15,7 +15,7 @@ from pathlib import Path
 
 import numpy as np
 
-from examples import digit_strips
+from examples import digit_columns, digit_strips
 from examples import magika as filetypes
 from examples import minilm as sentence_model
 from examples import vad as silero
@@ -211,26 +211,38 @@ def magika() -> BenchModel:
     return BenchModel("magika", filetypes.model_path(), _batches({"bytes": calib}, 50), evaluate, feeds, "agree", (1, 64), {"bytes": rows[:1]})
 
 
-def strips() -> BenchModel:
-    """A captcha-style reader (CRNN: two convolutions, two bidirectional LSTMs, CTC) of five
-    handwritten digits, trained on scikit-learn's digits (scripts/train_digit_strips.py).
-    Evaluation strips use only digit images the training never saw; both are committed under
-    examples/data, so this model needs no shared data."""
+def _strip_model(name: str, model, decode) -> BenchModel:
+    """A model of the committed digit strips, scored by exact match of the five digits it reads."""
     data = digit_strips.strips()
     truth = [str(s) for s in data["eval_y"]]
     feeds = _batches({"image": data["eval_x"]}, 50)
 
     def evaluate(fp32, int8):
-        pred = [s for f in feeds for s in digit_strips.decode(int8(f)[0])]
-        ref = [s for f in feeds for s in digit_strips.decode(fp32(f)[0])]
+        pred = [s for f in feeds for s in decode(int8(f)[0])]
+        ref = [s for f in feeds for s in decode(fp32(f)[0])]
         return {
             "exact": float(np.mean([p == t for p, t in zip(pred, truth)])),
             "fp32_exact": float(np.mean([p == t for p, t in zip(ref, truth)])),
             "fp32_agree": float(np.mean([p == r for p, r in zip(pred, ref)])),
         }
 
-    return BenchModel("strips", digit_strips.MODEL, _batches({"image": data["calib_x"]}, 16), evaluate, feeds, "exact", (1, 32),
+    return BenchModel(name, model, _batches({"image": data["calib_x"]}, 16), evaluate, feeds, "exact", (1, 32),
                       {"image": data["eval_x"][:1]})
+
+
+def strips() -> BenchModel:
+    """A captcha-style reader (CRNN: two convolutions, two bidirectional LSTMs, CTC) of five
+    handwritten digits, trained on scikit-learn's digits (scripts/train_digit_strips.py).
+    Evaluation strips use only digit images the training never saw; both are committed under
+    examples/data, so this model needs no shared data."""
+    return _strip_model("strips", digit_strips.MODEL, digit_strips.decode)
+
+
+def columns() -> BenchModel:
+    """A 1-D U-Net (strided convs down, ConvTranspose up, skip Concats, GELU) that labels every
+    column of the same strips, shaped like an EEG segmenter (scripts/train_digit_columns.py);
+    scored by the digits its column labels read."""
+    return _strip_model("columns", digit_columns.MODEL, digit_columns.decode)
 
 
 def _levenshtein(a: str, b: str) -> int:
@@ -243,4 +255,4 @@ def _levenshtein(a: str, b: str) -> int:
     return previous[-1]
 
 
-MODELS = {"digits": digits, "minilm": minilm, "ocr_rec": ocr_rec, "ocr_det": ocr_det, "ocr_cls": ocr_cls, "vad": vad, "magika": magika, "vad_if": vad_if, "strips": strips}
+MODELS = {"digits": digits, "minilm": minilm, "ocr_rec": ocr_rec, "ocr_det": ocr_det, "ocr_cls": ocr_cls, "vad": vad, "magika": magika, "vad_if": vad_if, "strips": strips, "columns": columns}

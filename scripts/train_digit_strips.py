@@ -49,11 +49,15 @@ class StripReader(nn.Module):
         return self.head(seq).softmax(-1)  # [N,T,11] CTC probabilities
 
 
-def strips(images: np.ndarray, labels: np.ndarray, pool: np.ndarray, count: int, rng: np.random.Generator) -> tuple[np.ndarray, list[str]]:
+def strips(images: np.ndarray, labels: np.ndarray, pool: np.ndarray, count: int, rng: np.random.Generator
+           ) -> tuple[np.ndarray, list[str], np.ndarray]:
     """`count` strips of DIGITS images drawn from `pool`, each scaled SCALE times, left to right
-    with random gaps and a random start; values in [0, 1]."""
+    with random gaps and a random start; values in [0, 1]. Also each column's class (for the
+    column segmenter, scripts/train_digit_columns.py): the middle half of each digit's columns
+    its digit + 1, every other column 0, so that neighbouring digits stay apart."""
     size = 8 * SCALE
     out = np.zeros((count, 1, HEIGHT, WIDTH), np.float32)
+    columns = np.zeros((count, WIDTH), np.int64)
     texts = []
     for i in range(count):
         picks = rng.choice(pool, DIGITS)
@@ -62,9 +66,10 @@ def strips(images: np.ndarray, labels: np.ndarray, pool: np.ndarray, count: int,
         for pick, gap in zip(picks, gaps):
             x += int(gap)
             out[i, 0, :, x : x + size] = np.kron(images[pick], np.ones((SCALE, SCALE), np.float32))
+            columns[i, x + size // 4 : x + 3 * size // 4] = labels[pick] + 1
             x += size
         texts.append("".join(str(labels[p]) for p in picks))
-    return out, texts
+    return out, texts, columns
 
 
 def greedy(probs: np.ndarray) -> list[str]:
@@ -86,7 +91,7 @@ def main() -> None:
     optimiser = torch.optim.Adam(model.parameters(), lr=2e-3)
     ctc = nn.CTCLoss(blank=0, zero_infinity=True)
     for step in range(3000):
-        x, texts = strips(images, labels, train, 64, rng)
+        x, texts, _ = strips(images, labels, train, 64, rng)
         target = torch.tensor([[int(ch) + 1 for ch in t] for t in texts])
         logp = model(torch.from_numpy(x)).clamp_min(1e-8).log().permute(1, 0, 2)  # [T,N,C]
         loss = ctc(logp, target, torch.full((64,), logp.shape[0]), torch.full((64,), DIGITS))
@@ -97,8 +102,8 @@ def main() -> None:
             print(f"step {step} ctc {loss.item():.3f}")
     model.eval()
 
-    calib_x, _ = strips(images, labels, train, 64, rng)
-    eval_x, eval_y = strips(images, labels, held_out, 400, rng)
+    calib_x, _, _ = strips(images, labels, train, 64, rng)
+    eval_x, eval_y, _ = strips(images, labels, held_out, 400, rng)
     with torch.no_grad():
         pred = greedy(model(torch.from_numpy(eval_x)).numpy())
     print(f"eval exact match {np.mean([p == t for p, t in zip(pred, eval_y)]):.4f} on {len(eval_y)} strips")
