@@ -24,7 +24,7 @@ import torch
 from sklearn.datasets import load_digits
 from torch import nn
 
-from train_digit_strips import HEIGHT, OUT, SEED, WIDTH, greedy, strips
+from train_digit_strips import HEIGHT, OUT, SEED, export, greedy, strips
 
 CLASSES = 11  # no digit + 0..9
 
@@ -83,16 +83,7 @@ def main() -> None:
     with torch.no_grad():
         pred = greedy(np.moveaxis(model(torch.from_numpy(eval_x)).numpy(), 1, -1))  # columns for time steps
     print(f"eval exact match {np.mean([p == t for p, t in zip(pred, eval_y)]):.4f} on {len(eval_y)} strips")
-    torch.onnx.export(
-        model,
-        (torch.zeros(1, 1, HEIGHT, WIDTH),),
-        OUT / "digit_columns.onnx",
-        input_names=["image"],
-        output_names=["probs"],
-        dynamic_axes={"image": {0: "batch"}, "probs": {0: "batch"}},
-        opset_version=17,
-        dynamo=False,
-    )
+    export(model, "digit_columns.onnx")
 
 
 if __name__ == "__main__":

@@ -77,6 +77,22 @@ def greedy(probs: np.ndarray) -> list[str]:
     return ["".join(str(k - 1) for j, k in enumerate(row) if k and (j == 0 or k != row[j - 1])) for row in best]
 
 
+def export(model: nn.Module, name: str) -> None:
+    """The model as ONNX under OUT: input `image` [N,1,HEIGHT,WIDTH], output `probs`, the batch
+    dynamic, opset 17 (the TorchScript exporter)."""
+    OUT.mkdir(parents=True, exist_ok=True)
+    torch.onnx.export(
+        model,
+        (torch.zeros(1, 1, HEIGHT, WIDTH),),
+        OUT / name,
+        input_names=["image"],
+        output_names=["probs"],
+        dynamic_axes={"image": {0: "batch"}, "probs": {0: "batch"}},
+        opset_version=17,
+        dynamo=False,
+    )
+
+
 def main() -> None:
     torch.manual_seed(SEED)
     torch.set_num_threads(2)
@@ -108,17 +124,7 @@ def main() -> None:
         pred = greedy(model(torch.from_numpy(eval_x)).numpy())
     print(f"eval exact match {np.mean([p == t for p, t in zip(pred, eval_y)]):.4f} on {len(eval_y)} strips")
 
-    OUT.mkdir(parents=True, exist_ok=True)
-    torch.onnx.export(
-        model,
-        (torch.zeros(1, 1, HEIGHT, WIDTH),),
-        OUT / "digit_strips.onnx",
-        input_names=["image"],
-        output_names=["probs"],
-        dynamic_axes={"image": {0: "batch"}, "probs": {0: "batch"}},
-        opset_version=17,
-        dynamo=False,
-    )
+    export(model, "digit_strips.onnx")
     np.savez_compressed(OUT / "digit_strips.npz", calib_x=calib_x, eval_x=eval_x, eval_y=np.array(eval_y))
 
 

@@ -5,11 +5,11 @@ labels, so a quantization error that flips one column breaks a strip."""
 
 from __future__ import annotations
 
-import numpy as np
 import pytest
 
 import lowprec_core as lp
 from lowprec_core import _runtime as runtime
+from tests.strip_models import exact, quantized
 from examples import digit_columns, digit_strips
 
 pytestmark = pytest.mark.slow
@@ -22,33 +22,21 @@ def data():
     return digit_strips.strips()
 
 
-def _exact(session, data) -> float:
-    read = digit_columns.decode(session.run(None, {"image": data["eval_x"]})[0])
-    return float(np.mean([r == str(t) for r, t in zip(read, data["eval_y"])]))
-
-
-def _quantized(tmp_path, data, config):
-    out = tmp_path / "int8.onnx"
-    calib = [{"image": data["calib_x"][i : i + 16]} for i in range(0, len(data["calib_x"]), 16)]
-    report = lp.quantize(digit_columns.MODEL, out, data=calib, config=config)
-    return out, report
-
-
 def test_the_segmenter_keeps_fp32s_exact_match_in_onnx_runtime(tmp_path, data):
-    fp32 = _exact(runtime.serving_session(str(digit_columns.MODEL)), data)
+    fp32 = exact(runtime.serving_session(str(digit_columns.MODEL)), data, digit_columns.decode)
     assert fp32 >= 0.8  # measured 0.85 on the 400 held-out strips
-    out, report = _quantized(tmp_path, data, lp.QuantConfig())
+    out, report = quantized(tmp_path, data, digit_columns.MODEL, lp.QuantConfig())
     # Every conv but the 1x1 head (32 products a column); the transposed convs stay float: ONNX
     # Runtime's CPU provider runs no integer ConvTranspose from a QDQ model.
     assert len(report.plan.nodes) == 8 and not set(UP) & set(report.plan.nodes)
-    int8 = _exact(runtime.serving_session(str(out)), data)
+    int8 = exact(runtime.serving_session(str(out)), data, digit_columns.decode)
     assert int8 >= fp32 - 0.01, (int8, fp32)  # measured 0.85
 
 
 def test_the_segmenter_keeps_fp32s_exact_match_in_openvino(tmp_path, data):
     pytest.importorskip("openvino")
-    fp32 = _exact(runtime.serving_session(str(digit_columns.MODEL), runtime="openvino", precision="f32"), data)
-    out, report = _quantized(tmp_path, data, lp.QuantConfig(target=lp.runtime_target("openvino")))
+    fp32 = exact(runtime.serving_session(str(digit_columns.MODEL), runtime="openvino", precision="f32"), data, digit_columns.decode)
+    out, report = quantized(tmp_path, data, digit_columns.MODEL, lp.QuantConfig(target=lp.runtime_target("openvino")))
     assert set(UP) <= set(report.plan.nodes)  # OpenVINO runs them in integer (both of its rows)
-    int8 = _exact(runtime.serving_session(str(out), runtime="openvino"), data)
+    int8 = exact(runtime.serving_session(str(out), runtime="openvino"), data, digit_columns.decode)
     assert int8 >= fp32 - 0.02, (int8, fp32)  # measured 0.8525 on Zen 4 (FP32 0.85)

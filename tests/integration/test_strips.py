@@ -8,11 +8,11 @@ quantized, loses its bias there); lowprec's OpenVINO row keeps that short conv f
 
 from __future__ import annotations
 
-import numpy as np
 import pytest
 
 import lowprec_core as lp
 from lowprec_core import _runtime as runtime
+from tests.strip_models import exact, quantized
 from examples import digit_strips
 
 pytestmark = pytest.mark.slow
@@ -23,35 +23,23 @@ def data():
     return digit_strips.strips()
 
 
-def _exact(session, data) -> float:
-    read = digit_strips.decode(session.run(None, {"image": data["eval_x"]})[0])
-    return float(np.mean([r == str(t) for r, t in zip(read, data["eval_y"])]))
-
-
-def _quantized(tmp_path, data, config):
-    out = tmp_path / "int8.onnx"
-    calib = [{"image": data["calib_x"][i : i + 16]} for i in range(0, len(data["calib_x"]), 16)]
-    report = lp.quantize(digit_strips.MODEL, out, data=calib, config=config)
-    return out, report
-
-
 def test_the_reader_keeps_fp32s_exact_match_in_onnx_runtime(tmp_path, data):
-    fp32 = _exact(runtime.serving_session(str(digit_strips.MODEL)), data)
+    fp32 = exact(runtime.serving_session(str(digit_strips.MODEL)), data, digit_strips.decode)
     assert fp32 >= 0.9  # measured 0.9325 on the 400 held-out strips
-    out, report = _quantized(tmp_path, data, lp.QuantConfig())
+    out, report = quantized(tmp_path, data, digit_strips.MODEL, lp.QuantConfig())
     assert not report.plan.smoothed  # a CTC head's Softmax is not attention
     # Both convolutions and both MatMuls; the LSTMs stay float (ORT has integer LSTMs only for dynamic quantization).
     assert sorted(report.plan.nodes) == ["/features/features.0/Conv", "/features/features.3/Conv", "/head/MatMul", "/project/project.0/MatMul"]
-    int8 = _exact(runtime.serving_session(str(out)), data)
+    int8 = exact(runtime.serving_session(str(out)), data, digit_strips.decode)
     # Measured 0.930 (NNCF 0.9325, ORT's per-channel quantize_static 0.930).
     assert int8 >= fp32 - 0.01, (int8, fp32)
 
 
 def test_the_reader_keeps_fp32s_exact_match_in_openvino(tmp_path, data):
     pytest.importorskip("openvino")
-    fp32 = _exact(runtime.serving_session(str(digit_strips.MODEL), runtime="openvino", precision="f32"), data)
-    out, report = _quantized(tmp_path, data, lp.QuantConfig(target=lp.runtime_target("openvino")))
+    fp32 = exact(runtime.serving_session(str(digit_strips.MODEL), runtime="openvino", precision="f32"), data, digit_strips.decode)
+    out, report = quantized(tmp_path, data, digit_strips.MODEL, lp.QuantConfig(target=lp.runtime_target("openvino")))
     assert "/features/features.0/Conv" not in report.plan.nodes and "/features/features.3/Conv" in report.plan.nodes
-    int8 = _exact(runtime.serving_session(str(out), runtime="openvino"), data)
+    int8 = exact(runtime.serving_session(str(out), runtime="openvino"), data, digit_strips.decode)
     # Measured 0.9225 on Zen 4 (FP32 0.9325); with the first conv quantized, 0.85.
     assert int8 >= fp32 - 0.02, (int8, fp32)
