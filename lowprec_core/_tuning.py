@@ -330,10 +330,9 @@ def search(prepared: onnx.ModelProto, stats: Statistics, config: QuantConfig, sa
             session = runtime.serving_session(in_full(key)[2], runtime=serving, threads=threads, precision=None)
             nmse[key] = output_error(fp32_outputs, session, samples[:rounds[key]])
     plain = [k for k in finished if k == FLOAT or (k in built and _quantizes_nothing(built[k][1]))]
-    large = _large_batch(prepared, samples)
-
     def batch_gain(key: Key) -> float | None:
         """The default's time over the candidate's on the tuning samples as one batch."""
+        large = _large_batch(prepared, samples)
         if large is None:
             return None
         return _interleaved(sessions[1], sessions[1 + timed.index(key)], large, LARGE_ROUNDS)
@@ -596,10 +595,17 @@ def _precision_base(default: Key, finished: dict[Key, float], nmse: dict[Key, fl
 
 
 def _large_batch(prepared: onnx.ModelProto, samples: list[Feed]) -> Feed | None:
-    """The tuning samples as one batch, where the model's inputs leave the batch open."""
+    """The tuning samples as one batch, where the model's inputs leave the batch open and the
+    samples agree in every other dimension (the first sample's shapes, an axis at a time)."""
     specs = input_specs(prepared)
     if len(samples) < 2 or any(spec.batch_axis is not None and isinstance(spec.shape[spec.batch_axis], int) for spec in specs):
         return None
+    for spec in specs:
+        if spec.batch_axis is None or spec.name not in samples[0]:
+            continue
+        shapes = {tuple(d for axis, d in enumerate(np.shape(feed[spec.name])) if axis != spec.batch_axis) for feed in samples}
+        if len(shapes) > 1:  # variable-length inputs (sentences, recordings): no one batch of them
+            return None
     return concat(samples, specs)
 
 

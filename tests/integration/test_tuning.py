@@ -611,3 +611,19 @@ def test_f32_float_layers_are_kept_where_they_cut_the_error_or_run_faster_at_bot
     # From the f32 base, a faster candidate must keep within f32's error, not the default's.
     nmse = {default: 0.036, f32: 0.0005, other: 0.03}
     assert _tuning.choose(f32, {default: 2.37, f32: 2.52, other: 3.0}, nmse) == f32
+
+
+def test_the_large_batch_is_the_tuning_samples_stacked_where_they_stack():
+    """Samples of one shape stack along the batch axis; samples that differ elsewhere (variable
+    length), or a model that fixes its batch, give no large batch (the f32 speed rule then keeps
+    the default)."""
+    from tests import models
+
+    model = models.tanh_gelu_mlp()
+    rows = [{"x": np.full((1, 6, 16), i, np.float32)} for i in range(3)]
+    stacked = _tuning._large_batch(model, rows)
+    assert stacked["x"].shape == (3, 6, 16) and list(stacked["x"][:, 0, 0]) == [0, 1, 2]
+    assert _tuning._large_batch(model, [*rows, {"x": np.zeros((1, 7, 16), np.float32)}]) is None
+    assert _tuning._large_batch(model, rows[:1]) is None
+    model.graph.input[0].type.tensor_type.shape.dim[0].dim_value = 1  # the batch fixed at 1
+    assert _tuning._large_batch(model, rows) is None
