@@ -226,6 +226,7 @@ class _Placer:
         for node, act_inputs, _ in chosen:
             for name in act_inputs:
                 self.input_readers.setdefault(name, []).append(node.name)
+        self.layer_ops = {node.name: node.op_type for node, _, _ in chosen}
         self.view = GraphView(
             {name: numpy_helper.to_array(t) for name, t in self.inits.items() if t.data_type == onnx.TensorProto.FLOAT and len(t.dims) <= 1},
             {out: node for node in graph.node for out in node.output},
@@ -289,14 +290,25 @@ class _Placer:
             useful_low, useful_high = useful_range(self.users.get(name, []), name, self.view)
             low, high = max(low, useful_low), min(high, useful_high)
         scale, zero_point = activation_params(low, high, target.activation_dtype, symmetric=config.symmetric_activations)
-        level = two_levels(stats.tensors[name]) if target.int16_pairs and np.dtype(target.activation_dtype) == np.uint8 else None
+        dtype = np.dtype(target.activation_dtype)
+        if zero_point != 0 and self._zero_point_free(name):
+            dtype = np.dtype(np.int8)
+            low, high = activation_range(stats.require(name), config.activation_range, np.int8, symmetric=True)
+            if readers is None and name not in self.graph_outputs:
+                low, high = max(low, useful_low), min(high, useful_high)
+            scale, zero_point = activation_params(low, high, np.int8, symmetric=True)
+        level = two_levels(stats.tensors[name]) if target.int16_pairs and dtype == np.uint8 else None
         if level is not None and readers is not None:
             # Only 0 and `level` (a one-hot code): 0 and 127 hold both exactly, and 127 x 127 pair
             # sums stay within int16, where 255 would flag nearly every channel for 7-bit weights.
             scale, zero_point = np.float32(level / 127.0), 0
-        self.activations[name] = ActivationQuant(
-            tensor=name, scale=float(scale), zero_point=zero_point, dtype=np.dtype(target.activation_dtype).name, readers=readers
-        )
+        self.activations[name] = ActivationQuant(tensor=name, scale=float(scale), zero_point=zero_point, dtype=dtype.name, readers=readers)
+
+    def _zero_point_free(self, name: str) -> bool:
+        """Whether a quantized layer reads `name` that the runtime runs on integers only from an
+        input without a zero point (Target.zero_point_free_inputs)."""
+        ops = self.target.zero_point_free_inputs
+        return bool(ops) and any(self.layer_ops.get(reader) in ops for reader in self.input_readers.get(name, []))
 
     def _output(self, node: onnx.NodeProto, rule, act_inputs: list[str]) -> None:
         """The layer's output quantizer: after a fused activation, on the output, or none."""
@@ -509,7 +521,9 @@ def _nested_layers(graph: onnx.GraphProto, owner: str = "") -> dict[str, str]:
 
 
 def _overflowing(node, entry: WeightQuant, act: ActivationQuant, act_stats, quantized: QuantizedWeights) -> list[int]:
-    """Output channels whose u8 x s8 pair sums can pass int16 for activations in their calibrated range."""
+    """Output channels whose u8 x s8 pair sums can pass int16 for activations in their calibrated
+    range. An s8 input (a zero-point-free grid) is oneDNN's signed-input case: without VNNI it
+    shifts the input to u8 and halves the weights itself, so no pair sum passes int16."""
     if act.dtype != "uint8" or entry.dtype != "int8" or act_stats is None or act_stats.channel_min is None:
         return []
     q, _ = quantized(entry.model_copy(update={"narrow": []}))  # every channel at 8 bits
