@@ -80,7 +80,7 @@ def serving_session(model: onnx.ModelProto | bytes | str, *, runtime: str = "onn
     """A session in the runtime the model is served with: ONNX Runtime's CPU provider, or
     OpenVINO's CPU plugin (`precision`: its inference precision, None for the plugin's own
     default). Both answer get_inputs, get_outputs and run(names, feed). `profiling`: OpenVINO's
-    is compiled with its node counters on, for profile(session=...); ONNX Runtime's profiler
+    is compiled with its node counters on, for profile(session_of=...); ONNX Runtime's profiler
     slows every run and writes a file, so its sessions never profile themselves."""
     check_runtime(runtime)
     if runtime == "openvino":

@@ -72,9 +72,9 @@ SPEED_MARGIN = 1.05
 # 0.036, agreement 0.980 against 0.919, and faster; now bf16 reads 0.984 and stays.
 F32_ERROR_SHARE = 0.5
 # Or where they run SPEED_MARGIN faster than the default at batch 1 and no slower beyond noise on
-# the tuning samples as one batch (LARGE_ROUNDS interleaved runs of each). Batch 1 alone misleads: PP-OCR cls's rounds read f32 1.33x of FP32 against bf16's
-# 1.09-1.12x in two runs of three, but bench.compare timed it 1.07x against 1.14x at batch 1 and
-# 1.10x against 1.40x at 32. The U-Net `columns` (1-D convs, GELU; Zen 4): f32 1.07x / 1.50x
+# the tuning samples as one batch (LARGE_ROUNDS interleaved runs of each). Batch 1 alone
+# misleads: PP-OCR cls's rounds read f32 1.33x of FP32 against bf16's 1.09-1.12x in two runs of
+# three, but bench.compare timed it 1.07x against 1.14x at batch 1 and 1.10x against 1.40x at 32. The U-Net `columns` (1-D convs, GELU; Zen 4): f32 1.07x / 1.50x
 # against bf16's 0.88x / 0.84x at batch 1 / 32 (FP32 itself at bf16: 0.93x / 0.83x).
 LARGE_ROUNDS = 5
 SAMPLES = 10  # tuning samples, one per round
@@ -291,9 +291,9 @@ def search(prepared: onnx.ModelProto, stats: Statistics, config: QuantConfig, sa
         sessions = list(pool.map(lambda item: compiled(*item), models))
     costs: dict[str, float] = {}
     if profiling:
-        plain = next(k for k in timed if _quantizes_nothing(built[k][1]))
-        costs, key = _profiled(prepared, built[default], default, samples[0], serving, threads,
-                               sessions={reference: sessions[1 + timed.index(plain)], default: sessions[1]})
+        float_key = next(k for k in timed if _quantizes_nothing(built[k][1]))
+        costs, key = _profiled(prepared, reference, built[default], default, samples[0], serving, threads,
+                               (sessions[1 + timed.index(float_key)], sessions[1]))
         if key is not None:
             model, plan, data = build(key, full=False)
             if data not in seen:
@@ -330,6 +330,7 @@ def search(prepared: onnx.ModelProto, stats: Statistics, config: QuantConfig, sa
             session = runtime.serving_session(in_full(key)[2], runtime=serving, threads=threads, precision=None)
             nmse[key] = output_error(fp32_outputs, session, samples[:rounds[key]])
     plain = [k for k in finished if k == FLOAT or (k in built and _quantizes_nothing(built[k][1]))]
+
     def batch_gain(key: Key) -> float | None:
         """The default's time over the candidate's on the tuning samples as one batch."""
         large = _large_batch(prepared, samples)
@@ -546,11 +547,11 @@ def layer_costs(prepared: onnx.ModelProto, int8: onnx.ModelProto, layers: list[s
     return cost
 
 
-def _profiled(prepared: onnx.ModelProto, default: tuple[onnx.ModelProto, QuantPlan, bytes], key: Key, sample: Feed,
-              serving: str, threads: int, sessions: dict) -> tuple[dict[str, float], Key | None]:
+def _profiled(prepared: onnx.ModelProto, reference: bytes, default: tuple[onnx.ModelProto, QuantPlan, bytes], key: Key,
+              sample: Feed, serving: str, threads: int, sessions: tuple) -> tuple[dict[str, float], Key | None]:
     """The default's layers costed one by one from a profile of it and of the float model (at
-    the runtime's own float precision: `sessions` holds a session of each, by reference bytes and
-    by the default's key, built with `profiling`), and the candidate that leaves float those
+    the runtime's own float precision: `sessions`, one of the float model and one of the default,
+    built with `profiling`), and the candidate that leaves float those
     slower in integer, where together they take PROFILE_GAIN of the default's run. Only where the
     runtime runs float below f32 (OpenVINO's bf16): there a float layer competes with its integer
     form one by one. At f32 the reduction floor already tells them apart: on 2-core Zen 4 in ONNX
@@ -558,9 +559,8 @@ def _profiled(prepared: onnx.ModelProto, default: tuple[onnx.ModelProto, QuantPl
     cls, det, rec and Magika (1.06 against 1.06x, 1.60 against 1.58x, 1.70 against 1.78x, 2.69
     against 2.64x), and profiling det costs 0.9 s, a third of the search."""
     model, plan, data = default
-    reference = prepared.SerializeToString()
-    float_profile = runtime.profile(reference, sample, runtime=serving, threads=threads, runs=PROFILE_RUNS, session_of=sessions[reference])
-    int8_profile = runtime.profile(data, sample, runtime=serving, threads=threads, runs=PROFILE_RUNS, session_of=sessions[key])
+    float_profile = runtime.profile(reference, sample, runtime=serving, threads=threads, runs=PROFILE_RUNS, session_of=sessions[0])
+    int8_profile = runtime.profile(data, sample, runtime=serving, threads=threads, runs=PROFILE_RUNS, session_of=sessions[1])
     costs = layer_costs(prepared, model, plan.nodes, float_profile, int8_profile)
     slower = tuple(layer for layer in plan.nodes if costs[layer] > 0)
     gain = sum(costs[layer] for layer in slower)
@@ -579,8 +579,8 @@ def _precision_base(default: Key, finished: dict[Key, float], nmse: dict[Key, fl
     it cannot be measured), no slower there. The speed choice asks nothing of its error: the same
     placement from the same statistics, its float layers computed in f32 instead of bf16 (the
     U-Net `columns` on Zen 4 read 4.4e-7 against 3.2e-7, both noise: its default kept every
-    strip's reading). A faster candidate must then keep within its error. One not kept is dropped from `finished`: its
-    batch-1 speed alone is no reason to keep it (see LARGE_ROUNDS)."""
+    strip's reading). A faster candidate must then keep within its error. One not kept is
+    dropped from `finished`: its batch-1 speed alone is no reason to keep it (see LARGE_ROUNDS)."""
     f32 = next((k for k in finished if len(k) > 3), None)
     if f32 is None:
         return default, None

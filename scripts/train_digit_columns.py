@@ -21,10 +21,9 @@ from __future__ import annotations
 
 import numpy as np
 import torch
-from sklearn.datasets import load_digits
 from torch import nn
 
-from train_digit_strips import HEIGHT, OUT, SEED, export, greedy, strips
+from train_digit_strips import HEIGHT, OUT, export, greedy, seeded_digits, strips
 
 CLASSES = 11  # no digit + 0..9
 
@@ -57,13 +56,7 @@ class ColumnSegmenter(nn.Module):
 
 
 def main() -> None:
-    torch.manual_seed(SEED)
-    torch.set_num_threads(2)
-    rng = np.random.default_rng(SEED)
-    digits = load_digits()
-    images = digits.images.astype(np.float32) / 16.0
-    labels = digits.target.astype(np.int64)
-    train = rng.permutation(len(labels))[:1297]  # the CRNN reader's split: its evaluation strips hold the rest
+    rng, images, labels, train, _ = seeded_digits()  # the CRNN reader's split: its evaluation strips hold the rest
 
     model = ColumnSegmenter()
     optimiser = torch.optim.Adam(model.parameters(), lr=2e-3)

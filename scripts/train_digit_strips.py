@@ -93,7 +93,11 @@ def export(model: nn.Module, name: str) -> None:
     )
 
 
-def main() -> None:
+def seeded_digits() -> tuple[np.random.Generator, np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """torch and numpy seeded, and scikit-learn's digits in [0, 1] with their labels, split into
+    the training digits and the held-out ones the evaluation strips use: (rng, images, labels,
+    train, held_out). The split is the rng's first draw, so each script that trains on these
+    strips holds out the same digits."""
     torch.manual_seed(SEED)
     torch.set_num_threads(2)
     rng = np.random.default_rng(SEED)
@@ -101,7 +105,11 @@ def main() -> None:
     images = digits.images.astype(np.float32) / 16.0
     labels = digits.target.astype(np.int64)
     order = rng.permutation(len(labels))
-    train, held_out = order[:1297], order[1297:]
+    return rng, images, labels, order[:1297], order[1297:]
+
+
+def main() -> None:
+    rng, images, labels, train, held_out = seeded_digits()
 
     model = StripReader()
     optimiser = torch.optim.Adam(model.parameters(), lr=2e-3)
