@@ -412,7 +412,7 @@ def _center_variance(sweep: _Pass, sub: onnx.NodeProto) -> None:
         return
     x = square[0]
     factors, constant, square_nodes = _product(sweep, first[0])
-    if factors != Counter({x: 2}) or constant != 1.0 or not square_nodes or len(sweep.users.get(first[0], [])) != 1:
+    if factors != Counter({x: 2}) or constant != 1.0 or not square_nodes:  # opened only where the square is private
         return
     for centred in sweep.users.get(x, []):
         if centred.op_type != "Sub" or centred.input[0] != x or not sweep.free(centred):
@@ -437,7 +437,4 @@ def _center_variance(sweep: _Pass, sub: onnx.NodeProto) -> None:
 def _rank(graph: onnx.GraphProto, tensor: str) -> int:
     """The rank shape inference found for `tensor`; 0 when it found none (then only true scalar
     constants can be told apart from ones that broadcast)."""
-    for value in (*graph.value_info, *graph.input, *graph.output):
-        if value.name == tensor and value.type.tensor_type.HasField("shape"):
-            return len(value.type.tensor_type.shape.dim)
-    return 0
+    return len(_shape(graph, tensor) or ())
