@@ -82,6 +82,9 @@ class LatencyTuning(Record):
     # Per layer of the default: microseconds a run spends on it in integer minus in float, profiled
     # in the runtime (> 0: slower in integer).
     layer_costs: dict[str, float] = {}
+    # Where the loop found a candidate faster than the default it started from: that one's time
+    # over the candidate's, the two timed again alone (_tuning._head_to_head).
+    head_to_head: float | None = None
 
 
 class LayerError(Record):

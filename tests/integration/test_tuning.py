@@ -13,12 +13,21 @@ from lowprec_core import _runtime, _tuning
 from lowprec_core._cli import main
 from lowprec_core._model_io import prepare
 
+HEAD_TO_HEAD = _tuning._head_to_head  # the real one: the fixture below stands in for it in the search
+
 
 @pytest.fixture(autouse=True)
 def no_profiled_candidate(monkeypatch):
     """Whether the profile suggests a candidate depends on this machine's timings: here it never
     does (the profile still runs and costs every layer), except where a test forces it."""
     monkeypatch.setattr(_tuning, "PROFILE_GAIN", float("inf"))
+
+
+@pytest.fixture(autouse=True)
+def loop_verdicts_stand(monkeypatch):
+    """Tests that force the loop's timings have the head-to-head check agree with them, except
+    where a test forces it otherwise: this machine's timings are not theirs."""
+    monkeypatch.setattr(_tuning, "_head_to_head", lambda first, second, samples: float("inf"))
 
 
 def test_the_latency_search_reports_every_candidate_and_its_choice_reproduces(demo, tmp_path, capsys):
@@ -190,6 +199,84 @@ def test_measure_times_the_default_against_fp32_while_it_is_not_clearly_faster(c
     times, _, _ = _tuning.measure(sessions, samples)
     rounds = _tuning.SAMPLES // 2 + 1
     assert [len(t) for t in times] == [rounds, rounds, _tuning.DROP_AFTER]
+
+
+@pytest.mark.parametrize("n", range(1, 8))
+def test_the_loops_orders_put_every_session_right_after_every_other_equally_often(n):
+    rounds = n if n % 2 == 0 else 2 * n
+    orders = [_tuning.balanced_order(n, index) for index in range(rounds)]
+    assert all(sorted(order) == list(range(n)) for order in orders)
+    pairs = [pair for order in orders for pair in zip(order, order[1:])]
+    assert sorted(set(pairs)) == [(a, b) for a in range(n) for b in range(n) if a != b]
+    assert all(pairs.count(pair) == (1 if n % 2 == 0 else 2) for pair in set(pairs))
+    assert orders == [_tuning.balanced_order(n, index + rounds) for index in range(rounds)]  # then again
+
+
+def test_measure_runs_each_round_in_the_balanced_order(clock):
+    """Not FP32 first and the default second in every round (reversed every other): the loop
+    timed candidates ahead of the default that run level with it alone (see balanced_order)."""
+    ref = np.ones(4, dtype=np.float32)
+    samples = [{"x": np.zeros(1)}] * _tuning.SAMPLES
+    order: list[int] = []
+
+    class _Logged(_Fixed):
+        def __init__(self, index: int, seconds: float) -> None:
+            super().__init__(clock, seconds, [ref])
+            self.index = index
+
+        def run(self, names, feed):
+            order.append(self.index)
+            return super().run(names, feed)
+
+    sessions = [_Logged(0, 0.006), _Logged(1, 0.003), _Logged(2, 0.0028), _Logged(3, 0.0027)]  # both ahead by the margin
+    times, _, _ = _tuning.measure(sessions, samples)
+    assert [len(t) for t in times] == [_tuning.SAMPLES] * 4  # none dropped: the order is every round's
+    rounds = [order[i:i + 4] for i in range(4, len(order), 4)]  # after the warm-up (one run a round: 6 ms >= ROUND_MS)
+    assert rounds == [_tuning.balanced_order(4, index) for index in range(_tuning.SAMPLES)]
+
+
+def test_head_to_head_times_the_two_alone_in_turn(clock):
+    """Each sample a round, each model run for ROUND_MS of the first's time, in an order reversed
+    every other round: here the second twice as fast."""
+    ref = np.ones(4, dtype=np.float32)
+    first, second = _Fixed(clock, 0.001, [ref]), _Fixed(clock, 0.0005, [ref])
+    gain = HEAD_TO_HEAD(first, second, [{"x": np.zeros(1)}] * 4)
+    reps = round(_tuning.ROUND_MS / 1.0)
+    assert gain == pytest.approx(2.0) and second.calls == 1 + 4 * reps and first.calls == 1 + 1 + 4 * reps  # one more: the repeats
+
+
+@pytest.mark.parametrize(("head_to_head", "kept"), [(1.0, False), (1.04, False), (2.0, True)])
+def test_a_candidate_faster_in_the_loop_is_kept_only_if_faster_again_head_to_head(tmp_path, monkeypatch, head_to_head, kept):
+    """Timings forced: every layer quantized runs twice as fast as the default in the loop. It is
+    kept only where the default and it, timed again alone, find it SPEED_MARGIN faster too; else
+    the default stays and the search says the loop's lead was noise. Both go into the report."""
+    asked = []
+    monkeypatch.setattr(_tuning, "_head_to_head", lambda first, second, samples: asked.append(len(samples)) or head_to_head)
+    _, _, result, every, _ = _residual_search(tmp_path, monkeypatch, every_layer_seconds=0.25)
+    assert asked == [_tuning.SAMPLES] and result.tuning.head_to_head == head_to_head
+    assert every.chosen == kept and every.speedup == pytest.approx(4.0)
+    config = result.plan.config
+    assert (config.min_reduction, config.integer_ops) == ((0, every.integer_ops) if kept else (64, "target"))
+    if kept:
+        assert f"head to head it ran {head_to_head:.2f}x the speed of min_reduction 64" in result.tuning.reason
+    else:
+        assert "read 4.00x in the loop, but head to head" in result.tuning.reason and "timing noise" in result.tuning.reason
+        assert "no candidate" not in result.tuning.reason
+
+
+def test_a_default_the_loop_found_slower_than_fp32_stays_if_head_to_head_float_is_no_faster(tmp_path, monkeypatch):
+    """The default at 0.97x of FP32 in the loop gives way to float only if float, timed alone
+    against it, is at least as fast (no margin: float is also exact)."""
+    from tests import models
+
+    model = tmp_path / "residual.onnx"
+    onnx.save(models.residual_block(), model)
+    data = models.feeds(models.residual_block(), batches=4, batch=4)
+    _force_times(monkeypatch, lambda sessions, n: [np.full(n, 1.0), np.full(n, 1.03), *(np.full(n, 1.2) for _ in range(sessions - 2))])
+    for gain, float_kept in ((0.99, False), (1.0, True)):
+        monkeypatch.setattr(_tuning, "_head_to_head", lambda first, second, samples, gain=gain: gain)
+        result = lp.quantize(model, tmp_path / "t.onnx", data=data, tune="latency")
+        assert (result.plan.layers() == []) == float_kept and result.tuning.head_to_head == gain
 
 
 def test_measure_repeats_a_fast_model_within_a_round(clock):
@@ -566,7 +653,7 @@ def test_f32_float_layers_faster_at_batch_1_are_kept_only_if_no_slower_at_a_larg
     _force_times(monkeypatch, lambda sessions, n: [np.full(n, 1.0), *(np.full(n, 0.5) for _ in range(sessions - 3)),
                                                    np.full(n, 0.25), np.full(n, 2.0)])
     batches = []
-    monkeypatch.setattr(_tuning, "_interleaved", lambda first, second, feed, rounds: batches.append(feed) or large_batch_gain)
+    monkeypatch.setattr(_tuning, "_interleaved", lambda first, second, feeds, reps=1: batches.append(feeds[0]) or large_batch_gain)
     result = lp.quantize(demo["model"], tmp_path / "t.onnx", data=demo["calib"], config=lp.QuantConfig(target="openvino"),
                          tune="latency")
     (chosen,) = [c for c in result.tuning.candidates if c.chosen]
