@@ -32,7 +32,7 @@ from bench.anchors import IMPORTS, OPENVINO_IR, VARIANTS
 from bench.models import MODELS
 import lowprec_core as lp
 from lowprec_core import LowprecError
-from lowprec_core._tuning import balanced_order
+from lowprec_core._benchmark import balanced_order
 
 
 def _quantize_child(model_name: str, variant: str, out: str, queue) -> None:

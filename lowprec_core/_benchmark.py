@@ -64,16 +64,29 @@ def make_feed(specs: list[InputSpec], batch: int, sample: Feed | None = None, se
     return feed
 
 
+def balanced_order(n: int, index: int) -> list[int]:
+    """Round `index`'s order of n sessions (0..n-1): a Williams design, in which, over n rounds
+    (twice over 2n for odd n), every session runs right after every other one once. One order,
+    even reversed every other round, biases a timing loop: a session timed right after another
+    runs slower or faster for it (OpenVINO's threads, caches). In the latency search's loop (2-core
+    Zen 4, OpenVINO, eight searches each of PP-OCR cls, the strip reader and the U-Net), a
+    candidate read 5 % ahead of the default in 10 of 24 (cls's median lead 1.16x); in this
+    order, in 1-4 of 24 (cls: 0.97-1.00x)."""
+    first = [0] + [(k + 1) // 2 if k % 2 else n - k // 2 for k in range(1, n)]
+    row = index % (n if n % 2 == 0 else 2 * n)
+    order = [(x + row) % n for x in first]
+    return order if row < n else order[::-1]
+
+
 def interleaved(sessions, feed: Feed, *, warmup: int, repeats: int) -> tuple[np.ndarray, ...]:
-    """Milliseconds per run of each session on one feed, round by round, the order reversed
-    every other round so drift hits all of them alike."""
+    """Milliseconds per run of each session on one feed, round by round, in a balanced order so
+    that drift, and the session run before, hit all of them alike."""
     times: list[list[float]] = [[] for _ in sessions]
     for sess in sessions:
         for _ in range(warmup):
             sess.run(None, feed)
-    forward = list(range(len(sessions)))
     for repeat in range(repeats):
-        for index in forward if repeat % 2 == 0 else forward[::-1]:
+        for index in balanced_order(len(sessions), repeat):
             start = time.perf_counter()
             sessions[index].run(None, feed)
             times[index].append((time.perf_counter() - start) * 1e3)

@@ -8,7 +8,7 @@ weightless ops (Add, Concat, pools, ...), the same with those on (`QuantConfig.i
 "all"): all from one calibration, each one plan and transform, never a recalibration.
 
 One loop measures them: each round runs FP32 (at f32) and every candidate on the round's
-tuning sample (batch 1), in an order reversed every other round, timing each run and comparing
+tuning sample (batch 1), in a balanced order (_benchmark.balanced_order), timing each run and comparing
 its outputs with FP32's. A candidate's speedup is the median over rounds of FP32's time over
 its own (a slow moment hits a whole round alike); its error, the normalized MSE of its outputs
 over the samples. The fastest candidate whose error stays within QUALITY_SLACK of the
@@ -49,6 +49,7 @@ import numpy as np
 import onnx
 
 from . import _lineage as lineage, _runtime as runtime
+from ._benchmark import balanced_order
 from ._calibration.stats import Statistics
 from ._config import QuantConfig
 from ._data import Feed, concat, input_specs
@@ -450,20 +451,6 @@ def measure(sessions, samples: list[Feed], *, exact: Iterable[int] = (), seconds
             error[i] += terms[0]
             power[i] += terms[1]
     return [np.array(t) for t in times], [float(e / max(p, 1e-30)) for e, p in zip(error[1:], power[1:])], reference
-
-
-def balanced_order(n: int, index: int) -> list[int]:
-    """Round `index`'s order of n sessions (0..n-1): a Williams design, in which, over n rounds
-    (twice over 2n for odd n), every session runs right after every other one once. A fixed order, even
-    reversed every other round, biases the loop: a session timed right after another one runs
-    slower or faster for it (OpenVINO's threads, caches). On a 2-core Zen 4 in OpenVINO, eight
-    searches each, a candidate read SPEED_MARGIN ahead of the default in 5 of PP-OCR cls's (its
-    median lead 1.16x) and 10 of 24 over cls, the strip reader and the U-Net; in 1 of 24 in this
-    order (cls: 0.97x), and timed alone against it (_head_to_head) none of those leads held."""
-    first = [0] + [(k + 1) // 2 if k % 2 else n - k // 2 for k in range(1, n)]
-    row = index % (n if n % 2 == 0 else 2 * n)
-    order = [(x + row) % n for x in first]
-    return order if row < n else order[::-1]
 
 
 def _error_terms(reference: list[np.ndarray], outputs: list[np.ndarray]) -> tuple[float, float]:

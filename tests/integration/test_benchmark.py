@@ -30,3 +30,24 @@ def test_two_runs_agree_on_the_speedup_within_10_percent_or_say_they_are_noisy(d
         assert (a.batch, a.threads) == (b.batch, b.threads)
         agree = abs(a.speedup - b.speedup) / ((a.speedup + b.speedup) / 2) <= 0.10
         assert agree or a.noisy or b.noisy, (a, b)
+
+
+def test_interleaved_runs_each_round_in_the_balanced_order():
+    """benchmark's FP32, runtime-default and INT8 sessions follow one another equally often."""
+    import numpy as np
+
+    from lowprec_core._benchmark import balanced_order, interleaved
+
+    order: list[int] = []
+
+    class _Logged:
+        def __init__(self, index: int) -> None:
+            self.index = index
+
+        def run(self, names, feed):
+            order.append(self.index)
+            return []
+
+    times = interleaved([_Logged(i) for i in range(3)], {"x": np.zeros(1)}, warmup=1, repeats=6)
+    assert [len(t) for t in times] == [6, 6, 6]
+    assert [order[i:i + 3] for i in range(3, len(order), 3)] == [balanced_order(3, r) for r in range(6)]

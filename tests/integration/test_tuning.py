@@ -9,7 +9,7 @@ import onnx
 import pytest
 
 import lowprec_core as lp
-from lowprec_core import _runtime, _tuning
+from lowprec_core import _benchmark, _runtime, _tuning
 from lowprec_core._cli import main
 from lowprec_core._model_io import prepare
 
@@ -204,12 +204,12 @@ def test_measure_times_the_default_against_fp32_while_it_is_not_clearly_faster(c
 @pytest.mark.parametrize("n", range(1, 8))
 def test_the_loops_orders_put_every_session_right_after_every_other_equally_often(n):
     rounds = n if n % 2 == 0 else 2 * n
-    orders = [_tuning.balanced_order(n, index) for index in range(rounds)]
+    orders = [_benchmark.balanced_order(n, index) for index in range(rounds)]
     assert all(sorted(order) == list(range(n)) for order in orders)
     pairs = [pair for order in orders for pair in zip(order, order[1:])]
     assert sorted(set(pairs)) == [(a, b) for a in range(n) for b in range(n) if a != b]
     assert all(pairs.count(pair) == (1 if n % 2 == 0 else 2) for pair in set(pairs))
-    assert orders == [_tuning.balanced_order(n, index + rounds) for index in range(rounds)]  # then again
+    assert orders == [_benchmark.balanced_order(n, index + rounds) for index in range(rounds)]  # then again
 
 
 def test_measure_runs_each_round_in_the_balanced_order(clock):
@@ -232,7 +232,7 @@ def test_measure_runs_each_round_in_the_balanced_order(clock):
     times, _, _ = _tuning.measure(sessions, samples)
     assert [len(t) for t in times] == [_tuning.SAMPLES] * 4  # none dropped: the order is every round's
     rounds = [order[i:i + 4] for i in range(4, len(order), 4)]  # after the warm-up (one run a round: 6 ms >= ROUND_MS)
-    assert rounds == [_tuning.balanced_order(4, index) for index in range(_tuning.SAMPLES)]
+    assert rounds == [_benchmark.balanced_order(4, index) for index in range(_tuning.SAMPLES)]
 
 
 def test_head_to_head_times_the_two_alone_in_turn(clock):
