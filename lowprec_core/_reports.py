@@ -85,6 +85,8 @@ class LatencyTuning(Record):
     # Where the loop found a candidate faster than the default it started from: that one's time
     # over the candidate's, the two timed again alone (_tuning._head_to_head).
     head_to_head: float | None = None
+    # And on the tuning samples as one batch, where they stack, once it is faster at batch 1.
+    head_to_head_batch: float | None = None
 
 
 class LayerError(Record):

@@ -28,6 +28,7 @@ def loop_verdicts_stand(monkeypatch):
     """Tests that force the loop's timings have the head-to-head check agree with them, except
     where a test forces it otherwise: this machine's timings are not theirs."""
     monkeypatch.setattr(_tuning, "_head_to_head", lambda first, second, samples: float("inf"))
+    monkeypatch.setattr(_tuning, "_batch_gain", lambda first, second, large: float("inf"))
 
 
 def test_the_latency_search_reports_every_candidate_and_its_choice_reproduces(demo, tmp_path, capsys):
@@ -245,23 +246,30 @@ def test_head_to_head_times_the_two_alone_in_turn(clock):
     assert gain == pytest.approx(2.0) and second.calls == 1 + 4 * reps and first.calls == 1 + 1 + 4 * reps  # one more: the repeats
 
 
-@pytest.mark.parametrize(("head_to_head", "kept"), [(1.0, False), (1.04, False), (2.0, True)])
-def test_a_candidate_faster_in_the_loop_is_kept_only_if_faster_again_head_to_head(tmp_path, monkeypatch, head_to_head, kept):
+@pytest.mark.parametrize(("head_to_head", "batch_gain", "kept"), [(1.0, None, False), (1.04, None, False), (2.0, 2.0, True), (2.0, 0.9, False)])
+def test_a_candidate_faster_in_the_loop_is_kept_only_if_faster_again_head_to_head(tmp_path, monkeypatch, head_to_head, batch_gain, kept):
     """Timings forced: every layer quantized runs twice as fast as the default in the loop. It is
-    kept only where the default and it, timed again alone, find it SPEED_MARGIN faster too; else
-    the default stays and the search says the loop's lead was noise. Both go into the report."""
-    asked = []
+    kept only where the default and it, timed again alone, find it SPEED_MARGIN faster at batch 1
+    and no slower beyond that on the tuning samples as one batch (timed only once batch 1 agrees);
+    else the default stays and the search says why. Both measurements go into the report."""
+    asked, stacked = [], []
     monkeypatch.setattr(_tuning, "_head_to_head", lambda first, second, samples: asked.append(len(samples)) or head_to_head)
+    monkeypatch.setattr(_tuning, "_batch_gain", lambda first, second, large: stacked.append(large) or batch_gain)
     _, _, result, every, _ = _residual_search(tmp_path, monkeypatch, every_layer_seconds=0.25)
-    assert asked == [_tuning.SAMPLES] and result.tuning.head_to_head == head_to_head
+    tuning = result.tuning
+    assert asked == [_tuning.SAMPLES] and tuning.head_to_head == head_to_head and tuning.head_to_head_batch == batch_gain
+    assert len(stacked) == (batch_gain is not None) and all(next(iter(b.values())).shape[0] == _tuning.SAMPLES for b in stacked)
     assert every.chosen == kept and every.speedup == pytest.approx(4.0)
     config = result.plan.config
     assert (config.min_reduction, config.integer_ops) == ((0, every.integer_ops) if kept else (64, "target"))
     if kept:
-        assert f"head to head it ran {head_to_head:.2f}x the speed of min_reduction 64" in result.tuning.reason
+        assert f"head to head it ran {head_to_head:.2f}x the speed of min_reduction 64" in tuning.reason
+        assert "and 2.00x on the 10 tuning samples as one batch" in tuning.reason
+    elif batch_gain is not None:
+        assert "but 0.90x on the 10 tuning samples as one batch: slower where requests are batched" in tuning.reason
     else:
-        assert "read 4.00x in the loop, but head to head" in result.tuning.reason and "timing noise" in result.tuning.reason
-        assert "no candidate" not in result.tuning.reason
+        assert "read 4.00x in the loop, but head to head" in tuning.reason and "timing noise" in tuning.reason
+    assert "no candidate" not in tuning.reason
 
 
 def test_a_default_the_loop_found_slower_than_fp32_stays_if_head_to_head_float_is_no_faster(tmp_path, monkeypatch):
@@ -653,7 +661,7 @@ def test_f32_float_layers_faster_at_batch_1_are_kept_only_if_no_slower_at_a_larg
     _force_times(monkeypatch, lambda sessions, n: [np.full(n, 1.0), *(np.full(n, 0.5) for _ in range(sessions - 3)),
                                                    np.full(n, 0.25), np.full(n, 2.0)])
     batches = []
-    monkeypatch.setattr(_tuning, "_interleaved", lambda first, second, feeds, reps=1: batches.append(feeds[0]) or large_batch_gain)
+    monkeypatch.setattr(_tuning, "_batch_gain", lambda first, second, large: batches.append(large) or large_batch_gain)
     result = lp.quantize(demo["model"], tmp_path / "t.onnx", data=demo["calib"], config=lp.QuantConfig(target="openvino"),
                          tune="latency")
     (chosen,) = [c for c in result.tuning.candidates if c.chosen]
