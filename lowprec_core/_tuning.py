@@ -70,15 +70,15 @@ SPEED_MARGIN = 1.05
 # A candidate the loop finds SPEED_MARGIN faster than the default (or, where the default ran slower
 # than FP32, one that quantizes nothing) is kept only if it is that much faster (no slower) again,
 # timed a second time against the default, the two alone (_head_to_head), and no slower beyond
-# SPEED_MARGIN on the tuning samples as one batch where they stack (_batch_gain): the digit CNN in
-# OpenVINO at 2 threads on 2 cores once kept every layer float (bf16) for batch 1, where INT8 ran
-# 2.64x of FP32 at batch 256 and float 1.78x. A loop's median of 7-10
-# rounds errs: OpenVINO on a 2-core Zen 4, six searches of the U-Net `columns` kept three models
-# (floor 256 three times at 1.49-1.53x against the default's 1.31-1.36x, where 400 interleaved
-# rounds time it 1-3 % ahead), and the strip reader once kept every layer float (bf16), 1.31x
-# against 1.24x, and said no layer paid off, where bench.compare times the two level at batch 1
-# and INT8 7 % ahead at 32. With the check and balanced_order, 24 searches of cls, strips and
-# columns kept the default 23 times, and cls's float (bf16) once, at 1.08x head to head.
+# SPEED_MARGIN on the tuning samples as one batch where they stack (_batch_gain). A loop's median
+# of 7-10 rounds errs: OpenVINO on a 2-core Zen 4, six searches of the U-Net `columns` kept three
+# models (floor 256 three times at 1.49-1.53x against the default's 1.31-1.36x, where 400
+# interleaved rounds time it 1-3 % ahead), and the strip reader once kept every layer float (bf16),
+# 1.31x against 1.24x, and said no layer paid off, where bench.compare times the two level at batch
+# 1 and INT8 7 % ahead at 32. With the check and balanced_order, 24 searches of cls, strips and
+# columns kept the default 23 times, and cls's float (bf16) once, at 1.08x head to head. The batch
+# check: at 2 threads on 2 cores the digit CNN's search in OpenVINO once kept every layer float
+# (bf16) for batch 1, where INT8 runs 2.64x of FP32 at batch 256 and float 1.78x.
 # Float layers at f32 (OpenVINO on a bf16 CPU) are kept where they cut the output error to this
 # share of the default's or less (and run no slower beyond noise at batch 1). Magika (Zen 4),
 # before its LayerNorm's E[x^2] - E[x]^2 was centred for OpenVINO (_simplify): 0.0005 against
