@@ -135,7 +135,8 @@ class OpenVINOSession:
         after one untimed run, and the model's nodes it fused (the plugin's originalLayersNames).
         The session must have been compiled with `profiling`."""
         request = self._request
-        inputs = {name: value for name, value in feed.items() if name in {v.name for v in self._inputs}}
+        wanted = {value.name for value in self._inputs}
+        inputs = {name: value for name, value in feed.items() if name in wanted}
         request.infer(inputs)
         total: dict[str, float] = {}
         for _ in range(runs):

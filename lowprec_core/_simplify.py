@@ -414,14 +414,16 @@ def _center_variance(sweep: _Pass, sub: onnx.NodeProto) -> None:
     factors, constant, square_nodes = _product(sweep, first[0])
     if factors != Counter({x: 2}) or constant != 1.0 or not square_nodes:  # opened only where the square is private
         return
+    shape = _shape(sweep.graph, x)
+    if shape is None:
+        return
     for centred in sweep.users.get(x, []):
         if centred.op_type != "Sub" or centred.input[0] != x or not sweep.free(centred):
             continue
         source = centred.input[1]
         while source != mean and source in sweep.producers and sweep.producers[source].op_type in _PASS_THROUGH:
             source = sweep.producers[source].input[0]
-        shape = _shape(sweep.graph, x)
-        if source == mean and shape is not None and _shape(sweep.graph, centred.output[0]) == shape:
+        if source == mean and _shape(sweep.graph, centred.output[0]) == shape:
             break
     else:
         return

@@ -37,6 +37,7 @@ the others.
 
 from __future__ import annotations
 
+import functools
 import logging
 import math
 import os
@@ -347,10 +348,11 @@ def search(prepared: onnx.ModelProto, stats: Statistics, config: QuantConfig, sa
     def session_of(key: Key):  # a placement left out of the loop runs as the reference does
         return sessions[1 + timed.index(key)] if key in timed else sessions[0]
 
+    stacked = functools.cache(lambda: _large_batch(prepared, samples))  # built once, if a check asks for it
+
     def batch_gain(key: Key, against: Key = default) -> float | None:
         """`against`'s time over the candidate's on the tuning samples as one batch."""
-        stacked = _large_batch(prepared, samples)
-        return None if stacked is None else _batch_gain(session_of(against), session_of(key), stacked)
+        return None if stacked() is None else _batch_gain(session_of(against), session_of(key), stacked())
 
     base, gain = _precision_base(default, finished, nmse, batch_gain)
     chosen = choose(base, finished, nmse, accept=judged if accept is not None else None, plain=plain)
