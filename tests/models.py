@@ -142,6 +142,37 @@ def affine_hardswish_conv(seed: int = 0) -> onnx.ModelProto:
     )
 
 
+def erf_gelu_conv(seed: int = 0) -> onnx.ModelProto:
+    """PyTorch's GELU between two convs, as torch.onnx writes it: x * (1 + erf(x / sqrt 2)) * 0.5,
+    then a ReLU and a plain scalar Mul before a third conv."""
+    rng = np.random.default_rng(seed)
+    inits = {
+        "w1": rng.normal(0, 0.5, (8, 3, 3)).astype(np.float32), "b1": rng.normal(0, 0.1, 8).astype(np.float32),
+        "root2": np.array(2.0**0.5, np.float32), "one": np.array(1.0, np.float32), "half": np.array(0.5, np.float32),
+        "w2": rng.normal(0, 0.3, (8, 8, 3)).astype(np.float32), "b2": rng.normal(0, 0.1, 8).astype(np.float32),
+        "k": np.array(0.25, np.float32),
+        "w3": rng.normal(0, 0.3, (4, 8, 1)).astype(np.float32), "b3": rng.normal(0, 0.1, 4).astype(np.float32),
+    }
+    nodes = [
+        helper.make_node("Conv", ["x", "w1", "b1"], ["c1"], "conv1", pads=[1, 1]),
+        helper.make_node("Div", ["c1", "root2"], ["g_div"], "gelu_div"),
+        helper.make_node("Erf", ["g_div"], ["g_erf"], "gelu_erf"),
+        helper.make_node("Add", ["g_erf", "one"], ["g_add"], "gelu_add"),
+        helper.make_node("Mul", ["c1", "g_add"], ["g_mul"], "gelu_mul"),
+        helper.make_node("Mul", ["g_mul", "half"], ["g"], "gelu_half"),
+        helper.make_node("Conv", ["g", "w2", "b2"], ["c2"], "conv2", pads=[1, 1]),
+        helper.make_node("Relu", ["c2"], ["r"], "relu"),
+        helper.make_node("Mul", ["r", "k"], ["rk"], "scale"),
+        helper.make_node("Conv", ["rk", "w3", "b3"], ["y"], "conv3"),
+    ]
+    return _model(
+        nodes,
+        [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["N", 3, 16])],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, ["N", 4, 16])],
+        inits,
+    )
+
+
 def conv_then_if(seed: int = 0) -> onnx.ModelProto:
     """x -> Conv -> Relu -> r; If(flag) whose branches read r from the outer scope (silero VAD's
     shape: its LSTM sits in an If); then a 1x1 Conv on the If's output.
