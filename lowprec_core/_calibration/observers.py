@@ -12,9 +12,17 @@ HISTOGRAM_BINS = 2048
 _HISTOGRAM_SAMPLE = 1 << 17  # values per batch fed to the histogram (a fixed stride); min/max always see all
 
 
-def _prime_at_least(n: int) -> int:
-    candidate = max(n, 2)
-    while any(candidate % d == 0 for d in range(2, math.isqrt(candidate) + 1)):
+def sample_stride(size: int, wanted: int) -> int:
+    """The smallest prime >= `wanted` that does not divide `size`: a stride over a flattened
+    tensor of `size` values that visits every position of a sample's layout equally often.
+
+    Any stride sharing a factor with the size locks onto a period. The prime 2 over the
+    [N, T, 256] output of a bidirectional GRU read only the even channels: the histogram missed
+    the two odd ones that sat near -0.35 in every sample, and the range clipped them (a model's
+    output NMSE 5.7e-3 against 1.9e-4 with every channel seen). 3 over MiniLM's [N, 64, 384]
+    read a third of its channels."""
+    candidate = max(wanted, 2)
+    while size % candidate == 0 or any(candidate % d == 0 for d in range(2, math.isqrt(candidate) + 1)):
         candidate += 1
     return candidate
 
@@ -64,9 +72,9 @@ class TensorObserver(Struct, frozen=False):
         self.count += int(values.size)
         self._grow(max(-low, high))
         if values.size > _HISTOGRAM_SAMPLE:
-            # A prime stride: deterministic, and it cannot lock onto a channel or row period
-            # (a stride of 64 over [N, C, H, 64] would sample one column only).
-            values = values[:: _prime_at_least(math.ceil(values.size / _HISTOGRAM_SAMPLE))]
+            # A fixed stride, deterministic, coprime with the size so it cannot lock onto a
+            # channel or row period (a stride of 64 over [N, C, H, 64] would sample one column only).
+            values = values[:: sample_stride(values.size, math.ceil(values.size / _HISTOGRAM_SAMPLE))]
         self.histogram += self._counts(values)
         return finite
 

@@ -47,6 +47,20 @@ def test_histogram_bins_hold_the_right_values():
     assert filled[max(k for k in filled if k <= 0.3)] == 2 and filled[max(k for k in filled if k <= -0.9)] == 1
 
 
+@pytest.mark.parametrize("steps, channels", [(50, 256), (50, 384), (300, 63)])  # strides 2, 3 and 3 wanted
+def test_a_sampled_histogram_sees_every_channel_alike(steps, channels):
+    """A batch over the histogram's sample size feeds it every k-th value: k must not lock onto
+    the channel period of a channels-last tensor ([N, T, C], a MatMul's input). One channel
+    sits at -1 in every sample, the rest at +1: the histogram holds it at its share."""
+    values = np.ones((16, steps, channels), np.float32)
+    values[..., 1] = -1.0
+    obs = TensorObserver()
+    obs.update(values)
+    assert obs.histogram.sum() < values.size  # sampled
+    low = obs.histogram[: obs.histogram.size // 2].sum() / obs.histogram.sum()
+    assert low == pytest.approx(1 / channels, rel=0.1)
+
+
 def test_observer_counts_nonfinite_without_using_them():
     obs = TensorObserver()
     obs.update(np.array([1.0, np.nan, -np.inf, 3.0]))
