@@ -524,6 +524,42 @@ def residual_block(seed: int = 0) -> onnx.ModelProto:
     )
 
 
+def split_residual_block(seed: int = 0) -> onnx.ModelProto:
+    """YOLOv8's C2f, in small: x -> Conv 3x3 (3 -> 8) -> Relu -> r; r's channels sliced in two
+    halves a, b; Conv 3x3 (4 -> 4) -> Relu reads b, Add(b, that) -> s; Concat(a, b, s, MaxPool(r)
+    -> 20 channels) -> Conv 1x1 (20 -> 4). The Add and the Concat read values moved by a Slice or a
+    MaxPool from quantized layer outputs."""
+    rng = np.random.default_rng(seed)
+    inits = {
+        "w0": rng.normal(0, 0.5, (8, 3, 3, 3)).astype(np.float32),
+        "b0": rng.normal(0, 0.1, 8).astype(np.float32),
+        "w1": rng.normal(0, 0.3, (4, 4, 3, 3)).astype(np.float32),
+        "b1": rng.normal(0, 0.1, 4).astype(np.float32),
+        "w2": rng.normal(0, 0.3, (4, 20, 1, 1)).astype(np.float32),
+        "b2": rng.normal(0, 0.1, 4).astype(np.float32),
+        "axis": np.array([1], np.int64), "zero": np.array([0], np.int64), "four": np.array([4], np.int64),
+        "eight": np.array([8], np.int64),
+    }
+    nodes = [
+        helper.make_node("Conv", ["x", "w0", "b0"], ["c0"], "conv0", pads=[1, 1, 1, 1]),
+        helper.make_node("Relu", ["c0"], ["r"], "relu0"),
+        helper.make_node("Slice", ["r", "zero", "four", "axis"], ["a"], "slice_a"),
+        helper.make_node("Slice", ["r", "four", "eight", "axis"], ["b"], "slice_b"),
+        helper.make_node("Conv", ["b", "w1", "b1"], ["c1"], "conv1", pads=[1, 1, 1, 1]),
+        helper.make_node("Relu", ["c1"], ["h"], "relu1"),
+        helper.make_node("Add", ["b", "h"], ["s"], "add"),
+        helper.make_node("MaxPool", ["r"], ["p"], "pool", kernel_shape=[3, 3], pads=[1, 1, 1, 1], strides=[1, 1]),
+        helper.make_node("Concat", ["a", "b", "s", "p"], ["cat"], "concat", axis=1),
+        helper.make_node("Conv", ["cat", "w2", "b2"], ["y"], "conv2"),
+    ]
+    return _model(
+        nodes,
+        [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["N", 3, 8, 8])],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, ["N", 4, 8, 8])],
+        inits,
+    )
+
+
 def squeeze_excite(seed: int = 0, *, pooled: bool = True) -> onnx.ModelProto:
     """x -> Conv(8) = c1 -> GlobalAveragePool -> Conv(8, 1x1) -> HardSigmoid = gate; c1 * gate
     -> Conv(4) -> y. pooled=False: gate = HardSigmoid(c1) (only float ops read c1)."""

@@ -390,8 +390,10 @@ def _integer_ops(graph: onnx.GraphProto, placer: _Placer, enabled: frozenset[str
 def _integer_fixpoint(graph: onnx.GraphProto, enabled: frozenset[str], float_inputs: frozenset[str], ignored: set[str],
                       settled: set[str], reads: set[str], users) -> list[onnx.NodeProto]:
     """The `enabled` ops, in graph order, whose every integer input is `settled` (an integer
-    output), the output of a `float_inputs` op or of another such op, and whose output feeds
-    `reads` (tensors quantized for a reader) directly or through another such op."""
+    output), the output of a `float_inputs` op or of another such op, or one of those moved by
+    value-moving ops (a Slice of it, a MaxPool: they take its grid, and ORT runs them on the
+    integers), and whose output feeds `reads` (tensors quantized for a reader) directly or
+    through another such op."""
     if not enabled:
         return []
     outputs = {o.name for o in graph.output}
@@ -401,18 +403,28 @@ def _integer_fixpoint(graph: onnx.GraphProto, enabled: frozenset[str], float_inp
         and len(node.output) == 1 and node.output[0] not in outputs and _integer_inputs(node)
     }
     settled = settled | {n.output[0] for n in graph.node if n.op_type in float_inputs and len(n.output) == 1}
+    moves = [node for node in graph.node if node.op_type in TRANSPARENT and node.input]
     while True:
-        produced = {node.output[0] for node in found.values()}
+        available = _moved(moves, settled | {node.output[0] for node in found.values()})
         wanted = reads | {t for node in found.values() for t in _integer_inputs(node)}
         dropped = [
             name for name, node in found.items()
-            if not all(t in settled or t in produced for t in _integer_inputs(node))
+            if not all(t in available for t in _integer_inputs(node))
             or not feeds_reads(node.output[0], wanted, users)
         ]
         if not dropped:
             return [node for node in graph.node if node.name in found]
         for name in dropped:
             del found[name]
+
+
+def _moved(moves: list[onnx.NodeProto], tensors: set[str]) -> set[str]:
+    """`tensors` and the outputs of the value-moving ops (in graph order) that read one of them."""
+    tensors = set(tensors)
+    for node in moves:
+        if node.input[0] in tensors:
+            tensors.update(out for out in node.output if out)
+    return tensors
 
 
 def _choose(model, config: QuantConfig, ignored, inits, users, float_tensors, known_ranks, skipped: dict[str, str]):

@@ -559,6 +559,22 @@ def test_integer_ops_all_turns_on_the_runtimes_integer_ops_and_none_turns_off_th
     assert _quantize(model, QuantConfig(min_reduction=0, integer_ops="none"))[2].integer_ops == []
 
 
+def test_integer_ops_read_values_a_slice_or_maxpool_moved_from_quantized_outputs():
+    """A C2f block: the residual Add reads a Slice of a quantized conv output, the Concat two
+    Slices and a MaxPool of it. Those keep the conv output's grid, so with integer_ops "all" the
+    Add and the Concat run as QLinearAdd and QLinearConcat (ORT runs the Slices and the MaxPool on
+    the integers between), not as float ops between DQs and a Q."""
+    model = models.split_residual_block()
+    prepared, int8, plan, data = _quantize(model, QuantConfig(min_reduction=0, integer_ops="all"))
+    assert plan.integer_ops == ["add", "concat"]
+    grid = {a.tensor: (a.scale, a.zero_point) for a in plan.activations}
+    assert grid["a"] == grid["b"] == grid["p"] == grid["r"]  # moved values keep their source's grid
+    kernels = [node.op_type for node in optimized_graph(int8).graph.node]
+    assert {"QLinearAdd", "QLinearConcat"} <= set(kernels) and "Add" not in kernels and "Concat" not in kernels
+    reference = session(prepared).run(None, data[0])[0]
+    assert np.abs(session(int8).run(None, data[0])[0] - reference).max() < 0.05 * np.abs(reference).max()
+
+
 def test_a_config_dump_leaves_out_fields_newer_than_published_models_at_their_defaults():
     """The config stamped into a model stays what older versions wrote, so their bytes stay."""
     assert "integer_ops" not in QuantConfig().model_dump()
