@@ -260,7 +260,7 @@ def _fold_affine_before_conv(sweep: _Pass, node: onnx.NodeProto) -> None:
     sweep.drop(node)
 
 
-GATE_DEPTH = 4  # nodes from a gate f(x) back to x: Div -> Erf -> Add (GELU), Add -> Clip (HardSwish)
+GATE_DEPTH = 4  # nodes from a gate f(x) back to x: Add <- Erf <- Div (erf GELU), 4 for the tanh GELU, Clip <- Add (HardSwish)
 
 
 def _gated(sweep: _Pass, tensor: str) -> bool:
