@@ -650,16 +650,17 @@ def _large_batch(prepared: onnx.ModelProto, samples: list[Feed]) -> Feed | None:
 
 def _interleaved(first, second, feeds: list[Feed], reps: int = 1) -> float:
     """The median over one round per feed of first's time over second's, the two run in turn
-    (`reps` times each, in an order reversed every other round), after one untimed run of each."""
+    (`reps` times each, in the balanced order: for two, reversed every other round), after one
+    untimed run of each."""
     for sess in (first, second):
         sess.run(None, feeds[0])
     ratios = []
     for index, feed in enumerate(feeds):
         seconds = {}
-        for key, sess in ((0, first), (1, second))[:: 1 if index % 2 == 0 else -1]:
+        for key in balanced_order(2, index):
             start = time.perf_counter()
             for _ in range(reps):
-                sess.run(None, feed)
+                (first, second)[key].run(None, feed)
             seconds[key] = time.perf_counter() - start
         ratios.append(seconds[0] / seconds[1])
     return float(np.median(ratios))
