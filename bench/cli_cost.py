@@ -79,8 +79,9 @@ DEFAULT = "lowprec (CLI defaults)"
 TUNE = "--tune latency"
 
 
-def _lowprec_variants(tune: bool) -> dict[str, list[str]]:
-    """label -> extra lowprec quantize arguments."""
+def _lowprec_variants(tune: bool, input_shapes: dict | None = None) -> dict[str, list[str]]:
+    """label -> extra lowprec quantize arguments. OpenVINO's get the model's input sizes where it
+    needs them (silero VAD's call length), as a user serving it there passes them."""
     variants = {DEFAULT: []}
     if tune:
         variants[f"lowprec {TUNE}"] = TUNE.split()
@@ -88,8 +89,12 @@ def _lowprec_variants(tune: bool) -> dict[str, list[str]]:
             import openvino  # noqa: F401
         except ImportError:
             return variants
-        variants["lowprec --runtime openvino"] = ["--runtime", "openvino"]
-        variants[f"lowprec --runtime openvino {TUNE}"] = ["--runtime", "openvino", *TUNE.split()]
+        openvino = ["--runtime", "openvino"]
+        for name, sizes in (input_shapes or {}).items():
+            openvino += ["--input-shape", f"{name}={','.join(map(str, sizes))}"]
+        label = "lowprec " + " ".join(openvino)
+        variants[label] = openvino
+        variants[f"{label} {TUNE}"] = [*openvino, *TUNE.split()]
     return variants
 
 
@@ -99,7 +104,7 @@ def measure(name: str, runs: int, workdir: Path, tune: bool = False) -> dict[str
     folder.mkdir()
     for i, feed in enumerate(bench.calib):
         np.savez(folder / f"{i:04d}.npz", **feed)
-    lowprec = _lowprec_variants(tune)
+    lowprec = _lowprec_variants(tune, bench.input_shapes)
     outputs = {label: workdir / f"{name}-{index}.onnx" for index, label in enumerate((*lowprec, *ORT_VARIANTS))}
     commands = {label: [str(LOWPREC), "quantize", str(bench.path), "--data", str(folder), "--out", str(outputs[label]), *extra]
                 for label, extra in lowprec.items()}

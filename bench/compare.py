@@ -35,7 +35,7 @@ from lowprec_core import LowprecError
 from lowprec_core._benchmark import balanced_order
 
 
-def _quantize_child(model_name: str, variant: str, out: str, queue) -> None:
+def _quantize_child(model_name: str, variant: str, out: str, queue, source: str | None = None) -> None:
     try:
         bench = MODELS[model_name]()
         calib = bench.calib
@@ -44,7 +44,7 @@ def _quantize_child(model_name: str, variant: str, out: str, queue) -> None:
         if name:
             getattr(imported, name)
         start = time.perf_counter()
-        VARIANTS[variant](bench.path, calib, Path(out), model_name)
+        VARIANTS[variant](Path(source) if source else bench.path, calib, Path(out), model_name)
         seconds = time.perf_counter() - start
         queue.put({"seconds": seconds, "rss_mb": peak_rss_mb()})
     except BaseException as err:  # report any failure of an anchor as data, not a crash
@@ -62,10 +62,11 @@ def peak_rss_mb() -> float:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # no /proc: the best there is
 
 
-def quantize_in_child(model_name: str, variant: str, out: Path) -> dict:
+def quantize_in_child(model_name: str, variant: str, out: Path, source: Path | None = None) -> dict:
+    """`source`: the FP32 model to quantize, where not the bench model's own file."""
     ctx = mp.get_context("spawn")
     queue = ctx.Queue()
-    proc = ctx.Process(target=_quantize_child, args=(model_name, variant, str(out), queue))
+    proc = ctx.Process(target=_quantize_child, args=(model_name, variant, str(out), queue, str(source) if source else None))
     proc.start()
     proc.join(timeout=1800)
     result = queue.get() if not queue.empty() else {"error": f"exit code {proc.exitcode}"}
@@ -118,7 +119,7 @@ TIMING_BUDGET_S = 5.0  # per model and batch size: fast models time more rounds 
 FAST_QUANTIZER_S = 0.5  # a variant whose first run is quicker than this runs 5x as often
 
 
-def quantize_interleaved(model_name: str, variants: list[str], workdir: Path, runs: int) -> dict[str, dict]:
+def quantize_interleaved(model_name: str, variants: list[str], workdir: Path, runs: int, source: Path | None = None) -> dict[str, dict]:
     """Each variant quantizes `runs` times (5x that when its first run is under
     FAST_QUANTIZER_S, where a run is cheap and the machine's noise is large against it), each
     run a fresh process, the variants alternating round by round (reversed every other round),
@@ -134,7 +135,7 @@ def quantize_interleaved(model_name: str, variants: list[str], workdir: Path, ru
             if variant in errors or len(done[variant]) >= target[variant]:
                 continue
             print(f"[{model_name}] quantizing with {variant} (run {len(done[variant]) + 1}) ...", file=sys.stderr, flush=True)
-            result = quantize_in_child(model_name, variant, _out_path(workdir, model_name, variant))
+            result = quantize_in_child(model_name, variant, _out_path(workdir, model_name, variant), source)
             if "error" in result:
                 errors[variant] = result
                 continue
@@ -168,8 +169,15 @@ DEFAULT_FP32 = "fp32 at the runtime's default precision"
 
 def run_model(model_name: str, variants: list[str], workdir: Path, rounds: int, quant_runs: int = 1,
               runtime: str = "onnxruntime") -> list[dict]:
-    """Quantize with every variant, then score and time every model in `runtime`."""
+    """Quantize with every variant, then score and time every model in `runtime`. In OpenVINO, a
+    model with input_shapes is sized first, and every quantizer and the FP32 reference get the
+    sized model (what `--input-shape` gives lowprec)."""
     bench = MODELS[model_name]()
+    source = None
+    if runtime == "openvino" and bench.input_shapes:
+        source = workdir / f"{model_name}-fp32-sized.onnx"
+        onnx.save(lp.fix_input_shapes(onnx.load(bench.path), bench.input_shapes), source)
+        bench.path = source
     paths = {"fp32": bench.path}
     rows = []
     unasked = None
@@ -180,7 +188,7 @@ def run_model(model_name: str, variants: list[str], workdir: Path, rounds: int, 
             return [{"model": model_name, "variant": "fp32", "error": f"{str(err)[:100]} … {str(err)[-120:]}"}]
         if unasked.precision == "f32":
             unasked = None
-    for variant, result in quantize_interleaved(model_name, variants, workdir, quant_runs).items():
+    for variant, result in quantize_interleaved(model_name, variants, workdir, quant_runs, source).items():
         out = result.pop("out", None)
         row = {"model": model_name, "variant": variant, **result}
         if "error" not in result:

@@ -37,6 +37,9 @@ class BenchModel:
     bench_batches: tuple[int, int]  # (1, large)
     sample: dict[str, np.ndarray]  # one row, tiled to the benchmark batch
     tile: Callable[[int], dict[str, np.ndarray]] | None = None  # for inputs whose batch axis is not the first
+    # Sizes fixed where a runtime needs them (QuantConfig.input_shapes): OpenVINO reads silero VAD
+    # only with its 576 samples per call fixed.
+    input_shapes: dict[str, tuple[int | str, ...]] | None = None
 
     def feed(self, batch: int) -> dict[str, np.ndarray]:
         """The timing feed: `sample` repeated `batch` times."""
@@ -186,7 +189,8 @@ def vad(export: str = silero.MODEL, name: str = "vad") -> BenchModel:
     def tile(batch: int) -> dict[str, np.ndarray]:
         return silero.batch([rows[100 + i] for i in range(batch)])
 
-    return BenchModel(name, path, calib, evaluate, [silero.batch(rows[:64])], "agree", (1, 32), rows[100], tile)
+    return BenchModel(name, path, calib, evaluate, [silero.batch(rows[:64])], "agree", (1, 32), rows[100], tile,
+                      {"input": ("batch", silero.CHUNK + silero.CONTEXT)})
 
 
 def vad_if() -> BenchModel:

@@ -21,14 +21,18 @@ def quantize(
     runtime: str = "onnxruntime",
     tune: str = "none",
     threads: str = "1",
+    input_shapes: str = "",
 ):
     """FP32 -> INT8 from precomputed statistics; with accuracy_aware, layers go back to float
     until `metric` drops by at most `max_drop` on the evaluation data (an unmet budget fails the step).
     `runtime`: the runtime that serves the model, which decides where quantizers go. `tune`:
-    "latency" times candidate placements on this node (see quantize's `tune`) at the first of `threads`."""
+    "latency" times candidate placements on this node (see quantize's `tune`) at the first of `threads`.
+    `input_shapes`: sizes fixed on the inputs as served, NAME=SIZES entries, space-separated
+    (`input=batch,576`; see QuantConfig.input_shapes)."""
     import lowprec_core
 
-    config = lowprec_core.QuantConfig(preset=preset, target=lowprec_core.runtime_target(runtime))
+    config = lowprec_core.QuantConfig(preset=preset, target=lowprec_core.runtime_target(runtime),
+                                      input_shapes=lowprec_core.parse_input_shapes(input_shapes.split()))
     budget = None
     if accuracy_aware:
         budget = lowprec_core.AccuracyBudget(metrics=[{"metric": metric, "max_drop": max_drop}], min_speedup=min_speedup)

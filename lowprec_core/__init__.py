@@ -13,12 +13,13 @@ _EXPORTS = {
     "cpu_description": "_benchmark",
     "Statistics": "_calibration.stats", "load_statistics": "_calibration.stats",
     "AccuracyBudget": "_config", "BenchmarkConfig": "_config", "CalibrationConfig": "_config", "MetricBudget": "_config",
-    "QuantConfig": "_config", "runtime_target": "_config",
+    "QuantConfig": "_config", "parse_input_shapes": "_config", "runtime_target": "_config",
     "ConfigError": "_errors", "DataError": "_errors", "GateFailed": "_errors", "IntegrityError": "_errors",
     "LowprecError": "_errors", "ModelError": "_errors", "PipelineError": "_errors", "RegistryError": "_errors",
     "StatsError": "_errors",
     "InputSpec": "_data", "input_specs": "_data",
     "FleetModel": "_fleet", "pending": "_fleet",
+    "fix_input_shapes": "_model_io",
     "QuantPlan": "_quantize.plan",
     "Manifest": "_registry",
     "markdown": "_render",
@@ -62,6 +63,7 @@ if TYPE_CHECKING:  # what type checkers and editors see: the names, from their m
         CalibrationConfig,
         MetricBudget,
         QuantConfig,
+        parse_input_shapes,
         runtime_target,
     )
     from ._errors import (
@@ -77,6 +79,7 @@ if TYPE_CHECKING:  # what type checkers and editors see: the names, from their m
     )
     from ._data import InputSpec, input_specs
     from ._fleet import FleetModel, pending
+    from ._model_io import fix_input_shapes
     from ._quantize.plan import QuantPlan
     from ._registry import Manifest
     from ._render import markdown
@@ -114,11 +117,13 @@ __all__ = [
     "calibrate",
     "cpu_description",
     "fetch",
+    "fix_input_shapes",
     "input_specs",
     "inspect",
     "kernel_counts",
     "load_statistics",
     "markdown",
+    "parse_input_shapes",
     "pending",
     "publish",
     "quantize",

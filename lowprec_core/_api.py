@@ -23,7 +23,7 @@ from ._calibration.stats import Statistics, load_statistics
 from ._config import AccuracyBudget, BenchmarkConfig, CalibrationConfig, QuantConfig
 from ._data import Feed, input_specs, iter_feeds, load_labels, single_samples
 from ._errors import ConfigError, GateFailed
-from ._model_io import LoadedModel, load_model, model_bytes, prepare, save_model
+from ._model_io import InputShapes, LoadedModel, at_input_sizes_of, load_model, model_bytes, prepare, save_model
 from ._ops import TARGETS
 from ._quantize.default import quantize_model
 from ._quantize.plan import QuantPlan
@@ -54,11 +54,13 @@ def calibrate(
     *,
     config: CalibrationConfig = CalibrationConfig(),
     target: str = "cpu",
+    input_shapes: InputShapes | None = None,
 ) -> Statistics:
-    """One streaming pass over `data`; writes stats.json + stats.npz into out_dir."""
+    """One streaming pass over `data`; writes stats.json + stats.npz into out_dir.
+    `input_shapes`: sizes fixed on the inputs first, as QuantConfig.input_shapes."""
     with tempfile.TemporaryDirectory(prefix="lowprec-") as tmp:
         loaded = load_model(localize(model, tmp))
-        prepared = prepare(loaded.proto, TARGETS[target].runtime)
+        prepared = prepare(loaded.proto, TARGETS[target].runtime, input_shapes)
         runtime.check_model(prepared, TARGETS[target].runtime)
         stats = _collect(loaded, prepared, _local_data(data, tmp), config, target)
         stats.save(out_dir)
@@ -109,7 +111,7 @@ def quantize(
     _check_tuning(tune, tune_threads, accuracy, data, eval_data)
     with tempfile.TemporaryDirectory(prefix="lowprec-") as tmp:
         loaded = load_model(localize(model, tmp))
-        prepared = prepare(loaded.proto, TARGETS[config.target].runtime)
+        prepared = prepare(loaded.proto, TARGETS[config.target].runtime, config.input_shapes)
         runtime.check_model(prepared, config.runtime)
         source = _local_data(data, tmp) if data is not None else None
         run = None
@@ -468,7 +470,15 @@ def _collect(
 
 
 def _load_pair(fp32: PathOrUri, int8: PathOrUri, tmp: str) -> tuple[LoadedModel, LoadedModel]:
-    return load_model(localize(fp32, tmp)), load_model(localize(int8, tmp))
+    """FP32 and INT8, the FP32 model at the input sizes the INT8 model was quantized for
+    (QuantConfig.input_shapes): both then run at the same sizes, where the runtime needs them."""
+    reference, candidate = load_model(localize(fp32, tmp)), load_model(localize(int8, tmp))
+    sized = at_input_sizes_of(reference.proto, candidate.proto)
+    if sized is not None:
+        path = Path(tmp) / "reference-sized" / reference.path.name
+        save_model(sized, path, external_data=bool(reference.data_files) or None)
+        reference = load_model(path).replace(sha256=reference.sha256)  # still the file it came from
+    return reference, candidate
 
 
 def _local_data(data, tmp: str):

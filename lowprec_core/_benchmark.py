@@ -41,11 +41,13 @@ def make_feed(specs: list[InputSpec], batch: int, sample: Feed | None = None, se
     for spec in specs:
         if sample is not None and spec.name in sample:
             rows = sample[spec.name]
-            feed[spec.name] = np.ascontiguousarray(np.resize(rows, (batch, *rows.shape[1:])))
+            if spec.batch_axis is not None and rows.ndim > spec.batch_axis:  # repeated along the input's batch axis
+                rows = np.take(rows, np.arange(batch) % rows.shape[spec.batch_axis], axis=spec.batch_axis)
+            feed[spec.name] = np.array(rows, order="C")  # a scalar stays one (ascontiguousarray makes it [1])
             continue
         dims = []
         for axis, dim in enumerate(spec.shape):
-            if axis == 0:
+            if axis == spec.batch_axis:
                 dims.append(batch)
             elif isinstance(dim, int) and dim > 0:
                 dims.append(dim)

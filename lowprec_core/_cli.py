@@ -25,6 +25,7 @@ from ._config import (
     MetricBudget,
     QuantConfig,
     build,
+    parse_input_shapes,
     runtime_target,
 )
 from ._errors import ConfigError, GateFailed, LowprecError
@@ -44,6 +45,11 @@ def _int_list(text: str) -> tuple[int, ...]:
         return tuple(int(part) for part in text.split(","))
     except ValueError:
         raise argparse.ArgumentTypeError(f"expected comma-separated integers such as 1,8; got {text!r}") from None
+
+
+_INPUT_SHAPE_HELP = ("repeatable: fix an input's sizes as the runtime will be fed them, NAME=SIZES, one size per axis, "
+                     "a number or a name for a size left free (e.g. input=batch,576); OpenVINO needs them where a size "
+                     "decides a shape-dependent If")
 
 
 class _Formatter(argparse.HelpFormatter):
@@ -150,6 +156,7 @@ def _calibrate_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--max-samples", type=int)
     p.add_argument("--target", help=f"one of: {', '.join(TARGETS)} (default: the runtime's)")
     p.add_argument("--runtime", help=f"the runtime the model will be quantized for: {', '.join(RUNTIMES)} (default: the target's, else onnxruntime)")
+    p.add_argument("--input-shape", action="append", default=[], metavar="NAME=SIZES", help=_INPUT_SHAPE_HELP + " (give quantize the same)")
 
 
 def _calibrate(args: argparse.Namespace) -> None:
@@ -157,6 +164,7 @@ def _calibrate(args: argparse.Namespace) -> None:
         args.model, args.data, args.out,
         config=build(CalibrationConfig, batch_size=args.batch_size, max_samples=args.max_samples),
         target=runtime_target(args.runtime, args.target),
+        input_shapes=parse_input_shapes(args.input_shape),
     )
     print(f"statistics for {len(stats.tensors)} tensors over {stats.samples} samples -> {args.out}")
 
@@ -173,6 +181,8 @@ def _quantize_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--runtime", help=f"the runtime that serves the INT8 model, which decides where quantizers go: {', '.join(RUNTIMES)} "
                                      "(default: the target's, else onnxruntime)")
     p.add_argument("--ignore", nargs="+", default=[], metavar="NAME_OR_OPTYPE", help="keep these nodes in float (re:PATTERN for a regex)")
+    p.add_argument("--input-shape", action="append", default=[], metavar="NAME=SIZES",
+                   help=_INPUT_SHAPE_HELP + "; validate and benchmark run the FP32 model at them too")
     p.add_argument("--report", help="write the quantization report (JSON)")
     p.add_argument("--html", help="write the report as one self-contained HTML page")
     p.add_argument("--inspect-samples", type=int, metavar="N",
@@ -219,6 +229,7 @@ def _quantize(args: argparse.Namespace) -> None:
         activation_range=args.activation_range, weight_range=args.weight_range, bias_correction=args.bias_correction,
         model_type=args.model_type, smooth_quant_alpha=args.smooth_quant_alpha, channel_alignment=args.channel_alignment,
         min_reduction=args.min_reduction, integer_ops=args.integer_ops, float_precision=args.float_precision,
+        input_shapes=parse_input_shapes(args.input_shape),
     )
     calibration = build(CalibrationConfig, batch_size=args.batch_size, max_samples=args.max_samples)
     result = _api.quantize(

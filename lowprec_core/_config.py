@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from typing import Literal
 
 from ._errors import ConfigError
@@ -44,7 +45,7 @@ class QuantConfig(_Frozen):
 
     # Fields added after models were published are left out of a dump at their defaults, so the
     # config stamped into a model (lineage) and its bytes stay what they were.
-    _omit_defaults = {"integer_ops": "target", "float_precision": "default"}
+    _omit_defaults = {"integer_ops": "target", "float_precision": "default", "input_shapes": {}}
 
     preset: str = "mixed"
     target: str = "cpu"
@@ -68,6 +69,14 @@ class QuantConfig(_Frozen):
     # lowprec's OpenVINO sessions honour it, and serving must set INFERENCE_PRECISION_HINT to it.
     # ONNX Runtime runs float layers at f32 whatever this says.
     float_precision: Literal["default", "f32"] = "default"
+    # Sizes fixed on the model's inputs before anything else, as the runtime will be fed them:
+    # input name -> one size per axis, an integer or a name for a size left free (the batch).
+    # OpenVINO needs them where a size decides a shape-dependent If (model_io.fix_input_shapes).
+    input_shapes: dict[str, tuple[int | str, ...]] = {}
+
+    @check("input_shapes")
+    def _sizes(value: dict[str, tuple[int | str, ...]], field: str) -> dict[str, tuple[int | str, ...]]:
+        return check_input_sizes(value)
 
     @check(*_CHOICES)
     def _known_choice(value: str, field: str) -> str:
@@ -97,6 +106,37 @@ class QuantConfig(_Frozen):
     def symmetric_activations(self) -> bool:
         forced = TARGETS[self.target].symmetric_activations
         return PRESETS[self.preset]["symmetric_activations"] if forced is None else forced
+
+
+InputShapes = dict[str, tuple[int | str, ...]]
+
+
+def check_input_sizes(shapes: InputShapes) -> InputShapes:
+    """`shapes` (QuantConfig.input_shapes), or ValueError naming the first size that is neither a
+    positive integer nor a name."""
+    for name, dims in shapes.items():
+        for size in dims:
+            if not (isinstance(size, int) and not isinstance(size, bool) and size >= 1 or isinstance(size, str) and size.isidentifier()):
+                raise ValueError(f"input {name!r}: size {size!r} is neither a positive integer nor a name for a free size "
+                                 "(letters, digits, underscores)")
+    return shapes
+
+
+def parse_input_shapes(entries: Iterable[str]) -> InputShapes:
+    """`NAME=SIZES` entries (`input=batch,576`: one size per axis, a number or a name for a free
+    size) as QuantConfig.input_shapes takes them; ConfigError names a bad entry."""
+    shapes: InputShapes = {}
+    for entry in entries:
+        name, _, sizes = entry.partition("=")
+        if not name or not sizes:
+            raise ConfigError(f"input shape {entry!r}: expected NAME=SIZES, one size per axis, e.g. input=batch,576")
+        if name in shapes:
+            raise ConfigError(f"input shape {entry!r}: {name!r} is given twice")
+        shapes[name] = tuple(int(size) if size.strip().lstrip("-").isdigit() else size.strip() for size in sizes.split(","))
+    try:
+        return check_input_sizes(shapes)
+    except ValueError as err:
+        raise ConfigError(str(err)) from None
 
 
 class MetricBudget(_Frozen):

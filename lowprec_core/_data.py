@@ -177,14 +177,15 @@ def iter_feeds(
     batch_size: int = 16,
     max_samples: int | None = None,
 ) -> Iterator[Feed]:
-    """Yield checked feeds from an .npz (sliced along axis 0), a folder of .npz, or dicts."""
+    """Yield checked feeds from an .npz (sliced along each input's batch axis), a folder of .npz,
+    or dicts."""
     if isinstance(source, (str, os.PathLike)):
         path = Path(source)
         if path.is_dir():
             feeds: Iterable[Mapping[str, np.ndarray]] = _folder_feeds(path)
         elif path.is_file():
             fixed = _fixed_batch(specs)
-            feeds = _sliced_feeds(path, fixed or batch_size)
+            feeds = _sliced_feeds(path, specs, fixed or batch_size)
         else:
             raise DataError(f"data not found: {path}; expected an .npz file or a folder of .npz files")
         label = str(path)
@@ -285,16 +286,20 @@ def _check_member(path: Path, archive: zipfile.ZipFile, info: zipfile.ZipInfo) -
         raise DataError(f"{where} claims shape {list(shape)} of {dtype} ({needed} bytes) but holds {held} bytes")
 
 
-def _sliced_feeds(path: Path, batch_size: int) -> Iterator[Feed]:
+def _sliced_feeds(path: Path, specs: list[InputSpec], size: int) -> Iterator[Feed]:
+    """Feeds of `size` samples, cut along each input's batch axis (an RNN state's second axis; a
+    scalar such as a sample rate is shared by every feed)."""
     arrays = read_npz(path)
     if not arrays:
         raise DataError(f"{path}: the .npz holds no arrays")
-    lengths = {name: (a.shape[0] if a.ndim else None) for name, a in arrays.items()}
-    if len(set(lengths.values())) != 1 or None in lengths.values():
-        raise DataError(f"{path}: arrays must share a leading batch axis; got lengths {lengths}")
-    total = next(iter(lengths.values()))
-    for start in range(0, total, batch_size):
-        yield {name: a[start : start + batch_size] for name, a in arrays.items()}
+    axes = _sample_axes(arrays, specs)
+    lengths = {name: arrays[name].shape[axis] for name, axis in axes.items() if axis is not None}
+    if len(set(lengths.values())) > 1:
+        listed = ", ".join(f"{name!r} {length}" for name, length in lengths.items())
+        raise DataError(f"{path}: arrays must hold as many samples as each other along their batch axes; got {listed}")
+    total = batch_size(arrays, specs)
+    for start in range(0, total, size):
+        yield take(arrays, specs, slice(start, start + size))
 
 
 def _folder_feeds(path: Path) -> Iterator[Feed]:

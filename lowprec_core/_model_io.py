@@ -5,7 +5,7 @@ from __future__ import annotations
 import logging
 import os
 import tempfile
-from collections.abc import Callable
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 
 import numpy as np
@@ -15,7 +15,8 @@ from onnx import numpy_helper
 
 from . import _simplify as simplify
 from ._digest import sha256
-from ._errors import ModelError, one_line
+from ._config import check_input_sizes
+from ._errors import ConfigError, ModelError, one_line
 from ._graph import all_names, all_nodes, attribute, drop_unused_initializers, names_defined_here, subgraphs
 from ._struct import Struct
 
@@ -117,10 +118,14 @@ def default_opset(model: onnx.ModelProto) -> int:
     raise ModelError("model imports no default-domain opset")
 
 
-def prepare(model: onnx.ModelProto, runtime: str = "onnxruntime") -> onnx.ModelProto:
+# input name -> one size per axis: an integer, or a name for a size left free
+InputShapes = Mapping[str, Sequence[int | str]]
+
+
+def prepare(model: onnx.ModelProto, runtime: str = "onnxruntime", input_shapes: InputShapes | None = None) -> onnx.ModelProto:
     """Return a copy ready for calibration and quantization.
 
-    Names every node, turns Constant nodes (and ConstantOfShape of a constant shape, and
+    Gives the inputs the sizes `input_shapes` fixes (see fix_input_shapes), names every node, turns Constant nodes (and ConstantOfShape of a constant shape, and
     Identity/Cast/Transpose/Reshape/Squeeze/Unsqueeze of constants) and initializer-inputs into
     plain initializers,
     folds BatchNormalization into the Conv before it, upgrades to opset 13 where older,
@@ -129,7 +134,7 @@ def prepare(model: onnx.ModelProto, runtime: str = "onnxruntime") -> onnx.ModelP
     `runtime`: the runtime that serves the model; only the rewrites that pay there run (see
     simplify). Deterministic: the same model gives the same result.
     """
-    model = _copy(model)
+    model = fix_input_shapes(model, input_shapes) if input_shapes else _copy(model)
     _name_nodes(model.graph)
     _unique_body_names(model.graph, names_defined_here(model.graph), set(all_names(model.graph)))
     _constants_to_initializers(model.graph)
@@ -144,6 +149,63 @@ def prepare(model: onnx.ModelProto, runtime: str = "onnxruntime") -> onnx.ModelP
     model = _infer_shapes(model)
     simplify.fuse_for_runtime(model, runtime)
     return model
+
+
+def fix_input_shapes(model: onnx.ModelProto, shapes: InputShapes) -> onnx.ModelProto:
+    """A copy of `model` whose graph inputs have the sizes `shapes` gives, input name -> one size
+    per axis: an integer fixes that axis, a name leaves it free under that name (the batch).
+
+    A model exported with sizes that are fixed in use left free (silero VAD's 576 samples per
+    call) can have shape-dependent control flow, an If whose branches differ in rank, that a
+    runtime compiling ahead of time cannot resolve; OpenVINO cannot read such a model until the
+    size is fixed. The sizes must fit the model: ConfigError names the input and what it has."""
+    try:
+        check_input_sizes(dict(shapes))
+    except ValueError as err:
+        raise ConfigError(str(err)) from None
+    model = _copy(model)
+    inits = {init.name for init in model.graph.initializer}
+    inputs = {value.name: value for value in model.graph.input if value.name not in inits}
+    for name, dims in shapes.items():
+        if name not in inputs:
+            raise ConfigError(f"input shape for {name!r}: the model has no such input; its inputs: {', '.join(inputs)}")
+        shape = inputs[name].type.tensor_type.shape
+        have = [d.dim_value if d.HasField("dim_value") and d.dim_value > 0 else (d.dim_param or "?") for d in shape.dim]
+        if len(dims) != len(have):
+            raise ConfigError(f"input shape for {name!r}: {len(dims)} sizes given ({_shown(dims)}); the model's input "
+                              f"{_shown(have)} has {len(have)}")
+        for axis, (size, old) in enumerate(zip(dims, have)):
+            if isinstance(old, int) and size != old:
+                raise ConfigError(f"input shape for {name!r}: {size} at axis {axis}, where the model's input "
+                                  f"{_shown(have)} has the fixed size {old}")
+        for dim, size in zip(shape.dim, dims):
+            if isinstance(size, int):
+                dim.dim_value = size  # clears dim_param: the two share a oneof
+            else:
+                dim.dim_param = size
+    return model
+
+
+def at_input_sizes_of(reference: onnx.ModelProto, candidate: onnx.ModelProto) -> onnx.ModelProto | None:
+    """A copy of `reference` with the input sizes `candidate` fixes where `reference` leaves them
+    free (an INT8 model quantized with input_shapes, and its FP32 source); None where there are none."""
+    fixed = {value.name: value.type.tensor_type.shape.dim for value in candidate.graph.input}
+    model = _copy(reference)
+    changed = False
+    for value in model.graph.input:
+        dims = value.type.tensor_type.shape.dim
+        theirs = fixed.get(value.name)
+        if theirs is None or len(theirs) != len(dims):
+            continue
+        for dim, other in zip(dims, theirs):
+            if not (dim.HasField("dim_value") and dim.dim_value > 0) and other.HasField("dim_value") and other.dim_value > 0:
+                dim.dim_value = other.dim_value
+                changed = True
+    return model if changed else None
+
+
+def _shown(dims) -> str:
+    return "[" + ", ".join(map(str, dims)) + "]"
 
 
 _WEIGHT_PAYLOAD = 4096  # bytes: a float initializer larger than this goes round shape inference

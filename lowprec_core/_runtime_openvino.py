@@ -88,7 +88,23 @@ def check_model(model: onnx.ModelProto | bytes | str) -> None:
         with tempfile.TemporaryDirectory(prefix="lowprec-ov-") as tmp:
             _read(model, tmp)
     except Exception as err:  # OpenVINO raises RuntimeError with the nodes it could not convert
-        raise ModelError(f"OpenVINO cannot read the model: {conversion_failure(err)}") from None
+        raise ModelError(f"OpenVINO cannot read the model: {conversion_failure(err)}{_free_sizes_hint(model)}") from None
+
+
+def _free_sizes_hint(model: onnx.ModelProto | bytes | str) -> str:
+    """Where the model's inputs leave sizes free beyond a batch: which, and that fixing them may
+    help (a size that decides a shape-dependent If leaves its output's rank unknown to OpenVINO)."""
+    if not isinstance(model, onnx.ModelProto):
+        return ""
+    inits = {init.name for init in model.graph.initializer}
+    shapes = {value.name: [d.dim_value if d.HasField("dim_value") and d.dim_value > 0 else (d.dim_param or "?")
+                           for d in value.type.tensor_type.shape.dim]
+              for value in model.graph.input if value.name not in inits}
+    if sum(isinstance(size, str) for dims in shapes.values() for size in dims[1:]) == 0:
+        return ""
+    listed = ", ".join(f"{name} [{', '.join(map(str, dims))}]" for name, dims in shapes.items())
+    return (f". The model's inputs leave sizes free ({listed}): fixing those it is served at "
+            "(--input-shape NAME=SIZES, QuantConfig.input_shapes) may let OpenVINO read it")
 
 
 class OpenVINOSession:

@@ -35,6 +35,11 @@ def frozen_delattr(self: Any, name: str) -> None:
     raise AttributeError(f"{type(self).__name__} is frozen: cannot delete {name!r}")
 
 
+def _hashable(value: Any) -> Any:
+    """A dict field (QuantConfig.input_shapes) hashes as its sorted items."""
+    return tuple(sorted(value.items())) if isinstance(value, dict) else value
+
+
 class Fields:
     """Value semantics over a class's `_fields` (names, in order): equality, hash and repr.
     Shared by Struct and by `_records.Record`, which collects and checks its fields itself."""
@@ -50,7 +55,7 @@ class Fields:
         return self._values() == other._values()  # type: ignore[attr-defined]
 
     def __hash__(self) -> int:
-        return hash((type(self), self._values()))
+        return hash((type(self), tuple(_hashable(value) for value in self._values())))
 
     def __repr__(self) -> str:
         return f"{type(self).__name__}({', '.join(f'{name}={getattr(self, name)!r}' for name in self._fields)})"

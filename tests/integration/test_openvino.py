@@ -236,4 +236,7 @@ def test_a_model_openvino_cannot_read_is_exit_3_naming_its_nodes_before_any_work
     err = capsys.readouterr().err
     assert "OpenVINO cannot read the model: Conv node writing '/model/decoder/decoder/2/Conv_output_0': " \
            "The input data tensor's rank has to be known (static); ReduceMean node writing" in err
+    # ... and which sizes the inputs leave free, and the option that fixes them (test_vad.py).
+    assert "inputs leave sizes free (input [batch, sequence], state [2, batch, 128], sr []): fixing those it is served at " \
+           "(--input-shape NAME=SIZES" in err
     assert not out.exists()

@@ -114,3 +114,18 @@ def test_accuracy_aware_ptq_reverts_layers_and_publishes(bucket, demo, tmp_path)
     assert set(report.accuracy.float_layers) <= set(report.plan.config.ignore)
     validation = lp.ValidationReport.model_validate_json((tmp_path / "fetched" / "reports" / "validation.json").read_text())
     assert validation.passed and validation.drop <= 0.001
+
+
+def test_input_shapes_reach_the_published_model_and_its_fp32_reference(bucket, demo, tmp_path):
+    """The pipeline's input_shapes go to calibrate and quantize; validate and benchmark then run the
+    FP32 model at the published model's sizes. The batch is named, the rest as the model has it."""
+    _, name = bucket
+    _run_digits(demo, tmp_path, name, input_shapes="image=n,1,8,8")
+    (uri, _), = registry.versions(f"s3://{name}/registry", "digits")
+    lp.fetch(uri, tmp_path / "fetched")
+    report = lp.QuantizeReport.model_validate_json((tmp_path / "fetched" / "reports" / "quantize.json").read_text())
+    assert report.plan.config.input_shapes == {"image": ("n", 1, 8, 8)}
+    import onnx
+
+    (image,) = onnx.load(tmp_path / "fetched" / "model.onnx").graph.input
+    assert [d.dim_param or d.dim_value for d in image.type.tensor_type.shape.dim] == ["n", 1, 8, 8]

@@ -107,3 +107,40 @@ def test_the_accuracy_aware_search_reverts_layers_inside_the_default_exports_if(
     assert len(report.plan.layers()) >= 3  # not everything went back to float
     int8 = runtime.session(str(tmp_path / "aaq.onnx"))
     assert vad.agreement(run, lambda feed: int8.run(None, feed))["agree"] >= 0.98  # measured 0.995
+
+
+def test_silero_vad_served_in_openvino_once_its_call_length_is_fixed(tmp_path, capsys):
+    """OpenVINO cannot read the flat export: an If squeezes the encoder's time axis only when it
+    is 1, so its output's rank depends on the call length. `--input-shape input=batch,576` fixes
+    that length (the batch stays free); validate and benchmark then run the FP32 model at the
+    INT8 model's sizes, without being told."""
+    pytest.importorskip("openvino")
+    import numpy as np
+
+    from lowprec_core._cli import main
+
+    fp32 = runtime.session(str(vad.model_path()))
+    data = tmp_path / "calib"
+    data.mkdir()
+    for index, feed in enumerate(vad.calibration(lambda feed: fp32.run(None, feed))):
+        np.savez(data / f"{index:03d}.npz", **feed)
+    out = tmp_path / "vad-ov.onnx"
+    common = [str(vad.model_path()), "--data", str(data), "--out", str(out), "--runtime", "openvino"]
+    assert main(["quantize", *common]) == 3 and not out.exists()
+    assert main(["quantize", *common, "--input-shape", "input=batch,576"]) == 0
+    inputs = {v.name: [d.dim_value or d.dim_param for d in v.type.tensor_type.shape.dim] for v in onnx.load(out).graph.input}
+    assert inputs["input"] == ["batch", 576] and inputs["state"] == [2, "batch", 128]
+
+    sized = tmp_path / "fp32-576.onnx"
+    onnx.save(lp.fix_input_shapes(onnx.load(vad.model_path()), {"input": ("batch", 576)}), sized)
+    reference = lp.serving_session(str(sized), runtime="openvino", precision="f32")
+    int8 = lp.serving_session(str(out), runtime="openvino")
+    scores = vad.agreement(lambda feed: reference.run(None, feed), lambda feed: int8.run(None, feed))
+    assert scores["agree"] >= 0.97, scores  # measured 0.980 (NNCF's model in OpenVINO: 0.916)
+
+    capsys.readouterr()
+    assert main(["benchmark", str(vad.model_path()), str(out), "--runtime", "openvino", "--data", str(data / "000.npz"),
+                 "--batch", "1,16", "--repeats", "5", "--report", str(tmp_path / "b.json")]) == 0
+    assert [r.batch for r in lp.BenchmarkReport.model_validate_json((tmp_path / "b.json").read_text()).results] == [1, 16]
+    assert main(["validate", str(vad.model_path()), str(out), "--runtime", "openvino", "--data", str(data),
+                 "--metric", "mse", "--max-drop", "0.01"]) == 0

@@ -49,7 +49,7 @@ def test_bad_files(tmp_path):
     with pytest.raises(DataError, match="not found"):
         list(iter_feeds(tmp_path / "absent.npz", SPECS))
     np.savez(tmp_path / "ragged.npz", image=np.zeros((3, 1, 8, 8), np.float32), other=np.zeros(2))
-    with pytest.raises(DataError, match="leading batch axis"):
+    with pytest.raises(DataError, match="as many samples as each other along their batch axes; got 'image' 3, 'other' 2"):
         list(iter_feeds(tmp_path / "ragged.npz", SPECS))
     with pytest.raises(DataError, match="no samples"):
         list(iter_feeds([], SPECS))
@@ -104,3 +104,42 @@ def test_batch_axes_follow_the_shared_symbol_and_subsets_slice_along_them():
     assert [(s.name, s.batch_axis) for s in input_specs(helper.make_model(graph))] == [("x", 0), ("state", 1), ("sr", None)]
     graph.input[1].type.tensor_type.shape.dim[1].dim_value = 3
     assert [s.batch_axis for s in input_specs(helper.make_model(graph))] == [0, 0, None]  # nothing open: first
+
+
+def _rnn_specs():
+    value = lambda name, elem, dims: helper.make_tensor_value_info(name, elem, dims)  # noqa: E731
+    graph = helper.make_graph(
+        [helper.make_node("Identity", ["x"], ["y"])], "g",
+        [value("x", TensorProto.FLOAT, ["batch", 4]), value("state", TensorProto.FLOAT, [2, "batch", 3]), value("sr", TensorProto.INT64, [])],
+        [value("y", TensorProto.FLOAT, ["batch", 4])],
+    )
+    return input_specs(helper.make_model(graph))
+
+
+def test_a_single_npz_is_sliced_along_each_inputs_batch_axis(tmp_path):
+    """An RNN's calls saved as one .npz (silero VAD: state [2, N, 128], a scalar sample rate) are
+    cut along the state's second axis; the file was refused for lacking a leading batch axis."""
+    specs = _rnn_specs()
+    x = np.arange(20, dtype=np.float32).reshape(5, 4)
+    state = np.arange(30, dtype=np.float32).reshape(2, 5, 3)
+    np.savez(tmp_path / "calls.npz", x=x, state=state, sr=np.array(16000, np.int64))
+    feeds = list(iter_feeds(tmp_path / "calls.npz", specs, batch_size=2))
+    assert [(f["x"].shape, f["state"].shape, f["sr"].shape) for f in feeds] == [((2, 4), (2, 2, 3), ())] * 2 + [((1, 4), (2, 1, 3), ())]
+    np.testing.assert_array_equal(feeds[2]["state"][:, 0], state[:, 4])
+    np.savez(tmp_path / "ragged.npz", x=x, state=state[:, :4], sr=np.array(16000, np.int64))
+    with pytest.raises(DataError, match="got 'x' 5, 'state' 4"):
+        list(iter_feeds(tmp_path / "ragged.npz", specs))
+
+
+def test_the_benchmark_feed_repeats_rows_along_each_inputs_batch_axis():
+    """It tiled axis 0 of every input: a state [2, 1, 128] became [B, 1, 128] and a scalar sample
+    rate a [1]-vector, which OpenVINO refuses."""
+    from lowprec_core._benchmark import make_feed
+
+    specs = _rnn_specs()
+    sample = {"x": np.ones((1, 4), np.float32), "state": np.arange(6, dtype=np.float32).reshape(2, 1, 3), "sr": np.array(16000, np.int64)}
+    feed = make_feed(specs, 3, sample)
+    assert {k: v.shape for k, v in feed.items()} == {"x": (3, 4), "state": (2, 3, 3), "sr": ()}
+    np.testing.assert_array_equal(feed["state"][:, 2], sample["state"][:, 0])
+    made = make_feed(specs, 5)  # no data: the batch goes on each input's own batch axis
+    assert {k: v.shape for k, v in made.items()} == {"x": (5, 4), "state": (2, 5, 3), "sr": ()}

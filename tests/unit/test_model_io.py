@@ -5,8 +5,8 @@ from onnx.reference import ReferenceEvaluator
 
 from lowprec_core._calibration.collect import collect
 from lowprec_core._config import QuantConfig
-from lowprec_core._errors import ModelError
-from lowprec_core._model_io import load_model, prepare, save_model
+from lowprec_core._errors import ConfigError, ModelError
+from lowprec_core._model_io import at_input_sizes_of, fix_input_shapes, load_model, prepare, save_model
 from lowprec_core._quantize.default import quantize_model
 from lowprec_core._quantize.planner import statistic_requests
 from lowprec_core._runtime import session
@@ -179,3 +179,49 @@ def test_save_is_atomic_and_returns_the_sha(tmp_path):
     assert digest == hashlib.sha256((tmp_path / "m.onnx").read_bytes()).hexdigest()
     assert [p.name for p in tmp_path.iterdir()] == ["m.onnx"]
     assert load_model(tmp_path / "m.onnx").sha256 == digest
+
+
+def _dims(model: onnx.ModelProto, name: str) -> list:
+    value = next(v for v in model.graph.input if v.name == name)
+    return [d.dim_value if d.HasField("dim_value") else d.dim_param for d in value.type.tensor_type.shape.dim]
+
+
+def test_input_shapes_fix_sizes_name_free_ones_and_reach_the_int8_model():
+    model = models.conv_relu_conv()
+    sized = prepare(model, input_shapes={"x": ("batch", 3, 8, 8)})
+    assert _dims(sized, "x") == ["batch", 3, 8, 8] and _dims(model, "x") == ["N", 3, 8, 8]  # a copy: the source is untouched
+    sized = prepare(model, input_shapes={"x": (2, 3, 8, 8)})
+    assert _dims(sized, "x") == [2, 3, 8, 8]
+    # Shape inference carries the fixed batch on: the output's size is known, not N.
+    assert [d.dim_value for d in sized.graph.output[0].type.tensor_type.shape.dim] == [2, 4, 8, 8]
+    stats = collect(sized, models.feeds(model, batch=2), statistic_requests(sized), model_sha256="t")
+    int8, _ = quantize_model(sized, stats, QuantConfig(input_shapes={"x": (2, 3, 8, 8)}))
+    assert _dims(int8, "x") == [2, 3, 8, 8]
+
+
+@pytest.mark.parametrize("shapes, message", [
+    ({"image": (1, 3, 8, 8)}, "input shape for 'image': the model has no such input; its inputs: x, flag"),
+    ({"x": (1, 3, 8)}, r"'x': 3 sizes given \(\[1, 3, 8\]\); the model's input \[N, 3, 8, 8\] has 4"),
+    ({"x": ("N", 4, 8, 8)}, r"'x': 4 at axis 1, where the model's input \[N, 3, 8, 8\] has the fixed size 3"),
+    ({"x": ("N", "channels", 8, 8)}, r"'x': channels at axis 1, where the model's input \[N, 3, 8, 8\] has the fixed size 3"),
+])
+def test_input_shapes_that_do_not_fit_the_model_are_a_config_error_naming_them(shapes, message):
+    with pytest.raises(ConfigError, match=message):
+        fix_input_shapes(models.conv_then_if(), shapes)
+
+
+def test_input_sizes_are_positive_integers_or_names():
+    assert QuantConfig(input_shapes={"x": ["N", 3, 8, 8]}).input_shapes == {"x": ("N", 3, 8, 8)}
+    for bad in (0, -1, "two words", 1.5):
+        with pytest.raises(ValueError, match="input_shapes"):
+            QuantConfig(input_shapes={"x": [bad, 3, 8, 8]})
+    assert "input_shapes" not in QuantConfig().model_dump()  # stamped configs keep their bytes
+    assert hash(QuantConfig(input_shapes={"x": ["N", 3, 8, 8]})) == hash(QuantConfig(input_shapes={"x": ("N", 3, 8, 8)}))
+
+
+def test_the_fp32_reference_takes_the_sizes_its_int8_model_fixes():
+    model = models.conv_then_if()
+    assert at_input_sizes_of(model, model) is None
+    int8 = fix_input_shapes(model, {"x": (2, 3, 8, 8)})
+    sized = at_input_sizes_of(model, int8)
+    assert _dims(sized, "x") == [2, 3, 8, 8] and _dims(model, "x") == ["N", 3, 8, 8]
