@@ -26,4 +26,6 @@ def validate(
     metrics.log_metric(f"fp32_{metric}", result.reference_score)
     metrics.log_metric(f"int8_{metric}", result.candidate_score)
     metrics.log_metric("drop", result.drop)
+    if result.default_score is not None:  # FP32 as the runtime serves it unasked (OpenVINO's bf16)
+        metrics.log_metric(f"fp32_{result.default_precision}_{metric}", result.default_score)
     return result.passed

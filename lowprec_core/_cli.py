@@ -340,6 +340,8 @@ def _validate(args: argparse.Namespace) -> int:
     )
     verdict = "PASS" if result.passed else "FAIL"
     print(f"{verdict}: {result.metric} FP32 {result.reference_score:.4f}, INT8 {result.candidate_score:.4f}, drop {result.drop:.4f} (max {result.max_drop})")
+    if result.default_score is not None:
+        print(f"FP32 at the runtime's own default precision ({result.default_precision}): {result.metric} {result.default_score:.4f}")
     return 0 if result.passed else GateFailed.exit_code
 
 

@@ -81,12 +81,22 @@ def inspect_markdown(report: InspectReport, top: int = 5) -> str:
 
 def validation_markdown(report: ValidationReport) -> str:
     verdict = "PASSED" if report.passed else "FAILED"
-    return (
+    text = (
         f"## Validation: {verdict}\n"
         f"| metric | FP32 | INT8 | drop | max drop | samples |\n|---|---|---|---|---|---|\n"
         f"| {report.metric} | {report.reference_score:.4f} | {report.candidate_score:.4f} | "
         f"{report.drop:.4f} | {report.max_drop:.4f} | {report.samples} |\n"
     )
+    if report.default_score is not None:
+        text += f"\n{_default_line(report)}\n"
+    return text
+
+
+def _default_line(report: ValidationReport) -> str:
+    """The FP32 model at the runtime's own default precision, as validate scored it."""
+    where = "OpenVINO" if report.runtime == "openvino" else report.runtime
+    return (f"FP32 at {where}'s own default precision ({report.default_precision}), what serving the FP32 model unasked gives: "
+            f"{report.metric} {report.default_score:.4f}")
 
 
 def benchmark_markdown(report: BenchmarkReport) -> str:
@@ -226,6 +236,9 @@ def quantize_html(
         css = "good" if validation.passed else "bad"
         cards.append((f"{validation.metric}", f"{validation.candidate_score:.4f}", f"FP32 {validation.reference_score:.4f}, drop {validation.drop:.4f} "
                       f"(max {validation.max_drop:.4f}) {'PASS' if validation.passed else 'FAIL'}", css))
+        if validation.default_score is not None:
+            cards.append((f"{validation.metric}, FP32 at {validation.default_precision}", f"{validation.default_score:.4f}",
+                          "the runtime's own default precision: what serving FP32 unasked gives", ""))
     final = _last_full_pass(report.accuracy)
     if validation is None and final is not None:
         for name, m in final.metrics.items():

@@ -115,6 +115,11 @@ class ValidationReport(Record):
     drop: float
     max_drop: float
     passed: bool
+    # The FP32 model at the runtime's own default precision, where that is not f32 (OpenVINO:
+    # bf16 on CPUs with AVX512_BF16 or AMX), scored like the candidate: what serving FP32 unasked
+    # gives, the quality an INT8 model is an alternative to.
+    default_precision: str | None = None
+    default_score: float | None = None
 
 
 class LatencyResult(Record):

@@ -28,20 +28,26 @@ def compare(
     serving: str = "onnxruntime",
 ) -> ValidationReport:
     """Score both models batch by batch in the `serving` runtime (FP32 at f32 there); memory
-    holds scores, not outputs."""
+    holds scores, not outputs. Where the runtime's own default precision is not f32 (OpenVINO
+    on a bf16 CPU), the FP32 model at that precision is scored too, as a third model."""
     spec = resolve_metric(metric)
     if spec.needs_labels and labels is None:
         raise ConfigError(f"metric {metric!r} needs labels (--labels LABELS.npy)")
     ref_sess = runtime.serving_session(reference, runtime=serving, threads=threads, precision="f32")
     cand_sess = runtime.serving_session(candidate, runtime=serving, threads=threads)
+    default_sess = None
+    if runtime.float_precision(serving) != "f32":
+        default_sess = runtime.serving_session(reference, runtime=serving, threads=threads)
     names = _output_names(ref_sess, cand_sess)
-    ref_total = cand_total = 0.0
+    ref_total = cand_total = default_total = 0.0
     seen = 0
     for feed, batch_labels in _with_labels(feeds, labels):
         ref_out = ref_sess.run(names, feed)
         cand_out = cand_sess.run(names, feed)
         ref_total += float(spec.score(ref_out, ref_out, batch_labels).sum())
         cand_total += float(spec.score(ref_out, cand_out, batch_labels).sum())
+        if default_sess is not None:
+            default_total += float(spec.score(ref_out, default_sess.run(names, feed), batch_labels).sum())
         seen += ref_out[0].shape[0]
     ref_score, cand_score = ref_total / seen, cand_total / seen
     loss = drop(ref_score, cand_score, spec.higher_is_better)
@@ -55,6 +61,8 @@ def compare(
         drop=loss,
         max_drop=max_drop,
         passed=bool(loss <= max_drop),
+        default_precision=default_sess.precision if default_sess is not None else None,
+        default_score=default_total / seen if default_sess is not None else None,
     )
 
 

@@ -31,6 +31,15 @@ def test_validate_runs_both_models_in_openvino(demo, int8):
     # Same models, another runtime's kernels: the FP32 scores agree, INT8 within a few samples.
     assert ov.reference_score == pytest.approx(ort.reference_score, abs=0.004)
     assert ov.passed and ov.candidate_score == pytest.approx(ort.candidate_score, abs=0.01)
+    # Beside them, the FP32 model as OpenVINO serves it unasked (bf16 where the CPU has it).
+    assert ort.default_precision is None and ort.default_score is None
+    if lp_runtime.float_precision("openvino") == "f32":  # no native bf16 here: that is the reference itself
+        assert ov.default_precision is None and ov.default_score is None
+    else:
+        assert ov.default_precision == lp_runtime.float_precision("openvino")
+        assert ov.default_score == pytest.approx(ov.reference_score, abs=0.02)
+        assert f"FP32 at OpenVINO's own default precision ({ov.default_precision}), what serving the FP32 model unasked gives: " \
+               f"top1 {ov.default_score:.4f}" in lp.markdown(ov)
 
 
 def test_benchmark_in_openvino_also_times_its_own_fp32_default(demo, int8, tmp_path, capsys):
