@@ -108,10 +108,7 @@ class QuantConfig(_Frozen):
         return PRESETS[self.preset]["symmetric_activations"] if forced is None else forced
 
 
-InputShapes = dict[str, tuple[int | str, ...]]
-
-
-def check_input_sizes(shapes: InputShapes) -> InputShapes:
+def check_input_sizes(shapes: dict[str, tuple[int | str, ...]]) -> dict[str, tuple[int | str, ...]]:
     """`shapes` (QuantConfig.input_shapes), or ValueError naming the first size that is neither a
     positive integer nor a name."""
     for name, dims in shapes.items():
@@ -122,10 +119,10 @@ def check_input_sizes(shapes: InputShapes) -> InputShapes:
     return shapes
 
 
-def parse_input_shapes(entries: Iterable[str]) -> InputShapes:
+def parse_input_shapes(entries: Iterable[str]) -> dict[str, tuple[int | str, ...]]:
     """`NAME=SIZES` entries (`input=batch,576`: one size per axis, a number or a name for a free
     size) as QuantConfig.input_shapes takes them; ConfigError names a bad entry."""
-    shapes: InputShapes = {}
+    shapes: dict[str, tuple[int | str, ...]] = {}
     for entry in entries:
         name, _, sizes = entry.partition("=")
         if not name or not sizes:

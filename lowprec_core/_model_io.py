@@ -125,7 +125,8 @@ InputShapes = Mapping[str, Sequence[int | str]]
 def prepare(model: onnx.ModelProto, runtime: str = "onnxruntime", input_shapes: InputShapes | None = None) -> onnx.ModelProto:
     """Return a copy ready for calibration and quantization.
 
-    Gives the inputs the sizes `input_shapes` fixes (see fix_input_shapes), names every node, turns Constant nodes (and ConstantOfShape of a constant shape, and
+    Gives the inputs the sizes `input_shapes` fixes (see fix_input_shapes), names every node,
+    turns Constant nodes (and ConstantOfShape of a constant shape, and
     Identity/Cast/Transpose/Reshape/Squeeze/Unsqueeze of constants) and initializer-inputs into
     plain initializers,
     folds BatchNormalization into the Conv before it, upgrades to opset 13 where older,
@@ -160,7 +161,7 @@ def fix_input_shapes(model: onnx.ModelProto, shapes: InputShapes) -> onnx.ModelP
     runtime compiling ahead of time cannot resolve; OpenVINO cannot read such a model until the
     size is fixed. The sizes must fit the model: ConfigError names the input and what it has."""
     try:
-        check_input_sizes(dict(shapes))
+        check_input_sizes({name: tuple(dims) for name, dims in shapes.items()})
     except ValueError as err:
         raise ConfigError(str(err)) from None
     model = _copy(model)
@@ -169,7 +170,10 @@ def fix_input_shapes(model: onnx.ModelProto, shapes: InputShapes) -> onnx.ModelP
     for name, dims in shapes.items():
         if name not in inputs:
             raise ConfigError(f"input shape for {name!r}: the model has no such input; its inputs: {', '.join(inputs)}")
-        shape = inputs[name].type.tensor_type.shape
+        tensor = inputs[name].type.tensor_type
+        if not tensor.HasField("shape"):  # rank unknown: any rank fits
+            tensor.shape.dim.extend(onnx.TensorShapeProto.Dimension() for _ in dims)
+        shape = tensor.shape
         have = [d.dim_value if d.HasField("dim_value") and d.dim_value > 0 else (d.dim_param or "?") for d in shape.dim]
         if len(dims) != len(have):
             raise ConfigError(f"input shape for {name!r}: {len(dims)} sizes given ({_shown(dims)}); the model's input "

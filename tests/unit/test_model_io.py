@@ -225,3 +225,9 @@ def test_the_fp32_reference_takes_the_sizes_its_int8_model_fixes():
     int8 = fix_input_shapes(model, {"x": (2, 3, 8, 8)})
     sized = at_input_sizes_of(model, int8)
     assert _dims(sized, "x") == [2, 3, 8, 8] and _dims(model, "x") == ["N", 3, 8, 8]
+
+
+def test_input_shapes_give_an_input_of_unknown_rank_its_sizes():
+    model = models.conv_relu_conv()
+    model.graph.input[0].type.tensor_type.ClearField("shape")
+    assert _dims(fix_input_shapes(model, {"x": ["N", 3, 8, 8]}), "x") == ["N", 3, 8, 8]
