@@ -22,7 +22,7 @@ from ._calibration.health import check as calibration_health
 from ._calibration.stats import Statistics, load_statistics
 from ._config import AccuracyBudget, BenchmarkConfig, CalibrationConfig, QuantConfig
 from ._data import Feed, input_specs, iter_feeds, load_labels, single_samples
-from ._errors import ConfigError, GateFailed
+from ._errors import ConfigError, GateFailed, ModelError
 from ._model_io import InputShapes, LoadedModel, at_input_sizes_of, load_model, model_bytes, prepare, save_model
 from ._ops import TARGETS
 from ._quantize.default import quantize_model
@@ -61,6 +61,7 @@ def calibrate(
     with tempfile.TemporaryDirectory(prefix="lowprec-") as tmp:
         loaded = load_model(localize(model, tmp))
         prepared = prepare(loaded.proto, TARGETS[target].runtime, input_shapes)
+        _check_sized(prepared, input_shapes)
         runtime.check_model(prepared, TARGETS[target].runtime)
         stats = _collect(loaded, prepared, _local_data(data, tmp), config, target)
         stats.save(out_dir)
@@ -112,6 +113,7 @@ def quantize(
     with tempfile.TemporaryDirectory(prefix="lowprec-") as tmp:
         loaded = load_model(localize(model, tmp))
         prepared = prepare(loaded.proto, TARGETS[config.target].runtime, config.input_shapes)
+        _check_sized(prepared, config.input_shapes)
         runtime.check_model(prepared, config.runtime)
         source = _local_data(data, tmp) if data is not None else None
         run = None
@@ -485,6 +487,20 @@ def _local_data(data, tmp: str):
     if isinstance(data, (str, os.PathLike)):
         return localize(data, tmp)
     return data
+
+
+def _check_sized(prepared: onnx.ModelProto, shapes: InputShapes | None) -> None:
+    """With sizes fixed, that ONNX Runtime still loads the model (calibration runs in it): a
+    branch of an If written for other sizes, one no call takes, can contradict them (silero
+    VAD's default export holds an 8 kHz body for 288-sample calls beside its 16 kHz one)."""
+    if not shapes:
+        return
+    try:
+        runtime.session(prepared, threads=1, optimization="basic")  # its constant folding reads every branch
+    except ModelError as err:
+        listed = ", ".join(f"{name} [{', '.join(map(str, dims))}]" for name, dims in shapes.items())
+        raise ModelError(f"with the input sizes fixed as given ({listed}): {err}. Sizes hold in every branch of an If, "
+                         "including one written for other sizes that no call takes") from None
 
 
 def _loads(path: str) -> None:

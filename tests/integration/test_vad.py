@@ -144,3 +144,19 @@ def test_silero_vad_served_in_openvino_once_its_call_length_is_fixed(tmp_path, c
     assert [r.batch for r in lp.BenchmarkReport.model_validate_json((tmp_path / "b.json").read_text()).results] == [1, 16]
     assert main(["validate", str(vad.model_path()), str(out), "--runtime", "openvino", "--data", str(data),
                  "--metric", "mse", "--max-drop", "0.01"]) == 0
+
+
+def test_sizes_that_an_unused_if_branch_contradicts_are_exit_3_saying_so_before_calibration(tmp_path, capsys):
+    """The default export's 8 kHz body is written for 288-sample calls: fixed at 576, ONNX
+    Runtime's constant folding finds a Squeeze there of an axis that is now 2, and refuses the
+    model. The error says the sizes were given, and why a branch no call takes matters."""
+    from lowprec_core._cli import main
+
+    (tmp_path / "empty").mkdir()
+    out = tmp_path / "x.onnx"
+    code = main(["quantize", str(vad.model_path(vad.DEFAULT_EXPORT)), "--data", str(tmp_path / "empty"), "--out", str(out),
+                 "--input-shape", "input=batch,576"])
+    err = capsys.readouterr().err
+    assert code == 3 and not out.exists()  # an empty data folder would have been exit 4 after a check that came later
+    assert "with the input sizes fixed as given (input [batch, 576]): ONNX Runtime cannot load the model" in err
+    assert "Sizes hold in every branch of an If, including one written for other sizes that no call takes" in err
