@@ -167,17 +167,24 @@ def _megabytes(path: Path) -> float:
 DEFAULT_FP32 = "fp32 at the runtime's default precision"
 
 
+def sized_for(bench, runtime: str, workdir: Path) -> Path | None:
+    """In OpenVINO, a model with input_shapes sized first (what `--input-shape` gives lowprec):
+    `bench.path` becomes the sized file, which is returned for every quantizer to read; else None."""
+    if runtime != "openvino" or not bench.input_shapes:
+        return None
+    source = workdir / f"{bench.name}-fp32-sized.onnx"
+    onnx.save(lp.fix_input_shapes(onnx.load(bench.path), bench.input_shapes), source)
+    bench.path = source
+    return source
+
+
 def run_model(model_name: str, variants: list[str], workdir: Path, rounds: int, quant_runs: int = 1,
               runtime: str = "onnxruntime") -> list[dict]:
     """Quantize with every variant, then score and time every model in `runtime`. In OpenVINO, a
     model with input_shapes is sized first, and every quantizer and the FP32 reference get the
     sized model (what `--input-shape` gives lowprec)."""
     bench = MODELS[model_name]()
-    source = None
-    if runtime == "openvino" and bench.input_shapes:
-        source = workdir / f"{model_name}-fp32-sized.onnx"
-        onnx.save(lp.fix_input_shapes(onnx.load(bench.path), bench.input_shapes), source)
-        bench.path = source
+    source = sized_for(bench, runtime, workdir)
     paths = {"fp32": bench.path}
     rows = []
     unasked = None

@@ -21,15 +21,14 @@ import tempfile
 from pathlib import Path
 
 import lowprec_core as lp
-from bench.compare import DEFAULT_FP32, TIMING_BUDGET_S, _session, machine, quantize_interleaved, time_interleaved
+from bench.compare import DEFAULT_FP32, TIMING_BUDGET_S, _session, machine, quantize_interleaved, sized_for, time_interleaved
 from bench.models import MODELS
 
 DEFAULT_VARIANTS = {"onnxruntime": "lowprec,ort-per-tensor,nncf", "openvino": "lowprec-openvino,nncf-openvino"}
 TUNED = "lowprec-tune@"
 
 
-def _tuned(model_name: str, runtime: str, threads: int, out: Path) -> None:
-    bench = MODELS[model_name]()
+def _tuned(bench, runtime: str, threads: int, out: Path) -> None:
     config = lp.QuantConfig(target=lp.runtime_target(runtime)) if runtime == "openvino" else lp.QuantConfig()
     lp.quantize(bench.path, out, data=bench.calib, config=config, tune="latency", tune_threads=threads)
 
@@ -38,9 +37,10 @@ def run_model(model_name: str, variants: list[str], thread_counts: list[int], ru
     """One row per model (FP32 at the runtime's default included, in OpenVINO): its quality and,
     per thread count, its speedup over FP32 at f32 at batch 1 and the large batch."""
     bench = MODELS[model_name]()
+    source = sized_for(bench, runtime, workdir)  # silero VAD in OpenVINO: its call length fixed
     paths: dict[str, Path] = {}
     rows: dict[str, dict] = {}
-    for variant, result in quantize_interleaved(model_name, variants, workdir, 1).items():
+    for variant, result in quantize_interleaved(model_name, variants, workdir, 1, source).items():
         rows[variant] = {"model": model_name, "variant": variant}
         if "error" in result:
             rows[variant]["error"] = result["error"]
@@ -50,7 +50,7 @@ def run_model(model_name: str, variants: list[str], thread_counts: list[int], ru
         if threads > 1 and any(v.startswith("lowprec") for v in variants):
             name, out = f"{TUNED}{threads}", workdir / f"{model_name}-tuned-{threads}.onnx"
             print(f"[{model_name}] latency search at {threads} threads ...", file=sys.stderr, flush=True)
-            _tuned(model_name, runtime, threads, out)
+            _tuned(bench, runtime, threads, out)
             paths[name], rows[name] = out, {"model": model_name, "variant": name}
     reference = _session(bench.path, None, runtime)
     for variant, path in list(paths.items()):
