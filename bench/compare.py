@@ -32,7 +32,7 @@ from bench.anchors import IMPORTS, OPENVINO_IR, VARIANTS
 from bench.models import MODELS
 import lowprec_core as lp
 from lowprec_core import LowprecError
-from lowprec_core._benchmark import balanced_order
+from lowprec_core._benchmark import balanced_order, block_size  # noqa: F401 - bench.threads takes block_size from here
 
 
 def _quantize_child(model_name: str, variant: str, out: str, queue, source: str | None = None) -> None:
@@ -91,13 +91,15 @@ def _session(path: Path, threads: int | None, runtime: str = "onnxruntime", prec
     return ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
 
 
-def time_interleaved(sessions: dict[str, object], feed: dict, rounds: int, budget_s: float = 0.0) -> dict[str, float]:
+def time_interleaved(sessions: dict[str, object], feed: dict, rounds: int, budget_s: float = 0.0, block: int = 1) -> dict[str, float]:
     """Median latency of each session (1 thread each), round by round, in the latency search's
     balanced order (every session right after every other one equally often: one order,
     reversed every other round, timed the session right after FP32 at f32 2-3 % slower than a
     copy of it timed last, PP-OCR cls in OpenVINO on Zen 4). `rounds` at least; more, up to 10x,
     while the whole loop has run under `budget_s`: a model that runs in milliseconds gets enough
-    rounds for its medians to settle. A path stands for an ONNX Runtime session of it."""
+    rounds for its medians to settle. A path stands for an ONNX Runtime session of it. `block`:
+    runs per session per round, the first untimed (lowprec's benchmark does this for sessions on
+    several threads: see _benchmark.THREADED_BLOCK)."""
     sessions = {name: _session(Path(s), threads=1) if isinstance(s, (str, Path)) else s for name, s in sessions.items()}
     for sess in sessions.values():
         for _ in range(3):
@@ -108,9 +110,11 @@ def time_interleaved(sessions: dict[str, object], feed: dict, rounds: int, budge
     r = 0
     while r < rounds or (r < 10 * rounds and time.perf_counter() - started < budget_s):
         for name in (names[j] for j in balanced_order(len(names), r)):
-            start = time.perf_counter()
-            sessions[name].run(None, feed)
-            times[name].append(time.perf_counter() - start)
+            for run in range(block):
+                start = time.perf_counter()
+                sessions[name].run(None, feed)
+                if block == 1 or run > 0:
+                    times[name].append(time.perf_counter() - start)
         r += 1
     return {name: float(np.median(t)) for name, t in times.items()}
 

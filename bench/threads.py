@@ -21,7 +21,7 @@ import tempfile
 from pathlib import Path
 
 import lowprec_core as lp
-from bench.compare import DEFAULT_FP32, TIMING_BUDGET_S, _session, machine, quantize_interleaved, sized_for, time_interleaved
+from bench.compare import DEFAULT_FP32, TIMING_BUDGET_S, _session, block_size, machine, quantize_interleaved, sized_for, time_interleaved
 from bench.models import MODELS
 
 DEFAULT_VARIANTS = {"onnxruntime": "lowprec,ort-per-tensor,nncf", "openvino": "lowprec-openvino,nncf-openvino"}
@@ -33,9 +33,11 @@ def _tuned(bench, runtime: str, threads: int, out: Path) -> None:
     lp.quantize(bench.path, out, data=bench.calib, config=config, tune="latency", tune_threads=threads)
 
 
-def run_model(model_name: str, variants: list[str], thread_counts: list[int], runtime: str, workdir: Path, rounds: int) -> list[dict]:
+def run_model(model_name: str, variants: list[str], thread_counts: list[int], runtime: str, workdir: Path, rounds: int,
+              block: int | None = None) -> list[dict]:
     """One row per model (FP32 at the runtime's default included, in OpenVINO): its quality and,
-    per thread count, its speedup over FP32 at f32 at batch 1 and the large batch."""
+    per thread count, its speedup over FP32 at f32 at batch 1 and the large batch. `block`: runs
+    per session per round above 1 thread, the first untimed (None: lowprec benchmark's, 4)."""
     bench = MODELS[model_name]()
     source = sized_for(bench, runtime, workdir)  # silero VAD in OpenVINO: its call length fixed
     paths: dict[str, Path] = {}
@@ -73,7 +75,8 @@ def run_model(model_name: str, variants: list[str], thread_counts: list[int], ru
             if default is not None:
                 sessions[default] = _session(bench.path, threads, runtime, precision=None)
             medians = time_interleaved(sessions, bench.feed(batch), rounds if batch == small else max(rounds // 4, 10),
-                                       budget_s=TIMING_BUDGET_S)
+                                       budget_s=TIMING_BUDGET_S,
+                                       block=1 if threads == 1 else block or block_size(threads))
             for name, row in rows.items():
                 if name in medians:
                     row[(threads, batch == small)] = medians["fp32"] / medians[name]
@@ -82,7 +85,7 @@ def run_model(model_name: str, variants: list[str], thread_counts: list[int], ru
     return list(rows.values())
 
 
-def render(rows: list[dict], thread_counts: list[int], runtime: str, command: str) -> str:
+def render(rows: list[dict], thread_counts: list[int], runtime: str, command: str, block: int | None = None) -> str:
     head = " | ".join(f"{t} thread{'s' if t > 1 else ''} b=1 / large" for t in thread_counts)
     lines = [
         "# INT8 speedup over FP32 by thread count" + (" in OpenVINO" if runtime == "openvino" else " in ONNX Runtime"),
@@ -93,6 +96,8 @@ def render(rows: list[dict], thread_counts: list[int], runtime: str, command: st
         "Speedup: FP32 (f32) median latency over the model's, both run at that thread count, timed interleaved in",
         f"one process (balanced order; at least the given rounds, more while under {TIMING_BUDGET_S:.0f} s). `{TUNED}N`: the latency",
         "search run at N threads. Quality: the headline metric bench.compare scores, in this runtime.",
+        f"Above 1 thread each session runs {block or block_size(2)} times in its turn, the first untimed: a threaded session right",
+        "after another's run finds its workers parked and its caches cold (lowprec_core._benchmark.THREADED_BLOCK).",
         "",
         f"| model | variant | quality | {head} |",
         "|---|---|---|" + "---|" * len(thread_counts),
@@ -124,6 +129,9 @@ def main() -> None:
     parser.add_argument("--runtime", default="onnxruntime", choices=("onnxruntime", "openvino"))
     parser.add_argument("--variants", default=None, help="bench.compare's variant names (default: lowprec's and the anchors' for the runtime)")
     parser.add_argument("--rounds", type=int, default=60)
+    parser.add_argument("--block", type=int, default=None,
+                        help="above 1 thread, runs per session per round, the first untimed (default: lowprec benchmark's; "
+                             "1: run by run, as before 2026-12-07)")
     parser.add_argument("--out", default=None)
     args = parser.parse_args()
     thread_counts = [int(t) for t in args.threads.split(",")]
@@ -131,8 +139,8 @@ def main() -> None:
     rows = []
     with tempfile.TemporaryDirectory() as tmp:
         for name in args.models.split(","):
-            rows += run_model(name, variants, thread_counts, args.runtime, Path(tmp), args.rounds)
-    text = render(rows, thread_counts, args.runtime, "python -m bench.threads " + " ".join(sys.argv[1:]))
+            rows += run_model(name, variants, thread_counts, args.runtime, Path(tmp), args.rounds, args.block)
+    text = render(rows, thread_counts, args.runtime, "python -m bench.threads " + " ".join(sys.argv[1:]), args.block)
     print(text)
     if args.out:
         Path(args.out).write_text(text)

@@ -80,18 +80,38 @@ def balanced_order(n: int, index: int) -> list[int]:
     return order if row < n else order[::-1]
 
 
-def interleaved(sessions, feed: Feed, *, warmup: int, repeats: int) -> tuple[np.ndarray, ...]:
+# Runs per session per round where sessions run on several threads: the first, right after
+# another session's run, is untimed. A multi-threaded session's run right after another's finds
+# its workers parked and its caches cold: PP-OCR det and Magika INT8 at 2 threads on a 2-core
+# Zen 4 ran 1.2-1.8x slower right after the FP32 session than right after their own run (at 1
+# thread, level: Magika 3.29 against 3.31 ms), a fixed cost that cut the faster model's speedup
+# most (Magika batch 1: 1.62x interleaved run by run, 1.86-2.54x timed in blocks). A loaded pod
+# runs one session back to back: blocks time that.
+THREADED_BLOCK = 4
+
+
+def block_size(threads: int) -> int:
+    """Runs per session per round of an interleaved timing at `threads` threads."""
+    return 1 if threads <= 1 else THREADED_BLOCK
+
+
+def interleaved(sessions, feed: Feed, *, warmup: int, repeats: int, block: int = 1) -> tuple[np.ndarray, ...]:
     """Milliseconds per run of each session on one feed, round by round, in a balanced order so
-    that drift, and the session run before, hit all of them alike."""
+    that drift, and the session run before, hit all of them alike. With `block` > 1 each session
+    runs `block` times in its turn and the first is not timed (see THREADED_BLOCK); `repeats`
+    timed runs each, at least."""
     times: list[list[float]] = [[] for _ in sessions]
     for sess in sessions:
         for _ in range(warmup):
             sess.run(None, feed)
-    for repeat in range(repeats):
+    timed = max(block - 1, 1)
+    for repeat in range(-(-repeats // timed)):
         for index in balanced_order(len(sessions), repeat):
-            start = time.perf_counter()
-            sessions[index].run(None, feed)
-            times[index].append((time.perf_counter() - start) * 1e3)
+            for run in range(block):
+                start = time.perf_counter()
+                sessions[index].run(None, feed)
+                if block == 1 or run > 0:
+                    times[index].append((time.perf_counter() - start) * 1e3)
     return tuple(np.array(t) for t in times)
 
 
@@ -100,7 +120,7 @@ def speedup(reference: bytes, candidate: bytes, feed: Feed, *, repeats: int = 20
     runtime: a quick check, not a benchmark."""
     sessions = tuple(runtime.serving_session(m, runtime=serving, threads=threads, precision=precision, spinning=True)
                      for m, precision in ((reference, "f32"), (candidate, None)))
-    fp, q = interleaved(sessions, feed, warmup=3, repeats=repeats)
+    fp, q = interleaved(sessions, feed, warmup=3, repeats=repeats, block=block_size(threads))
     return float(np.median(fp / q))  # paired rounds: a slow moment hits both models of a round
 
 
@@ -132,11 +152,11 @@ def run(
         for batch in config.batches:
             feed = make_feed(specs, batch, sample)
             repeats = config.repeats
-            series = interleaved(sessions, feed, warmup=config.warmup, repeats=repeats)
+            series = interleaved(sessions, feed, warmup=config.warmup, repeats=repeats, block=block_size(threads))
             for _ in range(MAX_EXTENSIONS):  # noisy: measure longer, keeping what was measured
                 if not _noisy(_cv(*series[:2]), _drift(*series[:2])):
                     break
-                more = interleaved(sessions, feed, warmup=0, repeats=repeats)
+                more = interleaved(sessions, feed, warmup=0, repeats=repeats, block=block_size(threads))
                 series = tuple(np.concatenate([a, b]) for a, b in zip(series, more))
                 repeats *= 2
             fp, q = series[:2]

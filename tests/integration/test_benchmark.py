@@ -51,3 +51,34 @@ def test_interleaved_runs_each_round_in_the_balanced_order():
     times = interleaved([_Logged(i) for i in range(3)], {"x": np.zeros(1)}, warmup=1, repeats=6)
     assert [len(t) for t in times] == [6, 6, 6]
     assert [order[i:i + 3] for i in range(3, len(order), 3)] == [balanced_order(3, r) for r in range(6)]
+
+
+def test_threaded_sessions_are_timed_in_blocks_whose_first_run_is_untimed():
+    """A threaded session right after another's run finds its workers parked: at more than one
+    thread each session runs THREADED_BLOCK times in its turn and the handover run is not timed."""
+    import numpy as np
+
+    from lowprec_core._benchmark import THREADED_BLOCK, balanced_order, block_size, interleaved
+
+    order: list[int] = []
+
+    class _Slow:  # its first run of a turn is the slow one, as a parked pool's is
+        def __init__(self, index: int) -> None:
+            self.index = index
+
+        def run(self, names, feed):
+            if order and order[-1] != self.index:
+                import time
+
+                time.sleep(0.02)
+            order.append(self.index)
+            return []
+
+    assert block_size(1) == 1 and block_size(8) == THREADED_BLOCK > 1
+    times = interleaved([_Slow(0), _Slow(1)], {"x": np.zeros(1)}, warmup=0, repeats=6, block=THREADED_BLOCK)
+    per_turn = THREADED_BLOCK - 1
+    assert [len(t) for t in times] == [per_turn * -(-6 // per_turn)] * 2
+    assert max(max(t) for t in times) < 10  # ms: no handover (20 ms) was timed
+    turns = [order[i] for i in range(0, len(order), THREADED_BLOCK)]
+    assert turns == [s for r in range(-(-6 // per_turn)) for s in balanced_order(2, r)]
+    assert all(order[i:i + THREADED_BLOCK] == [order[i]] * THREADED_BLOCK for i in range(0, len(order), THREADED_BLOCK))
