@@ -317,7 +317,7 @@ def search(prepared: onnx.ModelProto, stats: Statistics, config: QuantConfig, sa
     # Without a budget, the loop may stop a candidate for its error, where that error is its own.
     exact = [] if accept is not None else [i for i, k in enumerate(timed, 1) if k not in build.provisional]
     seconds = None if spent is None else max(BOUND_FLOOR, SEARCH_SHARE * spent - (time.perf_counter() - started))
-    times, errors, fp32_outputs = measure(sessions, samples, exact=exact, seconds=seconds)
+    times, errors, fp32_outputs = measure(sessions, samples, exact=exact, seconds=seconds, handover=threads > 1)
     speedup = {k: float(np.median(times[0][:len(t)] / t)) for k, t in zip(timed, times[1:])}
     nmse = dict(zip(timed, errors))
     rounds = {k: len(t) for k, t in zip(timed, times[1:])}
@@ -352,7 +352,7 @@ def search(prepared: onnx.ModelProto, stats: Statistics, config: QuantConfig, sa
 
     def batch_gain(key: Key, against: Key = default) -> float | None:
         """`against`'s time over the candidate's on the tuning samples as one batch."""
-        return None if stacked() is None else _batch_gain(session_of(against), session_of(key), stacked())
+        return None if stacked() is None else _batch_gain(session_of(against), session_of(key), stacked(), threads > 1)
 
     base, gain = _precision_base(default, finished, nmse, batch_gain)
     chosen = choose(base, finished, nmse, accept=judged if accept is not None else None, plain=plain)
@@ -360,7 +360,7 @@ def search(prepared: onnx.ModelProto, stats: Statistics, config: QuantConfig, sa
     if chosen != base:  # the loop's verdict, measured again with the two alone (see SPEED_MARGIN)
         # Faster by the margin, or (the default ran slower than FP32 and this quantizes nothing) no slower.
         needed = SPEED_MARGIN if speedup[chosen] >= speedup[base] * SPEED_MARGIN else 1.0
-        confirmation = _head_to_head(session_of(base), session_of(chosen), samples)
+        confirmation = _head_to_head(session_of(base), session_of(chosen), samples, threads > 1)
         if confirmation >= needed:
             large = batch_gain(chosen, base)
         if confirmation < needed or (large is not None and large * SPEED_MARGIN < 1.0):
@@ -416,14 +416,16 @@ def search(prepared: onnx.ModelProto, stats: Statistics, config: QuantConfig, sa
 
 
 def measure(sessions, samples: list[Feed], *, exact: Iterable[int] = (), seconds: float | None = None,
-            ) -> tuple[list[np.ndarray], list[float], list]:
+            handover: bool = False) -> tuple[list[np.ndarray], list[float], list]:
     """Round by round, every session on one sample: sessions[0] is the FP32 reference and
     sessions[1] the default. Returns the milliseconds of each run (the mean of a round's
     repeats), per session (a session dropped from the loop has fewer; the loop stops once no
     candidate is left to decide), each candidate's output NMSE against the reference's over the
     samples it ran, and the reference's outputs, one per round. `exact`: the sessions whose
     error may stop them (QUALITY_DROP). `seconds`: once this long has passed since the warm-up
-    began, the loop ends with the round running (after DROP_AFTER + 1 rounds at least)."""
+    began, the loop ends with the round running (after DROP_AFTER + 1 rounds at least).
+    `handover`: each session's turn starts with an untimed run (threaded sessions: see
+    _benchmark.THREADED_BLOCK)."""
     began, warm = time.perf_counter(), 0.0
     for sess in sessions:
         for _ in range(WARMUP):
@@ -454,6 +456,8 @@ def measure(sessions, samples: list[Feed], *, exact: Iterable[int] = (), seconds
                 break
         outputs = {}
         for i in (running[j] for j in balanced_order(len(running), index)):
+            if handover:
+                sessions[i].run(None, feed)
             start = time.perf_counter()
             for _ in range(reps):
                 outputs[i] = sessions[i].run(None, feed)
@@ -648,16 +652,18 @@ def _large_batch(prepared: onnx.ModelProto, samples: list[Feed]) -> Feed | None:
     return concat(samples, specs)
 
 
-def _interleaved(first, second, feeds: list[Feed], reps: int = 1) -> float:
+def _interleaved(first, second, feeds: list[Feed], reps: int = 1, handover: bool = False) -> float:
     """The median over one round per feed of first's time over second's, the two run in turn
     (`reps` times each, in the balanced order: for two, reversed every other round), after one
-    untimed run of each."""
+    untimed run of each; with `handover`, each turn starts with an untimed run too."""
     for sess in (first, second):
         sess.run(None, feeds[0])
     ratios = []
     for index, feed in enumerate(feeds):
         seconds = {}
         for key in balanced_order(2, index):
+            if handover:
+                (first, second)[key].run(None, feed)
             start = time.perf_counter()
             for _ in range(reps):
                 (first, second)[key].run(None, feed)
@@ -666,16 +672,16 @@ def _interleaved(first, second, feeds: list[Feed], reps: int = 1) -> float:
     return float(np.median(ratios))
 
 
-def _batch_gain(first, second, large: Feed) -> float:
+def _batch_gain(first, second, large: Feed, handover: bool = False) -> float:
     """first's time over second's on the tuning samples as one batch: LARGE_ROUNDS runs each in turn."""
-    return _interleaved(first, second, [large] * LARGE_ROUNDS)
+    return _interleaved(first, second, [large] * LARGE_ROUNDS, handover=handover)
 
 
-def _head_to_head(first, second, samples: list[Feed]) -> float:
+def _head_to_head(first, second, samples: list[Feed], handover: bool = False) -> float:
     """first's time over second's at batch 1, the two alone: one round per tuning sample, each
     run for ROUND_MS of first's time (see measure) in turn. Where the loop found a candidate
     faster than the default, this says whether it is: see SPEED_MARGIN."""
-    return _interleaved(first, second, samples, _repeats(first, samples[0]))
+    return _interleaved(first, second, samples, _repeats(first, samples[0]), handover)
 
 
 def _build(quantizer: Quantizer, config: QuantConfig, replay) -> tuple[onnx.ModelProto, QuantPlan, bytes]:

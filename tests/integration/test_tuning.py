@@ -27,8 +27,8 @@ def no_profiled_candidate(monkeypatch):
 def loop_verdicts_stand(monkeypatch):
     """Tests that force the loop's timings have the head-to-head check agree with them, except
     where a test forces it otherwise: this machine's timings are not theirs."""
-    monkeypatch.setattr(_tuning, "_head_to_head", lambda first, second, samples: float("inf"))
-    monkeypatch.setattr(_tuning, "_batch_gain", lambda first, second, large: float("inf"))
+    monkeypatch.setattr(_tuning, "_head_to_head", lambda first, second, samples, *handover: float("inf"))
+    monkeypatch.setattr(_tuning, "_batch_gain", lambda first, second, large, *handover: float("inf"))
 
 
 def test_the_latency_search_reports_every_candidate_and_its_choice_reproduces(demo, tmp_path, capsys):
@@ -142,6 +142,29 @@ def test_measure_times_every_session_and_drops_those_far_behind_the_default(cloc
     assert sessions[0].calls == _tuning.WARMUP + _tuning.SAMPLES  # its first run took ROUND_MS: no more runs to decide
 
 
+def test_measure_at_several_threads_leaves_each_turns_handover_run_untimed(clock):
+    """A threaded session's first run after another session's finds its pool parked (see
+    _benchmark.THREADED_BLOCK): with `handover`, that run is made and not timed."""
+    ref = np.ones(4, dtype=np.float32)
+    samples = [{"x": np.zeros(1)}] * _tuning.SAMPLES
+
+    class _Parked(_Fixed):
+        def run(self, names, feed):
+            handover = self.clock.last is not self
+            self.clock.last = self
+            self.seconds = 0.02 if handover else self.base  # 20 ms to wake, then its own time
+            return super().run(names, feed)
+
+    clock.last = None
+    sessions = [_Parked(clock, 0.006, [ref]), _Parked(clock, 0.003, [ref])]
+    for session, base in zip(sessions, (0.006, 0.003)):
+        session.base = base
+    times, _, _ = _tuning.measure(sessions, samples, handover=True)
+    assert np.median(times[0] / times[1]) == pytest.approx(2.0)  # the handover is in neither
+    times, _, _ = _tuning.measure(sessions, samples)
+    assert abs(np.median(times[0] / times[1]) - 2.0) > 0.2  # timed with it, the ratio is the handovers' as much as the models'
+
+
 def test_measure_stops_a_candidate_never_ahead_and_then_the_loop(clock):
     """A candidate as fast as the default is behind the margin in every round: after DROP_AFTER
     rounds it stops. The default, twice as fast as FP32 in every round, runs one round more
@@ -253,8 +276,8 @@ def test_a_candidate_faster_in_the_loop_is_kept_only_if_faster_again_head_to_hea
     and no slower beyond that on the tuning samples as one batch (timed only once batch 1 agrees);
     else the default stays and the search says why. Both measurements go into the report."""
     asked, stacked = [], []
-    monkeypatch.setattr(_tuning, "_head_to_head", lambda first, second, samples: asked.append(len(samples)) or head_to_head)
-    monkeypatch.setattr(_tuning, "_batch_gain", lambda first, second, large: stacked.append(large) or batch_gain)
+    monkeypatch.setattr(_tuning, "_head_to_head", lambda first, second, samples, *handover: asked.append(len(samples)) or head_to_head)
+    monkeypatch.setattr(_tuning, "_batch_gain", lambda first, second, large, *handover: stacked.append(large) or batch_gain)
     _, _, result, every, _ = _residual_search(tmp_path, monkeypatch, every_layer_seconds=0.25)
     tuning = result.tuning
     assert asked == [_tuning.SAMPLES] and tuning.head_to_head == head_to_head and tuning.head_to_head_batch == batch_gain
@@ -282,7 +305,7 @@ def test_a_default_the_loop_found_slower_than_fp32_stays_if_head_to_head_float_i
     data = models.feeds(models.residual_block(), batches=4, batch=4)
     _force_times(monkeypatch, lambda sessions, n: [np.full(n, 1.0), np.full(n, 1.03), *(np.full(n, 1.2) for _ in range(sessions - 2))])
     for gain, float_kept in ((0.99, False), (1.0, True)):
-        monkeypatch.setattr(_tuning, "_head_to_head", lambda first, second, samples, gain=gain: gain)
+        monkeypatch.setattr(_tuning, "_head_to_head", lambda first, second, samples, *handover, gain=gain: gain)
         result = lp.quantize(model, tmp_path / "t.onnx", data=data, tune="latency")
         assert (result.plan.layers() == []) == float_kept and result.tuning.head_to_head == gain
 
@@ -663,7 +686,7 @@ def test_f32_float_layers_faster_at_batch_1_are_kept_only_if_no_slower_at_a_larg
     _force_times(monkeypatch, lambda sessions, n: [np.full(n, 1.0), *(np.full(n, 0.5) for _ in range(sessions - 3)),
                                                    np.full(n, 0.25), np.full(n, 2.0)])
     batches = []
-    monkeypatch.setattr(_tuning, "_batch_gain", lambda first, second, large: batches.append(large) or large_batch_gain)
+    monkeypatch.setattr(_tuning, "_batch_gain", lambda first, second, large, *handover: batches.append(large) or large_batch_gain)
     result = lp.quantize(demo["model"], tmp_path / "t.onnx", data=demo["calib"], config=lp.QuantConfig(target="openvino"),
                          tune="latency")
     (chosen,) = [c for c in result.tuning.candidates if c.chosen]
