@@ -220,8 +220,8 @@ def test_the_latency_search_with_a_budget_scores_its_candidates_in_openvino(demo
         return [np.full(n, 1.0), *(np.full(n, 1.0) for _ in times[1:-1]), np.full(n, 0.25)], nmse, [sessions[0].run(None, s) for s in samples]
 
     monkeypatch.setattr(_tuning, "measure", forced)
-    monkeypatch.setattr(_tuning, "_head_to_head", lambda first, second, samples: 4.0)  # and timed alone, as fast
-    monkeypatch.setattr(_tuning, "_batch_gain", lambda first, second, large: 4.0)  # at batch 1 and as one batch
+    monkeypatch.setattr(_tuning, "_head_to_head", lambda first, second, samples, *handover: 4.0)  # and timed alone, as fast
+    monkeypatch.setattr(_tuning, "_batch_gain", lambda first, second, large, *handover: 4.0)  # at batch 1 and as one batch
     scored_in = []
     real_full = _validate.Evaluator.full
     monkeypatch.setattr(_validate.Evaluator, "full", lambda self, model: scored_in.append(self.serving) or real_full(self, model))
