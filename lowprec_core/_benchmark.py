@@ -82,11 +82,11 @@ def balanced_order(n: int, index: int) -> list[int]:
 
 # Runs per session per round where sessions run on several threads: the first, right after
 # another session's run, is untimed. A multi-threaded session's run right after another's finds
-# its workers parked and its caches cold: PP-OCR det and Magika INT8 at 2 threads on a 2-core
-# Zen 4 ran 1.2-1.8x slower right after the FP32 session than right after their own run (at 1
-# thread, level: Magika 3.29 against 3.31 ms), a fixed cost that cut the faster model's speedup
-# most (Magika batch 1: 1.62x interleaved run by run, 1.86-2.54x timed in blocks). A loaded pod
-# runs one session back to back: blocks time that.
+# its workers parked and its caches cold: Magika INT8 at 2 threads on a 2-core Zen 4 ran 2.0-3.2
+# ms right after the FP32 session's run and 1.7 ms right after its own (at 1 thread 3.29 against
+# 3.31 ms), a fixed cost that cuts the faster model's speedup most (Magika batch 1: 1.62x timed
+# run by run, 1.86-2.54x in blocks; bench/results/threads-*.md). A loaded pod runs one session
+# back to back: blocks time that.
 THREADED_BLOCK = 4
 
 
