@@ -32,7 +32,7 @@ from bench.anchors import IMPORTS, OPENVINO_IR, VARIANTS
 from bench.models import MODELS
 import lowprec_core as lp
 from lowprec_core import LowprecError
-from lowprec_core._benchmark import balanced_order, block_size  # noqa: F401 - bench.threads takes block_size from here
+from lowprec_core._benchmark import balanced_order, block_size, turn  # noqa: F401 - bench.threads takes block_size from here
 
 
 def _quantize_child(model_name: str, variant: str, out: str, queue, source: str | None = None) -> None:
@@ -110,11 +110,7 @@ def time_interleaved(sessions: dict[str, object], feed: dict, rounds: int, budge
     r = 0
     while r < rounds or (r < 10 * rounds and time.perf_counter() - started < budget_s):
         for name in (names[j] for j in balanced_order(len(names), r)):
-            for run in range(block):
-                start = time.perf_counter()
-                sessions[name].run(None, feed)
-                if block == 1 or run > 0:
-                    times[name].append(time.perf_counter() - start)
+            times[name] += turn(sessions[name], feed, block)
         r += 1
     return {name: float(np.median(t)) for name, t in times.items()}
 

@@ -23,6 +23,7 @@ from ._calibration.stats import Statistics, load_statistics
 from ._config import AccuracyBudget, BenchmarkConfig, CalibrationConfig, QuantConfig
 from ._data import Feed, input_specs, iter_feeds, load_labels, single_samples
 from ._errors import ConfigError, GateFailed, ModelError
+from ._graph import shown_sizes
 from ._model_io import InputShapes, LoadedModel, at_input_sizes_of, load_model, model_bytes, prepare, save_model
 from ._ops import TARGETS
 from ._quantize.default import quantize_model
@@ -479,7 +480,9 @@ def _load_pair(fp32: PathOrUri, int8: PathOrUri, tmp: str) -> tuple[LoadedModel,
     if sized is not None:
         path = Path(tmp) / "reference-sized" / reference.path.name
         save_model(sized, path, external_data=bool(reference.data_files) or None)
-        reference = load_model(path).replace(sha256=reference.sha256)  # still the file it came from
+        data = path.parent / f"{path.name}.data"  # save_model's weights file, where it wrote one
+        # Built here, not read back: the bytes are this process's own; its identity stays the source's.
+        reference = LoadedModel(sized, reference.sha256, path, (data.name,) if data.exists() else ())
     return reference, candidate
 
 
@@ -498,7 +501,7 @@ def _check_sized(prepared: onnx.ModelProto, shapes: InputShapes | None) -> None:
     try:
         runtime.session(prepared, threads=1, optimization="basic")  # its constant folding reads every branch
     except ModelError as err:
-        listed = ", ".join(f"{name} [{', '.join(map(str, dims))}]" for name, dims in shapes.items())
+        listed = ", ".join(f"{name} {shown_sizes(dims)}" for name, dims in shapes.items())
         raise ModelError(f"with the input sizes fixed as given ({listed}): {err}. Sizes hold in every branch of an If, "
                          "including one written for other sizes that no call takes") from None
 

@@ -107,12 +107,20 @@ def interleaved(sessions, feed: Feed, *, warmup: int, repeats: int, block: int =
     timed = max(block - 1, 1)
     for repeat in range(-(-repeats // timed)):
         for index in balanced_order(len(sessions), repeat):
-            for run in range(block):
-                start = time.perf_counter()
-                sessions[index].run(None, feed)
-                if block == 1 or run > 0:
-                    times[index].append((time.perf_counter() - start) * 1e3)
+            times[index] += [seconds * 1e3 for seconds in turn(sessions[index], feed, block)]
     return tuple(np.array(t) for t in times)
+
+
+def turn(session, feed: Feed, block: int = 1) -> list[float]:
+    """One session's turn in an interleaved timing: `block` runs, the seconds of each timed one
+    (every run when block is 1; all but the first, the handover, else: see THREADED_BLOCK)."""
+    seconds = []
+    for run in range(block):
+        start = time.perf_counter()
+        session.run(None, feed)
+        if block == 1 or run > 0:
+            seconds.append(time.perf_counter() - start)
+    return seconds
 
 
 def speedup(reference: bytes, candidate: bytes, feed: Feed, *, repeats: int = 20, threads: int = 1, serving: str = "onnxruntime") -> float:

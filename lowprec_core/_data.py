@@ -297,7 +297,7 @@ def _sliced_feeds(path: Path, specs: list[InputSpec], size: int) -> Iterator[Fee
     if len(set(lengths.values())) > 1:
         listed = ", ".join(f"{name!r} {length}" for name, length in lengths.items())
         raise DataError(f"{path}: arrays must hold as many samples as each other along their batch axes; got {listed}")
-    total = batch_size(arrays, specs)
+    total = next(iter(lengths.values()), 1)  # every batch axis holds as many; none at all: one sample
     for start in range(0, total, size):
         yield take(arrays, specs, slice(start, start + size))
 

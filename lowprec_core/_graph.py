@@ -30,6 +30,22 @@ def attribute(node: onnx.NodeProto, name: str, default=None):
     return default if found is None else onnx.helper.get_attribute_value(found)
 
 
+def dim_sizes(dims) -> list[int | str]:
+    """A shape's sizes: the number where fixed, else its name, else "?" (0 or unset)."""
+    return [d.dim_value if d.HasField("dim_value") and d.dim_value > 0 else (d.dim_param or "?") for d in dims]
+
+
+def input_sizes(graph: onnx.GraphProto) -> dict[str, list[int | str]]:
+    """The graph's inputs (initializers listed as inputs left out) and their sizes (dim_sizes)."""
+    inits = {init.name for init in graph.initializer}
+    return {value.name: dim_sizes(value.type.tensor_type.shape.dim) for value in graph.input if value.name not in inits}
+
+
+def shown_sizes(sizes) -> str:
+    """Sizes as errors show them: [batch, 576]."""
+    return "[" + ", ".join(map(str, sizes)) + "]"
+
+
 def initializers(graph: onnx.GraphProto) -> dict[str, onnx.TensorProto]:
     return {init.name: init for init in graph.initializer}
 

@@ -17,7 +17,7 @@ from . import _simplify as simplify
 from ._digest import sha256
 from ._config import check_input_sizes
 from ._errors import ConfigError, ModelError, one_line
-from ._graph import all_names, all_nodes, attribute, drop_unused_initializers, names_defined_here, subgraphs
+from ._graph import all_names, all_nodes, attribute, dim_sizes, drop_unused_initializers, names_defined_here, shown_sizes, subgraphs
 from ._struct import Struct
 
 # ONNX's operator-schema registry fills itself on first use (about 15 ms). Do it when this module
@@ -174,14 +174,14 @@ def fix_input_shapes(model: onnx.ModelProto, shapes: InputShapes) -> onnx.ModelP
         if not tensor.HasField("shape"):  # rank unknown: any rank fits
             tensor.shape.dim.extend(onnx.TensorShapeProto.Dimension() for _ in dims)
         shape = tensor.shape
-        have = [d.dim_value if d.HasField("dim_value") and d.dim_value > 0 else (d.dim_param or "?") for d in shape.dim]
+        have = dim_sizes(shape.dim)
         if len(dims) != len(have):
-            raise ConfigError(f"input shape for {name!r}: {len(dims)} sizes given ({_shown(dims)}); the model's input "
-                              f"{_shown(have)} has {len(have)}")
+            raise ConfigError(f"input shape for {name!r}: {len(dims)} sizes given ({shown_sizes(dims)}); the model's input "
+                              f"{shown_sizes(have)} has {len(have)}")
         for axis, (size, old) in enumerate(zip(dims, have)):
             if isinstance(old, int) and size != old:
                 raise ConfigError(f"input shape for {name!r}: {size} at axis {axis}, where the model's input "
-                                  f"{_shown(have)} has the fixed size {old}")
+                                  f"{shown_sizes(have)} has the fixed size {old}")
         for dim, size in zip(shape.dim, dims):
             if isinstance(size, int):
                 dim.dim_value = size  # clears dim_param: the two share a oneof
@@ -206,10 +206,6 @@ def at_input_sizes_of(reference: onnx.ModelProto, candidate: onnx.ModelProto) ->
                 dim.dim_value = other.dim_value
                 changed = True
     return model if changed else None
-
-
-def _shown(dims) -> str:
-    return "[" + ", ".join(map(str, dims)) + "]"
 
 
 _WEIGHT_PAYLOAD = 4096  # bytes: a float initializer larger than this goes round shape inference

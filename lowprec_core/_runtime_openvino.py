@@ -19,6 +19,7 @@ import onnx
 import openvino as ov
 
 from ._errors import ModelError, one_line
+from ._graph import input_sizes, shown_sizes
 from ._struct import Struct
 
 _CORE: ov.Core | None = None
@@ -96,13 +97,10 @@ def _free_sizes_hint(model: onnx.ModelProto | bytes | str) -> str:
     help (a size that decides a shape-dependent If leaves its output's rank unknown to OpenVINO)."""
     if not isinstance(model, onnx.ModelProto):
         return ""
-    inits = {init.name for init in model.graph.initializer}
-    shapes = {value.name: [d.dim_value if d.HasField("dim_value") and d.dim_value > 0 else (d.dim_param or "?")
-                           for d in value.type.tensor_type.shape.dim]
-              for value in model.graph.input if value.name not in inits}
-    if sum(isinstance(size, str) for dims in shapes.values() for size in dims[1:]) == 0:
+    shapes = input_sizes(model.graph)
+    if not any(isinstance(size, str) for dims in shapes.values() for size in dims[1:]):
         return ""
-    listed = ", ".join(f"{name} [{', '.join(map(str, dims))}]" for name, dims in shapes.items())
+    listed = ", ".join(f"{name} {shown_sizes(dims)}" for name, dims in shapes.items())
     return (f". The model's inputs leave sizes free ({listed}): fixing those it is served at "
             "(--input-shape NAME=SIZES, QuantConfig.input_shapes) may let OpenVINO read it")
 
