@@ -8,7 +8,9 @@ import sys
 from pathlib import Path
 
 import numpy as np
+import onnx
 import pytest
+from onnx import TensorProto, helper, numpy_helper
 
 from tests.conftest import lowprec
 
@@ -263,3 +265,20 @@ def test_demo_prints_a_line_per_step_and_keeps_kfp_logs_in_a_file(tmp_path):
     assert "top-1 accuracy" in result.stdout and "published digits" in result.stdout
     assert "{" not in result.stdout, "kfp's executor JSON stays in the log"
     assert sorted(p.name for p in tmp_path.iterdir()) == ["home"], "nothing written to the working directory"
+
+
+def test_quantize_says_so_when_it_quantized_nothing_and_why(tmp_path, demo):
+    """A float64 MatMul has no float32 weight: the model comes out as it went in, and the
+    command says so (it used to print "0 nodes quantized" and nothing else)."""
+    weight = numpy_helper.from_array(np.random.default_rng(0).normal(size=(16, 8)), "w")
+    graph = helper.make_graph([helper.make_node("MatMul", ["x", "w"], ["y"], "mm")], "double",
+                              [helper.make_tensor_value_info("x", TensorProto.DOUBLE, ["N", 16])],
+                              [helper.make_tensor_value_info("y", TensorProto.DOUBLE, ["N", 8])], [weight])
+    onnx.save(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)], ir_version=8), tmp_path / "f64.onnx")
+    np.savez(tmp_path / "data.npz", x=np.random.default_rng(1).normal(size=(8, 16)))
+    result = lowprec("quantize", tmp_path / "f64.onnx", "--data", tmp_path / "data.npz", "--out", tmp_path / "int8.onnx")
+    assert result.returncode == 0, result.stderr
+    assert "0 nodes quantized" in result.stdout
+    assert "warning: nothing was quantized" in result.stderr and "weight is not a float32 constant (1)" in result.stderr, result.stderr
+    result = lowprec("quantize", demo["model"], "--data", demo["calib"], "--out", tmp_path / "digits.onnx")
+    assert result.returncode == 0 and "nothing was quantized" not in result.stderr
