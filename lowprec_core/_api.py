@@ -483,6 +483,7 @@ def _load_pair(fp32: PathOrUri, int8: PathOrUri, tmp: str) -> tuple[LoadedModel,
         data = path.parent / f"{path.name}.data"  # save_model's weights file, where it wrote one
         # Built here, not read back: the bytes are this process's own; its identity stays the source's.
         reference = LoadedModel(sized, reference.sha256, path, (data.name,) if data.exists() else ())
+    runtime.probe_float16(reference.proto, reference.path)  # a float16 source: see _runtime
     return reference, candidate
 
 

@@ -117,6 +117,17 @@ def names_read(graph: onnx.GraphProto) -> set[str]:
     return names
 
 
+def rename(graph: onnx.GraphProto, mapping: dict[str, str]) -> None:
+    """Renames values in place, wherever `graph` and its bodies define or read them."""
+    for value in (*graph.input, *graph.output, *graph.value_info, *graph.initializer):
+        value.name = mapping.get(value.name, value.name)
+    for node in graph.node:
+        node.input[:] = [mapping.get(name, name) for name in node.input]
+        node.output[:] = [mapping.get(name, name) for name in node.output]
+        for sub in subgraphs(node):
+            rename(sub, mapping)  # an inner body reads the outer name (it cannot define it again)
+
+
 def drop_unused_initializers(graph: onnx.GraphProto) -> None:
     """Removes the initializers no node reads, in place: the others are not copied (extending a
     repeated field copies every tensor, a model's weights whole)."""

@@ -13,11 +13,15 @@ import onnx
 from google.protobuf.message import DecodeError
 from onnx import numpy_helper
 
+from . import _float16 as float16
 from . import _simplify as simplify
 from ._digest import sha256
 from ._config import check_input_sizes
 from ._errors import ConfigError, ModelError, one_line
-from ._graph import all_names, all_nodes, attribute, dim_sizes, drop_unused_initializers, names_defined_here, shown_sizes, subgraphs
+from ._graph import (
+    all_graphs, all_names, all_nodes, attribute, dim_sizes, drop_unused_initializers, names_defined_here, rename, shown_sizes, subgraphs,
+    topological_sort,
+)
 from ._struct import Struct
 
 # ONNX's operator-schema registry fills itself on first use (about 15 ms). Do it when this module
@@ -81,8 +85,29 @@ def load_model(path: str | os.PathLike[str]) -> LoadedModel:
         # The file's own bytes when they hold the whole model: no second serialization.
         onnx.checker.check_model(raw if not data_files else (str(path) if proto.ByteSize() >= _PROTOBUF_LIMIT else proto))
     except (onnx.checker.ValidationError, ValueError) as err:
-        raise ModelError(f"{path}: ONNX checker rejected the model: {one_line(err, 600)}") from None
+        if not _sorted_passes(proto, err):
+            raise ModelError(f"{path}: ONNX checker rejected the model: {one_line(err, 600)}") from None
+        log.warning("%s: its nodes are out of order (ONNX Runtime sorts them on load, the ONNX checker does not); "
+                    "sorted them", path)
     return LoadedModel(proto, digest.hexdigest(), path, tuple(data_files))
+
+
+def _sorted_passes(proto: onnx.ModelProto, err: Exception) -> bool:
+    """Whether the checker's only complaint was node order: then `proto`'s graphs are sorted in
+    place and it passes. ORT's own float16 converter (keep_io_types) appends the input Casts last,
+    and ORT loads what it writes."""
+    if "topologically sorted" not in str(err) or proto.ByteSize() >= _PROTOBUF_LIMIT:
+        return False
+    try:
+        for graph in list(all_graphs(proto.graph)):
+            topological_sort(graph)
+    except RuntimeError:  # a cycle: no order fixes it
+        return False
+    try:
+        onnx.checker.check_model(proto)
+    except (onnx.checker.ValidationError, ValueError):
+        return False
+    return True
 
 
 def external_data_files(model: onnx.ModelProto) -> list[str]:
@@ -126,6 +151,7 @@ def prepare(model: onnx.ModelProto, runtime: str = "onnxruntime", input_shapes: 
     """Return a copy ready for calibration and quantization.
 
     Gives the inputs the sizes `input_shapes` fixes (see fix_input_shapes), names every node,
+    computes a float16 model in float32 behind its float16 inputs and outputs (see _float16),
     turns Constant nodes (and ConstantOfShape of a constant shape, and
     Identity/Cast/Transpose/Reshape/Squeeze/Unsqueeze of constants) and initializer-inputs into
     plain initializers,
@@ -139,6 +165,8 @@ def prepare(model: onnx.ModelProto, runtime: str = "onnxruntime", input_shapes: 
     _name_nodes(model.graph)
     _unique_body_names(model.graph, names_defined_here(model.graph), set(all_names(model.graph)))
     _constants_to_initializers(model.graph)
+    if float16.computes_in_float16(model):
+        float16.widen(model)
     # IR 3 required every initializer to be a graph input too (the ONNX model zoo's opset 7-9
     # CNNs); IR 4 lifted that. The inputs are gone now, so the model must say IR 4 at least or
     # the opset converter finds its weights undefined.
@@ -316,19 +344,9 @@ def _unique_body_names(graph: onnx.GraphProto, seen: set[str], used: set[str]) -
                 mapping[name] = f"{name}__{index}"
                 used.add(mapping[name])
             if mapping:
-                _rename(sub, mapping)
+                rename(sub, mapping)
             seen |= names_defined_here(sub)
             _unique_body_names(sub, seen, used)
-
-
-def _rename(graph: onnx.GraphProto, mapping: dict[str, str]) -> None:
-    for value in (*graph.input, *graph.output, *graph.value_info, *graph.initializer):
-        value.name = mapping.get(value.name, value.name)
-    for node in graph.node:
-        node.input[:] = [mapping.get(name, name) for name in node.input]
-        node.output[:] = [mapping.get(name, name) for name in node.output]
-        for sub in subgraphs(node):
-            _rename(sub, mapping)  # an inner body reads the outer name (it cannot define it again)
 
 
 _CONSTANT_ATTRS = {

@@ -3,6 +3,9 @@
 from __future__ import annotations
 
 import json
+import logging
+import subprocess
+import sys
 import tempfile
 from pathlib import Path
 
@@ -10,9 +13,13 @@ import onnx
 import onnxruntime as ort
 
 from ._config import RUNTIMES
+from ._digest import sha256
 from ._errors import ConfigError, ModelError
+from ._float16 import computes_in_float16
 from ._graph import all_nodes
 from ._struct import Struct
+
+log = logging.getLogger(__name__)
 
 PROVIDERS = ["CPUExecutionProvider"]
 PROTOBUF_LIMIT = 2**31 - 1  # one serialized ModelProto; larger models need external data
@@ -52,6 +59,7 @@ def session(
     if profile_prefix:  # ORT's profile goes to a file named from this prefix (else into the working directory)
         options.enable_profiling = True
         options.profile_file_prefix = profile_prefix
+    disabled = _crashing_passes(model) if optimization == "all" else []
     if isinstance(model, onnx.ModelProto) and model.ByteSize() >= PROTOBUF_LIMIT:
         # Over protobuf's limit: hand ORT a file with external data (it maps the weights).
         with tempfile.TemporaryDirectory(prefix="lowprec-large-") as tmp:
@@ -59,8 +67,61 @@ def session(
             clone = onnx.ModelProto()
             clone.CopyFrom(model)  # saving with external data rewrites the tensors it is given
             onnx.save_model(clone, path, save_as_external_data=True, all_tensors_to_one_file=True, location="model.onnx.data")
-            return _build(str(path), options)
-    return _build(model.SerializeToString() if isinstance(model, onnx.ModelProto) else model, options)
+            return _build(str(path), options, disabled)
+    return _build(model.SerializeToString() if isinstance(model, onnx.ModelProto) else model, options, disabled)
+
+
+# ORT's NCHWc layout pass dereferences null on the Casts ORT itself inserts around float16 nodes
+# it has no CPU kernel for (onnxruntime#28392: Transpose -> MatMul in float16; still in 1.31):
+# building the session kills the process. lowprec's own models compute in float32 (see _float16);
+# a user's float16 model is probed in a child process, once, and built without the pass if it dies.
+_NCHWC_PROBE = "import sys, onnxruntime as ort; ort.InferenceSession(sys.argv[1], providers=['CPUExecutionProvider'])"
+_PROBE_SECONDS = 600
+_probed: dict[object, list[str]] = {}  # a model's bytes' sha256, or its file's (path, size, mtime) -> passes to leave out
+
+
+def probe_float16(model: onnx.ModelProto, path: str | Path) -> None:
+    """Before ONNX Runtime sessions of a user's model file: where `model` (the file at `path`,
+    parsed) computes in float16, probe a session of it in a child process, so that sessions of
+    the file built later here leave out the passes that kill the process. Float32 models cost
+    nothing: sessions of a path never parse the file again."""
+    if computes_in_float16(model):
+        _probed[_file_key(path)] = _probe(str(path))
+
+
+def _crashing_passes(model: onnx.ModelProto | bytes | str) -> list[str]:
+    """The ORT passes a session of `model` must go without: ["NchwcTransformer"] for a float16
+    model whose session kills the process, else none. Bytes are lowprec's own models (float32
+    inside); a path is as probe_float16 found it."""
+    if isinstance(model, str):
+        return _probed.get(_file_key(model), [])
+    if isinstance(model, bytes) or not computes_in_float16(model):
+        return []
+    data = model.SerializeToString()
+    key = sha256(data).hexdigest()
+    if key not in _probed:
+        with tempfile.TemporaryDirectory(prefix="lowprec-probe-") as tmp:
+            path = Path(tmp) / "model.onnx"
+            path.write_bytes(data)
+            _probed[key] = _probe(str(path))
+    return _probed[key]
+
+
+def _file_key(path: str | Path) -> tuple[str, int, int]:
+    stat = Path(path).stat()
+    return str(Path(path).resolve()), stat.st_size, stat.st_mtime_ns
+
+
+def _probe(path: str) -> list[str]:
+    try:  # -I: the child imports nothing from the working directory
+        died = subprocess.run([sys.executable, "-I", "-c", _NCHWC_PROBE, path], capture_output=True, check=False,
+                              timeout=_PROBE_SECONDS).returncode < 0
+    except subprocess.TimeoutExpired:
+        died = False
+    if died:
+        log.warning("ONNX Runtime %s crashes building a session of this float16 model with its NCHWc layout pass "
+                    "(onnxruntime#28392); running it without that pass", ort.__version__)
+    return ["NchwcTransformer"] if died else []
 
 
 def check_runtime(name: str) -> str:
@@ -146,9 +207,9 @@ def float_precision(runtime: str) -> str:
     return "f32"
 
 
-def _build(source: bytes | str, options: ort.SessionOptions) -> ort.InferenceSession:
+def _build(source: bytes | str, options: ort.SessionOptions, disabled: list[str]) -> ort.InferenceSession:
     try:
-        return ort.InferenceSession(source, sess_options=options, providers=PROVIDERS)
+        return ort.InferenceSession(source, sess_options=options, providers=PROVIDERS, disabled_optimizers=disabled or None)
     except Exception as err:  # ORT raises its own Fail/InvalidGraph/... types
         first = str(err).strip().splitlines()[0] if str(err).strip() else err.__class__.__name__
         raise ModelError(f"ONNX Runtime cannot load the model: {first}") from None

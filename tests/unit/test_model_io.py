@@ -6,6 +6,7 @@ from onnx.reference import ReferenceEvaluator
 from lowprec_core._calibration.collect import collect
 from lowprec_core._config import QuantConfig
 from lowprec_core._errors import ConfigError, ModelError
+from lowprec_core._float16 import computes_in_float16
 from lowprec_core._model_io import at_input_sizes_of, fix_input_shapes, load_model, prepare, save_model
 from lowprec_core._quantize.default import quantize_model
 from lowprec_core._quantize.planner import statistic_requests
@@ -170,6 +171,60 @@ def test_load_rejects_a_model_the_checker_refuses(tmp_path):
     (tmp_path / "bad.onnx").write_bytes(model.SerializeToString())
     with pytest.raises(ModelError, match="checker"):
         load_model(tmp_path / "bad.onnx")
+
+
+def test_nodes_out_of_order_load_sorted_and_a_cycle_is_still_refused(tmp_path):
+    """ORT's float16 converter (keep_io_types) writes the Casts of the inputs after their readers;
+    ORT sorts on load, and lowprec does too. No order fixes a cycle."""
+    model = models.mlp()
+    nodes = list(model.graph.node)
+    del model.graph.node[:]
+    model.graph.node.extend(reversed(nodes))
+    (tmp_path / "unsorted.onnx").write_bytes(model.SerializeToString())
+    loaded = load_model(tmp_path / "unsorted.onnx")
+    assert [n.name for n in loaded.proto.graph.node] == [n.name for n in nodes]
+    x = models.feeds(models.mlp())[0]
+    np.testing.assert_allclose(ReferenceEvaluator(loaded.proto).run(None, x)[0], ReferenceEvaluator(models.mlp()).run(None, x)[0])
+    cycle = models.mlp()
+    cycle.graph.node[0].input[0] = cycle.graph.node[-1].output[0]
+    (tmp_path / "cycle.onnx").write_bytes(cycle.SerializeToString())
+    with pytest.raises(ModelError, match="checker"):
+        load_model(tmp_path / "cycle.onnx")
+
+
+def _half_conv_then_if() -> onnx.ModelProto:
+    """models.conv_then_if stored in float16: weights, interface, and the If bodies' outputs."""
+    model = models.conv_then_if()
+    for index, init in enumerate(model.graph.initializer):
+        model.graph.initializer[index].CopyFrom(onnx.numpy_helper.from_array(onnx.numpy_helper.to_array(init).astype(np.float16), init.name))
+    for value in (model.graph.input[0], *model.graph.output):
+        value.type.tensor_type.elem_type = onnx.TensorProto.FLOAT16
+    for node in model.graph.node:
+        for body in (a.g for a in node.attribute if a.HasField("g")):
+            body.output[0].type.tensor_type.elem_type = onnx.TensorProto.FLOAT16
+    onnx.checker.check_model(model, full_check=True)
+    return model
+
+
+def test_a_float16_model_computes_in_float32_behind_its_float16_interface():
+    model = _half_conv_then_if()
+    assert computes_in_float16(model) and not computes_in_float16(models.conv_then_if())
+    prepared = prepare(model)
+    onnx.checker.check_model(prepared, full_check=True)
+    assert not computes_in_float16(prepared)  # what quantizing it, and ORT's sessions of the result, rely on
+    assert all(init.data_type == onnx.TensorProto.FLOAT for init in prepared.graph.initializer)
+    assert [v.type.tensor_type.elem_type for v in (*prepared.graph.input, *prepared.graph.output)] == [
+        onnx.TensorProto.FLOAT16, onnx.TensorProto.BOOL, onnx.TensorProto.FLOAT16]
+    casts = [n for n in prepared.graph.node if n.op_type == "Cast"]
+    assert [(c.input[0], c.output[0]) for c in casts] == [("x", "x_float32"), ("y_float32", "y")]
+    x = models.feeds(models.conv_then_if())[0]["x"].astype(np.float16)
+    for flag in (True, False):  # both bodies read the widened outer tensor
+        feed = {"x": x, "flag": np.array(flag)}
+        got = ReferenceEvaluator(prepared).run(None, feed)[0]
+        want = session(model).run(None, feed)[0]  # ORT runs the float16 model as given
+        assert got.dtype == np.float16
+        np.testing.assert_allclose(got.astype(np.float32), want.astype(np.float32), rtol=2e-2, atol=2e-2)
+    assert prepare(model).SerializeToString() == prepared.SerializeToString()
 
 
 def test_save_is_atomic_and_returns_the_sha(tmp_path):
