@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 import os
+import sys
 import tempfile
 from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
@@ -292,8 +293,7 @@ def save_model(
         staged = Path(tmp) / path.name
         location = f"{path.name}.data"
         if external_data:
-            # Writes the tensors into tmp/location and the graph into staged.
-            onnx.save_model(_copy(model), staged, save_as_external_data=True, all_tensors_to_one_file=True, location=location, size_threshold=1024)
+            staged.write_bytes(_with_external_data(model, Path(tmp), location).SerializeToString(deterministic=True))
         else:
             staged.write_bytes(model.SerializeToString(deterministic=True))
         if verify is not None:
@@ -306,6 +306,22 @@ def save_model(
             os.replace(data, path.parent / location)
         os.replace(staged, path)
     return SavedModel(digest.hexdigest(), size)
+
+
+_EXTERNAL_THRESHOLD = 1024  # bytes, as onnx.save_model counts them (sys.getsizeof of the raw data)
+
+
+def _with_external_data(model: onnx.ModelProto, folder: Path, location: str) -> onnx.ModelProto:
+    """A copy of `model` whose initializers of 1 kB or more (in bodies too) point into
+    folder/location, written there. onnx.save_model does this too, but first refuses where
+    `location` exists relative to the working directory: a second `quantize --out int8.onnx`
+    run in int8.onnx's own folder raised FileExistsError for int8.onnx.data."""
+    clone = _copy(model)
+    for graph in all_graphs(clone.graph):
+        for tensor in graph.initializer:
+            if tensor.HasField("raw_data") and sys.getsizeof(tensor.raw_data) >= _EXTERNAL_THRESHOLD:
+                onnx.external_data_helper.set_external_data(tensor, location)
+    return onnx.external_data_helper.write_external_data_tensors(clone, str(folder))
 
 
 def _copy(model: onnx.ModelProto) -> onnx.ModelProto:

@@ -66,7 +66,9 @@ def session(
             path = Path(tmp) / "model.onnx"
             clone = onnx.ModelProto()
             clone.CopyFrom(model)  # saving with external data rewrites the tensors it is given
-            onnx.save_model(clone, path, save_as_external_data=True, all_tensors_to_one_file=True, location="model.onnx.data")
+            # onnx refuses a data file that exists relative to the working directory, so the
+            # name is the temporary folder's own, which nothing there can hold.
+            onnx.save_model(clone, path, save_as_external_data=True, all_tensors_to_one_file=True, location=f"{Path(tmp).name}.data")
             return _build(str(path), options, disabled)
     return _build(model.SerializeToString() if isinstance(model, onnx.ModelProto) else model, options, disabled)
 

@@ -36,6 +36,21 @@ def test_external_data_in_and_out(external_model, tmp_path):
     assert runtime.session(str(tmp_path / "fetched" / "model.onnx")).run(None, x)[0].shape == y.shape
 
 
+def test_quantizing_again_over_an_external_data_output_in_its_own_folder(external_model, tmp_path, monkeypatch):
+    """onnx.save_model refuses a data file that exists relative to the working directory: run
+    in the output's folder, a second quantize to the same name raised FileExistsError."""
+    source, data = external_model
+    out = tmp_path / "out" / "int8.onnx"
+    out.parent.mkdir()
+    monkeypatch.chdir(out.parent)
+    first = lp.quantize(source, out, data=data)
+    model_bytes, weight_bytes = out.read_bytes(), (out.parent / "int8.onnx.data").read_bytes()
+    again = lp.quantize(source, out, data=data)
+    assert again.output_sha256 == first.output_sha256
+    assert out.read_bytes() == model_bytes and (out.parent / "int8.onnx.data").read_bytes() == weight_bytes
+    assert sorted(p.name for p in out.parent.iterdir()) == ["int8.onnx", "int8.onnx.data"]
+
+
 def test_sha256_covers_the_external_data(external_model):
     source, _ = external_model
     before = model_io.load_model(source).sha256
