@@ -239,14 +239,17 @@ NUMPY_OF_ORT = {
 
 
 def optimized_graph(model: onnx.ModelProto | bytes | str, *, optimization: str = "extended") -> onnx.ModelProto:
-    """The graph ONNX Runtime actually runs after its fusions (QDQ groups -> integer kernels)."""
+    """The graph ONNX Runtime actually runs after its fusions (QDQ groups -> integer kernels);
+    weights held in external data are left there, unread."""
     import os
     import tempfile
 
     with tempfile.TemporaryDirectory(prefix="lowprec-ort-") as tmp:
         path = os.path.join(tmp, "optimized.onnx")
         session(model, optimization=optimization, optimized_model_path=path)
-        return onnx.load(path)
+        # Its weights stay out: those ORT left as they were still point at the source's external
+        # data, by a path relative to the source (MiniLM as torch.export writes it), not to tmp.
+        return onnx.load(path, load_external_data=False)
 
 
 # Op types that run integer arithmetic on the ORT CPU provider, and their float counterparts.

@@ -18,13 +18,13 @@ OCR = importlib.util.find_spec("rapidocr_onnxruntime")
 
 
 def _kernels(path: Path) -> collections.Counter:
-    return collections.Counter(node.op_type for node in optimized_graph(path.read_bytes()).graph.node)
+    return collections.Counter(node.op_type for node in optimized_graph(str(path)).graph.node)
 
 
 def _float_layers_read_float_weights(path: Path) -> bool:
     """No float Conv/MatMul/Gemm in ORT's optimised graph is fed by a dequantized weight: a
     layer is either an integer kernel or entirely float."""
-    graph = optimized_graph(path.read_bytes()).graph
+    graph = optimized_graph(str(path)).graph
     producers = {out: node.op_type for node in graph.node for out in node.output}
     return all(producers.get(node.input[1]) != "DequantizeLinear" for node in graph.node if node.op_type in FLOAT_KERNELS and len(node.input) > 1)
 
