@@ -51,7 +51,7 @@ def export(path: Path, *, dynamo: bool = False) -> None:
         ids = torch.arange(100, 116, dtype=torch.int64).reshape(2, 8)
         batch, sequence = torch.export.Dim("batch"), torch.export.Dim("sequence")
         torch.onnx.export(
-            SentenceEmbedding(), (ids, torch.ones_like(ids), torch.zeros_like(ids)), path, input_names=list(KEYS),
+            SentenceEmbedding().eval(), (ids, torch.ones_like(ids), torch.zeros_like(ids)), path, input_names=list(KEYS),
             output_names=["sentence_embedding"], dynamic_shapes={key: {0: batch, 1: sequence} for key in KEYS}, dynamo=True,
         )
         return
