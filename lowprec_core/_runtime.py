@@ -96,7 +96,10 @@ def _crashing_passes(model: onnx.ModelProto | bytes | str) -> list[str]:
     model whose session kills the process, else none. Bytes are lowprec's own models (float32
     inside); a path is as probe_float16 found it."""
     if isinstance(model, str):
-        return _probed.get(_file_key(model), [])
+        try:
+            return _probed.get(_file_key(model), [])
+        except OSError:  # no such file: ORT's own error names it
+            return []
     if isinstance(model, bytes) or not computes_in_float16(model):
         return []
     data = model.SerializeToString()
