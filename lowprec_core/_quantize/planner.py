@@ -436,11 +436,14 @@ def _choose(model, config: QuantConfig, ignored, inits, users, float_tensors, kn
     target = TARGETS[config.target]
     chosen: list[tuple[onnx.NodeProto, list[str], str]] = []  # node, activation inputs, weight
     short: list[tuple[onnx.NodeProto, list[str], str, str]] = []  # under the reduction floor, and why
+    dequantized = {node.output[0] for node in graph.node if node.op_type == "DequantizeLinear"}
     for node in graph.node:
         rule = target.layers.get(node.op_type)
         if rule is None or node.domain not in ("", "ai.onnx"):
             continue
         reason = _skip_reason(node, rule, config, target, ignored, inits, float_tensors)
+        if reason and len(node.input) > rule.weight_input and node.input[rule.weight_input] in dequantized:
+            reason = "already quantized: its weight comes out of a DequantizeLinear"  # an INT8 model given again
         if not reason and target.channels_last_convs and config.reduction_floor > 0 and node.op_type == "Conv":
             reason = channel_split(node, users, known_ranks)
         if reason:

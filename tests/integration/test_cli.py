@@ -282,3 +282,6 @@ def test_quantize_says_so_when_it_quantized_nothing_and_why(tmp_path, demo):
     assert "warning: nothing was quantized" in result.stderr and "weight is not a float32 constant (1)" in result.stderr, result.stderr
     result = lowprec("quantize", demo["model"], "--data", demo["calib"], "--out", tmp_path / "digits.onnx")
     assert result.returncode == 0 and "nothing was quantized" not in result.stderr
+    result = lowprec("quantize", tmp_path / "digits.onnx", "--data", demo["calib"], "--out", tmp_path / "again.onnx")
+    assert result.returncode == 0, result.stderr
+    assert "already quantized: its weight comes out of a DequantizeLinear (5)" in result.stderr, result.stderr
