@@ -15,14 +15,30 @@ def _flat(x: np.ndarray) -> np.ndarray:
     return x.reshape(x.shape[0], -1) if x.ndim > 1 else x.reshape(-1, 1)
 
 
+def _choices(output: np.ndarray, metric: str) -> np.ndarray:
+    """Each sample's class: the arg-max of its scores ([batch, classes], further axes flattened),
+    or the class ids an output already holds, integers [batch] (a scikit-learn classifier
+    converted by skl2onnx gives its labels first, its probabilities after). One value per sample
+    picks no class: arg-max over it read every sample as class 0."""
+    output = np.asarray(output)
+    if output.ndim == 1 and output.dtype.kind in "biu":
+        return output.astype(np.int64)
+    flat = _flat(output)
+    if flat.shape[1] < 2:
+        raise ConfigError(f"metric {metric!r} reads class scores [batch, classes] or class ids [batch] from the model's first "
+                          f"output, which holds {output.dtype} of shape {output.shape}: one value per sample picks no class "
+                          "(cosine or mse compare such outputs)")
+    return np.argmax(flat, axis=1)
+
+
 def top1(output: np.ndarray, labels: np.ndarray) -> np.ndarray:
-    """1.0 where the arg-max over the last axis equals the label."""
-    return (np.argmax(_flat(output), axis=1) == np.asarray(labels).reshape(-1)).astype(np.float64)
+    """1.0 where the sample's class (see _choices) equals the label."""
+    return (_choices(output, "top1") == np.asarray(labels).reshape(-1)).astype(np.float64)
 
 
 def agreement(reference: np.ndarray, candidate: np.ndarray) -> np.ndarray:
     """1.0 where both models pick the same class."""
-    return (np.argmax(_flat(reference), axis=1) == np.argmax(_flat(candidate), axis=1)).astype(np.float64)
+    return (_choices(reference, "agreement") == _choices(candidate, "agreement")).astype(np.float64)
 
 
 def cosine(reference: np.ndarray, candidate: np.ndarray) -> np.ndarray:
@@ -39,6 +55,9 @@ def mse(reference: np.ndarray, candidate: np.ndarray) -> np.ndarray:
 
 def topk(output: np.ndarray, labels: np.ndarray, k: int) -> np.ndarray:
     """1.0 where the label is among the k highest scores on the last axis."""
+    if np.asarray(output).ndim == 1 and np.asarray(output).dtype.kind in "biu":
+        raise ConfigError(f"metric 'top{k}' ranks class scores [batch, classes]; the model's first output holds class ids "
+                          "(top1 compares those)")
     flat = _flat(output)
     best = np.argpartition(-flat, min(k, flat.shape[1]) - 1, axis=1)[:, :k]
     return (best == np.asarray(labels).reshape(-1, 1)).any(axis=1).astype(np.float64)

@@ -3,7 +3,7 @@ import pytest
 
 from lowprec_core._calibration.observers import ChannelObserver, TensorObserver
 from lowprec_core._calibration.stats import Statistics, TensorStats, load_statistics
-from lowprec_core._errors import StatsError
+from lowprec_core._errors import ConfigError, StatsError
 from lowprec_core._metrics import METRICS, agreement, cosine, drop, mse, top1
 
 
@@ -107,3 +107,19 @@ def test_metrics_per_sample():
 def test_drop_direction_follows_the_metric():
     assert drop(0.9, 0.85, METRICS["top1"].higher_is_better) == pytest.approx(0.05)
     assert drop(0.0, 0.02, METRICS["mse"].higher_is_better) == pytest.approx(0.02)
+
+
+def test_class_metrics_read_class_ids_and_refuse_one_value_per_sample():
+    ids = np.array([3, 1, 1, 0], dtype=np.int64)  # a classifier's labels, as skl2onnx puts them first
+    np.testing.assert_array_equal(top1(ids, np.array([3, 1, 2, 0])), [1, 1, 0, 1])
+    np.testing.assert_array_equal(agreement(ids, np.array([3, 2, 1, 0])), [1, 0, 1, 1])
+    np.testing.assert_array_equal(agreement(np.array([True, False]), np.array([True, True])), [1, 0])
+    scores = np.eye(4)[[3, 1, 1, 0]]
+    np.testing.assert_array_equal(agreement(scores, ids), [1, 1, 1, 1])  # scores and ids compare alike
+    # One probability per sample (a detector's score, silero VAD's speech [batch, 1]): arg-max
+    # over it read every sample as class 0, and agreement was 1.0 whatever the models said.
+    for one in (np.array([0.1, 0.9, 0.4]), np.array([[0.1], [0.9], [0.4]])):
+        with pytest.raises(ConfigError, match="one value per sample picks no class"):
+            agreement(one, one)
+    with pytest.raises(ConfigError, match="'top5' ranks class scores"):
+        METRICS["top5"].score(None, [ids], np.array([3, 1, 1, 0]))
