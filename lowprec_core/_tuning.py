@@ -471,11 +471,12 @@ def measure(sessions, samples: list[Feed], *, exact: Iterable[int] = (), seconds
 
 
 def _error_terms(reference: list[np.ndarray], outputs: list[np.ndarray]) -> tuple[float, float]:
-    """(squared error, squared reference) summed over the float outputs (integer ones are exact
-    or not comparable)."""
+    """(squared error, squared reference) summed over the float tensor outputs (integer ones are
+    exact or not comparable; a sequence or map, skl2onnx's ZipMap of probabilities, is not a
+    tensor)."""
     error = power = 0.0
     for ref, got in zip(reference, outputs):
-        if np.issubdtype(ref.dtype, np.floating):
+        if isinstance(ref, np.ndarray) and np.issubdtype(ref.dtype, np.floating):
             ref = ref.astype(np.float64)
             power += float(np.sum(ref ** 2))
             error += float(np.sum((got.astype(np.float64) - ref) ** 2))

@@ -63,3 +63,12 @@ def test_a_ranking_metric_refuses_class_ids(classifier, tmp_path):
     top5 = lowprec("validate", folder / "mlp.onnx", tmp_path / "int8.onnx", "--data", folder / "eval.npz",
                    "--labels", folder / "labels.npy", "--metric", "top5")
     assert top5.returncode == 2 and "metric 'top5' ranks class scores [batch, classes]" in top5.stderr, top5.stderr
+
+
+def test_the_latency_search_times_a_model_with_a_zipmap_output(classifier, tmp_path):
+    """Its output comparison took every output for an array: the ZipMap's list of dicts raised
+    AttributeError, a traceback."""
+    folder, _ = classifier
+    done = lowprec("quantize", folder / "mlp.onnx", "--data", folder / "calib.npz", "--out", tmp_path / "int8.onnx", "--tune", "latency")
+    assert done.returncode == 0, done.stderr
+    assert "latency search (onnxruntime" in done.stdout, done.stdout
