@@ -93,8 +93,8 @@ def resolve_metric(name: str) -> Metric:
     """A built-in by name, `topK` for any K, or a plugin `package.module:function` or
     `path/to/file.py:function`. A plugin is code and runs with this process's rights.
 
-    A plugin is called as function(outputs, labels) with every output of one batch (a list of
-    arrays) and that batch's labels (None without --labels); it returns one score per sample,
+    A plugin is called as function(outputs, labels) with every tensor output of one batch (a
+    list of arrays, in the model's order; a sequence or map output is left out) and that batch's labels (None without --labels); it returns one score per sample,
     higher is better."""
     if name in METRICS:
         return METRICS[name]

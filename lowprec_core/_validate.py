@@ -102,7 +102,7 @@ class Evaluator:
         self._keep = any(m.needs_reference for m in self.metrics)
         self.serving = serving
         self._reference = runtime.serving_session(reference, runtime=serving, precision="f32")
-        self._names = [o.name for o in self._reference.get_outputs()]
+        self._names = _output_names(self._reference, self._reference)
         self._subsets: dict[tuple[int, ...], tuple[list[Feed], list[list[np.ndarray]], list[np.ndarray | None]]] = {}
         self._reference_scores: Scores | None = None
         self._last_full: tuple[bytes, Scores] | None = None
@@ -204,7 +204,10 @@ class Evaluator:
 
 
 def _output_names(ref_sess, cand_sess) -> list[str]:
-    names = [o.name for o in ref_sess.get_outputs()]
+    """The outputs metrics read: the reference's tensors, which the candidate must have too. A
+    sequence or a map (skl2onnx's ZipMap of probabilities) is no tensor: it cannot be stored
+    beside the others for the accuracy-aware search, and no built-in metric reads one."""
+    names = [o.name for o in ref_sess.get_outputs() if getattr(o, "type", "tensor").startswith("tensor")]
     missing = [n for n in names if n not in {o.name for o in cand_sess.get_outputs()}]
     if missing:
         raise DataError(f"candidate model has no output {missing[0]!r}; the models do not match")
