@@ -27,6 +27,7 @@ from ._metrics import Metric
 from ._quantize.accuracy_aware import Journal, meets, search
 from ._quantize.default import Quantizer
 from ._quantize.plan import QuantPlan
+from ._quantize.planner import node_entries
 from ._reports import Iteration, SearchResult
 from ._storage import write_text
 from ._validate import Evaluator, Scores
@@ -54,7 +55,7 @@ class ModelBackend:
         return self.evaluator.reference_scores
 
     def config_for(self, reverted: Reverted) -> QuantConfig:
-        return self.config.model_copy(update={"ignore": tuple(self.config.ignore) + tuple(sorted(reverted))})
+        return self.config.model_copy(update={"ignore": tuple(self.config.ignore) + node_entries(self.prepared, sorted(reverted))})
 
     def build(self, reverted: Reverted) -> tuple[onnx.ModelProto, QuantPlan]:
         key = tuple(sorted(reverted))

@@ -181,7 +181,7 @@ def _quantize_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--target", help=f"one of: {', '.join(TARGETS)} (default: the runtime's for this CPU: {QuantConfig().target} for onnxruntime; openvino, or openvino-avx2 on a CPU without VNNI or AMX)")
     p.add_argument("--runtime", help=f"the runtime that serves the INT8 model, which decides where quantizers go: {', '.join(RUNTIMES)} "
                                      "(default: the target's, else onnxruntime)")
-    p.add_argument("--ignore", nargs="+", default=[], metavar="NAME_OR_OPTYPE", help="keep these nodes in float (re:PATTERN for a regex)")
+    p.add_argument("--ignore", nargs="+", default=[], metavar="NAME_OR_OPTYPE", help="keep these nodes, or every node of these op types, in float (re:PATTERN for a regex over node names; node:NAME for a node named like an op type)")
     p.add_argument("--input-shape", action="append", default=[], metavar="NAME=SIZES",
                    help=_INPUT_SHAPE_HELP + "; validate and benchmark run the FP32 model at them too")
     p.add_argument("--report", help="write the quantization report (JSON)")

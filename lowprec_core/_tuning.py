@@ -58,7 +58,7 @@ from ._graph import all_nodes, consumers
 from ._ops import RUNTIME_INTEGER_OPS, TARGETS
 from ._quantize.default import Quantizer
 from ._quantize.plan import QuantPlan
-from ._quantize.planner import statistic_requests
+from ._quantize.planner import node_entries, statistic_requests
 from ._reports import LatencyTuning, TuningCandidate
 
 log = logging.getLogger(__name__)
@@ -702,7 +702,7 @@ def _config_of(config: QuantConfig, key: Key, model: onnx.ModelProto) -> QuantCo
         return config.model_copy(update={"ignore": (*config.ignore, *layers)})
     update = {"min_reduction": key[0], "integer_ops": key[1]}
     if len(key) > 2:  # the layers the profile found slower in integer, by name
-        update["ignore"] = (*config.ignore, *key[2])
+        update["ignore"] = (*config.ignore, *node_entries(model, key[2]))
     if len(key) > 3:  # the float layers' precision in the runtime
         update["float_precision"] = key[3]
     return config.model_copy(update=update)

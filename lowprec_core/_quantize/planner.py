@@ -127,15 +127,31 @@ def has_layers(graph: onnx.GraphProto) -> bool:
     return any(node.op_type in QUANTIZABLE for node in all_nodes(graph))
 
 
+NODE_PREFIX = "node:"  # an ignored-scope entry that is a node's name, never an op type
+
+
+def node_entries(model: onnx.ModelProto, names) -> tuple[str, ...]:
+    """Ignored-scope entries for the nodes `names`: each name itself, or node:NAME where an op
+    type of the model is spelled the same (skl2onnx names its first MatMul "MatMul": ignoring
+    that node by name ignored every MatMul)."""
+    op_types = {node.op_type for node in all_nodes(model.graph)}
+    return tuple(f"{NODE_PREFIX}{name}" if name in op_types else name for name in names)
+
+
 def resolve_ignored(model: onnx.ModelProto, ignore: tuple[str, ...]) -> set[str]:
-    """Node names for entries that are node names, op types or `re:` patterns, in the main
-    graph and in If/Loop/Scan bodies; unknown entries fail."""
+    """Node names for entries that are op types, node names, node:NAME or `re:` patterns, in
+    the main graph and in If/Loop/Scan bodies; unknown entries fail. A bare entry that is both
+    an op type and a node's name means the op type."""
     nodes = list(all_nodes(model.graph))
     names = [node.name for node in nodes]
     op_types = {node.op_type for node in nodes}
     ignored: set[str] = set()
     for entry in ignore:
-        if entry.startswith("re:"):
+        if entry.startswith(NODE_PREFIX):
+            if entry[len(NODE_PREFIX):] not in names:
+                raise ConfigError(f"ignored scope {entry!r}: the model has no node named {entry[len(NODE_PREFIX):]!r}")
+            ignored.add(entry[len(NODE_PREFIX):])
+        elif entry.startswith("re:"):
             try:
                 pattern = re.compile(entry[3:])
             except re.error as err:

@@ -72,3 +72,17 @@ def test_the_latency_search_times_a_model_with_a_zipmap_output(classifier, tmp_p
     done = lowprec("quantize", folder / "mlp.onnx", "--data", folder / "calib.npz", "--out", tmp_path / "int8.onnx", "--tune", "latency")
     assert done.returncode == 0, done.stderr
     assert "latency search (onnxruntime" in done.stdout, done.stdout
+
+
+def test_the_accuracy_aware_search_reverts_the_node_named_matmul_alone(classifier, tmp_path):
+    """skl2onnx names its MatMuls "MatMul", "MatMul1", "MatMul2". The search reverted the node
+    "MatMul" by name; read as an op type, that name sent all three to float, while the report
+    said one was."""
+    folder, _ = classifier
+    done = lowprec("quantize", folder / "mlp.onnx", "--data", folder / "calib.npz", "--out", tmp_path / "int8.onnx",
+                   "--eval", folder / "eval.npz", "--metric", "agreement=0.001", "--min-speedup", "0", "--report", tmp_path / "q.json")
+    assert done.returncode == 0, done.stderr
+    report = json.loads((tmp_path / "q.json").read_text())
+    reverted = set(report["accuracy"]["float_layers"])
+    assert reverted and reverted != {"MatMul", "MatMul1", "MatMul2"}  # measured: MatMul and MatMul2
+    assert {name for name, why in report["plan"]["skipped"].items() if why == "ignored scope"} == reverted

@@ -14,7 +14,7 @@ from lowprec_core._graph import all_nodes
 from lowprec_core._model_io import prepare
 from lowprec_core._quantize.default import quantize_model
 from lowprec_core._quantize.plan import QuantPlan
-from lowprec_core._quantize.planner import statistic_requests
+from lowprec_core._quantize.planner import node_entries, resolve_ignored, statistic_requests
 from lowprec_core._quantize.transform import apply, edited
 from lowprec_core._runtime import optimized_graph, session
 from tests import models
@@ -140,6 +140,22 @@ def test_bias_is_int32_with_the_product_scale():
     assert inits["b1_quantized"].dtype == np.int32
     x_scale = np.float32(next(a.scale for a in plan.activations if a.tensor == "x"))
     np.testing.assert_array_equal(inits["b1_scale"], (x_scale * inits["w1_scale"]).astype(np.float32))
+
+
+def test_a_node_named_like_an_op_type_is_ignored_alone_as_node_name():
+    """skl2onnx names its MatMuls "MatMul", "MatMul1", ...: the accuracy-aware search reverted
+    the node "MatMul" by name, and the name, read as an op type, sent every MatMul to float."""
+    model = models.dense_mlp()
+    for node in model.graph.node:
+        node.name = {"dense1": "MatMul", "dense2": "MatMul1"}.get(node.name, node.name)
+    prepared = prepare(model)
+    assert node_entries(prepared, ["MatMul", "MatMul1"]) == ("node:MatMul", "MatMul1")
+    assert resolve_ignored(prepared, ("node:MatMul",)) == {"MatMul"}
+    assert resolve_ignored(prepared, ("MatMul",)) == {"MatMul", "MatMul1"}  # a bare entry is the op type
+    _, _, plan, _ = _quantize(model, QuantConfig(ignore=node_entries(prepared, ["MatMul"]), min_reduction=0))
+    assert plan.nodes == ["MatMul1"] and plan.skipped == {"MatMul": "ignored scope"}
+    with pytest.raises(ConfigError, match="no node named 'Conv'"):
+        resolve_ignored(prepared, ("node:Conv",))
 
 
 def test_per_tensor_when_per_channel_is_off():
