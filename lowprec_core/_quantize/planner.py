@@ -511,15 +511,23 @@ def smoothing_groups(graph: onnx.GraphProto, config: QuantConfig, ignored: set[s
 _ATTENTION_PASS = frozenset({"Cast", "Dropout", "Identity", "Where", "Reshape", "Transpose", "Squeeze", "Unsqueeze"})
 
 
+# LayerNormalization, and the ops ONNX Runtime's transformer optimizer fuses attention and layer
+# norms into (onnxruntime.transformers.optimizer: a BERT's Softmax goes inside Attention).
+_TRANSFORMER_OPS = frozenset({
+    "LayerNormalization", "SkipLayerNormalization", "EmbedLayerNormalization", "SimplifiedLayerNormalization",
+    "SkipSimplifiedLayerNormalization", "Attention", "MultiHeadAttention", "GroupQueryAttention",
+})
+
+
 def resolve_model_type(model: onnx.ModelProto, model_type: str) -> str:
-    """`auto`: a graph with attention (a Softmax whose probabilities a MatMul reads) or
-    LayerNormalization is a transformer. A Softmax that only turns a classifier's or a CTC
+    """`auto`: a graph with attention (a Softmax whose probabilities a MatMul reads, or a fused
+    attention op) or a layer norm is a transformer. A Softmax that only turns a classifier's or a CTC
     reader's logits into probabilities is not attention: a CRNN + LSTM digit reader
     (bench `strips`) lost 1.5 points of exact match to SmoothQuant on its projection."""
     if model_type != "auto":
         return model_type
     graph = model.graph
-    if any(node.op_type == "LayerNormalization" for node in graph.node):
+    if any(node.op_type in _TRANSFORMER_OPS for node in graph.node):
         return "transformer"
     users = consumers(graph)
     for node in graph.node:

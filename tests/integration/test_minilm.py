@@ -26,17 +26,25 @@ pytestmark = [
 ]
 
 
-@pytest.fixture(scope="module", params=["torchscript", "dynamo"])
+@pytest.fixture(scope="module", params=["torchscript", "dynamo", "ort-optimized"])
 def model(request, tmp_path_factory):
     """Both of torch's exporters: TorchScript's (opset 17, the benchmark's graph) and torch.export's,
     torch's default since 2.9 (opset 20 `Gelu` and `LayerNormalization` ops, SDPA attention with
-    IsNaN/Where masking, the weights in external data)."""
+    IsNaN/Where masking, the weights in external data); and TorchScript's graph of eager attention
+    after ONNX Runtime's transformer optimizer (Attention, SkipLayerNormalization, BiasGelu and
+    EmbedLayerNormalization from com.microsoft: no Softmax or LayerNormalization left in sight)."""
     path = tmp_path_factory.mktemp("minilm") / "all-MiniLM-L6-v2.onnx"
-    minilm.export(path, dynamo=request.param == "dynamo")
+    minilm.export(path, dynamo=request.param == "dynamo", eager=request.param == "ort-optimized")
     if request.param == "dynamo":
         graph = onnx.load(path, load_external_data=False).graph
         assert {"Gelu", "LayerNormalization"} <= {node.op_type for node in graph.node}
         assert (path.parent / f"{path.name}.data").is_file()
+    if request.param == "ort-optimized":
+        from onnxruntime.transformers.optimizer import optimize_model
+
+        optimize_model(str(path), model_type="bert", num_heads=12, hidden_size=384).save_model_to_file(str(path))
+        ops = {node.op_type for node in onnx.load(path).graph.node}
+        assert {"Attention", "SkipLayerNormalization"} <= ops and not ops & {"Softmax", "LayerNormalization"}
     return path
 
 
