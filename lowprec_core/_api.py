@@ -9,6 +9,7 @@ import logging
 import os
 import tempfile
 import time
+from collections import Counter
 from collections.abc import Iterable, Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -159,6 +160,7 @@ def quantize(
         if run is not None:
             int8, plan, search, config = accuracy_search.run(prepared, statistics, config, accuracy, run.metrics, evaluator, run.work)
         warnings = _calibration_warnings(prepared, statistics, plan, config)
+        _warn_if_nothing_quantized(plan)
         layers = None
         if inspect_samples > 0:
             layers = _inspect_in_run(prepared, int8, eval_data if eval_data is not None else source, inspect_samples, tmp)
@@ -485,6 +487,16 @@ def _load_pair(fp32: PathOrUri, int8: PathOrUri, tmp: str) -> tuple[LoadedModel,
         reference = LoadedModel(sized, reference.sha256, path, (data.name,) if data.exists() else ())
     runtime.probe_float16(reference.proto, reference.path)  # a float16 source: see _runtime
     return reference, candidate
+
+
+def _warn_if_nothing_quantized(plan: QuantPlan) -> None:
+    """An "INT8" model that computes as its source does passes any validation gate: say so,
+    with the commonest reasons (a float64 model, an INT8 model given again)."""
+    if plan.layers():
+        return
+    reasons = Counter(plan.left_float().values()).most_common(2)
+    why = "; ".join(f"{reason} ({count})" for reason, count in reasons) or "the model has no layer lowprec quantizes"
+    log.warning("nothing was quantized, the INT8 model computes as its source does: %s", why)
 
 
 def _local_data(data, tmp: str):

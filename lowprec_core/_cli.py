@@ -10,7 +10,6 @@ import re
 import signal
 import sys
 import threading
-from collections import Counter
 from collections.abc import Callable
 from pathlib import Path
 
@@ -247,10 +246,6 @@ def _quantize(args: argparse.Namespace) -> None:
         f"{args.out}: {len(result.plan.layers())} nodes quantized, {len(result.plan.left_float())} left in float; "
         f"{result.int8_bytes / 1e6:.2f} MB ({result.int8_bytes / result.fp32_bytes:.0%} of FP32) in {result.seconds:.1f} s"
     )
-    if not result.plan.layers():
-        reasons = Counter(result.plan.left_float().values()).most_common(2)
-        why = "; ".join(f"{reason} ({count})" for reason, count in reasons) or "the model has no layer lowprec quantizes"
-        print(f"warning: nothing was quantized, the INT8 model computes as its source does: {why}", file=sys.stderr)
     precision = result.plan.config.float_precision  # the search's choice, where it ran
     if precision != "default" and config.runtime == "openvino":
         print(f"serve it in OpenVINO with INFERENCE_PRECISION_HINT={precision}: its float layers are meant to run at {precision} "
