@@ -14,6 +14,7 @@ from .._calibration.stats import Statistics
 from .._config import QuantConfig
 from .._errors import ConfigError
 from .._graph import all_nodes, body_model, consumers, if_bodies, initializers, subgraphs
+from .._simplify import RUNTIME_DOMAIN
 from .._ops import (
     ALL_INPUTS, FUSABLE_ACTIVATIONS, QUANTIZABLE, READERS, RUNTIME_INTEGER_OPS, TARGETS, TRANSPARENT, GraphView, absorbed_by_quantizer,
     useful_range,
@@ -443,6 +444,15 @@ def _moved(moves: list[onnx.NodeProto], tensors: set[str]) -> set[str]:
     return tensors
 
 
+# ONNX Runtime's fused ops that hold a layer's weight, which lowprec leaves float: no QDQ around
+# them becomes an integer kernel. Listed among the layers left in float, so that a report counts
+# them (a BERT after ORT's transformer optimizer keeps a quarter of its MACs in Attention).
+_FUSED_WEIGHTED = {
+    "Attention": "ONNX Runtime's fused Attention holds its QKV projection, and no QDQ makes it an integer kernel: "
+                 "quantize the model from before onnxruntime.transformers.optimizer",
+}
+
+
 def _choose(model, config: QuantConfig, ignored, inits, users, float_tensors, known_ranks, skipped: dict[str, str]):
     """The layers the plan quantizes, before it leaves float those ORT would fuse into a float
     kernel (which needs calibrated ranks), as [(node, activation inputs, weight)] in graph
@@ -455,6 +465,8 @@ def _choose(model, config: QuantConfig, ignored, inits, users, float_tensors, kn
     dequantized = {node.output[0] for node in graph.node if node.op_type == "DequantizeLinear"}
     for node in graph.node:
         rule = target.layers.get(node.op_type)
+        if node.domain == RUNTIME_DOMAIN and node.op_type in _FUSED_WEIGHTED:
+            skipped[node.name] = _FUSED_WEIGHTED[node.op_type]
         if rule is None or node.domain not in ("", "ai.onnx"):
             continue
         reason = _skip_reason(node, rule, config, target, ignored, inits, float_tensors)
