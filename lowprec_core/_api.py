@@ -412,6 +412,7 @@ def benchmark(
     with tempfile.TemporaryDirectory(prefix="lowprec-") as tmp:
         reference, candidate = _load_pair(fp32, int8, tmp)
         specs = input_specs(reference.proto)
+        config = _bench.fit_batches(config, specs)
         sample = next(iter_feeds(localize(data, tmp), specs, batch_size=1)) if data is not None else None
         result = _bench.run(reference, candidate, specs, config, sample=sample)
     if report is not None:

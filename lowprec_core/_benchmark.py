@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import time
 
 import numpy as np
@@ -9,10 +10,11 @@ import numpy as np
 from . import _runtime as runtime
 from ._config import BenchmarkConfig, cpu_flags
 from ._data import Feed, InputSpec
-from ._errors import DataError
+from ._errors import ConfigError, DataError
 from ._model_io import LoadedModel, model_bytes
 from ._reports import BenchmarkReport, LatencyResult
 
+log = logging.getLogger(__name__)
 
 NOISY_CV = 0.10  # coefficient of variation above which a series is measured longer
 NOISY_DRIFT = 0.04  # the speedups of a run's two halves differ by more than this share: measured longer
@@ -32,6 +34,28 @@ def cpu_description() -> tuple[str, list[str]]:
 
 
 SYNTHETIC_LIMIT = 1 << 30  # bytes of made-up values one input may take when no data is given
+
+
+def fit_batches(config: BenchmarkConfig, specs: list[InputSpec]) -> BenchmarkConfig:
+    """`config` with batch sizes the model takes. A model exported with its batch axis fixed
+    (at 1, as many are) runs at that size only: the default batches become it, and a batch asked
+    for that the model cannot take is a ConfigError naming the input. ORT had failed mid-run with
+    a traceback (`lowprec benchmark` on a batch-1 model, at the default batch 8)."""
+    fixed = {(spec.name, spec.shape[spec.batch_axis]) for spec in specs
+             if spec.batch_axis is not None and len(spec.shape) > spec.batch_axis
+             and isinstance(spec.shape[spec.batch_axis], int) and spec.shape[spec.batch_axis] > 0}
+    if not fixed:
+        return config
+    sizes = sorted({size for _, size in fixed})
+    unfit = [batch for batch in config.batches if batch not in sizes or len(sizes) > 1]
+    if not unfit:
+        return config
+    name, size = min(fixed)
+    if config.batches != BenchmarkConfig().batches or len(sizes) > 1:
+        raise ConfigError(f"batch {unfit[0]}: input {name!r} fixes its batch axis at {size}, so the model runs at batch "
+                          f"{size} only; expected --batch {size}")
+    log.info("the model fixes its batch at %d: timed at batch %d only", size, size)
+    return config.model_copy(update={"batches": (size,)})
 
 
 def make_feed(specs: list[InputSpec], batch: int, sample: Feed | None = None, seed: int = 0) -> Feed:

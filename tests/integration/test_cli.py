@@ -285,3 +285,19 @@ def test_quantize_says_so_when_it_quantized_nothing_and_why(tmp_path, demo):
     result = lowprec("quantize", tmp_path / "digits.onnx", "--data", demo["calib"], "--out", tmp_path / "again.onnx")
     assert result.returncode == 0, result.stderr
     assert "already quantized: its weight comes out of a DequantizeLinear (5)" in result.stderr, result.stderr
+
+
+def test_benchmark_times_a_model_with_a_fixed_batch_at_that_batch(tmp_path, demo):
+    """Many models are exported with their batch fixed at 1. The default batches (1, 8) then
+    failed inside ORT at batch 8, a traceback and exit 1."""
+    model = onnx.load(demo["model"])
+    for value in (*model.graph.input, *model.graph.output):
+        value.type.tensor_type.shape.dim[0].dim_value = 1  # clears the symbolic batch
+    onnx.save(model, tmp_path / "batch1.onnx")
+    out = tmp_path / "int8.onnx"
+    assert lowprec("quantize", tmp_path / "batch1.onnx", "--data", demo["calib"], "--out", out).returncode == 0
+    result = lowprec("benchmark", tmp_path / "batch1.onnx", out, "--repeats", "3", "--report", tmp_path / "b.json")
+    assert result.returncode == 0, result.stderr
+    assert [r["batch"] for r in json.loads((tmp_path / "b.json").read_text())["results"]] == [1]
+    _one_line_error(lowprec("benchmark", tmp_path / "batch1.onnx", out, "--batch", "1,4"),
+                    "batch 4: input 'image' fixes its batch axis at 1", "expected --batch 1")
