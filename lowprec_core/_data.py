@@ -53,6 +53,11 @@ def input_specs(model: onnx.ModelProto) -> list[InputSpec]:
             if isinstance(dim, str) and dim not in dims[:position]:
                 held[dim] = held.get(dim, 0) + 1
                 leftmost[dim] = min(leftmost.get(dim, position), position)
+    # A symbol behind a leading size fixed at 1 in every input that holds it is no batch: it is
+    # a batch-1 export's sequence (MiniLM as [1, sequence] three times: read as the batch, every
+    # token was fed as a sample of its own). An RNN state [1, batch, 128] beside an input
+    # [batch, time] keeps the batch: the input holds it first.
+    held = {dim: count for dim, count in held.items() if not all(dims.index(dim) > 0 and dims[0] == 1 for dims in named if dim in dims)}
     best = max(sorted(held), key=lambda dim: (held[dim], -leftmost[dim]), default=None)
     batch = best if best is not None and held[best] > 1 else None
 

@@ -106,6 +106,23 @@ def test_batch_axes_follow_the_shared_symbol_and_subsets_slice_along_them():
     assert [s.batch_axis for s in input_specs(helper.make_model(graph))] == [0, 0, None]  # nothing open: first
 
 
+def test_a_batch_1_exports_sequence_is_not_its_batch(tmp_path):
+    """A transformer exported with its batch fixed at 1 shares only its sequence symbol between
+    its inputs. Read as the batch, each token of a [1, 64] sample was fed as a sample of its own
+    (calibration ran 64 one-token sentences); a [16, 64] file was refused for its 16."""
+    value = lambda name, dims: helper.make_tensor_value_info(name, TensorProto.INT64, dims)  # noqa: E731
+    graph = helper.make_graph([helper.make_node("Identity", ["ids"], ["y"])], "g",
+                              [value("ids", [1, "sequence"]), value("mask", [1, "sequence"])], [value("y", [1, "sequence"])])
+    specs = input_specs(helper.make_model(graph))
+    assert [s.batch_axis for s in specs] == [0, 0]
+    np.savez(tmp_path / "two.npz", ids=np.arange(8).reshape(2, 4), mask=np.ones((2, 4), np.int64))
+    assert [f["ids"].shape for f in iter_feeds(tmp_path / "two.npz", specs)] == [(1, 4), (1, 4)]  # a sentence a feed, whole
+    # A state [1, batch, 3] keeps the batch its input holds first (one LSTM layer's h0 beside x).
+    graph = helper.make_graph([helper.make_node("Identity", ["x"], ["y"])], "g",
+                              [value("x", ["batch", 7]), value("h0", [1, "batch", 3])], [value("y", ["batch", 7])])
+    assert [s.batch_axis for s in input_specs(helper.make_model(graph))] == [0, 1]
+
+
 def _rnn_specs():
     value = lambda name, elem, dims: helper.make_tensor_value_info(name, elem, dims)  # noqa: E731
     graph = helper.make_graph(
