@@ -97,7 +97,7 @@ def take(feed: Feed, specs: list[InputSpec], index) -> Feed:
 def single_samples(feeds: Iterable[Feed], specs: list[InputSpec], limit: int) -> list[Feed]:
     """Up to `limit` feeds of one sample each, split from `feeds`; a model whose inputs fix the
     batch (a dimension that is a number above 1) takes its feeds as they come."""
-    fixed = _fixed_batch(specs)
+    fixed = fixed_batch(specs)
     out: list[Feed] = []
     for feed in feeds:
         count = 1 if fixed not in (None, 1) else batch_size(feed, specs)
@@ -189,7 +189,7 @@ def iter_feeds(
         if path.is_dir():
             feeds: Iterable[Mapping[str, np.ndarray]] = _folder_feeds(path)
         elif path.is_file():
-            fixed = _fixed_batch(specs)
+            fixed = fixed_batch(specs)
             feeds = _sliced_feeds(path, specs, fixed or batch_size)
         else:
             raise DataError(f"data not found: {path}; expected an .npz file or a folder of .npz files")
@@ -232,7 +232,8 @@ def _first(feed: Feed, specs: list[InputSpec], limit: int | None) -> tuple[Feed,
     return take(feed, specs, slice(0, limit)), limit
 
 
-def _fixed_batch(specs: list[InputSpec]) -> int | None:
+def fixed_batch(specs: list[InputSpec]) -> int | None:
+    """The batch every input fixes at its first axis (a batch-1 export: 1), or None."""
     dims = {spec.shape[0] for spec in specs if spec.shape}
     if len(dims) == 1:
         (dim,) = dims

@@ -10,7 +10,7 @@ from pathlib import Path
 import numpy as np
 
 from . import _runtime as runtime
-from ._data import Feed, InputSpec, batch_size, concat, take
+from ._data import Feed, InputSpec, batch_size, concat, fixed_batch, take
 from ._errors import ConfigError, DataError
 from ._metrics import Metric, drop, resolve_metric
 from ._reports import ValidationReport
@@ -183,7 +183,8 @@ class Evaluator:
         return self._subset(tuple(sorted(indices)))[0]
 
     def _subset(self, indices: tuple[int, ...]):
-        """The samples `indices` gathered into batches of up to 16, with their FP32 outputs and labels."""
+        """The samples `indices` gathered into batches of up to 16 (or of the batch the model fixes), with
+        their FP32 outputs and labels."""
         if indices not in self._subsets:
             wanted = set(indices)
             rows: list[Feed] = []
@@ -195,10 +196,11 @@ class Evaluator:
                     rows.append(take(feed, self.specs, picked))
                 start += n
             merged = concat(rows, self.specs)
-            feeds = [take(merged, self.specs, slice(i, i + 16)) for i in range(0, len(indices), 16)]
+            group = fixed_batch(self.specs) or 16  # a batch-1 export takes its samples one a feed
+            feeds = [take(merged, self.specs, slice(i, i + group)) for i in range(0, len(indices), group)]
             refs = [self._reference.run(self._names, feed) for feed in feeds]
             order = sorted(wanted)
-            labels = [None if self.labels is None else self.labels[order[i : i + 16]] for i in range(0, len(order), 16)]
+            labels = [None if self.labels is None else self.labels[order[i : i + group]] for i in range(0, len(order), group)]
             self._subsets = {indices: (feeds, refs, labels)}  # one subset at a time
         return self._subsets[indices]
 

@@ -301,3 +301,9 @@ def test_benchmark_times_a_model_with_a_fixed_batch_at_that_batch(tmp_path, demo
     assert [r["batch"] for r in json.loads((tmp_path / "b.json").read_text())["results"]] == [1]
     _one_line_error(lowprec("benchmark", tmp_path / "batch1.onnx", out, "--batch", "1,4"),
                     "batch 4: input 'image' fixes its batch axis at 1", "expected --batch 1")
+    # The accuracy-aware search scores layers on subsets it gathers into batches: of 1 here (of
+    # 16, it failed inside ORT, a traceback). A budget the default misses makes it gather them.
+    result = lowprec("quantize", tmp_path / "batch1.onnx", "--data", demo["calib"], "--out", tmp_path / "aaq.onnx",
+                     "--eval", demo["eval"], "--metric", "cosine=0.00001", "--min-speedup", "0", "--report", tmp_path / "q.json")
+    assert result.returncode == 0, result.stderr
+    assert json.loads((tmp_path / "q.json").read_text())["accuracy"]["subset_evaluations"] > 0
