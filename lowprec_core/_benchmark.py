@@ -9,7 +9,7 @@ import numpy as np
 
 from . import _runtime as runtime
 from ._config import BenchmarkConfig, cpu_flags
-from ._data import Feed, InputSpec
+from ._data import Feed, InputSpec, fixed_batch
 from ._errors import ConfigError, DataError
 from ._model_io import LoadedModel, model_bytes
 from ._reports import BenchmarkReport, LatencyResult
@@ -37,22 +37,17 @@ SYNTHETIC_LIMIT = 1 << 30  # bytes of made-up values one input may take when no 
 
 
 def fit_batches(config: BenchmarkConfig, specs: list[InputSpec]) -> BenchmarkConfig:
-    """`config` with batch sizes the model takes. A model exported with its batch axis fixed
-    (at 1, as many are) runs at that size only: the default batches become it, and a batch asked
-    for that the model cannot take is a ConfigError naming the input. ORT had failed mid-run with
-    a traceback (`lowprec benchmark` on a batch-1 model, at the default batch 8)."""
-    fixed = {(spec.name, spec.shape[spec.batch_axis]) for spec in specs
-             if spec.batch_axis is not None and len(spec.shape) > spec.batch_axis
-             and isinstance(spec.shape[spec.batch_axis], int) and spec.shape[spec.batch_axis] > 0}
-    if not fixed:
+    """`config` with batch sizes the model takes. A model exported with its batch fixed (at 1, as
+    many are) runs at that size only, as data.fixed_batch reads it: the default batches become it,
+    and a batch asked for that the model cannot take is a ConfigError naming the input. ORT had
+    failed mid-run with a traceback (`lowprec benchmark` on a batch-1 model, at the default batch 8)."""
+    size = fixed_batch(specs)
+    if size is None or set(config.batches) == {size}:
         return config
-    sizes = sorted({size for _, size in fixed})
-    unfit = [batch for batch in config.batches if batch not in sizes or len(sizes) > 1]
-    if not unfit:
-        return config
-    name, size = min(fixed)
-    if config.batches != BenchmarkConfig().batches or len(sizes) > 1:
-        raise ConfigError(f"batch {unfit[0]}: input {name!r} fixes its batch axis at {size}, so the model runs at batch "
+    if config.batches != BenchmarkConfig().batches:
+        unfit = next(batch for batch in config.batches if batch != size)
+        name = next(spec.name for spec in specs if spec.shape)
+        raise ConfigError(f"batch {unfit}: input {name!r} fixes its batch axis at {size}, so the model runs at batch "
                           f"{size} only; expected --batch {size}")
     log.info("the model fixes its batch at %d: timed at batch %d only", size, size)
     return config.model_copy(update={"batches": (size,)})

@@ -15,13 +15,18 @@ def _flat(x: np.ndarray) -> np.ndarray:
     return x.reshape(x.shape[0], -1) if x.ndim > 1 else x.reshape(-1, 1)
 
 
+def _holds_ids(output: np.ndarray) -> bool:
+    """Whether an output holds class ids, integers [batch], rather than scores."""
+    return output.ndim == 1 and output.dtype.kind in "biu"
+
+
 def _choices(output: np.ndarray, metric: str) -> np.ndarray:
     """Each sample's class: the arg-max of its scores ([batch, classes], further axes flattened),
     or the class ids an output already holds, integers [batch] (a scikit-learn classifier
     converted by skl2onnx gives its labels first, its probabilities after). One value per sample
     picks no class: arg-max over it read every sample as class 0."""
     output = np.asarray(output)
-    if output.ndim == 1 and output.dtype.kind in "biu":
+    if _holds_ids(output):
         return output.astype(np.int64)
     flat = _flat(output)
     if flat.shape[1] < 2:
@@ -55,7 +60,7 @@ def mse(reference: np.ndarray, candidate: np.ndarray) -> np.ndarray:
 
 def topk(output: np.ndarray, labels: np.ndarray, k: int) -> np.ndarray:
     """1.0 where the label is among the k highest scores on the last axis."""
-    if np.asarray(output).ndim == 1 and np.asarray(output).dtype.kind in "biu":
+    if _holds_ids(np.asarray(output)):
         raise ConfigError(f"metric 'top{k}' ranks class scores [batch, classes]; the model's first output holds class ids "
                           "(top1 compares those)")
     flat = _flat(output)
@@ -94,8 +99,8 @@ def resolve_metric(name: str) -> Metric:
     `path/to/file.py:function`. A plugin is code and runs with this process's rights.
 
     A plugin is called as function(outputs, labels) with every tensor output of one batch (a
-    list of arrays, in the model's order; a sequence or map output is left out) and that batch's labels (None without --labels); it returns one score per sample,
-    higher is better."""
+    list of arrays, in the model's order; a sequence or map output is left out) and that batch's
+    labels (None without --labels); it returns one score per sample, higher is better."""
     if name in METRICS:
         return METRICS[name]
     if name.startswith("top") and name[3:].isdigit() and int(name[3:]) > 0:

@@ -13,7 +13,6 @@ import onnx
 import onnxruntime as ort
 
 from ._config import RUNTIMES
-from ._digest import sha256
 from ._errors import ConfigError, ModelError
 from ._float16 import computes_in_float16
 from ._graph import all_nodes
@@ -76,10 +75,10 @@ def session(
 # ORT's NCHWc layout pass dereferences null on the Casts ORT itself inserts around float16 nodes
 # it has no CPU kernel for (onnxruntime#28392: Transpose -> MatMul in float16; still in 1.31):
 # building the session kills the process. lowprec's own models compute in float32 (see _float16);
-# a user's float16 model is probed in a child process, once, and built without the pass if it dies.
+# a user's float16 model file is probed in a child process, once, and built without the pass if it dies.
 _NCHWC_PROBE = "import sys, onnxruntime as ort; ort.InferenceSession(sys.argv[1], providers=['CPUExecutionProvider'])"
 _PROBE_SECONDS = 600
-_probed: dict[object, list[str]] = {}  # a model's bytes' sha256, or its file's (path, size, mtime) -> passes to leave out
+_probed: dict[tuple[str, int, int], list[str]] = {}  # a model file's (path, size, mtime) -> passes to leave out
 
 
 def probe_float16(model: onnx.ModelProto, path: str | Path) -> None:
@@ -92,24 +91,15 @@ def probe_float16(model: onnx.ModelProto, path: str | Path) -> None:
 
 
 def _crashing_passes(model: onnx.ModelProto | bytes | str) -> list[str]:
-    """The ORT passes a session of `model` must go without: ["NchwcTransformer"] for a float16
-    model whose session kills the process, else none. Bytes are lowprec's own models (float32
-    inside); a path is as probe_float16 found it."""
-    if isinstance(model, str):
-        try:
-            return _probed.get(_file_key(model), [])
-        except OSError:  # no such file: ORT's own error names it
-            return []
-    if isinstance(model, bytes) or not computes_in_float16(model):
+    """The ORT passes a session of `model` must go without: for a file probe_float16 found
+    killing the process, ["NchwcTransformer"]; else none. Models in memory are lowprec's own,
+    float32 inside (see _float16)."""
+    if not isinstance(model, str):
         return []
-    data = model.SerializeToString()
-    key = sha256(data).hexdigest()
-    if key not in _probed:
-        with tempfile.TemporaryDirectory(prefix="lowprec-probe-") as tmp:
-            path = Path(tmp) / "model.onnx"
-            path.write_bytes(data)
-            _probed[key] = _probe(str(path))
-    return _probed[key]
+    try:
+        return _probed.get(_file_key(model), [])
+    except OSError:  # no such file: ORT's own error names it
+        return []
 
 
 def _file_key(path: str | Path) -> tuple[str, int, int]:
