@@ -86,29 +86,82 @@ def load_model(path: str | os.PathLike[str]) -> LoadedModel:
         # The file's own bytes when they hold the whole model: no second serialization.
         onnx.checker.check_model(raw if not data_files else (str(path) if proto.ByteSize() >= _PROTOBUF_LIMIT else proto))
     except (onnx.checker.ValidationError, ValueError) as err:
-        if not _sorted_passes(proto, err):
-            raise ModelError(f"{path}: ONNX checker rejected the model: {one_line(err, 600)}") from None
-        log.warning("%s: its nodes are out of order (ONNX Runtime sorts them on load, the ONNX checker does not); "
-                    "sorted them", path)
+        _mend(proto, err, path)
     return LoadedModel(proto, digest.hexdigest(), path, tuple(data_files))
 
 
-def _sorted_passes(proto: onnx.ModelProto, err: Exception) -> bool:
-    """Whether the checker's only complaint was node order: then `proto`'s graphs are sorted in
-    place and it passes. ORT's own float16 converter (keep_io_types) appends the input Casts last,
-    and ORT loads what it writes."""
-    if "topologically sorted" not in str(err) or proto.ByteSize() >= _PROTOBUF_LIMIT:
-        return False
+def _mend(proto: onnx.ModelProto, err: Exception, path: Path) -> None:
+    """Mend in place what the checker refuses and ONNX Runtime loads anyway, where the mend is
+    certain (each one logged), or raise ModelError naming what is wrong."""
+    untyped = _untyped(proto.graph.input)
+    if untyped:
+        raise ModelError(f"{path}: input {untyped[0]!r} declares no shape; ONNX Runtime runs it, but lowprec needs "
+                         "its rank to find the batch axis: give the input a shape (onnx.tools.update_model_dims)") from None
+    for _ in _MENDS:  # one complaint at a time, each mended once at most
+        said = None
+        if proto.ByteSize() < _PROTOBUF_LIMIT:
+            said = next((said for mend in _MENDS if (said := mend(proto, str(err))) is not None), None)
+        if said is None:
+            break
+        log.warning("%s: %s", path, said)
+        try:
+            onnx.checker.check_model(proto)
+            return
+        except (onnx.checker.ValidationError, ValueError) as again:
+            err = again
+    raise ModelError(f"{path}: ONNX checker rejected the model: {one_line(err, 600)}") from None
+
+
+def _sort_nodes(proto: onnx.ModelProto, complaint: str) -> str | None:
+    """Nodes out of order: sorted. ORT's own float16 converter (keep_io_types) appends the input
+    Casts last, and ORT loads what it writes."""
+    if "topologically sorted" not in complaint:
+        return None
     try:
         for graph in list(all_graphs(proto.graph)):
             topological_sort(graph)
     except RuntimeError:  # a cycle: no order fixes it
-        return False
+        return None
+    return "its nodes are out of order (ONNX Runtime sorts them on load, the ONNX checker does not); sorted them"
+
+
+def _type_outputs(proto: onnx.ModelProto, complaint: str) -> str | None:
+    """Graph outputs declared by name alone, or with a type and no shape (the usual way of
+    exposing an intermediate tensor: make_tensor_value_info(name, FLOAT, None)): typed from shape
+    inference, which must know each one's element type and rank."""
+    untyped = _untyped(proto.graph.output)
+    if not untyped or not ("Field 'shape'" in complaint or "Field 'type'" in complaint):
+        return None
+    bare = onnx.ModelProto()
+    bare.CopyFrom(proto)
+    typed = [value for value in bare.graph.output if value.name not in untyped]
+    del bare.graph.output[:]
+    bare.graph.output.extend(typed)  # the others' types land in value_info
     try:
-        onnx.checker.check_model(proto)
-    except (onnx.checker.ValidationError, ValueError):
-        return False
-    return True
+        topological_sort(bare.graph)  # inference reads nodes in order; _sort_nodes may not have run yet
+    except RuntimeError:
+        return None
+    inferred = _infer_shapes(bare).graph
+    known = {value.name: value.type for value in [*inferred.value_info, *inferred.input]}
+    known.update((init.name, onnx.helper.make_tensor_type_proto(init.data_type, init.dims)) for init in inferred.initializer)
+    for value in proto.graph.output:
+        if value.name in untyped:
+            found = known.get(value.name)
+            if found is None or not found.tensor_type.elem_type or not found.tensor_type.HasField("shape"):
+                return None
+            value.type.CopyFrom(found)
+    return (f"output(s) {', '.join(untyped)} declare no type or no shape (ONNX Runtime infers them, the ONNX checker "
+            "does not); took them from shape inference")
+
+
+_MENDS = (_sort_nodes, _type_outputs)
+
+
+def _untyped(values) -> list[str]:
+    """The tensors among `values` (graph inputs or outputs) with no element type or no shape."""
+    return [value.name for value in values
+            if not value.type.HasField("tensor_type") and not value.type.WhichOneof("value")
+            or value.type.HasField("tensor_type") and (not value.type.tensor_type.elem_type or not value.type.tensor_type.HasField("shape"))]
 
 
 def external_data_files(model: onnx.ModelProto) -> list[str]:

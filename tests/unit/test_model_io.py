@@ -192,6 +192,36 @@ def test_nodes_out_of_order_load_sorted_and_a_cycle_is_still_refused(tmp_path):
         load_model(tmp_path / "cycle.onnx")
 
 
+def test_outputs_without_type_or_shape_take_them_from_inference_and_an_input_without_shape_is_named(tmp_path):
+    """The usual way of exposing an intermediate tensor declares it by name alone or with a type
+    and no shape; ORT runs such a model, the checker refuses it. lowprec types those outputs
+    (nodes out of order as well: both mends apply) and quantizes the model with them kept."""
+    model = models.mlp()
+    model.graph.output.extend([onnx.helper.make_tensor_value_info("h", onnx.TensorProto.FLOAT, None), onnx.ValueInfoProto(name="r")])
+    nodes = list(model.graph.node)
+    del model.graph.node[:]
+    model.graph.node.extend(reversed(nodes))
+    (tmp_path / "exposed.onnx").write_bytes(model.SerializeToString())
+    loaded = load_model(tmp_path / "exposed.onnx")
+    shapes = {v.name: (v.type.tensor_type.elem_type, [d.dim_param or d.dim_value for d in v.type.tensor_type.shape.dim])
+              for v in loaded.proto.graph.output}
+    assert shapes == {"y": (onnx.TensorProto.FLOAT, ["N", 10]), "h": (onnx.TensorProto.FLOAT, ["N", 32]),
+                      "r": (onnx.TensorProto.FLOAT, ["N", 32])}
+    x = models.feeds(models.mlp())[0]
+    want = ReferenceEvaluator(models.mlp()).run(["y"], x)[0]
+    prepared = prepare(loaded.proto)
+    int8, plan = quantize_model(prepared, collect(prepared, models.feeds(prepared), statistic_requests(prepared), model_sha256="t"),
+                                QuantConfig(min_reduction=0))
+    got = dict(zip([o.name for o in int8.graph.output], session(int8).run(None, x)))
+    assert len(plan.layers()) == 2 and set(got) == {"y", "h", "r"} and np.all(got["r"] >= 0)
+    np.testing.assert_allclose(got["y"], want, atol=0.1 * np.abs(want).max())
+    shapeless = models.mlp()
+    shapeless.graph.input[0].type.tensor_type.ClearField("shape")
+    (tmp_path / "shapeless.onnx").write_bytes(shapeless.SerializeToString())
+    with pytest.raises(ModelError, match="input 'x' declares no shape"):
+        load_model(tmp_path / "shapeless.onnx")
+
+
 def _half_conv_then_if() -> onnx.ModelProto:
     """models.conv_then_if stored in float16: weights, interface, and the If bodies' outputs."""
     model = models.conv_then_if()
