@@ -102,7 +102,8 @@ _SHARED_HELP = {
     "run_name": "a name for the run (default: the pipeline's name and the time)",
     "runtime": f"the runtime that serves the model, where validate and benchmark run both models: {', '.join(RUNTIMES)}",
 }
-_METRIC_HELP = (f"one of {', '.join(METRICS)}, topK, or a plugin package.module:function or ./file.py:function "
+_METRIC_HELP = (f"one of {', '.join(METRICS)}, topK (these score the model's first output), or a plugin "
+                "package.module:function or ./file.py:function, which reads every output "
                 "(plugin code runs in this process: name only code you trust)")
 
 
@@ -340,6 +341,9 @@ def _validate(args: argparse.Namespace) -> int:
     )
     verdict = "PASS" if result.passed else "FAIL"
     print(f"{verdict}: {result.metric} FP32 {result.reference_score:.4f}, INT8 {result.candidate_score:.4f}, drop {result.drop:.4f} (max {result.max_drop})")
+    if result.outputs > 1 and (result.metric in METRICS or re.fullmatch(r"top\d+", result.metric)):
+        print(f"scored on output {result.output!r}, the first of the models' {result.outputs}; "
+              "a plugin metric (--metric module:function) reads them all")
     if result.default_score is not None:
         print(f"FP32 at the runtime's own default precision ({result.default_precision}): {result.metric} {result.default_score:.4f}")
     return 0 if result.passed else GateFailed.exit_code

@@ -108,7 +108,8 @@ class InspectReport(Record):
 class ValidationReport(Record):
     runtime: str = "onnxruntime"  # where both models ran
     metric: str
-    output: str
+    output: str  # the first tensor output: the one a built-in metric scores
+    outputs: int = 1  # tensor outputs the models have; a plugin metric reads every one
     samples: int
     reference_score: float
     candidate_score: float

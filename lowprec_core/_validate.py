@@ -55,6 +55,7 @@ def compare(
         runtime=serving,
         metric=metric,
         output=names[0],
+        outputs=len(names),
         samples=seen,
         reference_score=ref_score,
         candidate_score=cand_score,

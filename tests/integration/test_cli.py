@@ -45,6 +45,23 @@ def test_calibrate_quantize_validate_benchmark_publish(tmp_path, demo):
     assert (tmp_path / "fetched" / "stats" / "stats.npz").read_bytes() == (stats / "stats.npz").read_bytes()
 
 
+def test_an_exposed_intermediate_output_quantizes_and_validate_names_the_output_it_scores(tmp_path, demo):
+    """An output added by name alone (how users expose an intermediate tensor) loads with its type
+    inferred; a built-in metric scores the first output, and validate says which of the two."""
+    model = onnx.load(demo["model"])
+    model.graph.output.append(onnx.ValueInfoProto(name="/head/head.2/Relu_output_0"))
+    source, out = tmp_path / "exposed.onnx", tmp_path / "int8.onnx"
+    onnx.save(model, source)
+    result = lowprec("quantize", source, "--data", demo["calib"], "--out", out)
+    assert result.returncode == 0 and "declare no type or no shape" in result.stderr, result.stderr
+    assert [o.name for o in onnx.load(out).graph.output] == ["logits", "/head/head.2/Relu_output_0"]
+    result = lowprec("validate", source, out, "--data", demo["eval"], "--metric", "agreement", "--report", tmp_path / "v.json")
+    assert result.returncode == 0 and "scored on output 'logits', the first of the models' 2" in result.stdout, result.stdout
+    assert json.loads((tmp_path / "v.json").read_text())["outputs"] == 2
+    result = lowprec("validate", demo["model"], demo["model"], "--data", demo["eval"], "--metric", "agreement")
+    assert result.returncode == 0 and "scored on output" not in result.stdout
+
+
 def test_failed_gate_exits_10(tmp_path, demo):
     out = tmp_path / "int8.onnx"
     assert lowprec("quantize", demo["model"], "--data", demo["calib"], "--out", out).returncode == 0
