@@ -34,7 +34,7 @@ def collect(
     names = [lifted.get(name, name) for name in outputs]
     observers = {name: TensorObserver() for name in requests}
     channels = {name: ChannelObserver(axis) for name, axis in requests.items() if axis is not None}
-    samples = 0
+    samples = batches = 0
     for index, feed, values in _run(sess, outputs, feeds):
         for name, value in list(zip(names, values)) + [(n, feed[n]) for n in graph_inputs if n in feed]:
             if name in observers and value.size:  # empty: a body that did not run (see with_outputs)
@@ -43,6 +43,9 @@ def collect(
         del values
         samples += int(next(iter(feed.values())).shape[0])
         progress.report("calibration", index + 1, detail=f"{samples} samples")
+        batches = index + 1
+    if batches:  # the count a log keeps (it shows every 10th batch while running)
+        progress.report("calibration", batches, batches, detail=f"{samples} samples")
     stats = {}
     for name, obs in observers.items():
         if not obs.count:

@@ -190,10 +190,13 @@ def correct_biases_full(
     wanted = [name for t in targets for name in t[1:3]]
     sess = runtime.session(with_outputs(probe, wanted)[0], optimization="basic")
     observers = {name: ChannelObserver(t[3]) for t in targets for name in t[1:3]}
-    for index, feed in enumerate(feeds):
+    done = 0
+    for done, feed in enumerate(feeds, 1):
         for name, value in zip(wanted, sess.run(wanted, feed)):
             observers[name].update(value)
-        progress.report("full bias correction", index + 1)
+        progress.report("full bias correction", done)
+    if done:
+        progress.report("full bias correction", done, done)
     edits = []
     for entry, q_name, shadow_name, _ in targets:
         shift = np.asarray(observers[q_name].mean - observers[shadow_name].mean)

@@ -33,9 +33,23 @@ def test_a_terminal_gets_one_redrawn_line_and_each_search_iteration():
     assert text.endswith("\naccuracy-aware iteration 1: revert conv1; 1 float\n")
 
 
-def test_a_log_gets_plain_lines_every_tenth_batch():
+def test_a_log_gets_plain_lines_every_tenth_batch_and_the_final_count():
     log = io.StringIO()
     _capture(log)
     for done in range(1, 26):
         progress.report("calibration", done, detail=f"{done * 16} samples")
-    assert log.getvalue().splitlines() == ["calibration 10: 160 samples", "calibration 20: 320 samples"]
+    progress.report("calibration", 25, 25, detail="400 samples")
+    assert log.getvalue().splitlines() == ["calibration 10: 160 samples", "calibration 20: 320 samples", "calibration 25/25: 400 samples"]
+
+
+def test_calibration_logs_how_many_samples_it_read():
+    """A log showed the last tenth batch (160 of 300 samples read) as if it were the count."""
+    from lowprec_core._calibration.collect import collect
+    from lowprec_core._quantize.planner import statistic_requests
+    from tests import models
+
+    log = io.StringIO()
+    _capture(log)
+    model = models.mlp()
+    collect(model, models.feeds(model, batches=23, batch=3), statistic_requests(model), model_sha256="t")
+    assert log.getvalue().splitlines()[-1] == "calibration 23/23: 69 samples"
