@@ -589,9 +589,14 @@ def _skip_reason(node, rule, config, target, ignored, inits, float_tensors) -> s
     if node.name in ignored:
         return "ignored scope"
     weight_name = node.input[rule.weight_input] if len(node.input) > rule.weight_input else ""
-    if weight_name not in inits or inits[weight_name].data_type != onnx.TensorProto.FLOAT:
-        return "weight is not a float32 constant"
     act_inputs = [node.input[i] for i in rule.activation_inputs if i < len(node.input) and node.input[i]]
+    if weight_name not in inits or inits[weight_name].data_type != onnx.TensorProto.FLOAT:
+        if weight_name not in inits and any(name in inits for name in act_inputs):
+            # A graph convolution's fixed adjacency times the features: A @ X.
+            constant = list(node.input).index(next(name for name in act_inputs if name in inits))
+            return (f"its constant is input {constant}, and input {rule.weight_input}, where lowprec quantizes a weight, "
+                    "is computed: it stays float")
+        return "weight is not a float32 constant"
     not_float = [name for name in act_inputs if name not in float_tensors]
     if not_float:
         return f"input {not_float[0]!r} is not float32"

@@ -108,6 +108,21 @@ def test_per_channel_axis_per_op(build, expected):
     assert _dq_axes(int8) == expected
 
 
+def test_a_constant_first_matmul_input_stays_float_and_the_plan_says_why():
+    """A graph convolution's fixed adjacency times the features (A @ X): the constant is input 0.
+    It was reported as 'weight is not a float32 constant', which it is."""
+    model = models.mlp()
+    adjacency = onnx.numpy_helper.from_array(np.eye(4, dtype=np.float32)[::-1].copy(), "adjacency")
+    model.graph.initializer.append(adjacency)
+    model.graph.node.append(onnx.helper.make_node("Reshape", ["y", "shape"], ["y4"], "to_nodes"))
+    model.graph.node.append(onnx.helper.make_node("MatMul", ["adjacency", "y4"], ["mixed"], "propagate"))
+    model.graph.initializer.append(onnx.numpy_helper.from_array(np.array([-1, 4, 10], np.int64), "shape"))
+    model.graph.output[0].CopyFrom(onnx.helper.make_tensor_value_info("mixed", onnx.TensorProto.FLOAT, ["N", 4, 10]))
+    _, _, plan, _ = _quantize(model, QuantConfig(min_reduction=0), batches=models.feeds(model, batch=4))
+    assert plan.skipped["propagate"] == "its constant is input 0, and input 1, where lowprec quantizes a weight, is computed: it stays float"
+    assert "matmul" in plan.nodes
+
+
 def test_targets_are_table_rows():
     # cpu: ORT has no integer ConvTranspose, so it stays float; gpu quantizes it on axis 1.
     _, _, plan, _ = _quantize(models.conv_transpose())
