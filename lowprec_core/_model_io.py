@@ -96,7 +96,8 @@ def _mend(proto: onnx.ModelProto, err: Exception, path: Path) -> None:
     untyped = _untyped(proto.graph.input)
     if untyped:
         raise ModelError(f"{path}: input {untyped[0]!r} declares no shape; ONNX Runtime runs it, but lowprec needs "
-                         "its rank to find the batch axis: give the input a shape (onnx.tools.update_model_dims)") from None
+                         "its rank to find the batch axis: give the input its sizes first (lowprec_core.fix_input_shapes(model, "
+                         f"{{{untyped[0]!r}: (\"batch\", ...)}}) and save it)") from None
     for _ in _MENDS:  # one complaint at a time, each mended once at most
         said = None
         if proto.ByteSize() < _PROTOBUF_LIMIT:
