@@ -493,7 +493,7 @@ def _load_pair(fp32: PathOrUri, int8: PathOrUri, tmp: str) -> tuple[LoadedModel,
 def _warn_if_nothing_quantized(plan: QuantPlan) -> None:
     """An "INT8" model that computes as its source does passes any validation gate: say so,
     with the commonest reasons (a float64 model, an INT8 model given again)."""
-    if plan.layers():
+    if plan.layers() or plan.all_tables():
         return
     reasons = Counter(plan.left_float().values()).most_common(2)
     why = "; ".join(f"{reason} ({count})" for reason, count in reasons) or "the model has no layer lowprec quantizes"

@@ -244,7 +244,8 @@ def _quantize(args: argparse.Namespace) -> None:
     if result.tuning is not None:
         print(f"latency search ({result.tuning.runtime}, {result.tuning.threads} thread(s), {result.tuning.seconds:.1f} s): {result.tuning.reason}")
     print(
-        f"{args.out}: {len(result.plan.layers())} nodes quantized, {len(result.plan.left_float())} left in float; "
+        f"{args.out}: {len(result.plan.layers())} nodes quantized, {len(result.plan.left_float())} left in float"
+        f"{f', {len(tables)} embedding table(s) in 8 bits' if (tables := result.plan.all_tables()) else ''}; "
         f"{result.int8_bytes / 1e6:.2f} MB ({result.int8_bytes / result.fp32_bytes:.0%} of FP32) in {result.seconds:.1f} s"
     )
     precision = result.plan.config.float_precision  # the search's choice, where it ran

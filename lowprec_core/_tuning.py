@@ -696,9 +696,10 @@ def _build(quantizer: Quantizer, config: QuantConfig, replay) -> tuple[onnx.Mode
 
 
 def _config_of(config: QuantConfig, key: Key, model: onnx.ModelProto) -> QuantConfig:
-    if key == FLOAT:  # every op type of the model that the target quantizes, ignored
+    if key == FLOAT:  # every op type of the model that the target quantizes (its tables' Gathers too), ignored
         present = {node.op_type for node in all_nodes(model.graph)}
-        layers = sorted((present & set(TARGETS[config.target].layers)) - set(config.ignore))
+        kinds = {*TARGETS[config.target].layers, *(["Gather"] if TARGETS[config.target].tables else [])}
+        layers = sorted((present & kinds) - set(config.ignore))
         return config.model_copy(update={"ignore": (*config.ignore, *layers)})
     update = {"min_reduction": key[0], "integer_ops": key[1]}
     if len(key) > 2:  # the layers the profile found slower in integer, by name
@@ -709,7 +710,7 @@ def _config_of(config: QuantConfig, key: Key, model: onnx.ModelProto) -> QuantCo
 
 
 def _quantizes_nothing(plan: QuantPlan) -> bool:
-    return not plan.layers() and not plan.integer_ops
+    return not plan.layers() and not plan.integer_ops and not plan.all_tables()
 
 
 def _order(key: Key) -> tuple:

@@ -363,6 +363,29 @@ def one_hot_embedding(seed: int = 0) -> onnx.ModelProto:
     )
 
 
+def token_embedding(seed: int = 0, rows: int = 2048, *, tied: bool = False) -> onnx.ModelProto:
+    """ids[N,6] -> Gather(table [rows, 128]) -> tokens (an output) -> MatMul(128 -> 64) -> y, as a
+    transformer's word embeddings start it. `tied`: a Gemm reads the table as its weight instead
+    (a language model's output projection shares its input embedding): y [N*6, rows]."""
+    rng = np.random.default_rng(seed)
+    inits = {"table": rng.normal(0, 0.05, (rows, 128)).astype(np.float32)}
+    nodes = [helper.make_node("Gather", ["table", "ids"], ["tokens"], "embed")]
+    if tied:
+        inits["rows_of_128"] = np.array([-1, 128], np.int64)
+        nodes.append(helper.make_node("Reshape", ["tokens", "rows_of_128"], ["flat"], "flatten"))
+        nodes.append(helper.make_node("Gemm", ["flat", "table"], ["y"], "project", transB=1))
+    else:
+        inits["w"] = rng.normal(0, 0.1, (128, 64)).astype(np.float32)
+        nodes.append(helper.make_node("MatMul", ["tokens", "w"], ["y"], "project"))
+    return _model(
+        nodes,
+        [helper.make_tensor_value_info("ids", TensorProto.INT64, ["N", 6])],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, ["M", rows] if tied else ["N", 6, 64]),
+         helper.make_tensor_value_info("tokens", TensorProto.FLOAT, ["N", 6, 128])],
+        inits,
+    )
+
+
 def dense_mlp(seed: int = 0, activation: str = "Relu") -> onnx.ModelProto:
     """x[N,16] -> MatMul(32) -> Add(b1) -> activation -> MatMul(10) -> Add(b2) -> y: two Keras
     Dense layers as tf2onnx writes them (MatMul + Add, the activation after the Add)."""

@@ -31,6 +31,21 @@ class WeightQuant(Record):
     narrow: list[int] = []
 
 
+class TableQuant(Record):
+    """An embedding table in 8 bits, weight only: one uint8 grid, symmetric about zero point
+    128 ([-127, 127] x scale, the scale from its largest |value|), behind a DequantizeLinear
+    that the Gathers in `readers` read, each followed by a Q/DQ pair on that same grid (exact:
+    the values gathered lie on it). The runtime gathers the bytes and dequantizes the rows
+    gathered (Target.tables)."""
+
+    initializer: str
+    readers: list[str]
+
+    def weight(self) -> WeightQuant:
+        """The table's quantization as a weight's (int8, one scale; shifted to uint8 when applied)."""
+        return WeightQuant(initializer=self.initializer, axis=None, dtype="int8")
+
+
 class BiasQuant(Record):
     """`reader`: the node that adds the bias, where it is not `node` itself (the Add after a
     MatMul on 2-D input, which ORT folds into a Gemm before its QDQ fusions)."""
@@ -82,6 +97,7 @@ class QuantPlan(Record):
     config: QuantConfig
     activations: list[ActivationQuant] = []
     weights: list[WeightQuant] = []
+    tables: list[TableQuant] = []
     biases: list[BiasQuant] = []
     fused: list[FusedActivation] = []
     nodes: list[str] = []
@@ -100,6 +116,10 @@ class QuantPlan(Record):
     def layers(self) -> list[str]:
         """Every quantized layer, those inside If bodies included."""
         return [*self.nodes, *(name for body in self.bodies.values() for name in body.layers())]
+
+    def all_tables(self) -> list[TableQuant]:
+        """Every embedding table in 8 bits, those inside If bodies included."""
+        return [*self.tables, *(table for body in self.bodies.values() for table in body.all_tables())]
 
     def left_float(self) -> dict[str, str]:
         """Every layer left in float and why, those inside If bodies included."""

@@ -13,15 +13,15 @@ from onnx import numpy_helper
 from .._calibration.stats import Statistics
 from .._config import QuantConfig
 from .._errors import ConfigError
-from .._graph import all_nodes, body_model, consumers, if_bodies, initializers, subgraphs
+from .._graph import all_nodes, attribute as node_attribute, body_model, consumers, if_bodies, initializers, subgraphs
 from .._simplify import RUNTIME_DOMAIN
 from .._ops import (
-    ALL_INPUTS, FUSABLE_ACTIVATIONS, QUANTIZABLE, READERS, RUNTIME_INTEGER_OPS, TARGETS, TRANSPARENT, GraphView, absorbed_by_quantizer,
-    useful_range,
+    ALL_INPUTS, FUSABLE_ACTIVATIONS, QUANTIZABLE, READERS, RUNTIME_INTEGER_OPS, TABLE_MIN_ELEMENTS, TARGETS, TRANSPARENT, GraphView,
+    absorbed_by_quantizer, useful_range,
 )
 from .overflow import overflow_channels
 from .params import QuantizedWeights, activation_params
-from .plan import ActivationQuant, BiasQuant, FusedActivation, QuantPlan, WeightQuant
+from .plan import ActivationQuant, BiasQuant, FusedActivation, QuantPlan, TableQuant, WeightQuant
 from .placement import (
     channel_split, drop_float_fused, feeds_reads, float_fused, layer_bias, ranks, requantized_anyway, sample_sizes, under_floor,
 )
@@ -224,7 +224,26 @@ def plan(model: onnx.ModelProto, stats: Statistics, config: QuantConfig, *, igno
         skipped=skipped,
         ignored=sorted(ignored),
         integer_ops=[node.name for node in integer],
+        tables=_tables(TARGETS[config.target].tables, ignored, inits, users, graph_outputs),
     )
+
+
+def _tables(enabled: bool, ignored: set[str], inits, users, graph_outputs: set[str]) -> list[TableQuant]:
+    """The embedding tables to store in 8 bits (Target.tables): float32 [rows, width] constants
+    of TABLE_MIN_ELEMENTS or more that only Gathers read, row by row (axis 0), at computed
+    indices, none of them in the ignored scope."""
+    if not enabled:
+        return []
+    found = []
+    for name in sorted(inits):
+        init, readers = inits[name], users.get(name, [])
+        if (init.data_type != onnx.TensorProto.FLOAT or len(init.dims) != 2 or init.dims[0] * init.dims[1] < TABLE_MIN_ELEMENTS
+                or not readers or name in graph_outputs):
+            continue
+        if all(node.op_type == "Gather" and node.input[0] == name and node_attribute(node, "axis", 0) in (0, -2)
+               and node.input[1] not in inits and node.name not in ignored for node in readers):
+            found.append(TableQuant(initializer=name, readers=sorted(node.name for node in readers)))
+    return found
 
 
 class _Placer:

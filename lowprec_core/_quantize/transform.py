@@ -14,7 +14,7 @@ from onnx import helper, numpy_helper
 
 from .._graph import Names, drop_unused_initializers, initializers, subgraphs, topological_sort
 from .params import QuantizedWeights, quantize_bias
-from .plan import FloatEdit, InsertedScale, QuantPlan
+from .plan import FloatEdit, InsertedScale, QuantPlan, TableQuant
 
 _DTYPES = {"uint8": np.uint8, "int8": np.int8}
 
@@ -28,7 +28,7 @@ def apply(
     start: tuple[onnx.ModelProto, int] | None = None,
 ) -> onnx.ModelProto:
     """The plan applied to a copy of `model` (the prepared model it was made for). `weights_q`:
-    the plan's weights as QuantizedWeights.planned gives them, where the caller has them;
+    the plan's weights and tables (TableQuant.weight) as QuantizedWeights.planned gives them, where the caller has them;
     else quantized here. `reserved`: names of the graphs enclosing this one (an If body's),
     which new names must not shadow. `start`: (`edited(model, plan.edits[:n], plan.inserted)`, n),
     where the caller has it: the copy is taken from it and only the later edits are applied.
@@ -46,7 +46,7 @@ def apply(
     _fuse_activations(graph, plan)
     inits = initializers(graph)
     if weights_q is None:
-        weights_q = QuantizedWeights(inits).planned(plan.weights)
+        weights_q = QuantizedWeights(inits).planned([*plan.weights, *(table.weight() for table in plan.tables)])
     by_name = {node.name: node for node in graph.node}
     new_nodes: list[onnx.NodeProto] = []
     new_inits: list[onnx.TensorProto] = []
@@ -72,6 +72,9 @@ def apply(
         q, scale = weights_q[entry.initializer]
         weight_scale[entry.initializer] = scale
         weight_out[entry.initializer] = _dequantized_constant(names, entry.initializer, q, scale, entry.axis, new_inits, new_nodes)
+
+    for entry in plan.tables:
+        _gather_integers(entry, weights_q[entry.initializer], by_name, names, new_inits, new_nodes)
 
     quantized_nodes = set(plan.nodes)
     for node in graph.node:
@@ -143,18 +146,37 @@ def _dequantized_constant(
     axis: int | None,
     inits: list[onnx.TensorProto],
     nodes: list[onnx.NodeProto],
+    zero_point: int = 0,
 ) -> str:
-    """An integer initializer behind a DequantizeLinear (zero point 0); returns the DQ output."""
+    """An integer initializer behind a DequantizeLinear; returns the DQ output."""
     q_name, s_name, z_name = (names.new(f"{base}_{suffix}") for suffix in ("quantized", "scale", "zero_point"))
     inits += [
         numpy_helper.from_array(q, q_name),
         numpy_helper.from_array(scale, s_name),
-        numpy_helper.from_array(np.zeros(scale.shape, dtype=q.dtype), z_name),
+        numpy_helper.from_array(np.full(scale.shape, zero_point, dtype=q.dtype), z_name),
     ]
     out = names.new(f"{base}_dequantized")
     attrs = {"axis": axis} if axis is not None else {}
     nodes.append(helper.make_node("DequantizeLinear", [q_name, s_name, z_name], [out], names.new(f"{base}_DequantizeLinear"), **attrs))
     return out
+
+
+def _gather_integers(entry: TableQuant, quantized: tuple[np.ndarray, np.ndarray], by_name, names: Names,
+                     new_inits: list[onnx.TensorProto], new_nodes: list[onnx.NodeProto]) -> None:
+    """An embedding table on one uint8 grid behind a DequantizeLinear that its Gathers read,
+    each Gather's output through a Q/DQ pair on that grid (see TableQuant). `quantized`: the
+    table as TableQuant.weight() quantizes it, int8."""
+    q, scale = quantized
+    table = _dequantized_constant(names, entry.initializer, (q.astype(np.int16) + 128).astype(np.uint8), scale, None,
+                                  new_inits, new_nodes, zero_point=128)
+    scale_name, zero_name = new_nodes[-1].input[1:]
+    for reader in entry.readers:
+        node = by_name[reader]
+        node.input[0] = table
+        gathered, quantized = names.new(f"{node.output[0]}_gathered"), names.new(f"{node.output[0]}_quantized")
+        out, node.output[0] = node.output[0], gathered
+        new_nodes.append(helper.make_node("QuantizeLinear", [gathered, scale_name, zero_name], [quantized], names.new(f"{out}_QuantizeLinear")))
+        new_nodes.append(helper.make_node("DequantizeLinear", [quantized, scale_name, zero_name], [out], names.new(f"{out}_DequantizeLinear")))
 
 
 def _fuse_activations(graph: onnx.GraphProto, plan: QuantPlan) -> None:

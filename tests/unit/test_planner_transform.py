@@ -437,6 +437,47 @@ def test_a_one_hot_input_takes_0_and_127_so_no_weight_channel_needs_7_bits():
     assert x.scale == pytest.approx(1 / 255) and plan.weights[0].narrow
 
 
+def _ids(rows: int, batches: int = 3) -> list[dict[str, np.ndarray]]:
+    rng = np.random.default_rng(5)
+    return [{"ids": rng.integers(0, rows, (2, 6))} for _ in range(batches)]
+
+
+@pytest.mark.parametrize("target", ["cpu", "openvino"])
+def test_an_embedding_table_is_stored_in_8_bits_and_the_runtime_gathers_bytes(target):
+    """MiniLM's word embeddings were two thirds of its INT8 model, in float. Stored as bytes on
+    one grid, with the same Q/DQ pair after the Gather, each gathered value is the table's own
+    value rounded to that grid, and ORT gathers the bytes without dequantizing the table."""
+    prepared, int8, plan, feeds = _quantize(models.token_embedding(), QuantConfig(target=target), batches=_ids(2048))
+    assert [t.model_dump() for t in plan.tables] == [{"initializer": "table", "readers": ["embed"]}]
+    table = onnx.numpy_helper.to_array(next(i for i in prepared.graph.initializer if i.name == "table"))
+    stored = {i.name: onnx.numpy_helper.to_array(i) for i in int8.graph.initializer}
+    assert stored["table_quantized"].dtype == np.uint8 and int(stored["table_zero_point"]) == 128
+    scale = np.float32(np.abs(table).max() / 127)
+    assert stored["table_scale"] == scale
+    reference, quantized = (session(m).run(["tokens"], feeds[0])[0] for m in (prepared, int8))
+    np.testing.assert_array_equal(quantized, np.rint(reference / scale).astype(np.float32) * scale)
+    if target == "cpu":
+        runs = optimized_graph(int8).graph
+        (gather,) = [n for n in runs.node if n.op_type == "Gather"]
+        assert gather.input[0] == "table_quantized"  # bytes gathered; no DequantizeLinear reads the table
+        assert not [n for n in runs.node if n.op_type == "DequantizeLinear" and n.input[0] == "table_quantized"]
+    else:
+        ov = pytest.importorskip("openvino")
+        compiled = ov.Core().compile_model(ov.Core().read_model(int8.SerializeToString(), b""), "CPU", {"INFERENCE_PRECISION_HINT": "f32"})
+        np.testing.assert_allclose(compiled(feeds[0])[compiled.output("tokens")], quantized, atol=1e-6)
+
+
+def test_small_tied_ignored_or_constant_index_tables_stay_float():
+    assert _quantize(models.token_embedding(rows=2047), batches=_ids(2047))[2].tables == []  # under 1 MiB
+    assert _quantize(models.token_embedding(tied=True), batches=_ids(2048))[2].tables == []  # a Gemm reads it too
+    assert _quantize(models.token_embedding(), QuantConfig(ignore=("embed",)), batches=_ids(2048))[2].tables == []
+    assert _quantize(models.token_embedding(), QuantConfig(target="gpu"), batches=_ids(2048))[2].tables == []
+    fixed = models.token_embedding()
+    fixed.graph.initializer.append(onnx.numpy_helper.from_array(np.arange(6, dtype=np.int64).reshape(1, 6), "positions"))
+    fixed.graph.node[0].input[1] = "positions"
+    assert _quantize(fixed, batches=_ids(2048))[2].tables == []  # constant indices: the runtime folds the Gather
+
+
 def test_a_node_whose_subgraph_reads_an_outer_tensor_stays_after_its_producer():
     model = models.conv_then_if()
     rng = np.random.default_rng(3)
