@@ -17,7 +17,8 @@ def quantize_markdown(report: QuantizeReport) -> str:
     lines = [
         "## Quantization",
         f"- INT8 size: {report.int8_bytes / 1e6:.2f} MB ({report.int8_bytes / report.fp32_bytes:.0%} of FP32)",
-        f"- Nodes quantized: {len(plan.layers())}; left in float: {len(left_float)}; activations fused: {len(plan.fused)}",
+        f"- Nodes quantized: {len(plan.layers())}; left in float: {len(left_float)}; activations fused: {len(plan.fused)}"
+        + "".join(f"; embedding table `{table.initializer}` in 8 bits" for table in plan.all_tables()),
         f"- Calibration samples: {report.calibration_samples}; wall time {report.seconds:.1f} s",
         f"- Preset `{plan.config.preset}`, target `{plan.config.target}`",
     ]
@@ -256,7 +257,8 @@ def quantize_html(
         f'<div class="card {css}"><span>{escape(name)}</span><b>{escape(value)}</b><small>{escape(note)}</small></div>' for name, value, note, css in cards
     ) + "</div>")
     plan = report.plan
-    body.append(f"<p>{len(plan.layers())} layers quantized, {len(plan.left_float())} left in float; preset <code>{plan.config.preset}</code>, "
+    tables = "".join(f"embedding table <code>{escape(table.initializer)}</code> in 8 bits; " for table in plan.all_tables())
+    body.append(f"<p>{len(plan.layers())} layers quantized, {len(plan.left_float())} left in float; {tables}preset <code>{plan.config.preset}</code>, "
                 f"target <code>{plan.config.target}</code>; {report.calibration_samples} calibration samples; {report.seconds:.1f} s.</p>")
 
     body.append("<h2>Calibration warnings</h2>")

@@ -62,6 +62,23 @@ def test_an_exposed_intermediate_output_quantizes_and_validate_names_the_output_
     assert result.returncode == 0 and "scored on output" not in result.stdout
 
 
+def test_an_embedding_table_in_8_bits_is_in_the_summary_the_report_and_the_page(tmp_path):
+    from tests import models
+    from lowprec_core._render import markdown
+    from lowprec_core._reports import QuantizeReport
+
+    source, out = tmp_path / "embed.onnx", tmp_path / "int8.onnx"
+    onnx.save(models.token_embedding(), source)
+    np.savez(tmp_path / "ids.npz", ids=np.random.default_rng(0).integers(0, 2048, (32, 6)))
+    result = lowprec("quantize", source, "--data", tmp_path / "ids.npz", "--out", out, "--report", tmp_path / "q.json")
+    assert result.returncode == 0 and "1 embedding table(s) in 8 bits" in result.stdout, result.stdout + result.stderr
+    report = QuantizeReport.model_validate_json((tmp_path / "q.json").read_text())
+    assert [t.initializer for t in report.plan.tables] == ["table"] and report.int8_bytes < 0.3 * report.fp32_bytes
+    assert "embedding table `table` in 8 bits" in markdown(report)
+    assert lowprec("report", "--quantize", tmp_path / "q.json", "--out", tmp_path / "page.html").returncode == 0
+    assert "embedding table <code>table</code> in 8 bits" in (tmp_path / "page.html").read_text()
+
+
 def test_failed_gate_exits_10(tmp_path, demo):
     out = tmp_path / "int8.onnx"
     assert lowprec("quantize", demo["model"], "--data", demo["calib"], "--out", out).returncode == 0
