@@ -16,7 +16,7 @@ from .._errors import ConfigError
 from .._graph import all_nodes, attribute as node_attribute, body_model, consumers, if_bodies, initializers, subgraphs
 from .._simplify import RUNTIME_DOMAIN
 from .._ops import (
-    ALL_INPUTS, FUSABLE_ACTIVATIONS, QUANTIZABLE, READERS, RUNTIME_INTEGER_OPS, TABLE_MIN_ELEMENTS, TARGETS, TRANSPARENT, GraphView,
+    ALL_INPUTS, FUSABLE_ACTIVATIONS, QUANTIZABLE, READERS, RUNTIME_INTEGER_OPS, TABLE_MIN_ELEMENTS, TABLE_MIN_SQNR_DB, TARGETS, TRANSPARENT, GraphView,
     absorbed_by_quantizer, useful_range,
 )
 from .overflow import overflow_channels
@@ -212,6 +212,7 @@ def plan(model: onnx.ModelProto, stats: Statistics, config: QuantConfig, *, igno
     integer = _integer_ops(graph, placer, *config.integer_op_rows, ignored)
     for node in integer:
         placer.integer_op(node)
+    tables = _tables(TARGETS[config.target].tables, ignored, inits, users, graph_outputs, placer.quantized, skipped)
     log.info("plan: %d nodes quantized, %d skipped, %d activations fused", len(chosen), len(skipped), len(placer.fused))
     return QuantPlan(
         model_sha256=stats.model_sha256,
@@ -224,14 +225,17 @@ def plan(model: onnx.ModelProto, stats: Statistics, config: QuantConfig, *, igno
         skipped=skipped,
         ignored=sorted(ignored),
         integer_ops=[node.name for node in integer],
-        tables=_tables(TARGETS[config.target].tables, ignored, inits, users, graph_outputs),
+        tables=tables,
     )
 
 
-def _tables(enabled: bool, ignored: set[str], inits, users, graph_outputs: set[str]) -> list[TableQuant]:
+def _tables(enabled: bool, ignored: set[str], inits, users, graph_outputs: set[str], quantized: QuantizedWeights,
+            skipped: dict[str, str]) -> list[TableQuant]:
     """The embedding tables to store in 8 bits (Target.tables): float32 [rows, width] constants
     of TABLE_MIN_ELEMENTS or more that only Gathers read, row by row (axis 0), at computed
-    indices, none of them in the ignored scope."""
+    indices, none of them in the ignored scope. One whose single grid keeps less than
+    TABLE_MIN_SQNR_DB of it (a few outlying values set the scale) stays float, its Gathers
+    in `skipped` with the figure."""
     if not enabled:
         return []
     found = []
@@ -240,9 +244,20 @@ def _tables(enabled: bool, ignored: set[str], inits, users, graph_outputs: set[s
         if (init.data_type != onnx.TensorProto.FLOAT or len(init.dims) != 2 or init.dims[0] * init.dims[1] < TABLE_MIN_ELEMENTS
                 or not readers or name in graph_outputs):
             continue
-        if all(node.op_type == "Gather" and node.input[0] == name and node_attribute(node, "axis", 0) in (0, -2)
-               and node.input[1] not in inits and node.name not in ignored for node in readers):
-            found.append(TableQuant(initializer=name, readers=sorted(node.name for node in readers)))
+        if not all(node.op_type == "Gather" and node.input[0] == name and node_attribute(node, "axis", 0) in (0, -2)
+                   and node.input[1] not in inits and node.name not in ignored for node in readers):
+            continue
+        table = TableQuant(initializer=name, readers=sorted(node.name for node in readers))
+        value = numpy_helper.to_array(init).astype(np.float64)
+        q, scale = quantized(table.weight())
+        noise = float(np.square(value - q * np.float64(scale)).sum())
+        kept = 10 * np.log10(float(np.square(value).sum()) / noise) if noise > 0 else np.inf
+        if kept < TABLE_MIN_SQNR_DB:
+            for reader in table.readers:
+                skipped[reader] = (f"embedding table {name!r}: 8 bits on one grid keep {kept:.1f} dB of it, under "
+                                   f"{TABLE_MIN_SQNR_DB:.0f} dB (a few outlying values set its scale)")
+            continue
+        found.append(table)
     return found
 
 

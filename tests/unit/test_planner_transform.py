@@ -476,6 +476,12 @@ def test_small_tied_ignored_or_constant_index_tables_stay_float():
     fixed.graph.initializer.append(onnx.numpy_helper.from_array(np.arange(6, dtype=np.int64).reshape(1, 6), "positions"))
     fixed.graph.node[0].input[1] = "positions"
     assert _quantize(fixed, batches=_ids(2048))[2].tables == []  # constant indices: the runtime folds the Gather
+    outlier = models.token_embedding()
+    values = onnx.numpy_helper.to_array(outlier.graph.initializer[0]).copy()
+    values[7, 3] = 10.0  # one value sets the grid's scale: the rest round to a few steps
+    outlier.graph.initializer[0].CopyFrom(onnx.numpy_helper.from_array(values, "table"))
+    plan = _quantize(outlier, batches=_ids(2048))[2]
+    assert plan.tables == [] and "embedding table 'table': 8 bits on one grid keep 7." in plan.skipped["embed"]
 
 
 def test_a_node_whose_subgraph_reads_an_outer_tensor_stays_after_its_producer():
