@@ -98,18 +98,21 @@ def _mend(proto: onnx.ModelProto, err: Exception, path: Path) -> None:
         raise ModelError(f"{path}: input {untyped[0]!r} declares no shape; ONNX Runtime runs it, but lowprec needs "
                          "its rank to find the batch axis: give the input its sizes first (lowprec_core.fix_input_shapes(model, "
                          f"{{{untyped[0]!r}: (\"batch\", ...)}}) and save it)") from None
-    for _ in _MENDS:  # one complaint at a time, each mended once at most
-        said = None
-        if proto.ByteSize() < _PROTOBUF_LIMIT:
-            said = next((said for mend in _MENDS if (said := mend(proto, str(err))) is not None), None)
-        if said is None:
+    said, untried = [], list(_MENDS)
+    while untried and proto.ByteSize() < _PROTOBUF_LIMIT:  # one complaint at a time, each mend once at most
+        found = next(((mend, text) for mend in untried if (text := mend(proto, str(err))) is not None), None)
+        if found is None:
             break
-        log.warning("%s: %s", path, said)
+        untried.remove(found[0])
+        said.append(found[1])
         try:
             onnx.checker.check_model(proto)
-            return
         except (onnx.checker.ValidationError, ValueError) as again:
             err = again
+            continue
+        for text in said:  # only mends that made the model pass are worth a word
+            log.warning("%s: %s", path, text)
+        return
     raise ModelError(f"{path}: ONNX checker rejected the model: {one_line(err, 600)}") from None
 
 
