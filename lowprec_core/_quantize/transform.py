@@ -71,7 +71,7 @@ def apply(
     for entry in plan.weights:
         q, scale = weights_q[entry.initializer]
         weight_scale[entry.initializer] = scale
-        weight_out[entry.initializer] = _dequantized_constant(names, entry.initializer, q, scale, entry.axis, new_inits, new_nodes)
+        weight_out[entry.initializer] = _dequantized_constant(names, entry.initializer, q, scale, entry.axis, new_inits, new_nodes)[0]
 
     for entry in plan.tables:
         _gather_integers(entry, weights_q[entry.initializer], by_name, names, new_inits, new_nodes)
@@ -88,7 +88,7 @@ def apply(
         index = list(node.input).index(entry.initializer)
         q, scale = quantize_bias(numpy_helper.to_array(inits[entry.initializer]), act_scale[entry.activation], weight_scale[entry.weight])
         # Per output channel along the bias's last axis ([N], or [1, N] for a broadcast Add).
-        node.input[index] = _dequantized_constant(names, entry.initializer, q, scale, q.ndim - 1 if scale.ndim else None, new_inits, new_nodes)
+        node.input[index] = _dequantized_constant(names, entry.initializer, q, scale, q.ndim - 1 if scale.ndim else None, new_inits, new_nodes)[0]
 
     graph.node.extend(new_nodes)
     graph.initializer.extend(new_inits)
@@ -147,8 +147,9 @@ def _dequantized_constant(
     inits: list[onnx.TensorProto],
     nodes: list[onnx.NodeProto],
     zero_point: int = 0,
-) -> str:
-    """An integer initializer behind a DequantizeLinear; returns the DQ output."""
+) -> tuple[str, str, str]:
+    """An integer initializer behind a DequantizeLinear; returns the DQ output and the names
+    of its scale and zero point."""
     q_name, s_name, z_name = (names.new(f"{base}_{suffix}") for suffix in ("quantized", "scale", "zero_point"))
     inits += [
         numpy_helper.from_array(q, q_name),
@@ -158,7 +159,7 @@ def _dequantized_constant(
     out = names.new(f"{base}_dequantized")
     attrs = {"axis": axis} if axis is not None else {}
     nodes.append(helper.make_node("DequantizeLinear", [q_name, s_name, z_name], [out], names.new(f"{base}_DequantizeLinear"), **attrs))
-    return out
+    return out, s_name, z_name
 
 
 def _gather_integers(entry: TableQuant, quantized: tuple[np.ndarray, np.ndarray], by_name, names: Names,
@@ -167,9 +168,8 @@ def _gather_integers(entry: TableQuant, quantized: tuple[np.ndarray, np.ndarray]
     each Gather's output through a Q/DQ pair on that grid (see TableQuant). `quantized`: the
     table as TableQuant.weight() quantizes it, int8."""
     q, scale = quantized
-    table = _dequantized_constant(names, entry.initializer, (q.astype(np.int16) + 128).astype(np.uint8), scale, None,
-                                  new_inits, new_nodes, zero_point=128)
-    scale_name, zero_name = new_nodes[-1].input[1:]
+    table, scale_name, zero_name = _dequantized_constant(names, entry.initializer, (q.astype(np.int16) + 128).astype(np.uint8), scale,
+                                                         None, new_inits, new_nodes, zero_point=128)
     for reader in entry.readers:
         node = by_name[reader]
         node.input[0] = table
