@@ -309,7 +309,9 @@ def _sliced_feeds(path: Path, specs: list[InputSpec], size: int) -> Iterator[Fee
 
 
 def _folder_feeds(path: Path) -> Iterator[Feed]:
-    files = sorted(p for p in path.iterdir() if p.suffix == ".npz")
+    """Every .npz in the folder, in name order; hidden ones (a name starting with '.': the
+    `._name.npz` metadata files macOS writes beside each file on a copy or in a tar) skipped."""
+    files = sorted(p for p in path.iterdir() if p.suffix == ".npz" and not p.name.startswith("."))
     if not files:
         raise DataError(f"{path}: folder holds no .npz files")
     for file in files:

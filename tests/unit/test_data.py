@@ -20,6 +20,10 @@ def test_folder_of_npz_gives_one_feed_per_file_in_name_order(tmp_path):
     for i in (2, 0, 1):
         np.savez(tmp_path / f"{i}.npz", image=np.full((i + 1, 1, 8, 8), i, np.float32))
     assert [int(f["image"][0, 0, 0, 0]) for f in iter_feeds(tmp_path, SPECS)] == [0, 1, 2]
+    # A folder copied from macOS holds an AppleDouble `._name.npz` beside each file: not data.
+    (tmp_path / "._0.npz").write_bytes(b"\x00\x05\x16\x07" + bytes(200))
+    (tmp_path / ".hidden.npz").write_bytes(b"")
+    assert [int(f["image"][0, 0, 0, 0]) for f in iter_feeds(tmp_path, SPECS)] == [0, 1, 2]
 
 
 def test_iterable_of_dicts():
