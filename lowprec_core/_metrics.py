@@ -10,14 +10,19 @@ from ._errors import ConfigError, DataError, one_line
 from ._struct import Struct
 
 
-def _flat(x: np.ndarray) -> np.ndarray:
-    x = np.asarray(x, dtype=np.float64)
+def _flat(x: np.ndarray, metric: str = "") -> np.ndarray:
+    x = np.asarray(x)
+    if x.dtype.kind in "USO":  # ONNX Runtime gives a string tensor as an object array of str
+        raise ConfigError(f"metric {metric!r} compares numbers, and the model's first output holds strings of shape {x.shape} "
+                          "(class names): agreement or top1 compare those")
+    x = x.astype(np.float64)
     return x.reshape(x.shape[0], -1) if x.ndim > 1 else x.reshape(-1, 1)
 
 
 def _holds_ids(output: np.ndarray) -> bool:
-    """Whether an output holds class ids, integers [batch], rather than scores."""
-    return output.ndim == 1 and output.dtype.kind in "biu"
+    """Whether an output holds class ids rather than scores: integers [batch], or class names,
+    strings [batch] (a scikit-learn classifier trained on named classes, through skl2onnx)."""
+    return output.ndim == 1 and output.dtype.kind in "biuUSO"
 
 
 def _choices(output: np.ndarray, metric: str) -> np.ndarray:
@@ -27,8 +32,8 @@ def _choices(output: np.ndarray, metric: str) -> np.ndarray:
     picks no class: arg-max over it read every sample as class 0."""
     output = np.asarray(output)
     if _holds_ids(output):
-        return output.astype(np.int64)
-    flat = _flat(output)
+        return output.astype(np.int64) if output.dtype.kind in "biu" else output.astype(str)
+    flat = _flat(output, metric)
     if flat.shape[1] < 2:
         raise ConfigError(f"metric {metric!r} reads class scores [batch, classes] or class ids [batch] from the model's first "
                           f"output, which holds {output.dtype} of shape {output.shape}: one value per sample picks no class "
@@ -38,7 +43,12 @@ def _choices(output: np.ndarray, metric: str) -> np.ndarray:
 
 def top1(output: np.ndarray, labels: np.ndarray) -> np.ndarray:
     """1.0 where the sample's class (see _choices) equals the label."""
-    return (_choices(output, "top1") == np.asarray(labels).reshape(-1)).astype(np.float64)
+    choices, labels = _choices(output, "top1"), np.asarray(labels).reshape(-1)
+    if (choices.dtype.kind == "U") != (labels.dtype.kind in "US"):
+        raise ConfigError(f"metric 'top1': the model names its classes by {'strings' if choices.dtype.kind == 'U' else 'numbers'} "
+                          f"({choices[:3].tolist()}), the labels by {'strings' if labels.dtype.kind in 'US' else 'numbers'} "
+                          f"({labels[:3].tolist()}): give labels of the model's kind")
+    return (choices == labels).astype(np.float64)
 
 
 def agreement(reference: np.ndarray, candidate: np.ndarray) -> np.ndarray:
@@ -47,14 +57,14 @@ def agreement(reference: np.ndarray, candidate: np.ndarray) -> np.ndarray:
 
 
 def cosine(reference: np.ndarray, candidate: np.ndarray) -> np.ndarray:
-    a, b = _flat(reference), _flat(candidate)
+    a, b = _flat(reference, "cosine"), _flat(candidate, "cosine")
     denom = np.linalg.norm(a, axis=1) * np.linalg.norm(b, axis=1)
     dots = np.sum(a * b, axis=1)
     return np.where(denom > 0, dots / np.where(denom > 0, denom, 1.0), (np.abs(a - b).sum(axis=1) == 0) * 1.0)
 
 
 def mse(reference: np.ndarray, candidate: np.ndarray) -> np.ndarray:
-    a, b = _flat(reference), _flat(candidate)
+    a, b = _flat(reference, "mse"), _flat(candidate, "mse")
     return np.mean((a - b) ** 2, axis=1)
 
 
@@ -63,7 +73,7 @@ def topk(output: np.ndarray, labels: np.ndarray, k: int) -> np.ndarray:
     if _holds_ids(np.asarray(output)):
         raise ConfigError(f"metric 'top{k}' ranks class scores [batch, classes]; the model's first output holds class ids "
                           "(top1 compares those)")
-    flat = _flat(output)
+    flat = _flat(output, f"top{k}")
     best = np.argpartition(-flat, min(k, flat.shape[1]) - 1, axis=1)[:, :k]
     return (best == np.asarray(labels).reshape(-1, 1)).any(axis=1).astype(np.float64)
 

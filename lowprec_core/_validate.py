@@ -142,8 +142,8 @@ class Evaluator:
         for index, (feed, batch_labels) in enumerate(_with_labels(self.feeds(), self.labels)):
             if with_reference:
                 ref = self._reference.run(self._names, feed)
-                if self._keep:
-                    np.savez(self.cache / f"reference-{index:06d}.npz", *ref)
+                if self._keep:  # class names as fixed-width strings: an object array would be pickled
+                    np.savez(self.cache / f"reference-{index:06d}.npz", *(r.astype(str) if r.dtype == object else r for r in ref))
                 for metric in self.metrics:
                     reference[metric.name].append(metric.score(ref, ref, batch_labels))
             if sess is not None:
@@ -165,19 +165,21 @@ class Evaluator:
             return [archive[f"arr_{i}"] for i in range(len(archive.files))]
 
     def subset(self, candidate: bytes, indices: Sequence[int]) -> tuple[Scores, float]:
-        """Scores on the samples `indices` only, and the first output's normalized MSE to FP32
-        there (a continuous tie-breaker for metrics that move in whole samples). Scores follow
+        """Scores on the samples `indices` only, and the first float output's normalized MSE to
+        FP32 there (a continuous tie-breaker for metrics that move in whole samples). Scores follow
         ascending sample index."""
         feeds, refs, labels = self._subset(tuple(sorted(indices)))
         sess = runtime.serving_session(candidate, runtime=self.serving)
         scores: dict[str, list[np.ndarray]] = {m.name: [] for m in self.metrics}
         error = power = 0.0
+        scored = next((i for i, r in enumerate(refs[0]) if r.dtype.kind == "f"), None) if refs else None
         for feed, ref, batch_labels in zip(feeds, refs, labels):
             out = sess.run(self._names, feed)
             for metric in self.metrics:
                 scores[metric.name].append(metric.score(ref, out, batch_labels))
-            error += float(np.sum((out[0].astype(np.float64) - ref[0]) ** 2))
-            power += float(np.sum(ref[0].astype(np.float64) ** 2))
+            if scored is not None:  # class names or ids first (skl2onnx): the first float output
+                error += float(np.sum((out[scored].astype(np.float64) - ref[scored]) ** 2))
+                power += float(np.sum(ref[scored].astype(np.float64) ** 2))
         return {name: np.concatenate(parts) for name, parts in scores.items()}, error / max(power, 1e-30)
 
     def subset_feeds(self, indices: Sequence[int]) -> list[Feed]:

@@ -1,9 +1,10 @@
 """A scikit-learn classifier as skl2onnx converts it: an MLP trained here on scikit-learn's
-digits (real handwriting). Its first output holds class ids [batch] (int64), its second a
-ZipMap, a sequence of {class: probability} dicts.
+digits (real handwriting). Its first output holds class ids [batch] (int64), or, trained on
+class names, strings [batch]; its second a ZipMap, a sequence of {class: probability} dicts.
 
 top1 and agreement used to take the arg-max of the ids as one column of scores: every sample
-read as class 0, and validate passed at top-1 0.0988 a model that reads 0.933."""
+read as class 0, and validate passed at top-1 0.0988 a model that reads 0.933. Class names
+were a traceback (ValueError: could not convert string to float)."""
 
 from __future__ import annotations
 
@@ -21,21 +22,28 @@ from tests.conftest import lowprec
 pytestmark = pytest.mark.slow
 
 
-@pytest.fixture(scope="module")
-def classifier(tmp_path_factory):
+NAMES = np.array(["zero", "one", "two", "three", "four", "five", "six", "seven", "eight", "nine"])
+
+
+@pytest.fixture(scope="module", params=["ids", "names"])
+def classifier(request, tmp_path_factory):
     """The converted model's folder (with calibration and evaluation data) and scikit-learn's
-    own accuracy of it on the held-out digits."""
+    own accuracy of it on the held-out digits; its classes named by ids, or by names (the same
+    network: the classes renamed after training, so the figures below hold for both)."""
     images, labels = load_digits(return_X_y=True)
     images = (images / 16).astype(np.float32)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")  # ConvergenceWarning: 300 iterations are enough here
         model = MLPClassifier(hidden_layer_sizes=(128, 64), max_iter=300, random_state=0).fit(images[:1200], labels[:1200])
+    accuracy = float(model.score(images[1200:], labels[1200:]))
+    if request.param == "names":
+        model.classes_, labels = NAMES, NAMES[labels]  # skl2onnx writes classes_ as the label output's values
     folder = tmp_path_factory.mktemp("sklearn")
     (folder / "mlp.onnx").write_bytes(to_onnx(model, images[:1], target_opset=17).SerializeToString())
     np.savez(folder / "calib.npz", X=images[:256])
     np.savez(folder / "eval.npz", X=images[1200:])
     np.save(folder / "labels.npy", labels[1200:])
-    return folder, float(model.score(images[1200:], labels[1200:]))
+    return folder, accuracy
 
 
 def test_a_classifier_whose_first_output_is_class_ids_validates_on_them(classifier):
@@ -86,3 +94,17 @@ def test_the_accuracy_aware_search_reverts_the_node_named_matmul_alone(classifie
     reverted = set(report["accuracy"]["float_layers"])
     assert reverted and reverted != {"MatMul", "MatMul1", "MatMul2"}  # measured: MatMul and MatMul2
     assert {name for name, why in report["plan"]["skipped"].items() if why == "ignored scope"} == reverted
+
+
+def test_class_names_are_compared_as_names_and_numbers_metrics_refuse_them(classifier, tmp_path):
+    folder, _ = classifier
+    assert lowprec("quantize", folder / "mlp.onnx", "--data", folder / "calib.npz", "--out", tmp_path / "int8.onnx").returncode == 0
+    cosine = lowprec("validate", folder / "mlp.onnx", tmp_path / "int8.onnx", "--data", folder / "eval.npz", "--metric", "cosine")
+    if np.load(folder / "labels.npy").dtype.kind == "U":
+        assert cosine.returncode == 2 and "metric 'cosine' compares numbers" in cosine.stderr, cosine.stderr
+        np.save(tmp_path / "ids.npy", np.arange(len(np.load(folder / "labels.npy"))) % 10)
+        mixed = lowprec("validate", folder / "mlp.onnx", tmp_path / "int8.onnx", "--data", folder / "eval.npz",
+                        "--labels", tmp_path / "ids.npy", "--metric", "top1")
+        assert mixed.returncode == 2 and "the model names its classes by strings" in mixed.stderr, mixed.stderr
+    else:  # ids compare as numbers: cosine reads them so, as it always did
+        assert cosine.returncode == 0, cosine.stderr
