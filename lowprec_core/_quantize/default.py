@@ -56,10 +56,11 @@ class _Floats:
     it, and what was computed on it: each weight's integer values, each bias's fast correction."""
 
     def __init__(self, working: onnx.ModelProto, stats: Statistics, edits: list[FloatEdit], inserted: list[InsertedScale],
-                 aligned: list[str], smoothed: list[str]) -> None:
+                 aligned: list[str], smoothed: list[str], source: QuantizedWeights) -> None:
         self.working, self.stats, self.edits, self.inserted = working, stats, edits, inserted
         self.aligned, self.smoothed = aligned, smoothed
-        self.quantized = QuantizedWeights(initializers(working.graph))
+        # What no edit touched quantizes as in the source model, once for every starting point.
+        self.quantized = QuantizedWeights(initializers(working.graph), source=source, edited=frozenset(e.initializer for e in edits))
         self.corrections: dict[str, FloatEdit | None] = {}  # (BiasQuant, WeightQuant) JSON -> edit, None where none applies
 
     def fast_corrections(self, quant_plan: QuantPlan, weights_q) -> list[FloatEdit]:
@@ -83,6 +84,7 @@ class Quantizer:
         self._aligned: tuple[onnx.ModelProto, Statistics, list[FloatEdit], list[str]] | None = None
         self._floats: OrderedDict[str, _Floats] = OrderedDict()  # most recently used last
         self._first_floats: str | None = None
+        self._source_weights = QuantizedWeights(initializers(self.model.graph))  # the weights no float edit touches
         self._bodies: dict[tuple[str, str, str], Quantizer] = {}
 
     def __call__(
@@ -180,7 +182,7 @@ class Quantizer:
         if key not in self._floats:
             if smooth_edits or inserted:
                 working = edited(working, smooth_edits, inserted)
-            self._floats[key] = _Floats(working, stats, [*edits, *smooth_edits], inserted, aligned, smoothed)
+            self._floats[key] = _Floats(working, stats, [*edits, *smooth_edits], inserted, aligned, smoothed, self._source_weights)
             # Each holds a copy of the model: keep the first (the search's starting point) and the latest few.
             self._first_floats = self._first_floats or key
             if len(self._floats) > KEEP_FLOATS:

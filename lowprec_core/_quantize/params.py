@@ -76,18 +76,47 @@ class QuantizedWeights:
     """The planned weights (WeightQuant entries) as the transformer writes them, each computed
     once from `inits` (one model's float initializers) and kept: the planner's overflow check,
     bias correction and the transform read the same values, and a search that plans a model many
-    times quantizes each weight once."""
+    times quantizes each weight once. `source`: the same for the model before float edits, which
+    keeps what every initializer outside `edited` gives (an embedding table, which no float edit
+    touches, quantizes once for every SmoothQuant variant of a transformer)."""
 
-    def __init__(self, inits: Mapping[str, onnx.TensorProto]) -> None:
+    def __init__(self, inits: Mapping[str, onnx.TensorProto], *, source: "QuantizedWeights | None" = None,
+                 edited: frozenset[str] = frozenset()) -> None:
         self.inits = inits
+        self.source, self.edited = source, edited
         self._values: dict[str, tuple[np.ndarray, np.ndarray]] = {}
+        self._kept: dict[str, float] = {}
 
     def __call__(self, entry) -> tuple[np.ndarray, np.ndarray]:
+        if self.source is not None and entry.initializer not in self.edited:
+            return self.source(entry)
         key = entry.model_dump_json()
         if key not in self._values:
             weight = numpy_helper.to_array(self.inits[entry.initializer])
             self._values[key] = quantize_planned_weight(weight, entry.axis, np.dtype(entry.dtype).type, entry.estimator, entry.narrow)
         return self._values[key]
+
+    def kept_db(self, entry) -> float:
+        """How much of the weight its quantized form keeps: signal over rounding noise, in dB
+        (summed in float64 a block of rows at a time: a table can be hundreds of MB)."""
+        if self.source is not None and entry.initializer not in self.edited:
+            return self.source.kept_db(entry)
+        key = entry.model_dump_json()
+        if key not in self._kept:
+            value = numpy_helper.to_array(self.inits[entry.initializer])
+            q, scale = self(entry)
+            scale = np.asarray(scale, dtype=np.float64)
+            shape = [1] * value.ndim
+            if entry.axis is not None:
+                shape[entry.axis] = -1
+            signal = noise = 0.0
+            for start in range(0, len(value), 4096):
+                block = value[start:start + 4096].astype(np.float64)
+                rows = scale.reshape(shape) if entry.axis != 0 else scale[start:start + 4096].reshape(shape)
+                signal += float(np.square(block).sum())
+                noise += float(np.square(block - q[start:start + 4096] * rows).sum())
+            self._kept[key] = 10 * float(np.log10(signal / noise)) if noise > 0 else float("inf")
+        return self._kept[key]
 
     def planned(self, entries: Iterable) -> dict[str, tuple[np.ndarray, np.ndarray]]:
         """{initializer: (q, scale)} for a plan's weights."""

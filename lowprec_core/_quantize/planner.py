@@ -248,7 +248,7 @@ def _tables(enabled: bool, ignored: set[str], inits, users, graph_outputs: set[s
                    and node.input[1] not in inits and node.name not in ignored for node in readers):
             continue
         table = TableQuant(initializer=name, readers=sorted(node.name for node in readers))
-        kept = _kept_db(numpy_helper.to_array(init), *quantized(table.weight()))
+        kept = quantized.kept_db(table.weight())
         if kept < TABLE_MIN_SQNR_DB:
             for reader in table.readers:
                 skipped[reader] = (f"embedding table {name!r}: 8 bits on one grid keep {kept:.1f} dB of it, under "
@@ -256,17 +256,6 @@ def _tables(enabled: bool, ignored: set[str], inits, users, graph_outputs: set[s
             continue
         found.append(table)
     return found
-
-
-def _kept_db(value: np.ndarray, q: np.ndarray, scale: np.ndarray) -> float:
-    """How much of `value` its quantized form keeps: signal over rounding noise, in dB (summed
-    in float64 a block of rows at a time: a table can be hundreds of MB)."""
-    signal = noise = 0.0
-    for start in range(0, len(value), 4096):
-        block = value[start:start + 4096].astype(np.float64)
-        signal += float(np.square(block).sum())
-        noise += float(np.square(block - q[start:start + 4096] * np.float64(scale)).sum())
-    return 10 * float(np.log10(signal / noise)) if noise > 0 else float("inf")
 
 
 class _Placer:
