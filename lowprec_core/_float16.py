@@ -16,7 +16,7 @@ import numpy as np
 import onnx
 from onnx import numpy_helper
 
-from ._graph import Names, all_graphs, all_names, all_nodes, rename, subgraphs
+from ._graph import Names, all_names, all_nodes, all_tensors, rename, subgraphs
 
 log = logging.getLogger(__name__)
 
@@ -31,7 +31,7 @@ def computes_in_float16(model: onnx.ModelProto) -> bool:
     that makes float16, or a float16 input or cast read by anything but a Cast. A float16
     interface around float32 arithmetic (what widen makes) is not."""
     graph = model.graph
-    if any(_has_half_weights(sub) for sub in all_graphs(graph)):
+    if any(tensor.data_type == _HALF for tensor in all_tensors(graph)):
         return True
     half = {v.name for v in graph.input if v.type.tensor_type.elem_type == _HALF}
     for node in all_nodes(graph):
@@ -71,24 +71,12 @@ def widen(model: onnx.ModelProto) -> None:
     log.info("float16 model: quantized as float32; %d float16 inputs and outputs keep their type at the edge", len(edges))
 
 
-def _has_half_weights(graph: onnx.GraphProto) -> bool:
-    return any(init.data_type == _HALF for init in graph.initializer) or any(
-        t.data_type == _HALF for node in graph.node for t in _attribute_tensors(node))
-
-
 def _names_half(node: onnx.NodeProto) -> bool:
     """A Cast to float16, or an op whose `dtype` says float16."""
     if node.domain not in ("", "ai.onnx"):
         return False
     wanted = "to" if node.op_type == "Cast" else "dtype" if node.op_type in _DTYPE_OPS else None
     return any(a.name == wanted and a.i == _HALF for a in node.attribute)
-
-
-def _attribute_tensors(node: onnx.NodeProto):
-    for attr in node.attribute:
-        if attr.HasField("t"):
-            yield attr.t
-        yield from attr.tensors
 
 
 def _widen_graph(graph: onnx.GraphProto, *, top: bool) -> None:

@@ -87,6 +87,19 @@ def all_nodes(graph: onnx.GraphProto):
             yield from all_nodes(sub)
 
 
+def all_tensors(graph: onnx.GraphProto):
+    """Every tensor `graph` holds: its initializers and its nodes' tensor attributes (Constant
+    values), its bodies' included."""
+    yield from graph.initializer
+    for node in graph.node:
+        for attr in node.attribute:
+            if attr.HasField("t"):
+                yield attr.t
+            yield from attr.tensors
+        for sub in subgraphs(node):
+            yield from all_tensors(sub)
+
+
 def names_defined_here(graph: onnx.GraphProto) -> set[str]:
     """The value names `graph` itself defines (not its nested bodies)."""
     names = {i.name for i in graph.input} | {i.name for i in graph.initializer}

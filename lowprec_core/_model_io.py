@@ -20,7 +20,7 @@ from ._digest import sha256
 from ._config import check_input_sizes
 from ._errors import ConfigError, ModelError, one_line
 from ._graph import (
-    all_graphs, all_names, all_nodes, attribute, dim_sizes, drop_unused_initializers, names_defined_here, rename, shown_sizes, subgraphs,
+    all_graphs, all_names, all_tensors, all_nodes, attribute, dim_sizes, drop_unused_initializers, names_defined_here, rename, shown_sizes, subgraphs,
     topological_sort,
 )
 from ._struct import Struct
@@ -171,22 +171,11 @@ def _untyped(values) -> list[str]:
 def external_data_files(model: onnx.ModelProto) -> list[str]:
     """Relative locations of the external data files a model refers to, sorted."""
     locations = set()
-    for tensor in _tensors(model.graph):
+    for tensor in all_tensors(model.graph):
         if tensor.data_location == onnx.TensorProto.EXTERNAL:
             entry = {e.key: e.value for e in tensor.external_data}
             locations.add(entry.get("location", ""))
     return sorted(locations)
-
-
-def _tensors(graph: onnx.GraphProto):
-    yield from graph.initializer
-    for node in graph.node:
-        for attr in node.attribute:
-            if attr.HasField("t"):
-                yield attr.t
-            yield from attr.tensors
-        for sub in subgraphs(node):
-            yield from _tensors(sub)
 
 
 def model_bytes(loaded: "LoadedModel") -> int:
