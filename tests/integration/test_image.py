@@ -76,10 +76,16 @@ def test_the_image_runs_as_non_root_with_no_compiler(docker_env, image):
     try:
         config = client.images.get(image).attrs["Config"]
         assert config["User"] == "10001:10001"
-        out = client.containers.run(image, ["sh", "-c", "id -u; command -v gcc cc g++ || echo none; lowprec --help | head -1"],
-                                    remove=True, network_mode="none").decode()
+        # Detached, then logs once it has exited: run(remove=True) follows a log stream that podman can
+        # close before the last line lands (4 of 25 runs here lost it).
+        run = client.containers.run(image, ["sh", "-c", "id -u; command -v gcc cc g++ || echo none; lowprec --help | head -1"],
+                                    network_mode="none", detach=True)
+        code = run.wait(timeout=120)["StatusCode"]
+        out = run.logs(stdout=True, stderr=True).decode()
+        run.remove(force=True)
     finally:
         client.close()
+    assert code == 0, out
     uid, compilers, usage = out.strip().splitlines()
     assert (uid, compilers) == ("10001", "none") and usage.startswith("usage: lowprec")
 
