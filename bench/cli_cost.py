@@ -62,8 +62,9 @@ def _timed(command: list[str]) -> tuple[float, float]:
     return float(seconds), int(rss_kb) / 1024
 
 
-def _check_model(path: Path) -> None:
-    """A quantizer that wrote a model the ONNX checker refuses or ORT cannot load (as bench.compare
+def _check_model(path: Path) -> bool:
+    """Whether the model quantizes anything (a DequantizeLinear in its graph or an If body's). A
+    quantizer that wrote a model the ONNX checker refuses or ORT cannot load (as bench.compare
     checks) has not produced one."""
     import onnx
     import onnxruntime as ort
@@ -73,6 +74,12 @@ def _check_model(path: Path) -> None:
         ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
     except Exception as err:
         raise RuntimeError(f"invalid model: {str(err).splitlines()[0][:120]}") from None
+    return _has_quantizers(onnx.load(str(path), load_external_data=False).graph)
+
+
+def _has_quantizers(graph) -> bool:
+    return any(node.op_type == "DequantizeLinear" or any(_has_quantizers(a.g) for a in node.attribute if a.HasField("g"))
+               for node in graph.node)
 
 
 DEFAULT = "lowprec (CLI defaults)"
@@ -113,13 +120,14 @@ def measure(name: str, runs: int, workdir: Path, tune: bool = False) -> dict[str
                              str(outputs[variant]), variant]
     samples: dict[str, list[tuple[float, float]]] = {label: [] for label in commands}
     errors: dict[str, str] = {}
+    quantized: dict[str, bool] = {}
     for _ in range(runs):
         for label, command in commands.items():  # alternating: drift hits every quantizer alike
             if label in errors:
                 continue
             try:
                 samples[label].append(_timed(command))
-                _check_model(outputs[label])
+                quantized[label] = _check_model(outputs[label])
             except RuntimeError as err:
                 errors[label] = " ".join(str(err).split())[:160]
     out = {}
@@ -128,7 +136,8 @@ def measure(name: str, runs: int, workdir: Path, tune: bool = False) -> dict[str
             out[label] = {"error": errors[label]}
         else:
             out[label] = {"seconds": statistics.median(s for s, _ in samples[label]),
-                          "rss_mb": statistics.median(r for _, r in samples[label]), "runs": len(samples[label])}
+                          "rss_mb": statistics.median(r for _, r in samples[label]), "runs": len(samples[label]),
+                          "quantized": quantized[label]}
     return out
 
 
@@ -139,14 +148,15 @@ def render(results: dict[str, dict[str, dict]], runs: int, command: str) -> str:
         "",
         f"Machine: {cpu or platform.processor()} ({os.cpu_count()} cores; integer ISA: {', '.join(isa) or 'none detected'}).",
         f"Made with `{command}`: medians of {runs} fresh processes per quantizer, alternating.",
-        "Ratio: lowprec's wall time and peak RSS over those of the fastest ORT variant that produced a model (< 1: lowprec is cheaper).",
+        "Ratio: lowprec's wall time and peak RSS over those of the fastest ORT variant that produced a model and quantized something"
+        " in it (< 1: lowprec is cheaper); a model with no DequantizeLinear anywhere is marked \"quantized nothing\".",
         f"Search cost (`{TUNE}` rows): wall time over that of the same command without the search.",
         "",
         "| model | quantizer | wall s | peak RSS MB | time ratio | RSS ratio | search cost |",
         "|---|---|---|---|---|---|---|",
     ]
     for name, rows in results.items():
-        done = {k: v for k, v in rows.items() if "error" not in v and k in ORT_VARIANTS}
+        done = {k: v for k, v in rows.items() if "error" not in v and k in ORT_VARIANTS and v["quantized"]}
         fastest = min(done, key=lambda k: done[k]["seconds"]) if done else None
         ours = rows[DEFAULT]
         for label, row in rows.items():
@@ -158,10 +168,10 @@ def render(results: dict[str, dict[str, dict]], runs: int, command: str) -> str:
                 ratio = (f"{row['seconds'] / done[fastest]['seconds']:.2f}", f"{row['rss_mb'] / done[fastest]['rss_mb']:.2f}")
             untuned = rows.get(label.replace(f" {TUNE}", "") if label != f"lowprec {TUNE}" else DEFAULT, {})
             cost = f"{row['seconds'] / untuned['seconds']:.2f}x" if label.endswith(TUNE) and "seconds" in untuned else ""
-            mark = " (fastest ORT)" if label == fastest else ""
+            mark = " (fastest ORT)" if label == fastest else "" if row["quantized"] else " (quantized nothing)"
             lines.append(f"| {name} | {label}{mark} | {row['seconds']:.2f} | {row['rss_mb']:.0f} | {ratio[0]} | {ratio[1]} | {cost} |")
         if fastest is None and "error" not in ours:
-            lines.append(f"| {name} | (every ORT variant failed) | | | | | |")
+            lines.append(f"| {name} | (no ORT variant produced a quantized model) | | | | | |")
     return "\n".join(lines) + "\n"
 
 
