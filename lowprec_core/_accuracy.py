@@ -4,7 +4,9 @@ layers, scored by an Evaluator), its driver over a work dir, and the gate on its
 Statistics are computed once by the caller; every model here is re-planned from them with the
 reverted layers added to the ignored scope, so a layer's whole quantizer group (its weight,
 bias, output quantizer, and any input quantizer no other quantized layer reads) goes at once.
-One `Quantizer` builds them all: a model costs its plan and one transform.
+An embedding table in 8 bits is one candidate, named by its first Gather: ignoring that Gather
+keeps the whole table float. One `Quantizer` builds them all: a model costs its plan and one
+transform.
 """
 
 from __future__ import annotations
@@ -48,7 +50,9 @@ class ModelBackend:
         self._fp32 = prepared.SerializeToString()
         self._last: tuple[Reverted, onnx.ModelProto, QuantPlan, bytes | None] | None = None
         _, plan = self.build(())
-        self.candidates = plan.layers()  # those inside If bodies included
+        # Tables first (embeddings start a graph), then the layers, those inside If bodies included.
+        self.tables = {table.readers[0]: table.readers for table in plan.all_tables()}
+        self.candidates = [*self.tables, *plan.layers()]
 
     @property
     def reference(self) -> Scores:
@@ -82,7 +86,12 @@ class ModelBackend:
         i.e. the error it adds (weights and output quantization), on the subset."""
         model, _ = self.build(reverted)
         layers, nmse, _, _ = layer_errors(self.prepared, model, self.evaluator.subset_feeds(indices))
-        return {node.name: nmse[out] - (nmse[reads] if reads else 0.0) for node, out, reads in layers}
+        errors = {node.name: nmse[out] - (nmse[reads] if reads else 0.0) for node, out, reads in layers}
+        for first, readers in self.tables.items():  # a table's error: what all its Gathers add
+            added = [errors.pop(reader) for reader in readers if reader in errors]
+            if added:
+                errors[first] = sum(added)
+        return errors
 
     def speed(self, reverted: Reverted) -> float:
         return benchmark.speedup(self._fp32, self._bytes(reverted), self.speed_feed, serving=self.config.runtime)

@@ -1,6 +1,7 @@
 """Where an INT8 model's error comes from: per quantized layer, FP32 against INT8 on real data.
 
-For each Conv/MatMul/Gemm that runs on dequantized weights in the INT8 graph:
+For each Conv/MatMul/Gemm that runs on dequantized weights in the INT8 graph, and each Gather
+of an embedding table stored in 8 bits (its weight is the table, its output the rows gathered):
 - output SQNR: the layer's output in INT8 against FP32, everything upstream included;
 - own SQNR: the error this layer adds itself, the ranking key, lowest first: the layer's INT8
   nodes (input Q/DQ, weights, output Q/DQ) run alone on FP32's input. Where they cannot be cut
@@ -27,7 +28,8 @@ from ._data import Feed
 from ._graph import all_graphs, all_nodes, consumers
 from ._reports import InspectReport, LayerError
 
-LAYER_OPS = ("Conv", "MatMul", "Gemm")
+LAYER_OPS = ("Conv", "MatMul", "Gemm", "Gather")
+_WEIGHT_INPUT = {"Gather": 0}  # the input holding an op's weight where it is not input 1 (a Gather's table)
 WEAK_WEIGHT_DB = 30.0  # below this a weight's own rounding is a visible share of the error
 WEAK_ACTIVATION_DB = 20.0
 QUIET_LAYER_DB = 40.0  # a layer whose own error sits this far below its signal needs nothing
@@ -80,6 +82,15 @@ def _initializers(model: onnx.ModelProto) -> dict[str, onnx.TensorProto]:
     return {init.name: init for graph in all_graphs(model.graph) for init in graph.initializer}
 
 
+def weight_input(node: onnx.NodeProto) -> int:
+    """The index of a layer's weight among its inputs; its activation is the first other one."""
+    return _WEIGHT_INPUT.get(node.op_type, 1)
+
+
+def _activation_input(node: onnx.NodeProto) -> str:
+    return node.input[1 if weight_input(node) == 0 else 0]
+
+
 def layer_tensors(fp32: onnx.ModelProto, int8: onnx.ModelProto) -> list[Layer]:
     """Quantized layers of `int8` (weights read through DequantizeLinear), those inside If
     bodies included, with (FP32 name, INT8 name) for their output and their activation input;
@@ -95,8 +106,10 @@ def layer_tensors(fp32: onnx.ModelProto, int8: onnx.ModelProto) -> list[Layer]:
     for node in all_nodes(int8.graph):
         if node.op_type not in LAYER_OPS or len(node.input) < 2:
             continue
-        weight = producers.get(node.input[1])
+        weight = producers.get(node.input[weight_input(node)])
         if weight is None or weight.op_type != "DequantizeLinear":
+            continue
+        if node.op_type == "Gather" and weight.input[0] not in inits:  # rows of a quantized activation, not a table
             continue
         output = node.output[0]
         shown = settled(readers, output)
@@ -106,8 +119,9 @@ def layer_tensors(fp32: onnx.ModelProto, int8: onnx.ModelProto) -> list[Layer]:
             pair = (shown, shown)
         else:
             continue
-        source = _quantized_source(node.input[0], producers, inits)
-        reads = (source, node.input[0]) if source in fp32_tensors else None
+        activation = _activation_input(node)
+        source = _quantized_source(activation, producers, inits)
+        reads = (source, activation) if source in fp32_tensors else None
         rows.append((node, pair, reads))
     return rows
 
@@ -219,7 +233,8 @@ def inspect_layers(fp32: onnx.ModelProto, int8: onnx.ModelProto, feeds: Iterable
     rows = []
     for node, out, reads in layers:
         in_nmse = nmse[reads] if reads else 0.0
-        weight_db = _weight_sqnr(node, producers[node.input[1]], inits, fp32_nodes, fp32_inits, _smoothing(node.input[0], producers, inits))
+        weight_db = _weight_sqnr(node, producers[node.input[weight_input(node)]], inits, fp32_nodes, fp32_inits,
+                                 _smoothing(_activation_input(node), producers, inits))
         own_db = sqnr_db(1.0, max(isolated[node.name] if node.name in isolated else nmse[out] - in_nmse, 1e-20))
         input_db = sqnr_db(1.0, in_nmse) if reads else None
         rows.append(
@@ -231,7 +246,7 @@ def inspect_layers(fp32: onnx.ModelProto, int8: onnx.ModelProto, feeds: Iterable
                 own_sqnr_db=_db(own_db),
                 weight_sqnr_db=None if weight_db is None else _db(weight_db),
                 input_sqnr_db=None if input_db is None else _db(input_db),
-                action=_action(own_db, weight_db, input_db),
+                action=_action(own_db, weight_db, input_db, table=node.op_type == "Gather"),
             )
         )
     rows.sort(key=lambda r: (r.own_sqnr_db, r.output_sqnr_db, r.layer))
@@ -290,9 +305,10 @@ def _weight_sqnr(node, weight_dq, inits, fp32_nodes, fp32_inits, smoothing: np.n
     if weight_dq.input[0] not in inits or weight_dq.input[1] not in inits:
         return None
     original = fp32_nodes.get(node.name)
-    if original is None or len(original.input) < 2 or original.input[1] not in fp32_inits:
+    index = weight_input(node)
+    if original is None or len(original.input) < 2 or original.input[index] not in fp32_inits:
         return None
-    w = numpy_helper.to_array(fp32_inits[original.input[1]]).astype(np.float64)
+    w = numpy_helper.to_array(fp32_inits[original.input[index]]).astype(np.float64)
     q = numpy_helper.to_array(inits[weight_dq.input[0]]).astype(np.float64)
     scale = numpy_helper.to_array(inits[weight_dq.input[1]]).astype(np.float64)
     zero = numpy_helper.to_array(inits[weight_dq.input[2]]).astype(np.float64) if len(weight_dq.input) > 2 and weight_dq.input[2] in inits else 0.0
@@ -316,9 +332,11 @@ def _db(value: float) -> float:
     return round(min(value, SQNR_CAP_DB), 2)
 
 
-def _action(own_db: float, weight_db: float | None, act_db: float | None) -> str:
+def _action(own_db: float, weight_db: float | None, act_db: float | None, *, table: bool = False) -> str:
     if own_db >= QUIET_LAYER_DB:
         return "none: adds little error"
+    if table:  # one grid, set by its largest value: no range option changes it
+        return "the table loses it on its one 8-bit grid: --ignore this Gather keeps the table float, or leave it to the accuracy-aware search"
     if weight_db is not None and weight_db < WEAK_WEIGHT_DB and (act_db is None or weight_db <= act_db):
         return "weights lose most: try --weight-range mse, or --ignore this layer"
     if act_db is not None and act_db < WEAK_ACTIVATION_DB:
