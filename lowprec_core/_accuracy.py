@@ -4,9 +4,10 @@ layers, scored by an Evaluator), its driver over a work dir, and the gate on its
 Statistics are computed once by the caller; every model here is re-planned from them with the
 reverted layers added to the ignored scope, so a layer's whole quantizer group (its weight,
 bias, output quantizer, and any input quantizer no other quantized layer reads) goes at once.
-An embedding table in 8 bits is one candidate, named by its first Gather: ignoring that Gather
-keeps the whole table float. One `Quantizer` builds them all: a model costs its plan and one
-transform.
+An embedding table in 8 bits is one candidate, named by its first Gather (ignoring that Gather
+keeps the whole table float), and a last resort: float, it costs its whole size at no gain in
+speed (MiniLM 23.6 -> 58.8 MB). One `Quantizer` builds them all: a model costs its plan and
+one transform.
 """
 
 from __future__ import annotations
@@ -53,6 +54,7 @@ class ModelBackend:
         # Tables first (embeddings start a graph), then the layers, those inside If bodies included.
         self.tables = {table.readers[0]: table.readers for table in plan.all_tables()}
         self.candidates = [*self.tables, *plan.layers()]
+        self.last_resort = list(self.tables)
 
     @property
     def reference(self) -> Scores:

@@ -12,7 +12,9 @@ The search only decides; a `Backend` builds and scores models. Each round:
    the round ends and the next one re-ranks;
 4. predict the full-set drop by scaling it with the subset's own drop, and run a full
    validation pass only when the prediction meets the budget or the round ends.
-When no single layer helps, groups of the proxy's top 2, 4, 8, ... layers are tried. Once the
+When no single layer helps, groups of the proxy's top 2, 4, 8, ... layers are tried. A backend's
+`last_resort` candidates (embedding tables: float, one costs its whole size) are ranked only
+in a round where nothing else helps. Once the
 budget is met, a pruning pass gives back quantizers to float layers the budget no longer needs
 (least useful first, predicted on an even sample of the set), confirmed by one full pass.
 
@@ -52,6 +54,7 @@ PRUNE_MARGIN = 0.95  # a float layer is requantized only if the predicted drop k
 
 class Backend(Protocol):
     candidates: list[str]  # quantized layers, in graph order
+    last_resort: list[str]  # those of `candidates` ranked only when reverting no other one helps
     reference: Scores  # FP32 per-sample scores on the whole evaluation set
 
     def full(self, reverted: Reverted) -> Scores: ...
@@ -116,7 +119,10 @@ def search(
         indices = _worst_samples(scoring.reference[target], state.scores[target], scoring.by_name[target].higher_is_better,
                                  budget.ranking_subset)
         base = evals.subset(state.reverted, indices)
-        steps = _rank(evals, scoring, backend.candidates, state.reverted, target, indices, base, budget.confirm)
+        first = [c for c in backend.candidates if c not in backend.last_resort]
+        steps = _rank(evals, scoring, first, state.reverted, target, indices, base, budget.confirm)
+        if not steps and backend.last_resort:  # what `first` asked is recalled, not evaluated again
+            steps = _rank(evals, scoring, backend.candidates, state.reverted, target, indices, base, budget.confirm)
         if not steps:
             reason = f"no remaining layer or group of layers improves {target} on the {len(indices)} samples where INT8 and FP32 disagree most"
             break
@@ -300,6 +306,8 @@ def _rank(evals: _Evaluations, scoring: _Scoring, candidates: list[str], reverte
     the subset confirms its best few; if no single layer helps, the proxy's top 2, 4, 8, ...
     as one group. Empty when nothing helps."""
     remaining = [c for c in candidates if c not in reverted]
+    if not remaining:
+        return []
     errors = evals.proxy(reverted, indices)
     ranked = sorted(remaining, key=lambda layer: (-errors.get(layer, 0.0), candidates.index(layer)))
 

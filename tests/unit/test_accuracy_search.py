@@ -22,6 +22,7 @@ class Additive:
         rng = np.random.default_rng(seed)
         self.costs = costs
         self.candidates = list(costs)
+        self.last_resort: list[str] = []
         self.hurts = {name: rng.choice(SAMPLES, size=40, replace=False) for name in costs}
         self.reference = {"cosine": np.ones(SAMPLES)}
         self.noise = {name: float(rng.uniform(0.5, 2.0)) for name in costs}
@@ -132,3 +133,23 @@ def test_pruning_gives_back_quantizers_the_budget_no_longer_needs():
     kinds = [i.kind for i in result.iterations]
     assert "requantize" in kinds and kinds[-1] == "full"
     assert result.iterations[-1].metrics["cosine"].drop == pytest.approx(0.005)
+
+
+def test_a_last_resort_candidate_is_reverted_only_when_no_other_helps():
+    """An embedding table back in float costs its whole size: MiniLM's search reverted its word
+    table among eleven MatMuls (58.8 MB at 1.38x) where the MatMuls alone met the budget."""
+    costs = _costs()
+    costs["table"] = 0.04  # more than layer11: ranked on its own, it goes before it
+    budget = BUDGET.model_copy(update={"metrics": (MetricBudget(metric="cosine", max_drop=0.0105),)})
+    result = search(Additive(costs), [METRICS["cosine"]], budget, journal=Journal(None))
+    assert result.met and {"layer3", "table"} <= set(result.float_layers), result.float_layers
+    backend = Additive(costs)
+    backend.last_resort = ["table"]
+    # The three big layers float leave the table's 0.008 and 17 small ones' 0.0034: a few small ones go too.
+    result = search(backend, [METRICS["cosine"]], budget, journal=Journal(None))
+    assert result.met and "table" not in result.float_layers and {"layer3", "layer11", "layer17"} <= set(result.float_layers)
+    # Where nothing else helps any more, it goes.
+    only = Additive({"table": 0.05, "layer0": 0.001})
+    only.last_resort = ["table"]
+    result = search(only, [METRICS["cosine"]], BUDGET, journal=Journal(None))
+    assert result.met and list(result.float_layers) == ["table"]
