@@ -202,7 +202,7 @@ def prepare(model: onnx.ModelProto, runtime: str = "onnxruntime", input_shapes: 
     turns Constant nodes (and ConstantOfShape of a constant shape, and
     Identity/Cast/Transpose/Reshape/Squeeze/Unsqueeze of constants) and initializer-inputs into
     plain initializers,
-    folds BatchNormalization into the Conv before it, upgrades to opset 13 where older,
+    folds BatchNormalization into the Conv or Gemm before it, upgrades to opset 13 where older,
     runs shape inference, and then rewrites the tanh GELU into ONNX Runtime's FastGelu (and, for
     OpenVINO, a variance written as E[x^2] - E[x]^2 into E[(x - E[x])^2]).
     `runtime`: the runtime that serves the model; only the rewrites that pay there run (see

@@ -1,6 +1,9 @@
 """Float-exact graph simplifications run before calibration: fewer ops, fewer places to quantize.
 
-- BatchNormalization after a Conv folds into the Conv.
+- BatchNormalization after a Conv, or after a Gemm (a Linear then BatchNorm1d: tabular MLPs,
+  ArcFace's embedding head), folds into it. A Gemm's BatchNormalization left in place runs in
+  float between the integer Gemm and the next layer's quantizer, where the ReLU after it cannot
+  join that quantizer.
 - Per-channel or scalar Mul/Add constants around a Conv fold into its weight and bias
   (PaddleOCR's PP-LCNet puts a learnable affine around every activation). Not the constant
   that ends a gated activation x * f(x) * c (GELU's 0.5): without it OpenVINO no longer sees a
@@ -180,23 +183,51 @@ def _other_input(node: onnx.NodeProto, tensor: str) -> str | None:
     return node.input[1] if node.input[0] == tensor else node.input[0]
 
 
-def _fold_batchnorm(sweep: _Pass, conv: onnx.NodeProto) -> None:
-    if conv.op_type != "Conv":
+def _gemm_params(sweep: _Pass, gemm) -> tuple[np.ndarray, int, np.ndarray, str] | None:
+    """(weight, its output-channel axis, bias [N], bias name) of a Gemm A·B + C (alpha and beta
+    1) whose B and C are private constants, C one value or one per output channel."""
+    users, inits = sweep.users, sweep.inits
+    if attribute(gemm, "alpha", 1.0) != 1.0 or attribute(gemm, "beta", 1.0) != 1.0:
+        return None
+    weight = _const(inits, gemm.input[1])
+    if weight is None or weight.ndim != 2 or len(users.get(gemm.input[1], [])) != 1:
+        return None
+    axis = 0 if attribute(gemm, "transB", 0) else 1
+    channels = weight.shape[axis]
+    if len(gemm.input) < 3 or not gemm.input[2]:
+        return weight, axis, np.zeros(channels, np.float32), f"{gemm.name}_bias"
+    bias = _const(inits, gemm.input[2])
+    if bias is None or len(users.get(gemm.input[2], [])) != 1 or bias.shape not in ((), (1,), (channels,), (1, channels)):
+        return None
+    return weight, axis, np.broadcast_to(bias.reshape(-1), (channels,)), gemm.input[2]
+
+
+def _fold_batchnorm(sweep: _Pass, node: onnx.NodeProto) -> None:
+    if node.op_type not in ("Conv", "Gemm"):
         return
-    bn = _sole_reader(sweep, conv.output[0])
+    bn = _sole_reader(sweep, node.output[0])
     if bn is None or bn.op_type != "BatchNormalization" or len(bn.output) != 1:
         return
     params = [_const(sweep.inits, name) for name in bn.input[1:5]]
-    conv_params = _conv_params(sweep, conv)
-    if any(p is None for p in params) or conv_params is None:
+    if any(p is None for p in params):
         return
     gamma, beta, mean, var = (p.astype(np.float64) for p in params)
     factor = gamma / np.sqrt(var + attribute(bn, "epsilon", 1e-5))
-    weight, bias, bias_name = conv_params
-    shape = (-1,) + (1,) * (weight.ndim - 1)
-    _set_conv_params(sweep, conv, weight * factor.reshape(shape), (bias - mean) * factor + beta, bias_name)
-    conv.output[0] = bn.output[0]
-    sweep.touch(conv, bn)
+    if node.op_type == "Conv":
+        conv_params = _conv_params(sweep, node)
+        if conv_params is None:
+            return
+        weight, bias, bias_name = conv_params
+        shape = (-1,) + (1,) * (weight.ndim - 1)
+    else:  # a Gemm's output [M, N]: BatchNormalization's channels are its N
+        gemm_params = _gemm_params(sweep, node)
+        if gemm_params is None or gemm_params[2].size != factor.size:
+            return
+        weight, axis, bias, bias_name = gemm_params
+        shape = (-1, 1) if axis == 0 else (1, -1)
+    _set_conv_params(sweep, node, weight * factor.reshape(shape), (bias - mean) * factor + beta, bias_name)
+    node.output[0] = bn.output[0]
+    sweep.touch(node, bn)
     sweep.drop(bn)
 
 

@@ -69,6 +69,32 @@ def conv_bn(seed: int = 0) -> onnx.ModelProto:
     )
 
 
+def gemm_bn(seed: int = 0, *, trans_b: int = 1, bias: tuple[int, ...] | None = (32,), alpha: float = 1.0) -> onnx.ModelProto:
+    """x[N,16] -> Gemm(32, transB, C of shape `bias` or none) -> BatchNormalization -> Relu ->
+    Gemm(10) -> y: a Linear then BatchNorm1d, as torch exports it."""
+    rng = np.random.default_rng(seed)
+    inits = {
+        "w": rng.normal(0, 0.4, (32, 16) if trans_b else (16, 32)).astype(np.float32),
+        "gamma": rng.uniform(0.5, 1.5, 32).astype(np.float32),
+        "beta": rng.normal(0, 0.2, 32).astype(np.float32),
+        "mean": rng.normal(0, 0.2, 32).astype(np.float32),
+        "var": rng.uniform(0.5, 2, 32).astype(np.float32),
+        "w2": rng.normal(0, 0.3, (10, 32)).astype(np.float32),
+    }
+    gemm_inputs = ["x", "w"]
+    if bias is not None:
+        inits["b"] = rng.normal(0, 0.1, bias).astype(np.float32)
+        gemm_inputs.append("b")
+    nodes = [
+        helper.make_node("Gemm", gemm_inputs, ["h"], "fc", transB=trans_b, alpha=alpha),
+        helper.make_node("BatchNormalization", ["h", "gamma", "beta", "mean", "var"], ["n"], "bn", epsilon=1e-5),
+        helper.make_node("Relu", ["n"], ["r"], "relu"),
+        helper.make_node("Gemm", ["r", "w2"], ["y"], "head", transB=1),
+    ]
+    return _model(nodes, [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["N", 16])],
+                  [helper.make_tensor_value_info("y", TensorProto.FLOAT, ["N", 10])], inits)
+
+
 def mlp(seed: int = 0, *, trans_b: int = 1, dropout: bool = False) -> onnx.ModelProto:
     """x[N,16] -> Gemm(32, transB) -> Relu -> [Dropout, as opset <= 11 exports keep it] -> MatMul(10) -> y."""
     rng = np.random.default_rng(seed)

@@ -115,6 +115,30 @@ def test_batchnorm_folds_into_conv_exactly():
     np.testing.assert_allclose(run(prepared), run(model), rtol=1e-4, atol=1e-5)
 
 
+@pytest.mark.parametrize("trans_b, bias", [(1, (32,)), (0, (1, 32)), (1, None), (0, ())])
+def test_batchnorm_folds_into_the_gemm_before_it_exactly(trans_b, bias):
+    """A Linear then BatchNorm1d: left in place, the BatchNormalization ran in float between the
+    integer Gemm and the next quantizer, and the ReLU after it could not join that quantizer."""
+    model = models.gemm_bn(trans_b=trans_b, bias=bias)
+    prepared = prepare(model)
+    assert [n.op_type for n in prepared.graph.node] == ["Gemm", "Relu", "Gemm"]
+    x = {"x": np.random.default_rng(0).normal(size=(5, 16)).astype(np.float32)}
+    run = lambda m: session(m, optimization="disabled").run(None, x)[0]  # noqa: E731
+    np.testing.assert_allclose(run(prepared), run(model), rtol=1e-4, atol=1e-5)
+    _, plan = quantize_model(prepared, collect(prepared, [x], statistic_requests(prepared), model_sha256="t"), QuantConfig(min_reduction=0))
+    assert plan.nodes == ["fc", "head"] and [f.node for f in plan.fused] == ["relu"]
+
+
+def test_batchnorm_stays_after_a_gemm_it_cannot_fold_into():
+    scaled = models.gemm_bn(alpha=0.5)  # alpha scales A·B but not C
+    assert "BatchNormalization" in [n.op_type for n in prepare(scaled).graph.node]
+    shared = models.gemm_bn()
+    shared.graph.node[3].input[1] = "w"  # the head reads the same weight (transposed): it is not the fc's alone
+    shared.graph.node[3].attribute[0].i = 0
+    shared.graph.output[0].type.tensor_type.shape.dim[1].dim_value = 16
+    assert "BatchNormalization" in [n.op_type for n in prepare(shared).graph.node]
+
+
 def test_shape_inference_sees_large_weights_without_their_payload_and_gives_them_back(monkeypatch):
     from lowprec_core import _model_io as model_io
 
