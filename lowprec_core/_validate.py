@@ -103,7 +103,7 @@ class Evaluator:
         self._keep = any(m.needs_reference for m in self.metrics)
         self.serving = serving
         self._reference = runtime.serving_session(reference, runtime=serving, precision="f32")
-        self._names = _output_names(self._reference, self._reference)
+        self._names = _tensor_outputs(self._reference)
         self._subsets: dict[tuple[int, ...], tuple[list[Feed], list[list[np.ndarray]], list[np.ndarray | None]]] = {}
         self._reference_scores: Scores | None = None
         self._last_full: tuple[bytes, Scores] | None = None
@@ -208,11 +208,16 @@ class Evaluator:
         return self._subsets[indices]
 
 
+def _tensor_outputs(sess) -> list[str]:
+    """The outputs metrics read: a session's tensors. A sequence or a map (skl2onnx's ZipMap of
+    probabilities) is no tensor: it cannot be stored beside the others for the accuracy-aware
+    search, and no built-in metric reads one."""
+    return [o.name for o in sess.get_outputs() if getattr(o, "type", "tensor").startswith("tensor")]
+
+
 def _output_names(ref_sess, cand_sess) -> list[str]:
-    """The outputs metrics read: the reference's tensors, which the candidate must have too. A
-    sequence or a map (skl2onnx's ZipMap of probabilities) is no tensor: it cannot be stored
-    beside the others for the accuracy-aware search, and no built-in metric reads one."""
-    names = [o.name for o in ref_sess.get_outputs() if getattr(o, "type", "tensor").startswith("tensor")]
+    """The reference's tensor outputs, which the candidate must have too."""
+    names = _tensor_outputs(ref_sess)
     missing = [n for n in names if n not in {o.name for o in cand_sess.get_outputs()}]
     if missing:
         raise DataError(f"candidate model has no output {missing[0]!r}; the models do not match")

@@ -146,7 +146,7 @@ class Quantizer:
         quant_plan = plan(floats.working, floats.stats, config, ignored=ignored, quantized=floats.quantized).model_copy(
             update={"smoothed": floats.smoothed, "aligned": floats.aligned, "edits": floats.edits, "inserted": floats.inserted})
         # Bias correction changes biases only: the weights quantize once for it and the transform.
-        weights_q = floats.quantized.planned([*quant_plan.weights, *(table.weight() for table in quant_plan.tables)])
+        weights_q = floats.quantized.planned(quant_plan.stored_weights())
         if config.bias_correction != "none":
             corrections = floats.fast_corrections(quant_plan, weights_q)
             quant_plan = quant_plan.model_copy(update={"edits": [*quant_plan.edits, *corrections],

@@ -117,6 +117,10 @@ class QuantPlan(Record):
         """Every quantized layer, those inside If bodies included."""
         return [*self.nodes, *(name for body in self.bodies.values() for name in body.layers())]
 
+    def stored_weights(self) -> list[WeightQuant]:
+        """The weights the transform writes as integers: the layers' and the tables' (TableQuant.weight)."""
+        return [*self.weights, *(table.weight() for table in self.tables)]
+
     def all_tables(self) -> list[TableQuant]:
         """Every embedding table in 8 bits, those inside If bodies included."""
         return [*self.tables, *(table for body in self.bodies.values() for table in body.all_tables())]

@@ -28,7 +28,7 @@ def apply(
     start: tuple[onnx.ModelProto, int] | None = None,
 ) -> onnx.ModelProto:
     """The plan applied to a copy of `model` (the prepared model it was made for). `weights_q`:
-    the plan's weights and tables (TableQuant.weight) as QuantizedWeights.planned gives them, where the caller has them;
+    plan.stored_weights() as QuantizedWeights.planned gives them, where the caller has them;
     else quantized here. `reserved`: names of the graphs enclosing this one (an If body's),
     which new names must not shadow. `start`: (`edited(model, plan.edits[:n], plan.inserted)`, n),
     where the caller has it: the copy is taken from it and only the later edits are applied.
@@ -46,7 +46,7 @@ def apply(
     _fuse_activations(graph, plan)
     inits = initializers(graph)
     if weights_q is None:
-        weights_q = QuantizedWeights(inits).planned([*plan.weights, *(table.weight() for table in plan.tables)])
+        weights_q = QuantizedWeights(inits).planned(plan.stored_weights())
     by_name = {node.name: node for node in graph.node}
     new_nodes: list[onnx.NodeProto] = []
     new_inits: list[onnx.TensorProto] = []
@@ -173,10 +173,10 @@ def _gather_integers(entry: TableQuant, quantized: tuple[np.ndarray, np.ndarray]
     for reader in entry.readers:
         node = by_name[reader]
         node.input[0] = table
-        gathered, quantized = names.new(f"{node.output[0]}_gathered"), names.new(f"{node.output[0]}_quantized")
+        gathered, rows_q = names.new(f"{node.output[0]}_gathered"), names.new(f"{node.output[0]}_quantized")
         out, node.output[0] = node.output[0], gathered
-        new_nodes.append(helper.make_node("QuantizeLinear", [gathered, scale_name, zero_name], [quantized], names.new(f"{out}_QuantizeLinear")))
-        new_nodes.append(helper.make_node("DequantizeLinear", [quantized, scale_name, zero_name], [out], names.new(f"{out}_DequantizeLinear")))
+        new_nodes.append(helper.make_node("QuantizeLinear", [gathered, scale_name, zero_name], [rows_q], names.new(f"{out}_QuantizeLinear")))
+        new_nodes.append(helper.make_node("DequantizeLinear", [rows_q, scale_name, zero_name], [out], names.new(f"{out}_DequantizeLinear")))
 
 
 def _fuse_activations(graph: onnx.GraphProto, plan: QuantPlan) -> None:
