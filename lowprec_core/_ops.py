@@ -109,6 +109,11 @@ class Target(Struct):
     # integers itself), so a short layer kept float costs no requantization of its larger output
     # (see placement.requantized_anyway).
     float_layers_write_integers: bool = False
+    # A short layer is quantized to spare the requantization of its larger output only with at
+    # least this many output channels: the integer kernel's per-pixel work (gathering the short
+    # window, requantizing the row) is shared over the channels, and with fewer it costs more
+    # than the quantizer it spares (see placement.requantized_anyway).
+    requantize_min_channels: int = 0
     # Layer ops the runtime runs on integers only from an input without a zero point: an input
     # of theirs whose asymmetric grid would need one takes a symmetric int8 grid instead.
     zero_point_free_inputs: frozenset[str] = frozenset()
@@ -161,12 +166,17 @@ TARGETS: dict[str, Target] = {
     # No ConvTranspose: ORT's CPU provider has no integer kernel for it, so Q/DQ would only add error.
     # min_reduction 64: measured with bench/reduction.py (PP-OCRv4 det, rec and cls, digits):
     # faster and closer to FP32 than quantizing every layer, on every model.
+    # requantize_min_channels 32: ORT 1.31 on Zen 4 (AVX512-VNNI), 1 thread, a first conv of 1
+    # channel into 8 or 16 on 8x8 digits quantized to spare the Q on its output ran a CNN at
+    # 0.79x / 0.79x and 0.95x / 1.45x of FP32 at batch 1 / 64, kept float 0.90x / 1.25x and
+    # 1.05x / 1.94x; with 32 channels (digits, the CRNN `strips`: 1.29x against 0.92x float) and
+    # 64 (SqueezeNet's 3 -> 64: 2.29x against 1.42x) quantizing pays. Unmeasured on AVX2.
     "cpu": Target(frozenset({"Conv", "Gemm", "MatMul"}), np.uint8, np.int8, True, True, None, int16_pairs=True, min_reduction=64,
-                  channels_last_convs=True, tables=True),
+                  channels_last_convs=True, tables=True, requantize_min_channels=32),
     # The same on CPUs with AVX512-VNNI / AVX-VNNI / AMX (int32 accumulation): full 8-bit weights everywhere.
     # min_reduction as on "cpu" until measured on VNNI hardware (its integer dot products are cheaper).
     "cpu-vnni": Target(frozenset({"Conv", "Gemm", "MatMul"}), np.uint8, np.int8, True, True, None, min_reduction=64,
-                       channels_last_convs=True, tables=True),
+                       channels_last_convs=True, tables=True, requantize_min_channels=32),
     # TensorRT-style: s8 symmetric everywhere, per-channel weights.
     "gpu": Target(frozenset({"Conv", "ConvTranspose", "Gemm", "MatMul"}), np.int8, np.int8, True, True, True),
     # Conservative accelerators: per-tensor weights, u8 asymmetric activations.

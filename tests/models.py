@@ -254,16 +254,17 @@ def ir3_conv_relu_conv(seed: int = 0) -> onnx.ModelProto:
     return model
 
 
-def fire_module(seed: int = 0) -> onnx.ModelProto:
-    """SqueezeNet's fire module: x -> Conv 3x3 (3 -> 8) -> Relu -> r, then a 1x1 (8 -> 4) and a
-    3x3 (8 -> 4) Conv both read r, and a Concat joins them. Products per output: 27, 8, 72."""
+def fire_module(seed: int = 0, stem: int = 32) -> onnx.ModelProto:
+    """SqueezeNet's fire module: x -> Conv 3x3 (3 -> stem channels) -> Relu -> r, then a 1x1
+    (stem -> 4) and a 3x3 (stem -> 4) Conv both read r, and a Concat joins them. Products per
+    output: 27, stem, 9 x stem."""
     rng = np.random.default_rng(seed)
     inits = {
-        "w0": rng.normal(0, 0.5, (8, 3, 3, 3)).astype(np.float32),
-        "b0": rng.normal(0, 0.1, 8).astype(np.float32),
-        "w1": rng.normal(0, 0.3, (4, 8, 1, 1)).astype(np.float32),
+        "w0": rng.normal(0, 0.5, (stem, 3, 3, 3)).astype(np.float32),
+        "b0": rng.normal(0, 0.1, stem).astype(np.float32),
+        "w1": rng.normal(0, 0.3, (4, stem, 1, 1)).astype(np.float32),
         "b1": rng.normal(0, 0.1, 4).astype(np.float32),
-        "w3": rng.normal(0, 0.2, (4, 8, 3, 3)).astype(np.float32),
+        "w3": rng.normal(0, 0.2, (4, stem, 3, 3)).astype(np.float32),
         "b3": rng.normal(0, 0.1, 4).astype(np.float32),
     }
     nodes = [

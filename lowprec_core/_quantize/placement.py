@@ -32,8 +32,15 @@ def under_floor(node, rule, config, inits) -> str | None:
     return None
 
 
-def requantized_anyway(node, act_inputs: list[str], shared: set[str], users, sizes: dict[str, int],
-                       float_writes_integers: bool = False) -> bool:
+def output_channels(node, rule, weight_dims: tuple[int, ...]) -> int | None:
+    """How many output channels a layer computes per position, from its weight; None where the
+    weight has no such axis (a MatMul's batched weight)."""
+    axis = rule.channel_axis(node, len(weight_dims))
+    return int(weight_dims[axis]) if axis is not None else None
+
+
+def requantized_anyway(node, act_inputs: list[str], shared: set[str], users, sizes: dict[str, int], target,
+                       channels: int | None) -> bool:
     """Whether keeping a short layer float saves no requantization:
     - its input is quantized for another layer already: float, it only adds a float branch
       beside that layer's integer one (SqueezeNet's 1x1 expand beside its 3x3, whose Concat then
@@ -41,11 +48,12 @@ def requantized_anyway(node, act_inputs: list[str], shared: set[str], users, siz
     - or its output, read by quantized layers, is larger than its input: float, it needs a Q on
       that output, where quantized it needs one on the smaller input (SqueezeNet's first conv,
       3 -> 64 channels). A depthwise conv's output is no larger, so it stays float. Not where
-      the runtime fuses that Q into the float layer as well (`float_writes_integers`,
-      Target.float_layers_write_integers): there it costs nothing."""
+      the runtime fuses that Q into the float layer as well (Target.float_layers_write_integers):
+      there it costs nothing. Nor with fewer `channels` out than Target.requantize_min_channels:
+      there the short integer kernel costs more than the Q it spares (a 1 -> 8 first conv)."""
     if act_inputs and set(act_inputs) <= shared:
         return True
-    if float_writes_integers:
+    if target.float_layers_write_integers or (channels or 0) < target.requantize_min_channels:
         return False
     out = node.output[0]
     if not act_inputs or any(t not in sizes for t in [*act_inputs, out]) or sizes[out] <= sum(sizes[t] for t in act_inputs):

@@ -394,9 +394,15 @@ def test_short_layers_are_quantized_where_float_would_cost_a_requantization_anyw
     needed a Q for the integer layers after it. INT8 ran at 0.54x of FP32 (onnx's light
     SqueezeNet, batch 1); with the first rule 0.77x, with both 1.31x."""
     _, int8, plan, _ = _quantize(models.fire_module(), QuantConfig(min_reduction=64))
-    # expand1x1 reads what expand3x3 reads; conv0's output (8 channels from 3) feeds them both.
+    # expand1x1 reads what expand3x3 reads; conv0's output (32 channels from 3) feeds them both.
     assert plan.nodes == ["conv0", "expand1x1", "expand3x3"] and not plan.skipped
     assert [n.op_type for n in optimized_graph(int8).graph.node].count("QLinearConv") == 3
+    # With 8 channels out, conv0's integer kernel costs more than the Q on its output it would
+    # spare (a 1 -> 8 first conv ran a digits CNN at 0.79x of FP32 quantized, 0.90x float).
+    for target in ("cpu", "cpu-vnni"):
+        _, int8, plan, _ = _quantize(models.fire_module(stem=8), QuantConfig(target=target, min_reduction=64))
+        assert plan.nodes == ["expand1x1", "expand3x3"] and "sums 27 products" in plan.skipped["conv0"], target
+        assert [n.op_type for n in optimized_graph(int8).graph.node].count("QLinearConv") == 2
     # OpenVINO fuses the Q after a float conv into that conv: the first conv's larger output
     # costs nothing there, and the short conv stays float (a CRNN's one-channel first conv,
     # quantized, lost its bias in OpenVINO 2026.4: exact match 0.85 against FP32's 0.93).
