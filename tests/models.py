@@ -544,17 +544,19 @@ def nested_ifs(seed: int = 0) -> onnx.ModelProto:
     )
 
 
-def residual_block(seed: int = 0) -> onnx.ModelProto:
-    """x -> Conv 3x3 (3 -> 8) -> Relu -> r; Conv 3x3 (8 -> 8) reads r; Add(that, r) -> s;
-    Conv 1x1 (8 -> 4) reads s, and so does a float Sigmoid (a second output). Both inputs of the
-    Add are quantized layer outputs."""
+def residual_block(seed: int = 0, width: int = 8) -> onnx.ModelProto:
+    """x -> Conv 3x3 (3 -> width) -> Relu -> r; Conv 3x3 (width -> width) reads r; Add(that, r)
+    -> s; Conv 1x1 (width -> 4) reads s, and so does a float Sigmoid (a second output). Both
+    inputs of the Add are quantized layer outputs. At width 32 the ORT rows quantize the
+    27-product first conv by default, as its output is quantized anyway (at 8 they keep it
+    float: Target.requantize_min_channels)."""
     rng = np.random.default_rng(seed)
     inits = {
-        "w0": rng.normal(0, 0.5, (8, 3, 3, 3)).astype(np.float32),
-        "b0": rng.normal(0, 0.1, 8).astype(np.float32),
-        "w1": rng.normal(0, 0.2, (8, 8, 3, 3)).astype(np.float32),
-        "b1": rng.normal(0, 0.1, 8).astype(np.float32),
-        "w2": rng.normal(0, 0.3, (4, 8, 1, 1)).astype(np.float32),
+        "w0": rng.normal(0, 0.5, (width, 3, 3, 3)).astype(np.float32),
+        "b0": rng.normal(0, 0.1, width).astype(np.float32),
+        "w1": rng.normal(0, 0.2 * (8 / width) ** 0.5, (width, width, 3, 3)).astype(np.float32),
+        "b1": rng.normal(0, 0.1, width).astype(np.float32),
+        "w2": rng.normal(0, 0.3 * (8 / width) ** 0.5, (4, width, 1, 1)).astype(np.float32),
         "b2": rng.normal(0, 0.1, 4).astype(np.float32),
     }
     nodes = [
@@ -569,7 +571,7 @@ def residual_block(seed: int = 0) -> onnx.ModelProto:
         nodes,
         [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["N", 3, 8, 8])],
         [helper.make_tensor_value_info("y", TensorProto.FLOAT, ["N", 4, 8, 8]),
-         helper.make_tensor_value_info("z", TensorProto.FLOAT, ["N", 8, 8, 8])],
+         helper.make_tensor_value_info("z", TensorProto.FLOAT, ["N", width, 8, 8])],
         inits,
     )
 
