@@ -3,9 +3,16 @@ chosen on: onnx's light test models (the ONNX model zoo's classics at batch 1, w
 ConstantOfShape). Their weights are fills, so this measures speed and placement, never accuracy.
 
     .venv/bin/python -m bench.light [--rounds 30] [--out bench/RESULTS_LIGHT.md]
+    .venv/bin/python -m bench.light --runtime openvino [--out ...]
 
 Each model is quantized with the default config from two uniform [0, 1) images, then FP32 and
 INT8 are timed interleaved in one process (1 thread, medians), as bench.compare does.
+
+With `--runtime openvino` each model's fills are first folded into initializers (NNCF's
+OpenVINO backend quantizes constant weights only; lowprec folds them itself), and that model
+is quantized by `lowprec quantize --runtime openvino` and by nncf.quantize on OpenVINO's
+reading of it, then timed in OpenVINO's CPU plugin against FP32 at f32, beside the plugin's
+own default for FP32 (bf16 where the CPU has it).
 """
 
 from __future__ import annotations
@@ -22,7 +29,8 @@ import onnx
 import onnxruntime as ort
 
 import lowprec_core as lp
-from bench.compare import time_interleaved
+from bench import anchors
+from bench.compare import _session, machine, time_interleaved
 
 LIGHT = Path(onnx.__file__).parent / "backend" / "test" / "data" / "light"
 NAMES = ["bvlc_alexnet", "densenet121", "inception_v1", "inception_v2", "resnet50", "shufflenet", "squeezenet", "vgg19", "zfnet512"]
@@ -51,13 +59,62 @@ def measure(name: str, workdir: Path, rounds: int) -> str:
             f"{'; '.join(f'{n}x {r}' for r, n in float_reasons.most_common(3))} |")
 
 
+def folded(path: Path, workdir: Path) -> Path:
+    """A copy of the light model with each ConstantOfShape of a constant shape made the
+    initializer it fills (IR version 4 at least, where initializers need not be inputs)."""
+    model = onnx.load(path)
+    constants = {init.name: onnx.numpy_helper.to_array(init) for init in model.graph.initializer}
+    kept = []
+    for node in model.graph.node:
+        if node.op_type == "Constant" and node.attribute[0].name == "value":
+            constants[node.output[0]] = onnx.numpy_helper.to_array(node.attribute[0].t)
+        if node.op_type == "ConstantOfShape" and node.input[0] in constants:
+            value = onnx.numpy_helper.to_array(node.attribute[0].t) if node.attribute else np.zeros(1, np.float32)
+            fill = np.full(constants[node.input[0]].astype(np.int64), value.reshape(-1)[0], dtype=value.dtype)
+            model.graph.initializer.append(onnx.numpy_helper.from_array(fill, node.output[0]))
+            continue
+        kept.append(node)
+    del model.graph.node[:]
+    model.graph.node.extend(kept)
+    model.ir_version = max(model.ir_version, 4)
+    out = workdir / f"{path.stem}.folded.onnx"
+    onnx.save(model, out)
+    return out
+
+
+def measure_openvino(name: str, workdir: Path, rounds: int) -> str:
+    path = folded(LIGHT / f"light_{name}.onnx", workdir)
+    rng = np.random.default_rng(0)
+    specs = lp.input_specs(onnx.load(path))
+    feeds = [{s.name: rng.uniform(0, 1, [d if isinstance(d, int) and d > 0 else 1 for d in s.shape]).astype(s.dtype) for s in specs}
+             for _ in range(2)]
+    sessions = {"fp32": _session(path, 1, "openvino", "f32"), "default": _session(path, 1, "openvino", None)}
+    for variant, quantizer, suffix in (("lowprec", anchors.lowprec_openvino, "onnx"), ("nncf", anchors.nncf_openvino, "xml")):
+        out = workdir / f"{name}.{variant}.{suffix}"
+        try:
+            quantizer(path, feeds, out, name)
+        except Exception as err:  # an anchor that cannot quantize the model is a row entry, not a stop
+            log_line = str(err).splitlines()[0][:80] if str(err) else type(err).__name__
+            sessions[variant] = f"failed: {log_line}"
+            continue
+        sessions[variant] = _session(out, 1, "openvino", None)
+    failed = {k: v for k, v in sessions.items() if isinstance(v, str)}
+    medians = time_interleaved({k: v for k, v in sessions.items() if k not in failed}, feeds[0], rounds, budget_s=20.0)
+    ratio = {k: f"{medians['fp32'] / medians[k]:.2f}x" if k in medians else failed[k] for k in sessions}
+    lead = f"{medians['nncf'] / medians['lowprec']:.2f}" if {"nncf", "lowprec"} <= medians.keys() else "-"
+    return f"| {name} | {medians['fp32'] * 1e3:.1f} | {ratio['default']} | {ratio['lowprec']} | {ratio['nncf']} | {lead} |"
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--models", default=",".join(NAMES))
     parser.add_argument("--rounds", type=int, default=30)
     parser.add_argument("--out", type=Path)
+    parser.add_argument("--runtime", choices=["onnxruntime", "openvino"], default="onnxruntime")
     args = parser.parse_args()
     logging.basicConfig(level=logging.ERROR)
+    if args.runtime == "openvino":
+        return main_openvino(args)
     lines = [
         "# Default INT8 against FP32 on onnx's light CNNs (speed only: their weights are fills)",
         "",
@@ -71,6 +128,32 @@ def main() -> None:
     with tempfile.TemporaryDirectory(prefix="lowprec-light-") as tmp:
         for name in args.models.split(","):
             lines.append(measure(name, Path(tmp), args.rounds))
+            print(lines[-1], flush=True)
+    text = "\n".join(lines) + "\n"
+    if args.out:
+        args.out.write_text(text)
+    else:
+        print(text)
+
+
+def main_openvino(args) -> None:
+    import openvino as ov
+
+    lines = [
+        "# lowprec and NNCF in OpenVINO on onnx's light CNNs (speed only: their weights are fills)",
+        "",
+        f"`python -m bench.light --runtime openvino --rounds {args.rounds}`. Machine: {machine()}; OpenVINO "
+        f"{ov.get_version().split('-')[0]}, lowprec {lp.__version__}. Batch 1, 1 thread, every session timed interleaved, "
+        "medians. Speedups divide FP32 at f32; 'FP32 default' is FP32 at the plugin's own precision (bf16 where the "
+        "CPU has it); lowprec is `quantize --runtime openvino`, NNCF is nncf.quantize on OpenVINO's reading of the "
+        "model, both from the same two images and the same model with its fills folded.",
+        "",
+        "| model | FP32 ms | FP32 default | lowprec | NNCF | lowprec / NNCF speed |",
+        "|---|---|---|---|---|---|",
+    ]
+    with tempfile.TemporaryDirectory(prefix="lowprec-light-") as tmp:
+        for name in args.models.split(","):
+            lines.append(measure_openvino(name, Path(tmp), args.rounds))
             print(lines[-1], flush=True)
     text = "\n".join(lines) + "\n"
     if args.out:
