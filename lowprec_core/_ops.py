@@ -114,6 +114,11 @@ class Target(Struct):
     # window, requantizing the row) is shared over the channels, and with fewer it costs more
     # than the quantizer it spares (see placement.requantized_anyway).
     requantize_min_channels: int = 0
+    # Two-input ops (a residual Add) that the runtime fuses into the integer Conv writing one
+    # input, as a sum post-op reading the other in integers, where both inputs come through a
+    # Q/DQ: such an op whose inputs are each a quantized Conv's output or a tensor quantized for a
+    # layer reads both through their quantizers (see planner._sum_post_ops).
+    sum_post_ops: frozenset[str] = frozenset()
     # Layer ops the runtime runs on integers only from an input without a zero point: an input
     # of theirs whose asymmetric grid would need one takes a symmetric int8 grid instead.
     zero_point_free_inputs: frozenset[str] = frozenset()
@@ -211,7 +216,15 @@ TARGETS: dict[str, Target] = {
                        # has float readers besides, applies it twice (the pooled value comes out
                        # ~1000x too small): PP-OCRv4 det IoU 0.92 with one such conv quantized,
                        # 0.997 with its output quantized. A quantizer before the pool avoids it.
-                       quantized_output_readers=frozenset({"GlobalAveragePool"})),
+                       quantized_output_readers=frozenset({"GlobalAveragePool"}),
+                       # A residual Add that reads a conv's float output runs on its own, in bf16 where
+                       # float layers do; with both inputs through Q/DQ (NNCF's placement) the plugin
+                       # fuses it into that conv. onnx's light ResNet-50 on Zen 4, 1 thread, batch 1:
+                       # 3.46x -> 3.62x of FP32 at f32 (NNCF's OpenVINO flow 3.69x), its 16 bf16 sums
+                       # 1.4 ms -> 0 of ~21. Only where the sum feeds quantized layers: PP-LCNet cls's
+                       # sums feed float convs, and with their inputs quantized it ran 1.14x -> 1.10x.
+                       # No bench model's placement changes.
+                       sum_post_ops=frozenset({"Add", "Sum"})),
 }
 # OpenVINO on a CPU without int32-accumulating int8 dot products (AVX2 only): its integer
 # MatMul/Gemm (FullyConnected) runs slower than f32 there, while its integer convs pay.

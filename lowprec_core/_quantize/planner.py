@@ -101,6 +101,11 @@ def statistic_requests(
         if fused is not None:
             needed.setdefault(fused[0], None)
             layer_outputs.add(fused[0])
+    conv_outputs = {node.output[0] for node, _ in candidates if node.op_type == "Conv"}
+    for node in _sum_candidates(graph, TARGETS[target].sum_post_ops, ignored or set(), inits, users, conv_outputs,
+                                reads | layer_outputs, reads):
+        for tensor in node.input:
+            needed.setdefault(tensor, None)
     for node in _integer_op_candidates(graph, config, target, ignored or set(), layer_outputs, reads, users):
         for tensor in [*_integer_inputs(node), node.output[0]]:
             if tensor not in inits:
@@ -210,6 +215,8 @@ def plan(model: onnx.ModelProto, stats: Statistics, config: QuantConfig, *, igno
                      quantized if quantized is not None else QuantizedWeights(inits))
     for node, act_inputs, weight_name in chosen:
         placer.place(node, act_inputs, weight_name)
+    for node in _sum_post_ops(graph, placer, chosen, ignored):
+        placer.sum_post_op(node)
     integer = _integer_ops(graph, placer, *config.integer_op_rows, ignored)
     for node in integer:
         placer.integer_op(node)
@@ -304,6 +311,17 @@ class _Placer:
             self.activations[output] = self.activations[node.input[0]].model_copy(update={"tensor": output, "readers": None})
         else:
             self._tensor(output, output=True)
+
+    def sum_post_op(self, node: onnx.NodeProto) -> None:
+        """Both inputs of a sum the runtime fuses into a conv (Target.sum_post_ops) through their
+        quantizers: a conv's output on every reader, a layer's input for this reader too."""
+        for tensor in node.input:
+            entry = self.activations.get(tensor)
+            if entry is None:
+                self._tensor(tensor, output=True)
+            elif entry.readers is not None:
+                self.input_readers[tensor].append(node.name)
+                self._tensor(tensor, output=False)
 
     def _feeds_quantized(self, tensor: str) -> bool:
         return feeds_reads(tensor, self.quantized_reads, self.users)
@@ -422,6 +440,36 @@ def _integer_inputs(node: onnx.NodeProto) -> list[str]:
     wanted = READERS[node.op_type].integer_inputs
     indices = range(len(node.input)) if wanted == ALL_INPUTS else wanted
     return [node.input[i] for i in indices if i < len(node.input) and node.input[i]]
+
+
+def _sum_candidates(graph: onnx.GraphProto, ops: frozenset[str], ignored: set[str], inits, users, conv_outputs: set[str],
+                    quantized: set[str], reads: set[str]) -> list[onnx.NodeProto]:
+    """The Target.sum_post_ops nodes of two distinct computed inputs, at least one a Conv's
+    output in `conv_outputs`, the other one of those or in `quantized`, whose output (or the
+    output of the one activation after it) feeds `reads`: a sum read in float only would gain
+    nothing from integer inputs."""
+    found = []
+    for node in graph.node:
+        if node.op_type not in ops or node.domain not in ("", "ai.onnx") or node.name in ignored or len(node.input) != 2:
+            continue
+        a, b = node.input
+        if a == b or a in inits or b in inits or not ({a, b} & conv_outputs) or not {a, b} <= conv_outputs | quantized:
+            continue
+        followers = users.get(node.output[0], [])
+        result = followers[0].output[0] if len(followers) == 1 and followers[0].op_type in FUSABLE_ACTIVATIONS else node.output[0]
+        if feeds_reads(result, reads, users):
+            found.append(node)
+    return found
+
+
+def _sum_post_ops(graph: onnx.GraphProto, placer: _Placer, chosen, ignored: set[str]) -> list[onnx.NodeProto]:
+    """Pass 3b of `plan`: the sums (a residual Add) the runtime fuses into an integer Conv as a
+    post-op once both inputs come through Q/DQ (Target.sum_post_ops): each input is a chosen
+    Conv's own output (no activation between) or a tensor already quantized. NNCF places these
+    for OpenVINO; left reading a float conv output, the Add runs on its own in float."""
+    conv_outputs = {node.output[0] for node, _, _ in chosen if node.op_type == "Conv"}
+    return _sum_candidates(graph, placer.target.sum_post_ops, ignored, placer.inits, placer.users, conv_outputs,
+                           set(placer.activations), placer.quantized_reads)
 
 
 def _integer_ops(graph: onnx.GraphProto, placer: _Placer, enabled: frozenset[str], float_inputs: frozenset[str],
