@@ -114,11 +114,10 @@ class Target(Struct):
     # window, requantizing the row) is shared over the channels, and with fewer it costs more
     # than the quantizer it spares (see placement.requantized_anyway).
     requantize_min_channels: int = 0
-    # Two-input ops (a residual Add) that the runtime fuses into the integer Conv writing one
-    # input, as a sum post-op reading the other in integers, where both inputs come through a
+    # Joins (INTEGER_JOINS rows) the runtime runs on integers where every input comes through a
     # Q/DQ: such an op whose inputs are each a quantized Conv's output or a tensor quantized for a
-    # layer reads both through their quantizers (see planner._sum_post_ops).
-    sum_post_ops: frozenset[str] = frozenset()
+    # layer reads them all through their quantizers (see planner._integer_joins).
+    integer_joins: frozenset[str] = frozenset()
     # Layer ops the runtime runs on integers only from an input without a zero point: an input
     # of theirs whose asymmetric grid would need one takes a symmetric int8 grid instead.
     zero_point_free_inputs: frozenset[str] = frozenset()
@@ -163,6 +162,13 @@ RUNTIME_INTEGER_OPS: dict[str, tuple[frozenset[str], frozenset[str]]] = {
                     frozenset({"HardSigmoid", "Sigmoid"})),
     "openvino": (frozenset(), frozenset()),
 }
+
+
+# Ops that join tensors, which OpenVINO's plugin runs on integers once every input comes through
+# a Q/DQ (Target.integer_joins): op -> whether one input must be a Conv's own output. A sum is
+# fused into the integer Conv writing that input, as a post-op reading the other in integers; a
+# Concat joins integers, whichever layer or activation wrote them.
+INTEGER_JOINS: dict[str, bool] = {"Add": True, "Sum": True, "Concat": False}
 
 
 TARGETS: dict[str, Target] = {
@@ -221,10 +227,13 @@ TARGETS: dict[str, Target] = {
                        # float layers do; with both inputs through Q/DQ (NNCF's placement) the plugin
                        # fuses it into that conv. onnx's light ResNet-50 on Zen 4, 1 thread, batch 1:
                        # 3.46x -> 3.62x of FP32 at f32 (NNCF's OpenVINO flow 3.69x), its 16 bf16 sums
-                       # 1.4 ms -> 0 of ~21. Only where the sum feeds quantized layers: PP-LCNet cls's
-                       # sums feed float convs, and with their inputs quantized it ran 1.14x -> 1.10x.
-                       # No bench model's placement changes.
-                       sum_post_ops=frozenset({"Add", "Sum"})),
+                       # 1.4 ms -> 0 of ~21; a ResNet-18-style net trained on digits: 2.90x / 3.57x ->
+                       # 3.07x / 3.80x at batch 1 / 32, agreement with FP32 0.9975 -> 1.0. Likewise a
+                       # Concat of conv branches: light Inception-v2 2.97x -> 3.09x (NNCF 3.09x). Only
+                       # where the join feeds quantized layers: PP-LCNet cls's sums feed float convs,
+                       # and with their inputs quantized it ran 1.14x -> 1.10x. No bench model's
+                       # placement changes.
+                       integer_joins=frozenset({"Add", "Sum", "Concat"})),
 }
 # OpenVINO on a CPU without int32-accumulating int8 dot products (AVX2 only): its integer
 # MatMul/Gemm (FullyConnected) runs slower than f32 there, while its integer convs pay.

@@ -576,6 +576,34 @@ def residual_block(seed: int = 0, width: int = 8) -> onnx.ModelProto:
     )
 
 
+def branch_concat(seed: int = 0) -> onnx.ModelProto:
+    """An Inception block in small: x -> Conv 3x3 (3 -> 8) -> Relu -> r; branch a: Conv 1x1
+    (8 -> 8) -> Relu; branch b: Conv 3x3 (8 -> 8) -> Relu; Concat(a, b) -> Conv 1x1 (16 -> 4) -> y."""
+    rng = np.random.default_rng(seed)
+    inits = {
+        "w0": rng.normal(0, 0.5, (8, 3, 3, 3)).astype(np.float32),
+        "wa": rng.normal(0, 0.4, (8, 8, 1, 1)).astype(np.float32),
+        "wb": rng.normal(0, 0.2, (8, 8, 3, 3)).astype(np.float32),
+        "w2": rng.normal(0, 0.3, (4, 16, 1, 1)).astype(np.float32),
+    }
+    nodes = [
+        helper.make_node("Conv", ["x", "w0"], ["c0"], "conv0", pads=[1, 1, 1, 1]),
+        helper.make_node("Relu", ["c0"], ["r"], "relu0"),
+        helper.make_node("Conv", ["r", "wa"], ["ca"], "conv_a"),
+        helper.make_node("Relu", ["ca"], ["a"], "relu_a"),
+        helper.make_node("Conv", ["r", "wb"], ["cb"], "conv_b", pads=[1, 1, 1, 1]),
+        helper.make_node("Relu", ["cb"], ["b"], "relu_b"),
+        helper.make_node("Concat", ["a", "b"], ["cat"], "concat", axis=1),
+        helper.make_node("Conv", ["cat", "w2"], ["y"], "conv2"),
+    ]
+    return _model(
+        nodes,
+        [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["N", 3, 8, 8])],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, ["N", 4, 8, 8])],
+        inits,
+    )
+
+
 def split_residual_block(seed: int = 0) -> onnx.ModelProto:
     """YOLOv8's C2f, in small: x -> Conv 3x3 (3 -> 8) -> Relu -> r; r's channels sliced in two
     halves a, b; Conv 3x3 (4 -> 4) -> Relu reads b, Add(b, that) -> s; Concat(a, b, s, MaxPool(r)

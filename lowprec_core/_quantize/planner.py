@@ -16,7 +16,7 @@ from .._errors import ConfigError
 from .._graph import all_nodes, attribute as node_attribute, body_model, consumers, if_bodies, initializers, subgraphs
 from .._simplify import RUNTIME_DOMAIN
 from .._ops import (
-    ALL_INPUTS, FUSABLE_ACTIVATIONS, QUANTIZABLE, READERS, RUNTIME_INTEGER_OPS, TABLE_MIN_ELEMENTS, TABLE_MIN_SQNR_DB, TARGETS, TRANSPARENT, GraphView,
+    ALL_INPUTS, FUSABLE_ACTIVATIONS, INTEGER_JOINS, QUANTIZABLE, READERS, RUNTIME_INTEGER_OPS, TABLE_MIN_ELEMENTS, TABLE_MIN_SQNR_DB, TARGETS, TRANSPARENT, GraphView,
     absorbed_by_quantizer, useful_range,
 )
 from .overflow import overflow_channels
@@ -101,9 +101,9 @@ def statistic_requests(
         if fused is not None:
             needed.setdefault(fused[0], None)
             layer_outputs.add(fused[0])
-    conv_outputs = {node.output[0] for node, _ in candidates if node.op_type == "Conv"}
-    for node in _sum_candidates(graph, TARGETS[target].sum_post_ops, ignored or set(), inits, users, conv_outputs,
-                                reads | layer_outputs, reads):
+    own, activated = _conv_writes(graph, [node for node, _ in candidates if node.op_type == "Conv"], users)
+    for node in _join_candidates(graph, TARGETS[target].integer_joins, ignored or set(), inits, users, own, activated,
+                                 reads | layer_outputs, reads):
         for tensor in node.input:
             needed.setdefault(tensor, None)
     for node in _integer_op_candidates(graph, config, target, ignored or set(), layer_outputs, reads, users):
@@ -215,8 +215,8 @@ def plan(model: onnx.ModelProto, stats: Statistics, config: QuantConfig, *, igno
                      quantized if quantized is not None else QuantizedWeights(inits))
     for node, act_inputs, weight_name in chosen:
         placer.place(node, act_inputs, weight_name)
-    for node in _sum_post_ops(graph, placer, chosen, ignored):
-        placer.sum_post_op(node)
+    for node in _integer_joins(graph, placer, chosen, ignored):
+        placer.integer_join(node)
     integer = _integer_ops(graph, placer, *config.integer_op_rows, ignored)
     for node in integer:
         placer.integer_op(node)
@@ -312,9 +312,9 @@ class _Placer:
         else:
             self._tensor(output, output=True)
 
-    def sum_post_op(self, node: onnx.NodeProto) -> None:
-        """Both inputs of a sum the runtime fuses into a conv (Target.sum_post_ops) through their
-        quantizers: a conv's output on every reader, a layer's input for this reader too."""
+    def integer_join(self, node: onnx.NodeProto) -> None:
+        """Every input of a join the runtime runs on integers (Target.integer_joins) through its
+        quantizer: a conv's output on every reader, a layer's input for this reader too."""
         for tensor in node.input:
             entry = self.activations.get(tensor)
             if entry is None:
@@ -442,18 +442,22 @@ def _integer_inputs(node: onnx.NodeProto) -> list[str]:
     return [node.input[i] for i in indices if i < len(node.input) and node.input[i]]
 
 
-def _sum_candidates(graph: onnx.GraphProto, ops: frozenset[str], ignored: set[str], inits, users, conv_outputs: set[str],
-                    quantized: set[str], reads: set[str]) -> list[onnx.NodeProto]:
-    """The Target.sum_post_ops nodes of two distinct computed inputs, at least one a Conv's
-    output in `conv_outputs`, the other one of those or in `quantized`, whose output (or the
-    output of the one activation after it) feeds `reads`: a sum read in float only would gain
-    nothing from integer inputs."""
+def _join_candidates(graph: onnx.GraphProto, ops: frozenset[str], ignored: set[str], inits, users, conv_outputs: set[str],
+                     activated: set[str], quantized: set[str], reads: set[str]) -> list[onnx.NodeProto]:
+    """The Target.integer_joins nodes of two or more distinct computed inputs, each a Conv's own
+    output (`conv_outputs`), for a Concat also the output of the activation after a Conv
+    (`activated`), or a tensor in `quantized`; a sum needs a Conv's own output among them (the
+    conv it is fused into). Only those whose output (or the output of the one activation after
+    it) feeds `reads`: a join read in float only would gain nothing from integer inputs."""
     found = []
     for node in graph.node:
-        if node.op_type not in ops or node.domain not in ("", "ai.onnx") or node.name in ignored or len(node.input) != 2:
+        if node.op_type not in ops or node.domain not in ("", "ai.onnx") or node.name in ignored or len(node.input) < 2:
             continue
-        a, b = node.input
-        if a == b or a in inits or b in inits or not ({a, b} & conv_outputs) or not {a, b} <= conv_outputs | quantized:
+        inputs = set(node.input)
+        writers = conv_outputs if INTEGER_JOINS[node.op_type] else conv_outputs | activated
+        if len(inputs) != len(node.input) or inputs & set(inits) or not inputs <= writers | quantized:
+            continue
+        if INTEGER_JOINS[node.op_type] and not inputs & conv_outputs:
             continue
         followers = users.get(node.output[0], [])
         result = followers[0].output[0] if len(followers) == 1 and followers[0].op_type in FUSABLE_ACTIVATIONS else node.output[0]
@@ -462,14 +466,26 @@ def _sum_candidates(graph: onnx.GraphProto, ops: frozenset[str], ignored: set[st
     return found
 
 
-def _sum_post_ops(graph: onnx.GraphProto, placer: _Placer, chosen, ignored: set[str]) -> list[onnx.NodeProto]:
-    """Pass 3b of `plan`: the sums (a residual Add) the runtime fuses into an integer Conv as a
-    post-op once both inputs come through Q/DQ (Target.sum_post_ops): each input is a chosen
-    Conv's own output (no activation between) or a tensor already quantized. NNCF places these
-    for OpenVINO; left reading a float conv output, the Add runs on its own in float."""
-    conv_outputs = {node.output[0] for node, _, _ in chosen if node.op_type == "Conv"}
-    return _sum_candidates(graph, placer.target.sum_post_ops, ignored, placer.inits, placer.users, conv_outputs,
-                           set(placer.activations), placer.quantized_reads)
+def _conv_writes(graph: onnx.GraphProto, convs: list[onnx.NodeProto], users) -> tuple[set[str], set[str]]:
+    """(the Convs' own outputs, the outputs of the one activation a Conv's output feeds alone)."""
+    own = {node.output[0] for node in convs}
+    activated = set()
+    for node in convs:
+        followers = users.get(node.output[0], [])
+        if len(followers) == 1 and followers[0].op_type in FUSABLE_ACTIVATIONS:
+            activated.add(followers[0].output[0])
+    return own, activated
+
+
+def _integer_joins(graph: onnx.GraphProto, placer: _Placer, chosen, ignored: set[str]) -> list[onnx.NodeProto]:
+    """Pass 3b of `plan`: the joins the runtime runs on integers once every input comes through
+    Q/DQ (Target.integer_joins): a residual Add it fuses into the integer Conv writing one input
+    as a sum post-op, a Concat it joins as integers. Each input is a chosen Conv's output (a
+    Concat's also after its activation) or a tensor already quantized. NNCF places these for
+    OpenVINO; left reading a float conv output, the op runs on its own in float."""
+    own, activated = _conv_writes(graph, [node for node, _, _ in chosen if node.op_type == "Conv"], placer.users)
+    return _join_candidates(graph, placer.target.integer_joins, ignored, placer.inits, placer.users, own, activated,
+                            set(placer.activations), placer.quantized_reads)
 
 
 def _integer_ops(graph: onnx.GraphProto, placer: _Placer, enabled: frozenset[str], float_inputs: frozenset[str],
