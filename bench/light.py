@@ -94,8 +94,7 @@ def measure_openvino(name: str, workdir: Path, rounds: int) -> str:
         try:
             quantizer(path, feeds, out, name)
         except Exception as err:  # an anchor that cannot quantize the model is a row entry, not a stop
-            log_line = str(err).splitlines()[0][:80] if str(err) else type(err).__name__
-            sessions[variant] = f"failed: {log_line}"
+            sessions[variant] = f"failed: {str(err).splitlines()[0][:80] if str(err) else type(err).__name__}"
             continue
         sessions[variant] = _session(out, 1, "openvino", None)
     failed = {k: v for k, v in sessions.items() if isinstance(v, str)}
@@ -125,9 +124,15 @@ def main() -> None:
         "| model | layers quantized | kernels int/float | FP32 ms | INT8 ms | speedup | why layers stay float |",
         "|---|---|---|---|---|---|---|",
     ]
+    _table(lines, measure, args)
+
+
+def _table(lines: list[str], row, args) -> None:
+    """`row(name, workdir, rounds)` for each model, printed as it comes, then the whole table
+    to --out (or stdout)."""
     with tempfile.TemporaryDirectory(prefix="lowprec-light-") as tmp:
         for name in args.models.split(","):
-            lines.append(measure(name, Path(tmp), args.rounds))
+            lines.append(row(name, Path(tmp), args.rounds))
             print(lines[-1], flush=True)
     text = "\n".join(lines) + "\n"
     if args.out:
@@ -151,15 +156,7 @@ def main_openvino(args) -> None:
         "| model | FP32 ms | FP32 default | lowprec | NNCF | lowprec / NNCF speed |",
         "|---|---|---|---|---|---|",
     ]
-    with tempfile.TemporaryDirectory(prefix="lowprec-light-") as tmp:
-        for name in args.models.split(","):
-            lines.append(measure_openvino(name, Path(tmp), args.rounds))
-            print(lines[-1], flush=True)
-    text = "\n".join(lines) + "\n"
-    if args.out:
-        args.out.write_text(text)
-    else:
-        print(text)
+    _table(lines, measure_openvino, args)
 
 
 if __name__ == "__main__":
