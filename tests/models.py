@@ -254,10 +254,11 @@ def ir3_conv_relu_conv(seed: int = 0) -> onnx.ModelProto:
     return model
 
 
-def fire_module(seed: int = 0, stem: int = 32) -> onnx.ModelProto:
+def fire_module(seed: int = 0, stem: int = 32, shape_output: bool = False) -> onnx.ModelProto:
     """SqueezeNet's fire module: x -> Conv 3x3 (3 -> stem channels) -> Relu -> r, then a 1x1
     (stem -> 4) and a 3x3 (stem -> 4) Conv both read r, and a Concat joins them. Products per
-    output: 27, stem, 9 x stem."""
+    output: 27, stem, 9 x stem. `shape_output`: Shape(y) is a second output (a shape computed
+    from an activation, as a PyTorch LSTM sizes its initial state)."""
     rng = np.random.default_rng(seed)
     inits = {
         "w0": rng.normal(0, 0.5, (stem, 3, 3, 3)).astype(np.float32),
@@ -274,12 +275,11 @@ def fire_module(seed: int = 0, stem: int = 32) -> onnx.ModelProto:
         helper.make_node("Conv", ["r", "w3", "b3"], ["e3"], "expand3x3", pads=[1, 1, 1, 1]),
         helper.make_node("Concat", ["e1", "e3"], ["y"], "concat", axis=1),
     ]
-    return _model(
-        nodes,
-        [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["N", 3, 8, 8])],
-        [helper.make_tensor_value_info("y", TensorProto.FLOAT, ["N", 8, 8, 8])],
-        inits,
-    )
+    outputs = [helper.make_tensor_value_info("y", TensorProto.FLOAT, ["N", 8, 8, 8])]
+    if shape_output:
+        nodes.append(helper.make_node("Shape", ["y"], ["y_shape"], "shape"))
+        outputs.append(helper.make_tensor_value_info("y_shape", TensorProto.INT64, [4]))
+    return _model(nodes, [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["N", 3, 8, 8])], outputs, inits)
 
 
 def depthwise_then_conv(seed: int = 0) -> onnx.ModelProto:

@@ -39,21 +39,30 @@ def output_channels(node, rule, weight_dims: tuple[int, ...]) -> int | None:
     return int(weight_dims[axis]) if axis is not None else None
 
 
+def computes_shapes(graph: onnx.GraphProto) -> bool:
+    """Whether an input has a free size and a Shape or Size node reads a computed tensor (a
+    PyTorch LSTM's initial state sized from the batch of an activation)."""
+    free = any(not (d.HasField("dim_value") and d.dim_value > 0) for v in graph.input for d in v.type.tensor_type.shape.dim)
+    inputs = {v.name for v in graph.input} | {i.name for i in graph.initializer}
+    return free and any(n.op_type in ("Shape", "Size") and n.input[0] not in inputs for n in graph.node)
+
+
 def requantized_anyway(node, act_inputs: list[str], shared: set[str], users, sizes: dict[str, int], target,
-                       channels: int | None) -> bool:
+                       channels: int | None, static: bool = True) -> bool:
     """Whether keeping a short layer float saves no requantization:
     - its input is quantized for another layer already: float, it only adds a float branch
       beside that layer's integer one (SqueezeNet's 1x1 expand beside its 3x3, whose Concat then
       runs in float between DQs and a Q);
     - or its output, read by quantized layers, is larger than its input: float, it needs a Q on
       that output, where quantized it needs one on the smaller input (SqueezeNet's first conv,
-      3 -> 64 channels). A depthwise conv's output is no larger, so it stays float. Not where
-      the runtime fuses that Q into the float layer as well (Target.float_layers_write_integers):
-      there it costs nothing. Nor with fewer `channels` out than Target.requantize_min_channels:
-      there the short integer kernel costs more than the Q it spares (a 1 -> 8 first conv)."""
+      3 -> 64 channels). A depthwise conv's output is no larger, so it stays float. Not with
+      fewer `channels` out than Target.requantize_min_channels: there the short integer kernel
+      costs more than the Q it spares (a 1 -> 8 first conv). Nor where the model's shapes are not
+      `static` (computes_shapes) on a row whose runtime then miscompiles the layer
+      (Target.short_layers_need_static_shapes)."""
     if act_inputs and set(act_inputs) <= shared:
         return True
-    if target.float_layers_write_integers or (channels or 0) < target.requantize_min_channels:
+    if (channels or 0) < target.requantize_min_channels or (target.short_layers_need_static_shapes and not static):
         return False
     out = node.output[0]
     if not act_inputs or any(t not in sizes for t in [*act_inputs, out]) or sizes[out] <= sum(sizes[t] for t in act_inputs):

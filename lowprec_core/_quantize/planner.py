@@ -23,8 +23,8 @@ from .overflow import overflow_channels
 from .params import QuantizedWeights, activation_params
 from .plan import ActivationQuant, BiasQuant, FusedActivation, QuantPlan, TableQuant, WeightQuant
 from .placement import (
-    channel_split, drop_float_fused, feeds_reads, float_fused, layer_bias, output_channels, ranks, requantized_anyway, sample_sizes,
-    under_floor,
+    channel_split, computes_shapes, drop_float_fused, feeds_reads, float_fused, layer_bias, output_channels, ranks, requantized_anyway,
+    sample_sizes, under_floor,
 )
 from .ranges import activation_range, two_levels
 
@@ -584,9 +584,10 @@ def _choose(model, config: QuantConfig, ignored, inits, users, float_tensors, kn
     # chosen (more ignored) share fewer inputs, so they can only keep more short layers float.
     shared = {name for _, act_inputs, _ in chosen for name in act_inputs}
     sizes = sample_sizes(model)
+    static = not (short and target.short_layers_need_static_shapes and computes_shapes(graph))
     for node, act_inputs, weight, floor in short:
         channels = output_channels(node, target.layers[node.op_type], tuple(inits[weight].dims))
-        if requantized_anyway(node, act_inputs, shared, users, sizes, target, channels):
+        if requantized_anyway(node, act_inputs, shared, users, sizes, target, channels, static):
             chosen.append((node, act_inputs, weight))
         else:
             skipped[node.name] = floor

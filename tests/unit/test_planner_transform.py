@@ -403,11 +403,16 @@ def test_short_layers_are_quantized_where_float_would_cost_a_requantization_anyw
         _, int8, plan, _ = _quantize(models.fire_module(stem=8), QuantConfig(target=target, min_reduction=64))
         assert plan.nodes == ["expand1x1", "expand3x3"] and "sums 27 products" in plan.skipped["conv0"], target
         assert [n.op_type for n in optimized_graph(int8).graph.node].count("QLinearConv") == 2
-    # OpenVINO fuses the Q after a float conv into that conv: the first conv's larger output
-    # costs nothing there, and the short conv stays float (a CRNN's one-channel first conv,
-    # quantized, lost its bias in OpenVINO 2026.4: exact match 0.85 against FP32's 0.93).
+    # OpenVINO's int8 kernel for such a first conv beats its bf16 one (light SqueezeNet 2.67x ->
+    # 2.81x of FP32), but where an input has a free size and the graph computes a shape from an
+    # activation, OpenVINO 2026.4 shifts that conv's output (the CRNN `strips`, whose LSTM state
+    # is sized from Shape: exact match 0.9225 -> 0.85): there it stays float.
     _, _, plan, _ = _quantize(models.fire_module(), QuantConfig(target="openvino", min_reduction=64))
+    assert plan.nodes == ["conv0", "expand1x1", "expand3x3"] and not plan.skipped
+    _, _, plan, _ = _quantize(models.fire_module(shape_output=True), QuantConfig(target="openvino", min_reduction=64))
     assert plan.nodes == ["expand1x1", "expand3x3"] and "sums 27 products" in plan.skipped["conv0"]
+    _, _, plan, _ = _quantize(models.fire_module(shape_output=True), QuantConfig(min_reduction=64))  # ORT computes it right
+    assert plan.nodes == ["conv0", "expand1x1", "expand3x3"]
     # A depthwise conv's output is no larger than its input: quantizing it would not spare a Q.
     _, _, plan, _ = _quantize(models.depthwise_then_conv(), QuantConfig(min_reduction=64))
     assert plan.nodes == ["conv"] and "sums 9 products" in plan.skipped["depthwise"]
