@@ -61,7 +61,10 @@ def measure(name: str, workdir: Path, rounds: int) -> str:
 
 def folded(path: Path, workdir: Path) -> Path:
     """A copy of the light model with each ConstantOfShape of a constant shape made the
-    initializer it fills (IR version 4 at least, where initializers need not be inputs)."""
+    initializer it fills (IR version 4 at least, where initializers need not be inputs).
+    Every fill, unlike prepare's folding (model_io._filled leaves those over 16M elements as
+    nodes): AlexNet's, VGG's and ZFNet's first fully-connected weights must be constants for
+    NNCF to quantize them, and both tools read this one model."""
     model = onnx.load(path)
     constants = {init.name: onnx.numpy_helper.to_array(init) for init in model.graph.initializer}
     kept = []

@@ -24,6 +24,13 @@ def feeds_reads(tensor: str, reads: set[str], users: dict[str, list[onnx.NodePro
     )
 
 
+def after_activation(tensor: str, users) -> str:
+    """The output of the one activation that alone reads `tensor`, else `tensor`: the value an
+    integer kernel writes once it fuses that activation."""
+    readers = users.get(tensor, [])
+    return readers[0].output[0] if len(readers) == 1 and readers[0].op_type in FUSABLE_ACTIVATIONS else tensor
+
+
 def under_floor(node, rule, config, inits) -> str | None:
     length = rule.reduction(node, tuple(inits[node.input[rule.weight_input]].dims))
     if length < config.reduction_floor:
@@ -67,9 +74,7 @@ def requantized_anyway(node, act_inputs: list[str], shared: set[str], users, siz
     out = node.output[0]
     if not act_inputs or any(t not in sizes for t in [*act_inputs, out]) or sizes[out] <= sum(sizes[t] for t in act_inputs):
         return False
-    readers = users.get(out, [])
-    result = readers[0].output[0] if len(readers) == 1 and readers[0].op_type in FUSABLE_ACTIVATIONS else out
-    return feeds_reads(result, shared, users)
+    return feeds_reads(after_activation(out, users), shared, users)
 
 
 def sample_sizes(model: onnx.ModelProto) -> dict[str, int]:

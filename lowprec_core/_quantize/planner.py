@@ -23,8 +23,8 @@ from .overflow import overflow_channels
 from .params import QuantizedWeights, activation_params
 from .plan import ActivationQuant, BiasQuant, FusedActivation, QuantPlan, TableQuant, WeightQuant
 from .placement import (
-    channel_split, computes_shapes, drop_float_fused, feeds_reads, float_fused, layer_bias, output_channels, ranks, requantized_anyway,
-    sample_sizes, under_floor,
+    after_activation, channel_split, computes_shapes, drop_float_fused, feeds_reads, float_fused, layer_bias, output_channels, ranks,
+    requantized_anyway, sample_sizes, under_floor,
 )
 from .ranges import activation_range, two_levels
 
@@ -101,9 +101,8 @@ def statistic_requests(
         if fused is not None:
             needed.setdefault(fused[0], None)
             layer_outputs.add(fused[0])
-    own, activated = _conv_writes(graph, [node for node, _ in candidates if node.op_type == "Conv"], users)
-    for node in _join_candidates(graph, TARGETS[target].integer_joins, ignored or set(), inits, users, own, activated,
-                                 reads | layer_outputs, reads):
+    convs = [node for node, _ in candidates if node.op_type == "Conv"]
+    for node in _join_candidates(graph, TARGETS[target].integer_joins, ignored or set(), inits, users, convs, reads | layer_outputs, reads):
         for tensor in node.input:
             needed.setdefault(tensor, None)
     for node in _integer_op_candidates(graph, config, target, ignored or set(), layer_outputs, reads, users):
@@ -442,39 +441,28 @@ def _integer_inputs(node: onnx.NodeProto) -> list[str]:
     return [node.input[i] for i in indices if i < len(node.input) and node.input[i]]
 
 
-def _join_candidates(graph: onnx.GraphProto, ops: frozenset[str], ignored: set[str], inits, users, conv_outputs: set[str],
-                     activated: set[str], quantized: set[str], reads: set[str]) -> list[onnx.NodeProto]:
-    """The Target.integer_joins nodes of two or more distinct computed inputs, each a Conv's own
-    output (`conv_outputs`), for a Concat also the output of the activation after a Conv
-    (`activated`), or a tensor in `quantized`; a sum needs a Conv's own output among them (the
-    conv it is fused into). Only those whose output (or the output of the one activation after
-    it) feeds `reads`: a join read in float only would gain nothing from integer inputs."""
+def _join_candidates(graph: onnx.GraphProto, ops: frozenset[str], ignored: set[str], inits, users, convs: list[onnx.NodeProto],
+                     quantized: set[str], reads: set[str]) -> list[onnx.NodeProto]:
+    """The Target.integer_joins nodes of two or more distinct computed inputs, each the output
+    of one of `convs` (for a Concat also after its activation) or a tensor in `quantized`; a sum
+    needs a conv's own output among them (the conv it is fused into). Only those whose output
+    (or the output of the one activation after it) feeds `reads`: a join read in float only
+    would gain nothing from integer inputs."""
+    own = {node.output[0] for node in convs}
+    activated = own | {after_activation(tensor, users) for tensor in own}
     found = []
     for node in graph.node:
         if node.op_type not in ops or node.domain not in ("", "ai.onnx") or node.name in ignored or len(node.input) < 2:
             continue
         inputs = set(node.input)
-        writers = conv_outputs if INTEGER_JOINS[node.op_type] else conv_outputs | activated
-        if len(inputs) != len(node.input) or inputs & set(inits) or not inputs <= writers | quantized:
+        sum_into_conv = INTEGER_JOINS[node.op_type]
+        if len(inputs) != len(node.input) or any(t in inits for t in inputs) or not inputs <= (own if sum_into_conv else activated) | quantized:
             continue
-        if INTEGER_JOINS[node.op_type] and not inputs & conv_outputs:
+        if sum_into_conv and not inputs & own:
             continue
-        followers = users.get(node.output[0], [])
-        result = followers[0].output[0] if len(followers) == 1 and followers[0].op_type in FUSABLE_ACTIVATIONS else node.output[0]
-        if feeds_reads(result, reads, users):
+        if feeds_reads(after_activation(node.output[0], users), reads, users):
             found.append(node)
     return found
-
-
-def _conv_writes(graph: onnx.GraphProto, convs: list[onnx.NodeProto], users) -> tuple[set[str], set[str]]:
-    """(the Convs' own outputs, the outputs of the one activation a Conv's output feeds alone)."""
-    own = {node.output[0] for node in convs}
-    activated = set()
-    for node in convs:
-        followers = users.get(node.output[0], [])
-        if len(followers) == 1 and followers[0].op_type in FUSABLE_ACTIVATIONS:
-            activated.add(followers[0].output[0])
-    return own, activated
 
 
 def _integer_joins(graph: onnx.GraphProto, placer: _Placer, chosen, ignored: set[str]) -> list[onnx.NodeProto]:
@@ -483,8 +471,8 @@ def _integer_joins(graph: onnx.GraphProto, placer: _Placer, chosen, ignored: set
     as a sum post-op, a Concat it joins as integers. Each input is a chosen Conv's output (a
     Concat's also after its activation) or a tensor already quantized. NNCF places these for
     OpenVINO; left reading a float conv output, the op runs on its own in float."""
-    own, activated = _conv_writes(graph, [node for node, _, _ in chosen if node.op_type == "Conv"], placer.users)
-    return _join_candidates(graph, placer.target.integer_joins, ignored, placer.inits, placer.users, own, activated,
+    convs = [node for node, _, _ in chosen if node.op_type == "Conv"]
+    return _join_candidates(graph, placer.target.integer_joins, ignored, placer.inits, placer.users, convs,
                             set(placer.activations), placer.quantized_reads)
 
 
