@@ -36,7 +36,11 @@ def lowprec_openvino_tune(model: Path, calib: list[dict], out: Path, name: str) 
     lowprec_core.quantize(model, out, data=calib, config=config, tune="latency")
 
 
-def _ort(model: Path, calib: list[dict], out: Path, *, per_channel: bool, op_types: list[str] | None) -> None:
+def _ort(model: Path, calib: list[dict], out: Path, *, per_channel: bool, op_types: list[str] | None, prepare: bool = False) -> None:
+    """quantize_static on the model as it is, or with `prepare` on the model after the steps ORT's
+    documentation puts first (_ort_prepared)."""
+    import tempfile
+
     from onnxruntime.quantization import CalibrationDataReader, QuantFormat, QuantType, quantize_static
 
     class Reader(CalibrationDataReader):
@@ -46,10 +50,35 @@ def _ort(model: Path, calib: list[dict], out: Path, *, per_channel: bool, op_typ
         def get_next(self):
             return next(self.feeds, None)
 
-    quantize_static(
-        str(model), str(out), Reader(), quant_format=QuantFormat.QDQ, per_channel=per_channel,
-        activation_type=QuantType.QUInt8, weight_type=QuantType.QInt8, op_types_to_quantize=op_types,
-    )
+    with tempfile.TemporaryDirectory(prefix="ort-prepared-") as tmp:
+        source = _ort_prepared(model, Path(tmp)) if prepare else model
+        quantize_static(
+            str(source), str(out), Reader(), quant_format=QuantFormat.QDQ, per_channel=per_channel,
+            activation_type=QuantType.QUInt8, weight_type=QuantType.QInt8, op_types_to_quantize=op_types,
+        )
+
+
+def _ort_prepared(model: Path, workdir: Path) -> Path:
+    """The model after the steps ORT's quantization documentation puts before quantize_static:
+    opset 13 at least (per-channel DequantizeLinear takes an axis from 13 on; ORT's own
+    quantizer does not raise it), then `quant_pre_process` (shape inference and ORT's basic graph
+    optimisations: constants folded, BatchNormalization folded into the conv before it, so no
+    Q/DQ pair lands between them), without its symbolic shape inference where that refuses the
+    graph (the option ORT offers). A step that fails fails the variant: a row entry."""
+    import onnx
+    import onnx.version_converter
+    from onnxruntime.quantization.shape_inference import quant_pre_process
+
+    loaded = onnx.load(model)
+    opset = next(o.version for o in loaded.opset_import if o.domain in ("", "ai.onnx"))
+    upgraded = workdir / "opset13.onnx"
+    onnx.save(onnx.version_converter.convert_version(loaded, 13) if opset < 13 else loaded, upgraded)
+    prepared = workdir / "prepared.onnx"
+    try:
+        quant_pre_process(str(upgraded), str(prepared))
+    except Exception:  # ORT's symbolic shape inference refuses some graphs (PP-OCR's, MiniLM's, silero's)
+        quant_pre_process(str(upgraded), str(prepared), skip_symbolic_shape=True)
+    return prepared
 
 
 def ort_per_tensor(model, calib, out, name):
@@ -62,6 +91,19 @@ def ort_per_channel(model, calib, out, name):
 
 def ort_per_channel_ops(model, calib, out, name):
     _ort(model, calib, out, per_channel=True, op_types=["Conv", "MatMul", "Gemm"])
+
+
+# The same three after ORT's documented preparation (_ort_prepared).
+def ort_per_tensor_prepared(model, calib, out, name):
+    _ort(model, calib, out, per_channel=False, op_types=None, prepare=True)
+
+
+def ort_per_channel_prepared(model, calib, out, name):
+    _ort(model, calib, out, per_channel=True, op_types=None, prepare=True)
+
+
+def ort_per_channel_ops_prepared(model, calib, out, name):
+    _ort(model, calib, out, per_channel=True, op_types=["Conv", "MatMul", "Gemm"], prepare=True)
 
 
 def _nncf_args(calib: list[dict], name: str) -> dict:
@@ -103,6 +145,9 @@ IMPORTS = {
     "ort-per-tensor": "onnxruntime.quantization",
     "ort-per-channel": "onnxruntime.quantization",
     "ort-pc-conv/matmul/gemm": "onnxruntime.quantization",
+    "ort-per-tensor-prepared": "onnxruntime.quantization",
+    "ort-per-channel-prepared": "onnxruntime.quantization",
+    "ort-pc-conv/matmul/gemm-prepared": "onnxruntime.quantization",
     "nncf": "nncf",
     "nncf-openvino": "nncf.openvino",
 }
@@ -118,6 +163,9 @@ VARIANTS = {
     "ort-per-tensor": ort_per_tensor,
     "ort-per-channel": ort_per_channel,
     "ort-pc-conv/matmul/gemm": ort_per_channel_ops,
+    "ort-per-tensor-prepared": ort_per_tensor_prepared,
+    "ort-per-channel-prepared": ort_per_channel_prepared,
+    "ort-pc-conv/matmul/gemm-prepared": ort_per_channel_ops_prepared,
     "nncf": nncf_default,
     "nncf-openvino": nncf_openvino,
 }
