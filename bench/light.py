@@ -4,9 +4,15 @@ ConstantOfShape). Their weights are fills, so this measures speed and placement,
 
     .venv/bin/python -m bench.light [--rounds 30] [--out bench/RESULTS_LIGHT.md]
     .venv/bin/python -m bench.light --runtime openvino [--out ...]
+    .venv/bin/python -m bench.light --anchors [--out ...]
 
 Each model is quantized with the default config from two uniform [0, 1) images, then FP32 and
 INT8 are timed interleaved in one process (1 thread, medians), as bench.compare does.
+
+With `--anchors` (ONNX Runtime) each model's fills are first folded (below), the folded model
+upgraded to opset 13, and that model quantized by lowprec's default and by bench.compare's ORT
+anchors (quantize_static's six variants and NNCF's ONNX backend), all timed interleaved against
+FP32: lowprec's speed against the fastest anchor on architectures the defaults were not chosen on.
 
 With `--runtime openvino` each model's fills are first folded into initializers (NNCF's
 OpenVINO backend quantizes constant weights only; lowprec folds them itself), and that model
@@ -45,10 +51,7 @@ def _kind(why: str) -> str:
 
 def measure(name: str, workdir: Path, rounds: int) -> str:
     path = LIGHT / f"light_{name}.onnx"
-    rng = np.random.default_rng(0)
-    specs = lp.input_specs(onnx.load(path))
-    feeds = [{s.name: rng.uniform(0, 1, [d if isinstance(d, int) and d > 0 else 1 for d in s.shape]).astype(s.dtype) for s in specs}
-             for _ in range(2)]
+    feeds = _images(path)
     out = workdir / f"{name}.onnx"
     report = lp.quantize(path, out, data=feeds)
     integer, floating = lp.kernel_counts(str(out))
@@ -59,9 +62,59 @@ def measure(name: str, workdir: Path, rounds: int) -> str:
             f"{'; '.join(f'{n}x {r}' for r, n in float_reasons.most_common(3))} |")
 
 
+ANCHORS = ("ort-per-tensor", "ort-per-channel", "ort-pc-conv/matmul/gemm", "ort-per-tensor-prepared", "ort-per-channel-prepared",
+           "ort-pc-conv/matmul/gemm-prepared", "nncf")
+
+
+def _images(path: Path) -> list[dict]:
+    """Two uniform [0, 1) images at the model's sizes (a free size taken as 1)."""
+    rng = np.random.default_rng(0)
+    specs = lp.input_specs(onnx.load(path))
+    return [{s.name: rng.uniform(0, 1, [d if isinstance(d, int) and d > 0 else 1 for d in s.shape]).astype(s.dtype) for s in specs}
+            for _ in range(2)]
+
+
+def _quantized(path: Path, feeds: list[dict], variants, workdir: Path, name: str, suffix: str = "onnx") -> dict[str, Path | str]:
+    """Each variant's model of `path`, or the first line of why it failed."""
+    models: dict[str, Path | str] = {}
+    for variant in variants:
+        out = workdir / f"{name}.{variant.replace('/', '-')}.{suffix if variant != 'nncf-openvino' else 'xml'}"
+        try:
+            anchors.VARIANTS[variant](path, feeds, out, name)
+        except Exception as err:  # an anchor that cannot quantize the model is a row entry, not a stop
+            models[variant] = f"failed: {str(err).splitlines()[0][:80] if str(err) else type(err).__name__}"
+            continue
+        models[variant] = out
+    return models
+
+
+def measure_anchors(name: str, workdir: Path, rounds: int) -> str:
+    """lowprec's default and the ORT anchors on the folded model at opset 13, timed in ONNX
+    Runtime. The light models are opset 9, where NNCF refuses to quantize and quantize_static's
+    per-channel models do not load (a DequantizeLinear axis needs opset 13): a user upgrades first."""
+    import onnx.version_converter
+
+    path = workdir / f"{name}.opset13.onnx"
+    onnx.save(onnx.version_converter.convert_version(onnx.load(folded(LIGHT / f"light_{name}.onnx", workdir)), 13), path)
+    feeds = _images(path)
+    models = _quantized(path, feeds, ("lowprec", *ANCHORS), workdir, name)
+    timed = {"fp32": _session(path, 1)}
+    for variant, model in models.items():
+        try:
+            timed[variant] = _session(model, 1) if isinstance(model, Path) else None
+        except Exception as err:  # quantize_static writes models ORT refuses at old opsets: a row entry
+            models[variant] = f"failed: ORT cannot load it: {str(err).split(' : ')[-1][:80]}"
+    medians = time_interleaved({k: v for k, v in timed.items() if v is not None}, feeds[0], rounds, budget_s=20.0)
+    ratio = {k: f"{medians['fp32'] / medians[k]:.2f}x" if k in medians else models[k] for k in models}
+    fastest = min((k for k in ANCHORS if k in medians), key=medians.get, default=None)
+    lead = f"{medians[fastest] / medians['lowprec']:.2f} ({fastest})" if fastest and "lowprec" in medians else "-"
+    return f"| {name} | {medians['fp32'] * 1e3:.1f} | {ratio['lowprec']} | {' | '.join(ratio[k] for k in ANCHORS)} | {lead} |"
+
+
 def folded(path: Path, workdir: Path) -> Path:
     """A copy of the light model with each ConstantOfShape of a constant shape made the
-    initializer it fills (IR version 4 at least, where initializers need not be inputs).
+    initializer it fills, and no initializer listed as an input (IR version 4 at least, where
+    initializers need not be inputs).
     Every fill, unlike prepare's folding (model_io._filled leaves those over 16M elements as
     nodes): AlexNet's, VGG's and ZFNet's first fully-connected weights must be constants for
     NNCF to quantize them, and both tools read this one model."""
@@ -79,6 +132,15 @@ def folded(path: Path, workdir: Path) -> Path:
         kept.append(node)
     del model.graph.node[:]
     model.graph.node.extend(kept)
+    # IR 3 lists every initializer as a graph input too, which ORT treats as a value the caller
+    # may override: no constant folding, and weights its QDQ fusions cannot take as constants.
+    read = {name for node in kept for name in node.input}
+    kept_inits = [init for init in model.graph.initializer if init.name in read]
+    del model.graph.initializer[:]
+    model.graph.initializer.extend(kept_inits)
+    inputs = [i for i in model.graph.input if i.name not in {init.name for init in model.graph.initializer} and i.name in read]
+    del model.graph.input[:]
+    model.graph.input.extend(inputs)
     model.ir_version = max(model.ir_version, 4)
     out = workdir / f"{path.stem}.folded.onnx"
     onnx.save(model, out)
@@ -87,19 +149,11 @@ def folded(path: Path, workdir: Path) -> Path:
 
 def measure_openvino(name: str, workdir: Path, rounds: int) -> str:
     path = folded(LIGHT / f"light_{name}.onnx", workdir)
-    rng = np.random.default_rng(0)
-    specs = lp.input_specs(onnx.load(path))
-    feeds = [{s.name: rng.uniform(0, 1, [d if isinstance(d, int) and d > 0 else 1 for d in s.shape]).astype(s.dtype) for s in specs}
-             for _ in range(2)]
+    feeds = _images(path)
     sessions = {"fp32": _session(path, 1, "openvino", "f32"), "default": _session(path, 1, "openvino", None)}
-    for variant, quantizer, suffix in (("lowprec", anchors.lowprec_openvino, "onnx"), ("nncf", anchors.nncf_openvino, "xml")):
-        out = workdir / f"{name}.{variant}.{suffix}"
-        try:
-            quantizer(path, feeds, out, name)
-        except Exception as err:  # an anchor that cannot quantize the model is a row entry, not a stop
-            sessions[variant] = f"failed: {str(err).splitlines()[0][:80] if str(err) else type(err).__name__}"
-            continue
-        sessions[variant] = _session(out, 1, "openvino", None)
+    models = _quantized(path, feeds, ("lowprec-openvino", "nncf-openvino"), workdir, name)
+    for variant, model in models.items():
+        sessions[variant.removesuffix("-openvino")] = _session(model, 1, "openvino", None) if isinstance(model, Path) else model
     failed = {k: v for k, v in sessions.items() if isinstance(v, str)}
     medians = time_interleaved({k: v for k, v in sessions.items() if k not in failed}, feeds[0], rounds, budget_s=20.0)
     ratio = {k: f"{medians['fp32'] / medians[k]:.2f}x" if k in medians else failed[k] for k in sessions}
@@ -113,10 +167,13 @@ def main() -> None:
     parser.add_argument("--rounds", type=int, default=30)
     parser.add_argument("--out", type=Path)
     parser.add_argument("--runtime", choices=["onnxruntime", "openvino"], default="onnxruntime")
+    parser.add_argument("--anchors", action="store_true", help="ONNX Runtime: time the ORT anchors too, on the folded models")
     args = parser.parse_args()
     logging.basicConfig(level=logging.ERROR)
     if args.runtime == "openvino":
         return main_openvino(args)
+    if args.anchors:
+        return main_anchors(args)
     lines = [
         "# Default INT8 against FP32 on onnx's light CNNs (speed only: their weights are fills)",
         "",
@@ -142,6 +199,21 @@ def _table(lines: list[str], row, args) -> None:
         args.out.write_text(text)
     else:
         print(text)
+
+
+def main_anchors(args) -> None:
+    lines = [
+        "# lowprec and the ORT anchors on onnx's light CNNs (speed only: their weights are fills)",
+        "",
+        f"`python -m bench.light --anchors --rounds {args.rounds}`. Machine: {machine()}; onnxruntime {ort.__version__}, "
+        f"lowprec {lp.__version__}. Batch 1, 1 thread, every session timed interleaved, medians. Speedups divide FP32; "
+        "every quantizer reads the same model, its fills folded and upgraded to opset 13, and the same two images. Lead: the fastest "
+        "anchor's latency over lowprec's (> 1: lowprec is faster).",
+        "",
+        f"| model | FP32 ms | lowprec | {' | '.join(ANCHORS)} | lead |",
+        f"|---|---|---|{'---|' * len(ANCHORS)}---|",
+    ]
+    _table(lines, measure_anchors, args)
 
 
 def main_openvino(args) -> None:
