@@ -122,6 +122,18 @@ def nncf_default(model: Path, calib: list[dict], out: Path, name: str) -> None:
     onnx.save(nncf.quantize(onnx.load(model), **_nncf_args(calib, name)), out)
 
 
+def nncf_prepared(model: Path, calib: list[dict], out: Path, name: str) -> None:
+    """nncf.quantize (ONNX backend) on the model after ORT's preparation (_ort_prepared): NNCF
+    asks for "pre-processing" where its graph lacks shapes, and names no tool of its own."""
+    import tempfile
+
+    import nncf
+    import onnx
+
+    with tempfile.TemporaryDirectory(prefix="nncf-prepared-") as tmp:
+        onnx.save(nncf.quantize(onnx.load(_ort_prepared(model, Path(tmp))), **_nncf_args(calib, name)), out)
+
+
 def nncf_openvino(model: Path, calib: list[dict], out: Path, name: str) -> None:
     """nncf.quantize on the model as OpenVINO reads it (its OpenVINO backend: the flow NNCF
     documents for OpenVINO), written as OpenVINO IR (`out` ends in .xml; weights in .bin, f32).
@@ -149,6 +161,7 @@ IMPORTS = {
     "ort-per-channel-prepared": "onnxruntime.quantization",
     "ort-pc-conv/matmul/gemm-prepared": "onnxruntime.quantization",
     "nncf": "nncf",
+    "nncf-prepared": "nncf",
     "nncf-openvino": "nncf.openvino",
 }
 
@@ -167,5 +180,6 @@ VARIANTS = {
     "ort-per-channel-prepared": ort_per_channel_prepared,
     "ort-pc-conv/matmul/gemm-prepared": ort_per_channel_ops_prepared,
     "nncf": nncf_default,
+    "nncf-prepared": nncf_prepared,
     "nncf-openvino": nncf_openvino,
 }
