@@ -65,6 +65,8 @@ def _ort_prepared(model: Path, workdir: Path) -> Path:
     optimisations: constants folded, BatchNormalization folded into the conv before it, so no
     Q/DQ pair lands between them), without its symbolic shape inference where that refuses the
     graph (the option ORT offers). A step that fails fails the variant: a row entry."""
+    import contextlib
+
     import onnx
     import onnx.version_converter
     from onnxruntime.quantization.shape_inference import quant_pre_process
@@ -74,10 +76,13 @@ def _ort_prepared(model: Path, workdir: Path) -> Path:
     upgraded = workdir / "opset13.onnx"
     onnx.save(onnx.version_converter.convert_version(loaded, 13) if opset < 13 else loaded, upgraded)
     prepared = workdir / "prepared.onnx"
-    try:
-        quant_pre_process(str(upgraded), str(prepared))
-    except Exception:  # ORT's symbolic shape inference refuses some graphs (PP-OCR's, MiniLM's, silero's)
-        quant_pre_process(str(upgraded), str(prepared), skip_symbolic_shape=True)
+    # quant_pre_process leaves scratch files (external data, sym_shape_infer_temp.onnx) in the
+    # current directory: run it inside workdir.
+    with contextlib.chdir(workdir):
+        try:
+            quant_pre_process(str(upgraded), str(prepared))
+        except Exception:  # ORT's symbolic shape inference refuses some graphs (PP-OCR's, MiniLM's, silero's)
+            quant_pre_process(str(upgraded), str(prepared), skip_symbolic_shape=True)
     return prepared
 
 
