@@ -64,12 +64,12 @@ def requantized_anyway(node, act_inputs: list[str], shared: set[str], users, siz
       that output, where quantized it needs one on the smaller input (SqueezeNet's first conv,
       3 -> 64 channels). A depthwise conv's output is no larger, so it stays float. Not with
       fewer `channels` out than Target.requantize_min_channels: there the short integer kernel
-      costs more than the Q it spares (a 1 -> 8 first conv). Nor where the model's shapes are not
-      `static` (computes_shapes) on a row whose runtime then miscompiles the layer
-      (Target.short_layers_need_static_shapes)."""
+      costs more than the Q it spares (a 1 -> 8 first conv). Nor where the caller found the
+      model's shapes not `static` on a row whose runtime then miscompiles the layer
+      (computes_shapes, Target.short_layers_need_static_shapes)."""
     if act_inputs and set(act_inputs) <= shared:
         return True
-    if (channels or 0) < target.requantize_min_channels or (target.short_layers_need_static_shapes and not static):
+    if (channels or 0) < target.requantize_min_channels or not static:
         return False
     out = node.output[0]
     if not act_inputs or any(t not in sizes for t in [*act_inputs, out]) or sizes[out] <= sum(sizes[t] for t in act_inputs):
