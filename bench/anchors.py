@@ -58,6 +58,17 @@ def _ort(model: Path, calib: list[dict], out: Path, *, per_channel: bool, op_typ
         )
 
 
+def opset13(model: Path, out: Path) -> Path:
+    """`model` saved to `out` at opset 13 at least (onnx's version converter)."""
+    import onnx
+    import onnx.version_converter
+
+    loaded = onnx.load(model)
+    opset = next(o.version for o in loaded.opset_import if o.domain in ("", "ai.onnx"))
+    onnx.save(onnx.version_converter.convert_version(loaded, 13) if opset < 13 else loaded, out)
+    return out
+
+
 def _ort_prepared(model: Path, workdir: Path) -> Path:
     """The model after the steps ORT's quantization documentation puts before quantize_static:
     opset 13 at least (per-channel DequantizeLinear takes an axis from 13 on; ORT's own
@@ -67,14 +78,9 @@ def _ort_prepared(model: Path, workdir: Path) -> Path:
     graph (the option ORT offers). A step that fails fails the variant: a row entry."""
     import contextlib
 
-    import onnx
-    import onnx.version_converter
     from onnxruntime.quantization.shape_inference import quant_pre_process
 
-    loaded = onnx.load(model)
-    opset = next(o.version for o in loaded.opset_import if o.domain in ("", "ai.onnx"))
-    upgraded = workdir / "opset13.onnx"
-    onnx.save(onnx.version_converter.convert_version(loaded, 13) if opset < 13 else loaded, upgraded)
+    upgraded = opset13(model, workdir / "opset13.onnx")
     prepared = workdir / "prepared.onnx"
     # quant_pre_process leaves scratch files (external data, sym_shape_infer_temp.onnx) in the
     # current directory: run it inside workdir.

@@ -74,11 +74,11 @@ def _images(path: Path) -> list[dict]:
             for _ in range(2)]
 
 
-def _quantized(path: Path, feeds: list[dict], variants, workdir: Path, name: str, suffix: str = "onnx") -> dict[str, Path | str]:
+def _quantized(path: Path, feeds: list[dict], variants, workdir: Path, name: str) -> dict[str, Path | str]:
     """Each variant's model of `path`, or the first line of why it failed."""
     models: dict[str, Path | str] = {}
     for variant in variants:
-        out = workdir / f"{name}.{variant.replace('/', '-')}.{suffix if variant != 'nncf-openvino' else 'xml'}"
+        out = workdir / f"{name}.{variant.replace('/', '-')}.{'xml' if variant in anchors.OPENVINO_IR else 'onnx'}"
         try:
             anchors.VARIANTS[variant](path, feeds, out, name)
         except Exception as err:  # an anchor that cannot quantize the model is a row entry, not a stop
@@ -92,19 +92,17 @@ def measure_anchors(name: str, workdir: Path, rounds: int) -> str:
     """lowprec's default and the ORT anchors on the folded model at opset 13, timed in ONNX
     Runtime. The light models are opset 9, where NNCF refuses to quantize and quantize_static's
     per-channel models do not load (a DequantizeLinear axis needs opset 13): a user upgrades first."""
-    import onnx.version_converter
-
-    path = workdir / f"{name}.opset13.onnx"
-    onnx.save(onnx.version_converter.convert_version(onnx.load(folded(LIGHT / f"light_{name}.onnx", workdir)), 13), path)
+    path = anchors.opset13(folded(LIGHT / f"light_{name}.onnx", workdir), workdir / f"{name}.opset13.onnx")
     feeds = _images(path)
     models = _quantized(path, feeds, ("lowprec", *ANCHORS), workdir, name)
     timed = {"fp32": _session(path, 1)}
     for variant, model in models.items():
-        try:
-            timed[variant] = _session(model, 1) if isinstance(model, Path) else None
-        except Exception as err:  # quantize_static writes models ORT refuses at old opsets: a row entry
-            models[variant] = f"failed: ORT cannot load it: {str(err).split(' : ')[-1][:80]}"
-    medians = time_interleaved({k: v for k, v in timed.items() if v is not None}, feeds[0], rounds, budget_s=20.0)
+        if isinstance(model, Path):
+            try:
+                timed[variant] = _session(model, 1)
+            except Exception as err:  # quantize_static writes models ORT refuses at old opsets: a row entry
+                models[variant] = f"failed: ORT cannot load it: {str(err).split(' : ')[-1][:80]}"
+    medians = time_interleaved(timed, feeds[0], rounds, budget_s=20.0)
     ratio = {k: f"{medians['fp32'] / medians[k]:.2f}x" if k in medians else models[k] for k in models}
     fastest = min((k for k in ANCHORS if k in medians), key=medians.get, default=None)
     lead = f"{medians[fastest] / medians['lowprec']:.2f} ({fastest})" if fastest and "lowprec" in medians else "-"
