@@ -305,6 +305,41 @@ def depthwise_then_conv(seed: int = 0) -> onnx.ModelProto:
     )
 
 
+def inverted_residuals(seed: int = 0, tail: bool = False) -> onnx.ModelProto:
+    """MobileNetV2's pattern: x[N,64,8,8] -> Conv 1x1 (64 -> 16, 64 products) -> s; then two
+    inverted residual blocks, each a 1x1 expand (16 -> 96, 16 products) -> Clip(0, 6) -> 3x3
+    depthwise (9 products) -> Clip(0, 6) -> 1x1 project (96 -> 16, 96 products); the first reads
+    s, the second the sum of s and the first's output; y is the second's output. Only the entry
+    and the projects reach 64 products. `tail`: a depthwise 3x3 over y (float readers only
+    after it) writes a second output z."""
+    rng = np.random.default_rng(seed)
+    inits = {"w0": rng.normal(0, 0.15, (16, 64, 1, 1)).astype(np.float32), "b0": rng.normal(0, 0.1, 16).astype(np.float32),
+             "lo": np.array(0.0, np.float32), "hi": np.array(6.0, np.float32)}
+    nodes = [helper.make_node("Conv", ["x", "w0", "b0"], ["s"], "entry")]
+    block_input = "s"
+    for i in (1, 2):
+        inits |= {f"we{i}": rng.normal(0, 0.3, (96, 16, 1, 1)).astype(np.float32), f"be{i}": rng.normal(0.5, 0.1, 96).astype(np.float32),
+                  f"wd{i}": rng.normal(0, 0.4, (96, 1, 3, 3)).astype(np.float32), f"bd{i}": rng.normal(0.2, 0.1, 96).astype(np.float32),
+                  f"wp{i}": rng.normal(0, 0.1, (16, 96, 1, 1)).astype(np.float32), f"bp{i}": rng.normal(0, 0.1, 16).astype(np.float32)}
+        nodes += [
+            helper.make_node("Conv", [block_input, f"we{i}", f"be{i}"], [f"e{i}"], f"expand{i}"),
+            helper.make_node("Clip", [f"e{i}", "lo", "hi"], [f"re{i}"], f"clip_e{i}"),
+            helper.make_node("Conv", [f"re{i}", f"wd{i}", f"bd{i}"], [f"d{i}"], f"depthwise{i}", group=96, pads=[1, 1, 1, 1]),
+            helper.make_node("Clip", [f"d{i}", "lo", "hi"], [f"rd{i}"], f"clip_d{i}"),
+            helper.make_node("Conv", [f"rd{i}", f"wp{i}", f"bp{i}"], ["y" if i == 2 else f"p{i}"], f"project{i}"),
+        ]
+        if i == 1:
+            nodes.append(helper.make_node("Add", ["s", "p1"], ["sum1"], "residual1"))
+            block_input = "sum1"
+    outputs = [helper.make_tensor_value_info("y", TensorProto.FLOAT, ["N", 16, 8, 8])]
+    if tail:
+        inits |= {"wt": rng.normal(0, 0.4, (16, 1, 3, 3)).astype(np.float32), "bt": rng.normal(0, 0.1, 16).astype(np.float32)}
+        nodes += [helper.make_node("Conv", ["y", "wt", "bt"], ["t"], "tail", group=16, pads=[1, 1, 1, 1]),
+                  helper.make_node("Clip", ["t", "lo", "hi"], ["z"], "clip_t")]
+        outputs.append(helper.make_tensor_value_info("z", TensorProto.FLOAT, ["N", 16, 8, 8]))
+    return _model(nodes, [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["N", 64, 8, 8])], outputs, inits)
+
+
 def pooled_linear_head(seed: int = 0, batch: int | str = "N", bias_shape: tuple[int, ...] = (5,)) -> onnx.ModelProto:
     """x[batch,16,4,4] -> GlobalAveragePool -> Reshape to (batch, -1) with a shape computed from
     Shape(x) -> MatMul(16 -> 5) -> Add(b) -> y: PP-OCR's classifier head. onnx's shape inference

@@ -77,6 +77,53 @@ def requantized_anyway(node, act_inputs: list[str], shared: set[str], users, siz
     return feeds_reads(after_activation(out, users), shared, users)
 
 
+def integer_chains(short: list[tuple[onnx.NodeProto, list[str], int | None]], chosen: list[tuple[onnx.NodeProto, list[str]]],
+                   target, users, sizes: dict[str, int], static: bool) -> set[str]:
+    """The short layers (by name) that join quantized layers into integer chains: each reads
+    tensors that are quantized anyway (the integer output of a quantized layer whose kernel
+    writes integers, as ORT's QLinearConv does, after its fused activation; an input of a
+    quantized layer; the output of another such short layer), and its output, after its fused
+    activation, feeds quantized layers or other such short layers.
+
+    Float, such a layer sits behind a DequantizeLinear and needs a QuantizeLinear on its output;
+    on ORT its channels-last integer neighbours also hand it NCHW floats, a layout transpose each
+    way. A MobileNetV2's depthwise 3x3s and thin expands sit so, between integer 1x1s with ReLU6
+    fused. A layer may also start a chain from a tensor that is not quantized yet, on
+    requantized_anyway's terms: its output holds more elements per sample than those inputs (an
+    expand from a 24-channel residual sum to 144 channels), it has Target.requantize_min_channels
+    output channels, and the shapes are `static` where the row needs them.
+
+    Grown forward from the quantized tensors, then pruned back until every kept layer's output
+    feeds a quantized read. With fewer layers chosen or short (more ignored), fewer are kept."""
+    reads = {name for _, act_inputs in chosen for name in act_inputs}
+    quantized = reads | {after_activation(node.output[0], users) for node, _ in chosen if target.layers[node.op_type].integer_output_required}
+
+    def starts_chain(node, act_inputs: list[str], channels: int | None) -> bool:
+        new = [t for t in act_inputs if t not in quantized]
+        out = node.output[0]
+        return (static and (channels or 0) >= target.requantize_min_channels and out in sizes and all(t in sizes for t in new)
+                and sizes[out] > sum(sizes[t] for t in new))
+
+    kept: dict[str, tuple[onnx.NodeProto, list[str]]] = {}
+    grew = True
+    while grew:
+        grew = False
+        for node, act_inputs, channels in short:
+            if node.name in kept or not act_inputs:
+                continue
+            if set(act_inputs) <= quantized or starts_chain(node, act_inputs, channels):
+                kept[node.name] = (node, act_inputs)
+                quantized.add(after_activation(node.output[0], users))
+                grew = True
+    while True:
+        kept_reads = reads | {name for _, act_inputs in kept.values() for name in act_inputs}
+        dead = [name for name, (node, _) in kept.items() if not feeds_reads(after_activation(node.output[0], users), kept_reads, users)]
+        if not dead:
+            return set(kept)
+        for name in dead:
+            del kept[name]
+
+
 def sample_sizes(model: onnx.ModelProto) -> dict[str, int]:
     """Elements per sample of every tensor whose shape inference knows all but the first dim."""
     sizes = {}

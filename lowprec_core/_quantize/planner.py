@@ -24,7 +24,7 @@ from .params import QuantizedWeights, activation_params
 from .plan import ActivationQuant, BiasQuant, FusedActivation, QuantPlan, TableQuant, WeightQuant
 from .placement import (
     after_activation, channel_split, computes_shapes, drop_float_fused, feeds_reads, float_fused, layer_bias, output_channels, ranks,
-    requantized_anyway, sample_sizes, under_floor,
+    integer_chains, requantized_anyway, sample_sizes, under_floor,
 )
 from .ranges import activation_range, two_levels
 
@@ -573,9 +573,11 @@ def _choose(model, config: QuantConfig, ignored, inits, users, float_tensors, kn
     shared = {name for _, act_inputs, _ in chosen for name in act_inputs}
     sizes = sample_sizes(model)
     static = not (short and target.short_layers_need_static_shapes and computes_shapes(graph))
+    channels = {node.name: output_channels(node, target.layers[node.op_type], tuple(inits[weight].dims)) for node, _, weight, _ in short}
+    chained = integer_chains([(node, act_inputs, channels[node.name]) for node, act_inputs, _, _ in short],
+                             [(node, act_inputs) for node, act_inputs, _ in chosen], target, users, sizes, static)
     for node, act_inputs, weight, floor in short:
-        channels = output_channels(node, target.layers[node.op_type], tuple(inits[weight].dims))
-        if requantized_anyway(node, act_inputs, shared, users, sizes, target, channels, static):
+        if node.name in chained or requantized_anyway(node, act_inputs, shared, users, sizes, target, channels[node.name], static):
             chosen.append((node, act_inputs, weight))
         else:
             skipped[node.name] = floor

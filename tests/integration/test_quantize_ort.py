@@ -45,15 +45,17 @@ def test_demo_model_quantized_layers_run_in_integer_kernels(tmp_path, demo):
     assert kernels["QLinearConv"] == fp32_ops["Conv"] and kernels["QGemm"] == fp32_ops["Gemm"], kernels
     assert len(report.plan.nodes) == fp32_ops["Conv"] + fp32_ops["Gemm"]
     assert _float_layers_read_float_weights(out)
-    # Above a floor of 300 the first conv (9 products) feeds a conv that is short too (288), and
-    # the last Gemm (64) shrinks 64 features to 10: both stay float.
+    # Above a floor of 300 the first conv (9 products) feeds a conv that is short too (288), which
+    # widens 32 channels to 64 for the integer third conv: the two run as an integer chain from the
+    # image (one Q on its single channel). The last Gemm (64) shrinks 64 features to 10: float.
     floor = lp.quantize(demo["model"], tmp_path / "floor.onnx", data=demo["calib"], config=lp.QuantConfig(min_reduction=300))
-    assert _short_layers(floor) == {"/features/features.0/Conv", "/head/head.3/Gemm"}, floor.plan.skipped
+    assert _short_layers(floor) == {"/head/head.3/Gemm"}, floor.plan.skipped
     # The hidden Gemm's ReLU then feeds a float layer only, and ORT fuses the two into a float
     # FusedGemm: the Gemm stays float rather than run in float on dequantized weights.
     assert "feeds float layers only" in floor.plan.skipped["/head/head.1/Gemm"]
     kernels = _kernels(tmp_path / "floor.onnx")
-    assert kernels["QLinearConv"] == 2 and sum(kernels[k] for k in INTEGER_KERNELS) == 2, kernels
+    assert kernels["QLinearConv"] == 3 and sum(kernels[k] for k in INTEGER_KERNELS) == 3, kernels
+    assert kernels["QuantizeLinear"] == 1, kernels
     assert _float_layers_read_float_weights(tmp_path / "floor.onnx"), kernels
 
 
