@@ -15,7 +15,7 @@ from pathlib import Path
 
 import numpy as np
 
-from examples import digit_columns, digit_strips
+from examples import digit_columns, digit_mobilenet, digit_strips
 from examples import magika as filetypes
 from examples import minilm as sentence_model
 from examples import vad as silero
@@ -249,6 +249,24 @@ def columns() -> BenchModel:
     return _strip_model("columns", digit_columns.MODEL, digit_columns.decode)
 
 
+def mobilenet() -> BenchModel:
+    """A MobileNetV2-style classifier (inverted residual blocks, depthwise convs, ReLU6; width
+    0.5) of handwritten digits at 96 x 96, trained on scikit-learn's digits
+    (scripts/train_digit_mobilenet.py); evaluated on digit images the training never saw,
+    committed under examples/data."""
+    data = digit_mobilenet.images()
+    feeds = _batches({"image": data["eval_x"]}, 50)
+
+    def evaluate(fp32, int8):
+        pred = np.concatenate([int8(f)[0] for f in feeds]).argmax(1)
+        ref = np.concatenate([fp32(f)[0] for f in feeds]).argmax(1)
+        return {"top1": float((pred == data["eval_y"]).mean()), "fp32_top1": float((ref == data["eval_y"]).mean()),
+                "fp32_agree": float((pred == ref).mean())}
+
+    return BenchModel("mobilenet", digit_mobilenet.MODEL, _batches({"image": data["calib_x"]}, 16), evaluate, feeds, "top1", (1, 32),
+                      {"image": data["eval_x"][:1]})
+
+
 def _levenshtein(a: str, b: str) -> int:
     previous = list(range(len(b) + 1))
     for i, ca in enumerate(a, 1):
@@ -259,4 +277,4 @@ def _levenshtein(a: str, b: str) -> int:
     return previous[-1]
 
 
-MODELS = {"digits": digits, "minilm": minilm, "ocr_rec": ocr_rec, "ocr_det": ocr_det, "ocr_cls": ocr_cls, "vad": vad, "magika": magika, "vad_if": vad_if, "strips": strips, "columns": columns}
+MODELS = {"digits": digits, "minilm": minilm, "ocr_rec": ocr_rec, "ocr_det": ocr_det, "ocr_cls": ocr_cls, "vad": vad, "magika": magika, "vad_if": vad_if, "strips": strips, "columns": columns, "mobilenet": mobilenet}
