@@ -45,6 +45,9 @@ def test_the_mobilenet_runs_its_depthwise_chains_in_integer_kernels_in_onnx_runt
     assert set(report.plan.skipped) == LEADING, report.plan.skipped
     kernels = collections.Counter(node.op_type for node in optimized_graph(str(out)).graph.node)
     assert kernels["QLinearConv"] == 52 - len(LEADING) and kernels["QGemm"] == 1, kernels
+    # The ten residual sums join integer convs and feed integer expands: QLinearAdd (the CPU
+    # rows' integer_ops), not float sums between DQs and a Q.
+    assert kernels["QLinearAdd"] == 10 and kernels["Add"] == 0 and len(report.plan.integer_ops) == 10, kernels
     int8 = _top1(runtime.serving_session(str(out)), data)
     assert int8 >= fp32 - 0.01, (int8, fp32)  # measured 0.995
 

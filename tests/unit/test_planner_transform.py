@@ -630,18 +630,20 @@ def test_layers_inside_loop_bodies_are_listed_as_float_with_the_reason(caplog):
 def test_a_target_with_integer_ops_keeps_a_residual_add_between_quantized_layers_on_integers(monkeypatch):
     """Target.integer_ops: the Add whose inputs are both quantized layer outputs, and whose output
     a quantized layer reads, gets an output quantizer for every reader (the float Sigmoid too),
-    and ORT runs QLinearAdd. Off (today's targets), the quantizer serves the conv alone, the
-    Sigmoid reads the float sum, and the Add stays float between DQs and a Q."""
+    and ORT runs QLinearAdd (the CPU rows: a MobileNetV2's residual sums). Off (a row without
+    it), the quantizer serves the conv alone, the Sigmoid reads the float sum, and the Add stays
+    float between DQs and a Q."""
     from lowprec_core import _ops as ops
 
     def kernels(int8):
         return {node.op_type for node in optimized_graph(int8).graph.node}
 
     model = models.residual_block()
-    prepared, off, plan_off, data = _quantize(model)
+    assert ops.TARGETS["cpu"].integer_ops == ops.TARGETS["cpu-vnni"].integer_ops == frozenset({"Add"})
+    prepared, on, plan_on, data = _quantize(model)
+    monkeypatch.setitem(ops.TARGETS, "cpu", ops.TARGETS["cpu"].replace(integer_ops=frozenset()))
+    _, off, plan_off, _ = _quantize(model)
     assert plan_off.integer_ops == [] and "QLinearAdd" not in kernels(off)
-    monkeypatch.setitem(ops.TARGETS, "cpu", ops.TARGETS["cpu"].replace(integer_ops=frozenset({"Add"})))
-    _, on, plan_on, _ = _quantize(model)
     assert plan_on.integer_ops == ["add"]
     assert "QLinearAdd" in kernels(on)
     (entry,) = [a for a in plan_on.activations if a.tensor == "s"]
@@ -658,6 +660,7 @@ def test_integer_ops_all_turns_on_the_runtimes_integer_ops_and_none_turns_off_th
     has none; "none" keeps it float on a row that has it."""
     from lowprec_core import _ops as ops
     model = models.residual_block()
+    monkeypatch.setitem(ops.TARGETS, "cpu", ops.TARGETS["cpu"].replace(integer_ops=frozenset()))
     config = QuantConfig(min_reduction=0, integer_ops="all")
     _, on, plan_on, _ = _quantize(model, config)
     assert plan_on.integer_ops == ["add"] and "QLinearAdd" in {n.op_type for n in optimized_graph(on).graph.node}
