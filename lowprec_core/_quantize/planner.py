@@ -568,8 +568,9 @@ def _choose(model, config: QuantConfig, ignored, inits, users, float_tensors, kn
         else:
             chosen.append((node, act_inputs, node.input[rule.weight_input]))
     # A short layer stays float to spare requantizations its kernel cannot repay; where they are
-    # paid anyway, it is quantized after all (see placement.requantized_anyway). Fewer layers
-    # chosen (more ignored) share fewer inputs, so they can only keep more short layers float.
+    # paid anyway, or where it links integer layers into a chain, it is quantized after all (see
+    # placement.requantized_anyway and placement.integer_chains). Fewer layers chosen (more
+    # ignored) share fewer inputs, so they can only keep more short layers float.
     shared = {name for _, act_inputs, _ in chosen for name in act_inputs}
     sizes = sample_sizes(model)
     static = not (short and target.short_layers_need_static_shapes and computes_shapes(graph))
