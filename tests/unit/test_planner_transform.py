@@ -436,6 +436,10 @@ def test_short_layers_between_integer_layers_are_quantized_as_a_chain():
     # Without the entry conv's and projects' integer kernels there is no chain to join.
     _, _, plan, _ = _quantize(models.inverted_residuals(), QuantConfig(min_reduction=64, ignore=("entry", "project1", "project2")))
     assert plan.nodes == []
+    # With project1 reverted to float, the first block's chain feeds nothing integer and goes
+    # float with it; the second still starts from the residual sum (16 channels in, 96 out).
+    _, _, plan, _ = _quantize(models.inverted_residuals(), QuantConfig(min_reduction=64, ignore=("project1",)))
+    assert plan.nodes == ["entry", "expand2", "depthwise2", "project2"]
 
 
 def test_a_conv_whose_output_is_channel_shuffled_stays_float_on_cpu():
