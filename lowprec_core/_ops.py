@@ -107,12 +107,12 @@ class Target(Struct):
     quantized_output_readers: frozenset[str] = frozenset()
     # The runtime miscompiles such a short layer, quantized, where an input has a free size and
     # the graph computes a shape from an activation: there short layers stay float, whatever
-    # their output (see placement.requantized_anyway).
+    # their output (see placement.integer_chains).
     short_layers_need_static_shapes: bool = False
     # A short layer is quantized to spare the requantization of its larger output only with at
     # least this many output channels: the integer kernel's per-pixel work (gathering the short
     # window, requantizing the row) is shared over the channels, and with fewer it costs more
-    # than the quantizer it spares (see placement.requantized_anyway).
+    # than the quantizer it spares (see placement.integer_chains).
     requantize_min_channels: int = 0
     # Joins (INTEGER_JOINS rows) the runtime runs on integers where every input comes through a
     # Q/DQ: such an op whose inputs are each a quantized Conv's output or a tensor quantized for a

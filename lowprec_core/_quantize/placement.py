@@ -54,27 +54,11 @@ def computes_shapes(graph: onnx.GraphProto) -> bool:
     return free and any(n.op_type in ("Shape", "Size") and n.input[0] not in inputs for n in graph.node)
 
 
-def requantized_anyway(node, act_inputs: list[str], shared: set[str], users, sizes: dict[str, int], target,
-                       channels: int | None, static: bool = True) -> bool:
-    """Whether keeping a short layer float saves no requantization:
-    - its input is quantized for another layer already: float, it only adds a float branch
-      beside that layer's integer one (SqueezeNet's 1x1 expand beside its 3x3, whose Concat then
-      runs in float between DQs and a Q);
-    - or its output, read by quantized layers, is larger than its input: float, it needs a Q on
-      that output, where quantized it needs one on the smaller input (SqueezeNet's first conv,
-      3 -> 64 channels). A depthwise conv's output is no larger, so it stays float. Not with
-      fewer `channels` out than Target.requantize_min_channels: there the short integer kernel
-      costs more than the Q it spares (a 1 -> 8 first conv). Nor where the caller found the
-      model's shapes not `static` on a row whose runtime then miscompiles the layer
-      (computes_shapes, Target.short_layers_need_static_shapes)."""
-    if act_inputs and set(act_inputs) <= shared:
-        return True
-    if (channels or 0) < target.requantize_min_channels or not static:
-        return False
-    out = node.output[0]
-    if not act_inputs or any(t not in sizes for t in [*act_inputs, out]) or sizes[out] <= sum(sizes[t] for t in act_inputs):
-        return False
-    return feeds_reads(after_activation(out, users), shared, users)
+def requantized_anyway(act_inputs: list[str], shared: set[str]) -> bool:
+    """Whether a short layer's inputs are all quantized for other layers already: float, it only
+    adds a float branch beside their integer ones (SqueezeNet's 1x1 expand beside its 3x3, whose
+    Concat then runs in float between DQs and a Q), so it is quantized whatever reads its output."""
+    return bool(act_inputs) and set(act_inputs) <= shared
 
 
 def integer_chains(short: list[tuple[onnx.NodeProto, list[str], int | None]], chosen: list[tuple[onnx.NodeProto, list[str]]],
@@ -82,16 +66,22 @@ def integer_chains(short: list[tuple[onnx.NodeProto, list[str], int | None]], ch
     """The short layers (by name) that join quantized layers into integer chains: each reads
     tensors that are quantized anyway (the integer output of a quantized layer whose kernel
     writes integers, as ORT's QLinearConv does, after its fused activation; an input of a
-    quantized layer; the output of another such short layer), and its output, after its fused
-    activation, feeds quantized layers or other such short layers.
+    quantized layer; the output of another such short layer), or starts a chain (below), and its
+    output, after its fused activation, feeds quantized layers or other such short layers.
 
     Float, such a layer sits behind a DequantizeLinear and needs a QuantizeLinear on its output;
     on ORT its channels-last integer neighbours also hand it NCHW floats, a layout transpose each
     way. A MobileNetV2's depthwise 3x3s and thin expands sit so, between integer 1x1s with ReLU6
-    fused. A layer may also start a chain from a tensor that is not quantized yet, on
-    requantized_anyway's terms: its output holds more elements per sample than those inputs (an
-    expand from a 24-channel residual sum to 144 channels), it has Target.requantize_min_channels
-    output channels, and the shapes are `static` where the row needs them.
+    fused.
+
+    A layer starts a chain from inputs not quantized yet where its output holds more elements
+    per sample than they do: float, it needs a Q on that output, where quantized it needs one on
+    its smaller inputs (SqueezeNet's first conv, 3 -> 64 channels; an expand from a 24-channel
+    residual sum to 144 channels). A depthwise conv's output is no larger, so one read from the
+    image stays float. Not with fewer `channels` out than Target.requantize_min_channels: there
+    the short integer kernel costs more than the Q it spares (a 1 -> 8 first conv). Nor where the
+    caller found the model's shapes not `static` on a row whose runtime then miscompiles the
+    layer (computes_shapes, Target.short_layers_need_static_shapes).
 
     Grown forward from the quantized tensors, then pruned back until every kept layer's output
     feeds a quantized read. With fewer layers chosen or short (more ignored), fewer are kept."""

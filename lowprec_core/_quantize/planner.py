@@ -567,18 +567,18 @@ def _choose(model, config: QuantConfig, ignored, inits, users, float_tensors, kn
             short.append((node, act_inputs, node.input[rule.weight_input], floor))
         else:
             chosen.append((node, act_inputs, node.input[rule.weight_input]))
-    # A short layer stays float to spare requantizations its kernel cannot repay; where they are
-    # paid anyway, or where it links integer layers into a chain, it is quantized after all (see
-    # placement.requantized_anyway and placement.integer_chains). Fewer layers chosen (more
-    # ignored) share fewer inputs, so they can only keep more short layers float.
+    # A short layer stays float to spare requantizations its kernel cannot repay; where its
+    # inputs are quantized for other layers anyway, or where it links integer layers into a chain,
+    # it is quantized after all (see placement.requantized_anyway and placement.integer_chains).
+    # Fewer layers chosen (more ignored) quantize fewer tensors, so they can only keep more short
+    # layers float.
     shared = {name for _, act_inputs, _ in chosen for name in act_inputs}
-    sizes = sample_sizes(model)
     static = not (short and target.short_layers_need_static_shapes and computes_shapes(graph))
-    channels = {node.name: output_channels(node, target.layers[node.op_type], tuple(inits[weight].dims)) for node, _, weight, _ in short}
-    chained = integer_chains([(node, act_inputs, channels[node.name]) for node, act_inputs, _, _ in short],
-                             [(node, act_inputs) for node, act_inputs, _ in chosen], target, users, sizes, static)
+    candidates = [(node, act_inputs, output_channels(node, target.layers[node.op_type], tuple(inits[weight].dims)))
+                  for node, act_inputs, weight, _ in short]
+    chained = integer_chains(candidates, [(node, act_inputs) for node, act_inputs, _ in chosen], target, users, sample_sizes(model), static)
     for node, act_inputs, weight, floor in short:
-        if node.name in chained or requantized_anyway(node, act_inputs, shared, users, sizes, target, channels[node.name], static):
+        if node.name in chained or requantized_anyway(act_inputs, shared):
             chosen.append((node, act_inputs, weight))
         else:
             skipped[node.name] = floor
