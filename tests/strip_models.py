@@ -1,6 +1,7 @@
 """What the tests of the two digit-strip models share (examples/digit_strips.py, the CRNN reader,
 and examples/digit_columns.py, the U-Net): their exact match on the held-out strips, and
-quantizing either from the committed calibration strips."""
+quantizing either from the committed calibration strips (`quantized` serves any committed
+digit model whose data holds `calib_x` for its `image` input: the MobileNetV2's too)."""
 
 from __future__ import annotations
 

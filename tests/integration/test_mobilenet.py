@@ -13,6 +13,7 @@ import pytest
 import lowprec_core as lp
 from lowprec_core import _runtime as runtime
 from examples import digit_mobilenet
+from tests.strip_models import quantized
 from lowprec_core._runtime import optimized_graph
 
 pytestmark = pytest.mark.slow
@@ -32,9 +33,7 @@ def _top1(session, data) -> float:
 
 
 def _quantized(tmp_path, data, runtime_name: str):
-    out = tmp_path / "int8.onnx"
-    calib = [{"image": data["calib_x"][i : i + 16]} for i in range(0, len(data["calib_x"]), 16)]
-    return out, lp.quantize(digit_mobilenet.MODEL, out, data=calib, config=lp.QuantConfig(target=lp.runtime_target(runtime_name)))
+    return quantized(tmp_path, data, digit_mobilenet.MODEL, lp.QuantConfig(target=lp.runtime_target(runtime_name)))
 
 
 def test_the_mobilenet_runs_its_depthwise_chains_in_integer_kernels_in_onnx_runtime(tmp_path, data):
