@@ -41,6 +41,8 @@ def quantize_markdown(report: QuantizeReport) -> str:
                   f"{f' less {len(c.float_layers)} layer(s) slower in integer' if c.float_layers else ''}"
                   f"{f', float layers at {c.float_precision}' if c.float_precision != 'default' else ''} | {c.integer_ops} | {c.layers} | {c.integer_op_nodes} | {c.speedup:.2f}x | {c.nmse:.3g} | "
                   + (f"{budget[c.within_budget]} | " if scored else "") + f"{'yes' if c.chosen else ''} |" for c in tuning.candidates]
+        if tuning.untried:
+            lines += ["", "Left untried, past the search's time bound: " + "; ".join(tuning.untried) + "."]
         slower = {name: cost for name, cost in tuning.layer_costs.items() if cost > 0}
         if tuning.layer_costs:
             lines += ["", f"Profiled layer by layer: {len(slower)} of the default's {len(tuning.layer_costs)} layers run slower in integer than "

@@ -87,6 +87,9 @@ class LatencyTuning(Record):
     head_to_head: float | None = None
     # And on the tuning samples as one batch, where they stack, once it is faster at batch 1.
     head_to_head_batch: float | None = None
+    # Candidates never built or timed: building and compiling them would have passed the search's
+    # time bound (_tuning.SETUP_FLOOR).
+    untried: list[str] = []
 
 
 class LayerError(Record):

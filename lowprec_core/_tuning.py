@@ -28,6 +28,10 @@ tensors observed (70 -> 143) and a pass over them all takes 2.0 s instead of 1.1
 for the provisional pass; in OpenVINO (2-core Zen 4) the one pass over them all took 1.48 s
 against the default's 1.20 s, the same command time as a provisional pass.
 
+The default (and, where OpenVINO runs float layers in bf16, its f32 and every-layer-float
+forms) is always timed; the other candidates are built and compiled while the search's time
+bound leaves room for them (SETUP_FLOOR), and the report names those left untried.
+
 Where no candidate leaves every layer float, one more does (the model's layer op types
 ignored): if nothing quantized beats FP32 here, that is the one kept. It runs the FP32 model, so
 where the runtime would run it at f32 (ONNX Runtime; OpenVINO without bf16) it is the reference
@@ -125,6 +129,16 @@ QUALITY_DROP = 1.5
 # 25 ms a round), and its rounds are what steady its choice.
 SEARCH_SHARE = 1.5
 BOUND_FLOOR = 1.0
+# The candidates past the first wave (the default, and where OpenVINO runs float in bf16 its f32
+# and every-layer-float forms) are built and compiled only while the search's time so far, plus one
+# more build and compile behind those in flight (the slowest of each yet), stays within SEARCH_SHARE
+# times the command before it, or SETUP_FLOOR seconds where that is more: a candidate beyond it goes
+# untried and the report names it. OpenVINO compiles a QDQ model in about three times the time
+# of its float one (the digits MobileNetV2 on 2-core Zen 4: 0.25 s against 0.08 s, one thread
+# each), so on a small model its seven compiles cost more than the command: its search took 3.1-3.9x
+# the command without it. Cheap sessions (ONNX Runtime's) and large models' commands leave every
+# candidate in.
+SETUP_FLOOR = 0.5
 # The default and the float model are profiled node by node (PROFILE_RUNS runs each, after one
 # untimed) to cost each layer in integer against float; the default less the layers found slower
 # becomes a candidate where they take at least PROFILE_GAIN of its run: below that it could not
@@ -269,25 +283,33 @@ def search(prepared: onnx.ModelProto, stats: Statistics, config: QuantConfig, sa
     seen: set[bytes] = set()
     at_f32 = runtime.float_precision(serving) == "f32"
     keys = candidates(config)
-    if not at_f32 and config.float_precision == "default":  # OpenVINO on a bf16 CPU
-        keys.append((*keys[0][:2], (), "f32"))
-    for key in keys:
+    default = keys[0]
+    # The first wave, always timed: the default and, where OpenVINO runs float layers in bf16, the
+    # same with them at f32 and every layer float; the other candidates follow within the budget.
+    first = [default, *([(*default[:2], (), "f32")] if not at_f32 and config.float_precision == "default" else [])]
+    reference = prepared.SerializeToString()
+    budget = None if spent is None else max(SETUP_FLOOR, SEARCH_SHARE * spent)
+    build_seconds: list[float] = []
+
+    def add(key: Key) -> bool:
+        """Build a candidate; False where its bytes are a candidate's already built."""
+        start = time.perf_counter()
         model, plan, data = build(key, full=False)
-        if data in seen:  # the same plan as a candidate already built (the default first)
-            continue
+        build_seconds.append(time.perf_counter() - start)
+        if data in seen:
+            return False
         seen.add(data)
         built[key] = (model, plan, data)
-    default = next(iter(built))
-    reference = prepared.SerializeToString()
-    # A floor that leaves every layer float is the reference's placement: at f32 it runs as FP32
-    # does, and timing it again only adds noise (PP-OCR cls's floor 256 in ORT: 0.96-0.99x).
-    as_reference = [k for k in built if k != default and at_f32 and _quantizes_nothing(built[k][1])]
-    timed = [k for k in built if k not in as_reference]
-    # Every layer float, where each plan quantizes some: at f32 it is the reference itself, so
-    # it is only built (and timed) where the runtime runs float faster, or once it is kept.
-    floats = all(plan.layers() for _, plan, _ in built.values())
-    if floats and not at_f32:
+        return True
+
+    for key in first:
+        add(key)
+    timed = list(built)
+    # Every layer float: at f32 it is the reference itself, so it is only built (and timed) where
+    # the runtime runs float faster, or once it is kept (where every plan quantizes some layer).
+    if not at_f32 and built[default][1].layers():
         built[FLOAT] = build(FLOAT, full=True)
+        seen.add(built[FLOAT][2])
         timed.append(FLOAT)
     # Built side by side (the runtimes release the GIL while compiling): OpenVINO compiles each
     # PP-OCRv4 det candidate in 0.3 s, four in 1.0-1.1 s on two cores instead of 1.5-1.6 s.
@@ -296,24 +318,53 @@ def search(prepared: onnx.ModelProto, stats: Statistics, config: QuantConfig, sa
     # timed with counters the others lack, and none is compiled twice (PP-OCRv4 det in OpenVINO,
     # 2-core Zen 4: two more compiles and their runs took 0.8 s of a 3.3 s search).
     profiling = not at_f32 and bool(built[default][1].nodes)
+    compile_seconds: list[float] = []
 
     def compiled(data: bytes, precision: str | None):
-        return runtime.serving_session(data, runtime=serving, threads=threads, precision=precision, spinning=True, profiling=profiling)
+        start = time.perf_counter()
+        session = runtime.serving_session(data, runtime=serving, threads=threads, precision=precision, spinning=True, profiling=profiling)
+        if precision is None:  # a quantized candidate's (the reference's float compile is cheaper)
+            compile_seconds.append(time.perf_counter() - start)
+        return session
 
-    models = [(reference, "f32"), *((built[k][2], None) for k in timed)]
-    with ThreadPoolExecutor(min(len(models), os.cpu_count() or 1), thread_name_prefix="lowprec-session") as pool:
-        sessions = list(pool.map(lambda item: compiled(*item), models))
-    costs: dict[str, float] = {}
-    if profiling:
-        float_key = next(k for k in timed if _quantizes_nothing(built[k][1]))
-        costs, key = _profiled(prepared, reference, built[default], default, samples[0], serving, threads,
-                               (sessions[1 + timed.index(float_key)], sessions[1]))
-        if key is not None:
-            model, plan, data = build(key, full=False)
-            if data not in seen:
-                built[key] = (model, plan, data)
+    workers = os.cpu_count() or 1
+    untried: list[Key] = []
+    with ThreadPoolExecutor(workers, thread_name_prefix="lowprec-session") as pool:
+        sessions = list(pool.map(lambda item: compiled(*item), [(reference, "f32"), *((built[k][2], None) for k in timed)]))
+        costs: dict[str, float] = {}
+        rest = [k for k in keys if k not in first]
+        if profiling:
+            float_key = next(k for k in timed if _quantizes_nothing(built[k][1]))
+            costs, key = _profiled(prepared, reference, built[default], default, samples[0], serving, threads,
+                                   (sessions[1 + timed.index(float_key)], sessions[1]))
+            rest = [*([key] if key is not None else []), *rest]  # measured where the floors guess
+        # The rest, each compiled as soon as it is built, while the time bound leaves room for
+        # one more build and its compile behind those still compiling (see SETUP_FLOOR).
+        pending = []
+        for key in rest:
+            waiting = sum(not future.done() for future in pending)
+            needed = max(build_seconds) + max(compile_seconds, default=0.0) * math.ceil((waiting + 1) / workers)
+            if budget is not None and time.perf_counter() - started + needed > budget:
+                untried.append(key)
+                continue
+            # A floor that leaves every layer float is the reference's placement: at f32 it runs as
+            # FP32 does, and timing it again only adds noise (PP-OCR cls's floor 256 in ORT: 0.96-0.99x).
+            if add(key) and not (at_f32 and _quantizes_nothing(built[key][1])):
                 timed.append(key)
-                sessions.append(compiled(data, None))
+                pending.append(pool.submit(compiled, built[key][2], None))
+        sessions += [future.result() for future in pending]
+    # Timed in the candidates' own order (the floors, then the precisions, every layer float and the
+    # profile's): where each sits in the loop's balanced order changes nothing, but reports and
+    # forced timings read them so.
+    place = {k: i for i, k in enumerate([*keys, *first[1:], FLOAT])}
+    paired = sorted(zip(timed, sessions[1:]), key=lambda pair: place.get(pair[0], len(place)))
+    timed, sessions = [k for k, _ in paired], [sessions[0], *(s for _, s in paired)]
+    as_reference = [k for k in built if k != default and k not in timed]
+    # At f32, where every plan quantizes some layer, every layer float is the reference's own run.
+    floats = at_f32 and all(plan.layers() for _, plan, _ in built.values())
+    if untried:
+        log.info("latency search: %d candidate(s) left untried within %.1f s: %s", len(untried), budget,
+                 "; ".join(_describe(k) for k in untried))
     # Without a budget, the loop may stop a candidate for its error, where that error is its own.
     exact = [] if accept is not None else [i for i, k in enumerate(timed, 1) if k not in build.provisional]
     seconds = None if spent is None else max(BOUND_FLOOR, SEARCH_SHARE * spent - (time.perf_counter() - started))
@@ -392,6 +443,8 @@ def search(prepared: onnx.ModelProto, stats: Statistics, config: QuantConfig, sa
         reason += (f" ({len(verdicts)} faster candidate(s) scored on the evaluation data)" if verdicts else "")
     if bounded:
         reason += f"; timed over {rounds[default]} rounds, where the search's time bound stopped it"
+    if untried:
+        reason += f"; {len(untried)} more candidate(s) left untried, their builds and compiles past the search's {budget:.1f} s bound"
     if _quantizes_nothing(built[chosen][1]):
         reason += ("; no layer pays off in integer here (against FP32 as lowprec prepares it, its float-exact"
                    " simplifications applied), so every layer stays float: try another runtime or target for INT8")
@@ -409,7 +462,8 @@ def search(prepared: onnx.ModelProto, stats: Statistics, config: QuantConfig, sa
     tuning = LatencyTuning(runtime=serving, threads=threads, samples=len(samples), candidates=report, reason=reason,
                            seconds=round(time.perf_counter() - started, 3), layer_costs={k: round(v, 1) for k, v in costs.items()},
                            head_to_head=None if confirmation is None else round(confirmation, 4),
-                           head_to_head_batch=None if large is None else round(large, 4))
+                           head_to_head_batch=None if large is None else round(large, 4),
+                           untried=[_describe(k) for k in untried])
     log.info("latency search: %s", reason)
     model, plan, _ = built[chosen]
     return model, plan, tuning, _config_of(config, chosen, prepared), build.statistics(chosen)

@@ -24,6 +24,13 @@ def no_profiled_candidate(monkeypatch):
 
 
 @pytest.fixture(autouse=True)
+def every_candidate_built(monkeypatch):
+    """Whether the search's time bound leaves a candidate untried depends on how fast this
+    machine builds and compiles: here it never does, except where a test forces it."""
+    monkeypatch.setattr(_tuning, "SETUP_FLOOR", float("inf"))
+
+
+@pytest.fixture(autouse=True)
 def loop_verdicts_stand(monkeypatch):
     """Tests that force the loop's timings have the head-to-head check agree with them, except
     where a test forces it otherwise: this machine's timings are not theirs."""
@@ -752,3 +759,28 @@ def test_the_large_batch_is_the_tuning_samples_stacked_where_they_stack():
     assert _tuning._large_batch(model, rows[:1]) is None
     model.graph.input[0].type.tensor_type.shape.dim[0].dim_value = 1  # the batch fixed at 1
     assert _tuning._large_batch(model, rows) is None
+
+
+@pytest.mark.parametrize("serving", ["onnxruntime", "openvino"])
+def test_candidates_past_the_time_bound_go_untried_and_the_report_names_them(demo, tmp_path, monkeypatch, serving):
+    """A bound no build fits in: the first wave still runs (the default; where OpenVINO runs float
+    in bf16, the default with f32 float layers and every layer float too), every other candidate
+    goes untried, is named in the report and never built."""
+    if serving == "openvino":
+        pytest.importorskip("openvino")
+        monkeypatch.setattr(_tuning.runtime, "float_precision", lambda serving: "bf16")  # as on such a CPU
+    monkeypatch.setattr(_tuning, "SETUP_FLOOR", 0.0)
+    monkeypatch.setattr(_tuning, "SEARCH_SHARE", 1e-9)
+    built = []
+    real_build = _tuning._build
+    monkeypatch.setattr(_tuning, "_build", lambda quantizer, config, replay: built.append(config) or real_build(quantizer, config, replay))
+    config = lp.QuantConfig(target="openvino" if serving == "openvino" else "cpu")
+    result = lp.quantize(demo["model"], tmp_path / "t.onnx", data=demo["calib"], config=config, tune="latency")
+    tuning = result.tuning
+    rest = _tuning.candidates(config)[1:]
+    assert tuning.untried == [_tuning._describe(key) for key in rest]
+    assert f"{len(rest)} more candidate(s) left untried" in tuning.reason
+    timed = {(c.min_reduction, c.integer_ops, c.float_precision) for c in tuning.candidates}
+    first = {(64, "target", "default"), (None, "target", "default")} | ({(64, "target", "f32")} if serving == "openvino" else set())
+    assert timed == first
+    assert not any((c.min_reduction, c.integer_ops) in rest for c in built)
