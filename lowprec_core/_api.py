@@ -22,8 +22,8 @@ from ._calibration.collect import collect
 from ._calibration.health import check as calibration_health
 from ._calibration.stats import Statistics, load_statistics
 from ._config import AccuracyBudget, BenchmarkConfig, CalibrationConfig, QuantConfig
-from ._data import Feed, input_specs, iter_feeds, load_labels, single_samples
-from ._errors import ConfigError, GateFailed, ModelError
+from ._data import Feed, concat, fixed_batch, input_specs, iter_feeds, load_labels, single_samples, stackable
+from ._errors import ConfigError, DataError, GateFailed, ModelError
 from ._graph import shown_sizes
 from ._model_io import InputShapes, LoadedModel, at_input_sizes_of, load_model, model_bytes, prepare, save_model
 from ._ops import TARGETS
@@ -87,12 +87,14 @@ def quantize(
     html: PathOrUri | None = None,
     tune: str = "none",
     tune_threads: int = 1,
+    tune_batch: int = 1,
 ) -> QuantizeReport:
     """FP32 model -> INT8 QDQ model at `out`; calibrates from `data` unless `stats` is given.
 
     `tune="latency"` runs the latency search (see _tuning): plans at several reduction floors,
     timed in the target's runtime on this machine at `tune_threads` threads and compared with
-    FP32 on samples of the evaluation (else calibration) data; the fastest within the default's
+    FP32 on samples of the evaluation (else calibration) data, `tune_batch` to a request (the
+    batch the model is served at: a placement fastest at batch 1 can trail at 8); the fastest within the default's
     output error is kept, and the report lists every candidate. With `accuracy` too, the budget
     is the rule: the fastest placement that meets it on `eval_data` is kept, and the search over
     float layers starts from it.
@@ -111,7 +113,7 @@ def quantize(
         from . import _accuracy as accuracy_search, _tuning as latency_search, _workdir as workdir
     if inspect_samples < 0:
         raise ConfigError(f"inspect_samples must be 0 (no per-layer analysis) or a positive sample count, not {inspect_samples}")
-    _check_tuning(tune, tune_threads, accuracy, data, eval_data)
+    _check_tuning(tune, tune_threads, tune_batch, accuracy, data, eval_data)
     with tempfile.TemporaryDirectory(prefix="lowprec-") as tmp:
         loaded = load_model(localize(model, tmp))
         prepared = prepare(loaded.proto, TARGETS[config.target].runtime, config.input_shapes)
@@ -121,7 +123,7 @@ def quantize(
         run = None
         if accuracy is not None:
             # Everything the search reads is checked before calibration spends any time.
-            run = _search_run(loaded, config, accuracy, eval_data, labels, work_dir, tmp, tune)
+            run = _search_run(loaded, config, accuracy, eval_data, labels, work_dir, tmp, tune, tune_batch)
             stats = stats if stats is not None else workdir.saved_stats(run.work)  # a resumed run calibrated before
         # The latency search plans at every floor, each with every weightless op the runtime runs
         # on integers. With data it can read again (and no budget, whose resumable work dir keeps
@@ -149,8 +151,9 @@ def quantize(
                 tuning, config = saved
             else:
                 int8, plan, tuning, config, statistics = latency_search.search(
-                    prepared, statistics, config, _tuning_samples(prepared, eval_data if eval_data is not None else source, tmp),
-                    threads=tune_threads, replay=replay,
+                    prepared, statistics, config,
+                    _tuning_samples(prepared, eval_data if eval_data is not None else source, tmp, tune_batch),
+                    threads=tune_threads, batch=tune_batch, replay=replay,
                     accept=accuracy_search.within_budget(evaluator, run.metrics, accuracy) if run is not None else None,
                     calibrate=more, spent=time.perf_counter() - started)
                 if run is not None:
@@ -198,13 +201,15 @@ def quantize(
 TUNING = ("none", "latency")
 
 
-def _check_tuning(tune: str, threads: int, accuracy, data, eval_data) -> None:
+def _check_tuning(tune: str, threads: int, batch: int, accuracy, data, eval_data) -> None:
     if tune not in TUNING:
         raise ConfigError(f"unknown tuning {tune!r}; expected one of: {', '.join(TUNING)}")
     if tune == "none":
         return
     if threads < 1:
         raise ConfigError(f"tune_threads must be a positive thread count, not {threads}")
+    if batch < 1:
+        raise ConfigError(f"tune_batch must be a positive batch size, not {batch}")
     samples = eval_data if eval_data is not None else data
     if samples is None:
         raise ConfigError("--tune latency measures the candidates on data: give --data (or --eval)")
@@ -219,7 +224,7 @@ class _SearchRun(Struct):
 
 
 def _search_run(loaded: LoadedModel, config: QuantConfig, accuracy: AccuracyBudget, eval_data, labels, work_dir, tmp: str,
-                tune: str) -> _SearchRun:
+                tune: str, tune_batch: int = 1) -> _SearchRun:
     """The accuracy-aware search's inputs, checked, and its work dir claimed for this run."""
     from . import _workdir as workdir
     from ._metrics import resolve_metric
@@ -234,17 +239,34 @@ def _search_run(loaded: LoadedModel, config: QuantConfig, accuracy: AccuracyBudg
     metrics = [resolve_metric(b.metric) for b in accuracy.metrics]
     label_array = load_labels(localize(labels, tmp)) if isinstance(labels, (str, os.PathLike)) else labels
     work = Path(work_dir) if work_dir is not None else Path(tmp) / "work"
-    workdir.claim(work, loaded.sha256, config, accuracy, eval_data, labels, tune=tune)
+    workdir.claim(work, loaded.sha256, config, accuracy, eval_data, labels, tune=tune, tune_batch=tune_batch)
     return _SearchRun(work, metrics, label_array)
 
 
-def _tuning_samples(prepared: onnx.ModelProto, data, tmp: str) -> list[Feed]:
-    """The latency search's samples, batch 1, from the evaluation (else calibration) data."""
+def _tuning_samples(prepared: onnx.ModelProto, data, tmp: str, batch: int = 1) -> list[Feed]:
+    """The latency search's samples from the evaluation (else calibration) data: SAMPLES feeds of
+    `batch` samples each. Where the data holds fewer than SAMPLES x batch samples, the batches
+    take them again in turn (a batch's speed does not depend on which samples fill it)."""
     from . import _tuning as latency_search
 
     specs = input_specs(prepared)
-    feeds = iter_feeds(_local_data(data, tmp), specs, batch_size=1, max_samples=latency_search.SAMPLES)
-    return single_samples(feeds, specs, latency_search.SAMPLES)
+    fixed = fixed_batch(specs)
+    if batch > 1 and fixed is not None:
+        if fixed != batch:
+            raise ConfigError(f"tune_batch {batch}: the model fixes its batch at {fixed} (input {specs[0].name!r} is "
+                              f"{shown_sizes(specs[0].shape)}); time it at that batch, or export it with a free batch axis")
+        batch = 1  # its feeds come at the model's own batch
+    feeds = iter_feeds(_local_data(data, tmp), specs, batch_size=1, max_samples=latency_search.SAMPLES * batch)
+    rows = single_samples(feeds, specs, latency_search.SAMPLES * batch)
+    if batch == 1:
+        return rows
+    if len(rows) < batch:
+        raise DataError(f"tune_batch {batch}: the data holds {len(rows)} sample(s), fewer than one batch")
+    if not stackable(rows, specs):
+        raise DataError(f"tune_batch {batch}: the data's samples differ in size beyond the batch axis (variable-length "
+                        "inputs), so they cannot be stacked into one request; time them one at a time (tune_batch 1)")
+    return [concat([rows[(index * batch + row) % len(rows)] for row in range(batch)], specs)
+            for index in range(latency_search.SAMPLES)]
 
 
 def _statistics(loaded: LoadedModel, prepared: onnx.ModelProto, stats, source, calibration: CalibrationConfig,

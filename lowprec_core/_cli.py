@@ -210,6 +210,8 @@ def _quantize_arguments(p: argparse.ArgumentParser) -> None:
                    help="latency: time plans at several reduction floors in the runtime, on this machine, and keep the fastest "
                         "within the default's output error (costs a few plans and timings; the report lists them)")
     p.add_argument("--tune-threads", type=int, default=1, metavar="N", help="threads the latency search times with (the serving pod's)")
+    p.add_argument("--tune-batch", type=int, default=1, metavar="N",
+                   help="samples to a request the latency search times (the batch the model is served at)")
     p.add_argument("--batch-size", type=int, default=CalibrationConfig().batch_size)
     p.add_argument("--max-samples", type=int)
     aa = p.add_argument_group("accuracy-aware (with --eval): revert layers to float until every metric is within budget")
@@ -236,13 +238,14 @@ def _quantize(args: argparse.Namespace) -> None:
     result = _api.quantize(
         args.model, args.out, data=args.data, stats=args.stats, config=config, calibration=calibration, report=args.report,
         accuracy=_accuracy_budget(args), eval_data=args.eval, labels=args.labels, work_dir=args.work_dir,
-        inspect_samples=_inspect_samples(args), html=args.html, tune=args.tune, tune_threads=args.tune_threads,
+        inspect_samples=_inspect_samples(args), html=args.html, tune=args.tune, tune_threads=args.tune_threads, tune_batch=args.tune_batch,
     )
     if result.accuracy is not None:
         search = result.accuracy
         print(f"accuracy-aware: {search.reason}; {len(search.float_layers)} layers float after {search.full_passes} full passes")
     if result.tuning is not None:
-        print(f"latency search ({result.tuning.runtime}, {result.tuning.threads} thread(s), {result.tuning.seconds:.1f} s): {result.tuning.reason}")
+        tuning = result.tuning
+        print(f"latency search ({tuning.runtime}, {tuning.threads} thread(s), batch {tuning.batch}, {tuning.seconds:.1f} s): {tuning.reason}")
     print(
         f"{args.out}: {len(result.plan.layers())} nodes quantized, {len(result.plan.left_float())} left in float"
         f"{f', {len(tables)} embedding table(s) in 8 bits' if (tables := result.plan.all_tables()) else ''}; "

@@ -108,6 +108,18 @@ def single_samples(feeds: Iterable[Feed], specs: list[InputSpec], limit: int) ->
     return out
 
 
+def stackable(feeds: list[Feed], specs: list[InputSpec]) -> bool:
+    """Whether the feeds agree in every dimension but each input's batch axis, so that concat
+    can join them (variable-length inputs, sentences or recordings, do not)."""
+    for spec in specs:
+        if spec.batch_axis is None or spec.name not in feeds[0]:
+            continue
+        shapes = {tuple(d for axis, d in enumerate(np.shape(feed[spec.name])) if axis != spec.batch_axis) for feed in feeds}
+        if len(shapes) > 1:
+            return False
+    return True
+
+
 def concat(feeds: list[Feed], specs: list[InputSpec]) -> Feed:
     """Feeds joined along each input's batch axis; an input without one is taken from the first."""
     return {

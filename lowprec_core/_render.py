@@ -33,7 +33,7 @@ def quantize_markdown(report: QuantizeReport) -> str:
     if report.tuning is not None:
         tuning = report.tuning
         scored = any(c.within_budget is not None for c in tuning.candidates)  # with an accuracy budget
-        lines += ["", f"### Latency search ({tuning.runtime}, {tuning.threads} thread(s), {tuning.samples} samples, {tuning.seconds:.1f} s)",
+        lines += ["", f"### Latency search ({tuning.runtime}, {tuning.threads} thread(s), {tuning.samples} requests of batch {tuning.batch}, {tuning.seconds:.1f} s)",
                   "", tuning.reason, "", "| min_reduction | integer_ops | layers quantized | weightless ops on integers | speedup b=1 | output NMSE | "
                   + ("accuracy budget | " if scored else "") + "kept |", "|---|---|---|---|---|---|" + ("---|" if scored else "") + "---|"]
         budget = {None: "", True: "met", False: "missed"}

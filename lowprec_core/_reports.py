@@ -90,6 +90,7 @@ class LatencyTuning(Record):
     # Candidates never built or timed: building and compiling them would have passed the search's
     # time bound (_tuning.SETUP_FLOOR).
     untried: list[str] = []
+    batch: int = 1  # samples to each timed request (the batch the model is served at)
 
 
 class LayerError(Record):

@@ -8,7 +8,9 @@ weightless ops (Add, Concat, pools, ...), the same with those on (`QuantConfig.i
 "all"): all from one calibration, each one plan and transform, never a recalibration.
 
 One loop measures them: each round runs FP32 (at f32) and every candidate on the round's
-tuning sample (batch 1), in a balanced order (_benchmark.balanced_order), timing each run and comparing
+tuning sample (one request at the batch the model is served at: `--tune-batch`, 1 unless told;
+the EfficientNet-style net below runs its default fastest at batch 1 and every layer quantized
+with integer ops fastest at 8), in a balanced order (_benchmark.balanced_order), timing each run and comparing
 its outputs with FP32's. A candidate's speedup is the median over rounds of FP32's time over
 its own (a slow moment hits a whole round alike); its error, the normalized MSE of its outputs
 over the samples. The fastest candidate whose error stays within QUALITY_SLACK of the
@@ -57,7 +59,7 @@ from . import _lineage as lineage, _runtime as runtime
 from ._benchmark import balanced_order
 from ._calibration.stats import Statistics
 from ._config import QuantConfig
-from ._data import Feed, concat, input_specs
+from ._data import Feed, concat, input_specs, stackable
 from ._graph import all_nodes, consumers
 from ._ops import RUNTIME_INTEGER_OPS, TARGETS
 from ._quantize.default import Quantizer
@@ -263,13 +265,13 @@ class _Builds:
 
 
 def search(prepared: onnx.ModelProto, stats: Statistics, config: QuantConfig, samples: list[Feed], *,
-           threads: int = 1, replay: Callable[[], Iterable[Feed]] | None = None,
+           threads: int = 1, batch: int = 1, replay: Callable[[], Iterable[Feed]] | None = None,
            accept: Callable[[bytes], bool] | None = None,
            calibrate: Callable[[dict[str, int | None], int | None], Statistics] | None = None,
            spent: float | None = None,
            ) -> tuple[onnx.ModelProto, QuantPlan, LatencyTuning, QuantConfig, Statistics]:
     """The candidates' plans, measured; returns the kept model, its plan, the search, its config
-    and the statistics it was built from. `samples`: the tuning samples, one per feed (batch 1).
+    and the statistics it was built from. `samples`: the tuning samples, one request per feed (`batch` samples each).
     `stats` must cover every candidate (calibrated for min_reduction 0 and integer_ops "all")
     unless `calibrate(requests, n)` gives the statistics of more tensors over the first n
     calibration samples (None: all); then a candidate they lack is timed provisionally (see the
@@ -419,17 +421,17 @@ def search(prepared: onnx.ModelProto, stats: Statistics, config: QuantConfig, sa
     in_full(chosen)
     keys = list(speedup)
     quality = "within the accuracy budget" if accept is not None else "within its output error"
-    reason = f"{_describe(chosen)}: {speedup[chosen]:.2f}x of FP32 at batch 1"
+    reason = f"{_describe(chosen)}: {speedup[chosen]:.2f}x of FP32 at batch {batch}"
     if chosen != default:
         reason += f" against the default's ({_describe(default)}) {speedup[default]:.2f}x"
     else:
         reason += ", the default" + (f"; no candidate {quality} was {SPEED_MARGIN:.2f}x faster" if noise is None else "")
-    batch = "" if large is None else f", and {large:.2f}x on the {len(samples)} tuning samples as one batch"
+    as_one = "" if large is None else f", and {large:.2f}x on the {len(samples)} tuning samples as one batch"
     if confirmation is not None and noise is None:
-        reason += f"; head to head it ran {confirmation:.2f}x the speed of {_describe(base)} over {len(samples)} more rounds{batch}"
+        reason += f"; head to head it ran {confirmation:.2f}x the speed of {_describe(base)} over {len(samples)} more rounds{as_one}"
     elif noise is not None and large is not None:
         reason += (f"; {_describe(noise)} read {speedup[noise]:.2f}x in the loop and {confirmation:.2f}x the speed of"
-                   f" {_describe(base)} head to head at batch 1, but {large:.2f}x on the {len(samples)} tuning samples as one batch:"
+                   f" {_describe(base)} head to head at batch {batch}, but {large:.2f}x on the {len(samples)} tuning samples as one batch:"
                    " slower where requests are batched")
     elif noise is not None:
         reason += (f"; {_describe(noise)} read {speedup[noise]:.2f}x in the loop, but head to head, over {len(samples)}"
@@ -459,7 +461,7 @@ def search(prepared: onnx.ModelProto, stats: Statistics, config: QuantConfig, sa
                               float_layers=list(k[2]) if len(k) > 2 else [], float_precision=k[3] if len(k) > 3 else "default",
                               provisional_samples=PROVISIONAL_SAMPLES if k in build.provisional else None)
               for k in sorted(keys, key=_order)]
-    tuning = LatencyTuning(runtime=serving, threads=threads, samples=len(samples), candidates=report, reason=reason,
+    tuning = LatencyTuning(runtime=serving, threads=threads, batch=batch, samples=len(samples), candidates=report, reason=reason,
                            seconds=round(time.perf_counter() - started, 3), layer_costs={k: round(v, 1) for k, v in costs.items()},
                            head_to_head=None if confirmation is None else round(confirmation, 4),
                            head_to_head_batch=None if large is None else round(large, 4),
@@ -698,13 +700,7 @@ def _large_batch(prepared: onnx.ModelProto, samples: list[Feed]) -> Feed | None:
     specs = input_specs(prepared)
     if len(samples) < 2 or any(spec.batch_axis is not None and isinstance(spec.shape[spec.batch_axis], int) for spec in specs):
         return None
-    for spec in specs:
-        if spec.batch_axis is None or spec.name not in samples[0]:
-            continue
-        shapes = {tuple(d for axis, d in enumerate(np.shape(feed[spec.name])) if axis != spec.batch_axis) for feed in samples}
-        if len(shapes) > 1:  # variable-length inputs (sentences, recordings): no one batch of them
-            return None
-    return concat(samples, specs)
+    return concat(samples, specs) if stackable(samples, specs) else None
 
 
 def _interleaved(first, second, feeds: list[Feed], reps: int = 1, handover: bool = False) -> float:

@@ -28,8 +28,10 @@ STATS = "stats"
 TUNING = "tuning.json"
 
 
-def claim(work: Path, model_sha256: str, config: QuantConfig, accuracy: AccuracyBudget, eval_data, labels, *, tune: str = "none") -> None:
-    """A work dir serves one run: the same model, config, budget, evaluation data and tuning."""
+def claim(work: Path, model_sha256: str, config: QuantConfig, accuracy: AccuracyBudget, eval_data, labels, *, tune: str = "none",
+          tune_batch: int = 1) -> None:
+    """A work dir serves one run: the same model, config, budget, evaluation data and tuning (the
+    latency search's choice is saved for its batch)."""
     identity = {
         "model_sha256": model_sha256,
         "config": config.model_dump(mode="json"),
@@ -39,11 +41,13 @@ def claim(work: Path, model_sha256: str, config: QuantConfig, accuracy: Accuracy
     }
     if tune != "none":  # absent otherwise: work dirs of untuned runs keep their identity
         identity["tune"] = tune
+    if tune != "none" and tune_batch != 1:
+        identity["tune_batch"] = tune_batch
     marker = work / "run.json"
     if marker.exists():
         recorded = json.loads(marker.read_text())
         if recorded != identity:
-            changed = sorted(k for k in identity if recorded.get(k) != identity[k])
+            changed = sorted(k for k in {*identity, *recorded} if recorded.get(k) != identity.get(k))
             raise ConfigError(f"work dir {work} belongs to another run (different {', '.join(changed)}); use a new --work-dir or remove it")
         return
     work.mkdir(parents=True, exist_ok=True)

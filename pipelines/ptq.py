@@ -62,14 +62,15 @@ def ptq(
     the node labels of the pool that serves it (a nodeSelector, e.g. {"node.kubernetes.io/instance-type":
     "m7i.2xlarge"}); quantize and benchmark run there, so the accuracy-aware search's speed check
     and the benchmark measure that hardware. Empty: any node. `tune`: "latency" runs quantize's
-    latency search there (with accuracy_aware, the fastest placement within the budget).
+    latency search there (with accuracy_aware, the fastest placement within the budget), timing requests
+    of the first of `batches` at the first of `threads`.
     `input_shapes`: sizes fixed on the model's inputs as they are served, space-separated NAME=SIZES
     entries (`input=batch,576`), where the runtime needs them; validate and benchmark run FP32 at them too."""
     stats = step(calibrate(model_uri=model_uri, data_uri=calib_uri, runtime=runtime, input_shapes=input_shapes), "calibrate")
     quant = step(quantize(
         model_uri=model_uri, stats=stats.outputs["stats"], preset=preset, accuracy_aware=accuracy_aware,
         eval_uri=eval_uri, labels_uri=labels_uri, metric=metric, max_drop=max_drop, min_speedup=min_speedup, runtime=runtime,
-        tune=tune, threads=threads, input_shapes=input_shapes,
+        tune=tune, threads=threads, input_shapes=input_shapes, batches=batches,
     ), "quantize")
     kubernetes.add_node_selector_json(quant, serving_nodes)
     check = step(validate(

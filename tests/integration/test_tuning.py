@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 
 import numpy as np
 import onnx
@@ -479,6 +480,7 @@ def test_an_int8_default_measured_slower_than_fp32_gives_way_to_a_floor_that_lea
 @pytest.mark.parametrize(("extra", "needle"), [
     (["--stats", "STATS"], "--tune latency measures the candidates on data: give --data (or --eval)"),
     (["--data", "CALIB", "--tune-threads", "0"], "tune_threads must be a positive thread count, not 0"),
+    (["--data", "CALIB", "--tune-batch", "0"], "tune_batch must be a positive batch size, not 0"),
 ])
 def test_bad_tuning_requests_are_exit_2_before_any_work(demo, tmp_path, capsys, extra, needle):
     stats = tmp_path / "stats"
@@ -784,3 +786,77 @@ def test_candidates_past_the_time_bound_go_untried_and_the_report_names_them(dem
     first = {(64, "target", "default"), (None, "target", "default")} | ({(64, "target", "f32")} if serving == "openvino" else set())
     assert timed == first
     assert not any((c.min_reduction, c.integer_ops) in rest for c in built)
+
+
+def test_the_search_times_requests_of_the_batch_the_model_is_served_at(demo, tmp_path, monkeypatch, capsys):
+    """--tune-batch 4: every session of the loop runs requests of 4 samples, and the report and
+    its reason say so."""
+    real, shapes = _tuning.measure, []
+
+    def recorded(sessions, samples, **kwargs):
+        shapes.extend(next(iter(feed.values())).shape[0] for feed in samples)
+        return real(sessions, samples, **kwargs)
+
+    monkeypatch.setattr(_tuning, "measure", recorded)
+    out, report = tmp_path / "t.onnx", tmp_path / "q.json"
+    assert main(["quantize", str(demo["model"]), "--data", str(demo["calib"]), "--out", str(out), "--tune", "latency",
+                 "--tune-batch", "4", "--report", str(report)]) == 0
+    assert shapes == [4] * _tuning.SAMPLES
+    tuning = json.loads(report.read_text())["tuning"]
+    assert tuning["batch"] == 4 and "x of FP32 at batch 4" in tuning["reason"]
+    assert "latency search (onnxruntime, 1 thread(s), batch 4" in capsys.readouterr().out
+
+
+def test_tuning_batches_take_the_datas_samples_in_turn_where_it_holds_too_few(tmp_path):
+    """Six samples, batches of 4: the first request holds samples 0-3, the second 4, 5, 0, 1."""
+    from lowprec_core import _api
+    from tests import models
+
+    model = models.conv_relu_conv()
+    rows = np.stack([np.full(models.feeds(model, batches=1, batch=1)[0]["x"].shape[1:], i, np.float32) for i in range(6)])
+    samples = _api._tuning_samples(prepare(model), [{"x": rows}], str(tmp_path), 4)
+    assert len(samples) == _tuning.SAMPLES and all(s["x"].shape[0] == 4 for s in samples)
+    assert [s["x"][:, 0, 0, 0].tolist() for s in samples[:2]] == [[0, 1, 2, 3], [4, 5, 0, 1]]
+
+
+def _variable_length():
+    from tests import models
+
+    model = models.matmul_add_3d()
+    model.graph.input[0].type.tensor_type.shape.dim[1].dim_param = "T"
+    model.graph.output[0].type.tensor_type.shape.dim[1].dim_param = "T"
+    rng = np.random.default_rng(0)
+    return model, [{"x": rng.normal(size=(1, t, 16)).astype(np.float32)} for t in (6, 7, 6, 8)]
+
+
+@pytest.mark.parametrize(("case", "batch", "error", "needle"), [
+    ("fixed", 4, lp.ConfigError, "tune_batch 4: the model fixes its batch at 1 (input 'x' is [1, 16, 4, 4])"),
+    ("short", 8, lp.DataError, "tune_batch 8: the data holds 6 sample(s), fewer than one batch"),
+    ("variable", 2, lp.DataError, "tune_batch 2: the data's samples differ in size beyond the batch axis"),
+])
+def test_a_tuning_batch_the_model_or_data_cannot_give_is_a_clear_error(tmp_path, case, batch, error, needle):
+    from lowprec_core import _api
+    from tests import models
+
+    if case == "fixed":
+        model = models.pooled_linear_head(batch=1)
+        data = [{"x": np.zeros((1, 16, 4, 4), np.float32)}] * 12
+    elif case == "short":
+        model = models.conv_relu_conv()
+        data = models.feeds(model, batches=3, batch=2)
+    else:
+        model, data = _variable_length()
+    with pytest.raises(error, match=re.escape(needle)):
+        _api._tuning_samples(prepare(model), data, str(tmp_path), batch)
+
+
+def test_a_work_dir_keeps_the_latency_searchs_choice_for_its_batch_alone(tmp_path):
+    """A resumed run reads the search's saved choice: one asked to time another batch is another run."""
+    from lowprec_core import _workdir
+
+    budget = lp.AccuracyBudget(metrics=(lp.MetricBudget(metric="agreement", max_drop=0.01),))
+    args = (tmp_path / "work", "0" * 64, lp.QuantConfig(), budget, None, None)
+    _workdir.claim(*args, tune="latency", tune_batch=4)
+    _workdir.claim(*args, tune="latency", tune_batch=4)  # the same run, resumed
+    with pytest.raises(lp.ConfigError, match=r"belongs to another run \(different tune_batch\)"):
+        _workdir.claim(*args, tune="latency", tune_batch=1)
