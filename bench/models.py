@@ -15,7 +15,7 @@ from pathlib import Path
 
 import numpy as np
 
-from examples import digit_columns, digit_mobilenet, digit_strips
+from examples import digit_columns, digit_efficientnet, digit_mobilenet, digit_strips
 from examples import magika as filetypes
 from examples import minilm as sentence_model
 from examples import vad as silero
@@ -254,7 +254,17 @@ def mobilenet() -> BenchModel:
     0.5) of handwritten digits at 96 x 96, trained on scikit-learn's digits
     (scripts/train_digit_mobilenet.py); evaluated on digit images the training never saw,
     committed under examples/data."""
-    data = digit_mobilenet.images()
+    return _framed_digits("mobilenet", digit_mobilenet.MODEL, digit_mobilenet.images())
+
+
+def efficientnet() -> BenchModel:
+    """An EfficientNet-B0-style classifier (MBConv blocks with squeeze-excite, SiLU, 3x3 and 5x5
+    depthwise convs; width 0.5) of the same framed digits (scripts/train_digit_efficientnet.py)."""
+    return _framed_digits("efficientnet", digit_efficientnet.MODEL, digit_efficientnet.images())
+
+
+def _framed_digits(name: str, path, data: dict[str, np.ndarray]) -> BenchModel:
+    """A classifier of framed digits, scored by top-1 on its held-out images."""
     feeds = _batches({"image": data["eval_x"]}, 50)
 
     def evaluate(fp32, int8):
@@ -263,8 +273,7 @@ def mobilenet() -> BenchModel:
         return {"top1": float((pred == data["eval_y"]).mean()), "fp32_top1": float((ref == data["eval_y"]).mean()),
                 "fp32_agree": float((pred == ref).mean())}
 
-    return BenchModel("mobilenet", digit_mobilenet.MODEL, _batches({"image": data["calib_x"]}, 16), evaluate, feeds, "top1", (1, 32),
-                      {"image": data["eval_x"][:1]})
+    return BenchModel(name, path, _batches({"image": data["calib_x"]}, 16), evaluate, feeds, "top1", (1, 32), {"image": data["eval_x"][:1]})
 
 
 def _levenshtein(a: str, b: str) -> int:
@@ -277,4 +286,4 @@ def _levenshtein(a: str, b: str) -> int:
     return previous[-1]
 
 
-MODELS = {"digits": digits, "minilm": minilm, "ocr_rec": ocr_rec, "ocr_det": ocr_det, "ocr_cls": ocr_cls, "vad": vad, "magika": magika, "vad_if": vad_if, "strips": strips, "columns": columns, "mobilenet": mobilenet}
+MODELS = {"digits": digits, "minilm": minilm, "ocr_rec": ocr_rec, "ocr_det": ocr_det, "ocr_cls": ocr_cls, "vad": vad, "magika": magika, "vad_if": vad_if, "strips": strips, "columns": columns, "mobilenet": mobilenet, "efficientnet": efficientnet}

@@ -6,6 +6,8 @@ examples/data with its calibration images and its held-out evaluation images and
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import numpy as np
 
 from examples.digit_strips import DATA
@@ -13,9 +15,10 @@ from examples.digit_strips import DATA
 MODEL = DATA / "digit_mobilenet.onnx"
 
 
-def images() -> dict[str, np.ndarray]:
+def images(path: Path = DATA / "digit_mobilenet.npz") -> dict[str, np.ndarray]:
     """calib_x [64, 1, 96, 96] and eval_x [400, 1, 96, 96] as float32 in [0, 1], and eval_y [400]
-    (stored as uint8 sixteenths, scikit-learn's own levels)."""
-    with np.load(DATA / "digit_mobilenet.npz") as data:
+    (stored as uint8 sixteenths, scikit-learn's own levels); `path`: another framed-digit
+    network's images (examples/digit_efficientnet.py)."""
+    with np.load(path) as data:
         return {"calib_x": data["calib_x"].astype(np.float32) / 16, "eval_x": data["eval_x"].astype(np.float32) / 16,
                 "eval_y": data["eval_y"]}
