@@ -114,6 +114,47 @@ def integer_chains(short: list[tuple[onnx.NodeProto, list[str], int | None]], ch
             del kept[name]
 
 
+# Ops that pool a feature map down to one value per channel (ReduceMean over the spatial axes is
+# how PyTorch writes a squeeze-excite block's pool).
+POOLS = frozenset({"GlobalAveragePool", "GlobalMaxPool", "ReduceMean", "ReduceMax"})
+
+
+def lone_layers(chosen: list[tuple[onnx.NodeProto, list[str], int]], graph: onnx.GraphProto, users, sizes: dict[str, int],
+                min_work: int, quantized: set[str] = frozenset()) -> dict[str, str]:
+    """The chosen layers (node, activation inputs, products per output) that stay float for
+    being lone and small on a pooled tensor, with why: every input is a pool's output (through
+    value-moving ops) that no other chosen layer reads or writes, nor `quantized` reaches (an
+    8-bit embedding table's Gather outputs), its output, after its fused activation, reaches no
+    chosen layer's input, and it computes fewer than `min_work` products per sample (its
+    products per output times its output's elements per sample; unknown sizes never count as
+    small). Squeeze-excite convs and classifier heads read one value per channel and feed a
+    float gate or the logits: each sums a few thousand products, against a QuantizeLinear and a
+    DequantizeLinear of its own. Judged from the chosen layers all at once: with fewer chosen
+    (more ignored), no fewer are lone."""
+    pooled = {node.output[0] for node in graph.node if node.op_type in POOLS}
+    reads: dict[str, set[str]] = {}
+    written: set[str] = set(quantized)
+    for node, act_inputs, _ in chosen:
+        for name in act_inputs:
+            reads.setdefault(name, set()).add(node.name)
+        written |= {node.output[0], after_activation(node.output[0], users)}
+    lone = {}
+    for node, act_inputs, length in chosen:
+        out = node.output[0]
+        if not act_inputs or out not in sizes or length * sizes[out] >= min_work:
+            continue
+        if any(reads[name] != {node.name} or not any(feeds_reads(t, {name}, users) for t in pooled)
+               or any(feeds_reads(t, {name}, users) for t in written) for name in act_inputs):
+            continue
+        others = {name for name, readers in reads.items() if readers - {node.name}}
+        if feeds_reads(after_activation(out, users), others, users):
+            continue
+        lone[node.name] = (f"computes {length * sizes[out]} products per sample from a pooled tensor quantized for it alone into float "
+                           f"readers: fewer than {min_work}, its QuantizeLinear and DequantizeLinear cost more than its integer kernel "
+                           "saves (lone_min_work)")
+    return lone
+
+
 def sample_sizes(model: onnx.ModelProto) -> dict[str, int]:
     """Elements per sample of every tensor whose shape inference knows all but the first dim."""
     sizes = {}

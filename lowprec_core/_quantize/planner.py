@@ -24,7 +24,7 @@ from .params import QuantizedWeights, activation_params
 from .plan import ActivationQuant, BiasQuant, FusedActivation, QuantPlan, TableQuant, WeightQuant
 from .placement import (
     after_activation, channel_split, computes_shapes, drop_float_fused, feeds_reads, float_fused, layer_bias, output_channels, ranks,
-    integer_chains, requantized_anyway, sample_sizes, under_floor,
+    integer_chains, lone_layers, requantized_anyway, sample_sizes, under_floor,
 )
 from .ranges import activation_range, two_levels
 
@@ -576,12 +576,20 @@ def _choose(model, config: QuantConfig, ignored, inits, users, float_tensors, kn
     static = not (short and target.short_layers_need_static_shapes and computes_shapes(graph))
     candidates = [(node, act_inputs, output_channels(node, target.layers[node.op_type], tuple(inits[weight].dims)))
                   for node, act_inputs, weight, _ in short]
-    chained = integer_chains(candidates, [(node, act_inputs) for node, act_inputs, _ in chosen], target, users, sample_sizes(model), static)
+    sizes = sample_sizes(model)
+    chained = integer_chains(candidates, [(node, act_inputs) for node, act_inputs, _ in chosen], target, users, sizes, static)
     for node, act_inputs, weight, floor in short:
         if node.name in chained or requantized_anyway(act_inputs, shared):
             chosen.append((node, act_inputs, weight))
         else:
             skipped[node.name] = floor
+    if target.lone_min_work and config.reduction_floor > 0:
+        lengths = [(node, act_inputs, target.layers[node.op_type].reduction(node, tuple(inits[weight].dims))) for node, act_inputs, weight in chosen]
+        # An embedding table's Gathers write quantized rows wherever its 8 bits keep enough of it (_tables).
+        gathered = {node.output[0] for node in graph.node if target.tables and node.op_type == "Gather" and node.input[0] in inits}
+        lone = lone_layers(lengths, graph, users, sizes, target.lone_min_work, gathered)
+        skipped.update(lone)
+        chosen = [entry for entry in chosen if entry[0].name not in lone]
     order = {node.name: index for index, node in enumerate(graph.node)}
     chosen.sort(key=lambda entry: order[entry[0].name])
     return chosen

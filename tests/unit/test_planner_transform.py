@@ -910,3 +910,33 @@ def test_openvino_reads_a_concat_of_conv_branches_through_quantizers_so_its_plug
     # A Concat only float ops read is left reading the float branches.
     _, int8, plan, _ = _quantize(models.branch_concat(), QuantConfig(target="openvino", ignore=["conv2"]))
     assert not {"a", "b"} & {a.tensor for a in plan.activations} and concat_inputs(int8) == ["Relu", "Relu"]
+
+
+def _lone(model: onnx.ModelProto, chosen: dict[str, tuple[list[str], int]], min_work: int) -> set[str]:
+    from lowprec_core._graph import consumers
+    from lowprec_core._quantize.placement import lone_layers, sample_sizes
+
+    prepared = onnx.shape_inference.infer_shapes(prepare(model))
+    nodes = {node.name: node for node in prepared.graph.node}
+    entries = [(nodes[name], inputs, length) for name, (inputs, length) in chosen.items()]
+    return set(lone_layers(entries, prepared.graph, consumers(prepared.graph), sample_sizes(prepared), min_work))
+
+
+def test_a_small_layer_on_a_pooled_tensor_no_other_quantized_layer_shares_stays_float():
+    """The squeeze-excite conv reads the pooled tensor (8 values a sample) that no other layer
+    reads and feeds the float gate: 64 products a sample, lone under a floor above that. conv2
+    (72 products per output, 256 outputs) reads the gated map, not a pooled tensor: never lone."""
+    model = models.squeeze_excite()
+    chosen = {"conv_se": (["p"], 8), "conv2": (["m"], 72)}
+    assert _lone(model, chosen, 1000) == _lone(model, chosen, 10**9) == {"conv_se"}
+    assert _lone(model, chosen, 64) == set()  # not fewer than 64
+
+
+def test_a_layer_on_a_pooled_tensor_that_another_layer_shares_is_not_lone():
+    """A second conv on the same pooled tensor (as a second SE branch would): the tensor is
+    quantized for both, so neither is quantized for itself alone."""
+    model = models.squeeze_excite()
+    model.graph.node.insert(3, onnx.helper.make_node("Conv", ["p", "ws"], ["s2"], "conv_se2"))
+    model.graph.output.append(onnx.helper.make_tensor_value_info("s2", onnx.TensorProto.FLOAT, None))
+    assert _lone(model, {"conv_se": (["p"], 8), "conv_se2": (["p"], 8)}, 1000) == set()
+    assert _lone(model, {"conv_se": (["p"], 8)}, 1000) == {"conv_se"}  # conv_se2 float (ignored): conv_se is lone again
