@@ -9,8 +9,8 @@ weightless ops (Add, Concat, pools, ...), the same with those on (`QuantConfig.i
 
 One loop measures them: each round runs FP32 (at f32) and every candidate on the round's
 tuning sample (one request at the batch the model is served at: `--tune-batch`, 1 unless told;
-the EfficientNet-style net below runs its default fastest at batch 1 and every layer quantized
-with integer ops fastest at 8), in a balanced order (_benchmark.balanced_order), timing each run and comparing
+an EfficientNet-style net ran its default fastest at batch 1 and every layer quantized with
+integer ops fastest at 8: docs/quantization.md), in a balanced order (_benchmark.balanced_order), timing each run and comparing
 its outputs with FP32's. A candidate's speedup is the median over rounds of FP32's time over
 its own (a slow moment hits a whole round alike); its error, the normalized MSE of its outputs
 over the samples. The fastest candidate whose error stays within QUALITY_SLACK of the

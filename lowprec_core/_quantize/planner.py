@@ -586,7 +586,7 @@ def _choose(model, config: QuantConfig, ignored, inits, users, float_tensors, kn
     if target.lone_min_work and config.reduction_floor > 0:
         lengths = [(node, act_inputs, target.layers[node.op_type].reduction(node, tuple(inits[weight].dims))) for node, act_inputs, weight in chosen]
         # An embedding table's Gathers write quantized rows wherever its 8 bits keep enough of it (_tables).
-        gathered = {node.output[0] for node in graph.node if target.tables and node.op_type == "Gather" and node.input[0] in inits}
+        gathered = {node.output[0] for node in graph.node if node.op_type == "Gather" and node.input[0] in inits} if target.tables else set()
         lone = lone_layers(lengths, graph, users, sizes, target.lone_min_work, gathered)
         skipped.update(lone)
         chosen = [entry for entry in chosen if entry[0].name not in lone]
